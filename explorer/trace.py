@@ -1,0 +1,169 @@
+"""trace(): the exact, instrumented re-computation of a recurrent module on given sequences.
+
+Training uses the fused kernels, which hide the gates; `trace` unrolls the same
+parameters step by step, keeps every gate, and back-propagates through the unroll to
+get the gradient's norm at every step. DESIGN.md's "instrumentation contract" is the spec.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from .cells import LayerWeights, unroll
+from .peephole import PeepholeLSTM
+
+
+@dataclass
+class LayerTrace:
+    """One layer's recorded quantities; arrays batch-first, float32 (float64 for a float64 module)."""
+
+    gates: dict[str, np.ndarray]      # name -> (batch, time, hidden)
+    hidden: np.ndarray                # (batch, time, hidden) h_t
+    cell: np.ndarray | None           # (batch, time, hidden) c_t, LSTMs only
+    grad_hidden: np.ndarray           # (batch, time) ||dL/dh_t||, total derivative
+    grad_cell: np.ndarray | None      # (batch, time) ||dL/dc_t||, LSTMs only
+
+
+@dataclass
+class Trace:
+    cell: str                         # "lstm", "peephole", "gru", "rnn_tanh" or "rnn_relu"
+    output: np.ndarray                # (batch, time, hidden) == module(x)[0], batch-first
+    loss: float
+    grad_input: np.ndarray            # (batch, time) ||dL/dx_t||
+    layers: list[LayerTrace]
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long table (layer, sequence, t, unit, quantity, value) for export.
+
+        Per-unit quantities (gates, hidden, cell) fill every column; gradient norms have
+        no unit, and grad_input belongs to no layer, so those cells are <NA>.
+        """
+        parts = []
+        for k, layer in enumerate(self.layers):
+            per_unit = dict(layer.gates, hidden=layer.hidden)
+            if layer.cell is not None:
+                per_unit["cell"] = layer.cell
+            for name, arr in per_unit.items():
+                parts.append(_long(arr, name, layer=k))
+            parts.append(_long(layer.grad_hidden, "grad_hidden", layer=k))
+            if layer.grad_cell is not None:
+                parts.append(_long(layer.grad_cell, "grad_cell", layer=k))
+        parts.append(_long(self.grad_input, "grad_input", layer=None))
+        frame = pd.concat(parts, ignore_index=True)
+        for col in ("layer", "unit"):
+            frame[col] = frame[col].astype("Int64")
+        return frame[["layer", "sequence", "t", "unit", "quantity", "value"]]
+
+
+def _long(arr: np.ndarray, quantity: str, layer: int | None) -> pd.DataFrame:
+    index = np.indices(arr.shape).reshape(arr.ndim, -1)
+    return pd.DataFrame({
+        "layer": pd.array([layer] * index.shape[1], dtype="Int64"),
+        "sequence": index[0],
+        "t": index[1],
+        "unit": pd.array(index[2] if arr.ndim == 3 else [None] * index.shape[1], dtype="Int64"),
+        "quantity": quantity,
+        "value": arr.reshape(-1),
+    })
+
+
+def cell_kind(module: nn.Module) -> str:
+    """The cell name of a supported module; ValueError naming what is unsupported."""
+    if isinstance(module, PeepholeLSTM):
+        return "peephole"
+    if not isinstance(module, (nn.LSTM, nn.GRU, nn.RNN)):
+        raise ValueError(f"trace supports nn.LSTM, nn.GRU, nn.RNN and PeepholeLSTM, not {type(module).__name__}")
+    if module.bidirectional:
+        raise ValueError("trace does not support bidirectional=True")
+    if getattr(module, "proj_size", 0):
+        raise ValueError("trace does not support proj_size > 0")
+    if isinstance(module, nn.LSTM):
+        return "lstm"
+    if isinstance(module, nn.GRU):
+        return "gru"
+    return "rnn_relu" if module.nonlinearity == "relu" else "rnn_tanh"
+
+
+def layer_weights(module: nn.Module, k: int) -> LayerWeights:
+    """Layer k's parameters of any supported module, as the cells take them."""
+    if isinstance(module, PeepholeLSTM):
+        return module.layer_weights(k)
+    get = lambda name: getattr(module, f"{name}_l{k}", None)  # noqa: E731
+    return LayerWeights(get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"))
+
+
+def trace(module: nn.Module, x, target=None,
+          loss_fn: Callable[[Tensor, object], Tensor] | None = None) -> Trace:
+    """Unroll `module` on x exactly, keeping every gate and the gradient norm at every step.
+
+    x is laid out as the module expects (batch_first or time-first), or unbatched 2-D
+    (time, input). loss_fn(output, target) gets the output exactly as module(x)[0] would
+    return it and must give a scalar; by default the loss is the sum of the last layer's
+    output at the last step. The loss should be summed, not averaged, over the sequences
+    so that each sequence's gradients are its own. Dropout is not applied (as in eval mode).
+    """
+    kind = cell_kind(module)
+    param = next(module.parameters())
+    x = torch.as_tensor(x).to(device=param.device, dtype=param.dtype)
+    if x.dim() not in (2, 3):
+        raise ValueError(f"x must be 2-D (time, input) or 3-D, got shape {tuple(x.shape)}")
+    if x.shape[-1] != module.input_size:
+        raise ValueError(f"x has {x.shape[-1]} features per step but the module expects {module.input_size}")
+    unbatched = x.dim() == 2
+    xb = x.unsqueeze(0) if unbatched else (x if module.batch_first else x.transpose(0, 1))
+    if xb.shape[1] == 0:
+        raise ValueError("x has no time steps")
+    xb = xb.detach().clone().requires_grad_(True)       # (batch, time, input)
+
+    with torch.enable_grad():
+        layer_input, unrolls = xb, []
+        h0 = xb.new_zeros(xb.shape[0], module.hidden_size)  # (batch, hidden)
+        for k in range(module.num_layers):
+            steps = unroll(kind, layer_input, layer_weights(module, k), h0,
+                           h0 if kind in ("lstm", "peephole") else None)
+            unrolls.append(steps)
+            layer_input = torch.stack(steps.hidden, dim=1)  # (batch, time, hidden)
+        output = layer_input
+        if unbatched:
+            shown = output.squeeze(0)
+        else:
+            shown = output if module.batch_first else output.transpose(0, 1)
+        loss = shown[..., -1, :].sum() if loss_fn is None else loss_fn(shown, target)
+        if loss.dim() != 0:
+            raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
+        states = [s for u in unrolls for s in u.hidden + (u.cell or [])]
+        grads = torch.autograd.grad(loss, [xb] + states, allow_unused=True)
+
+    grad_x, grads = grads[0], iter(grads[1:])
+    layers = []
+    for u in unrolls:
+        grad_h = _step_norms([next(grads) for _ in u.hidden], xb)
+        grad_c = _step_norms([next(grads) for _ in u.cell], xb) if u.cell is not None else None
+        layers.append(LayerTrace(
+            gates={name: _numpy(torch.stack(v, 1)) for name, v in u.gates.items()},
+            hidden=_numpy(torch.stack(u.hidden, 1)),
+            cell=_numpy(torch.stack(u.cell, 1)) if u.cell is not None else None,
+            grad_hidden=grad_h, grad_cell=grad_c))
+    # A loss_fn that ignores the output leaves x without a gradient: its norm is zero.
+    grad_input = _numpy(grad_x.norm(dim=-1) if grad_x is not None else xb.new_zeros(xb.shape[:2]))
+    return Trace(cell=kind, output=_numpy(output), loss=float(loss.detach()),
+                 grad_input=grad_input, layers=layers)
+
+
+def _step_norms(grads: list[Tensor | None], like: Tensor) -> np.ndarray:
+    # A state the loss never reaches (e.g. past the step the default loss reads) has no
+    # gradient: its norm is exactly zero.
+    norms = [g.norm(dim=-1) if g is not None else like.new_zeros(like.shape[0]) for g in grads]
+    return _numpy(torch.stack(norms, 1))                # (batch, time)
+
+
+def _numpy(t: Tensor) -> np.ndarray:
+    # float32 for display and export; a float64 module keeps float64, because whoever
+    # asks for double precision wants to check the numbers at that precision.
+    dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+    return t.detach().to("cpu", dtype).numpy()
