@@ -1,0 +1,116 @@
+"""History: a bounded, thread-safe record of one run's metrics and probe traces.
+
+Scalars are kept for every step, compactly (float32 columns that grow by doubling:
+about 4 bytes per field per step). Traces are the big items, so at most `max_traces`
+are kept: when one more arrives, every other trace of the older half is dropped, which
+keeps the start of the run, thins its middle, and keeps the recent past dense.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from .trace import Trace
+
+STEP_FIELDS = ("loss", "metric", "grad_norm", "grad_norm_clipped", "seconds")
+EVAL_FIELDS = ("eval_loss", "eval_metric")
+
+
+class _Columns:
+    """Named float32 columns with amortised O(1) append."""
+
+    def __init__(self, names: tuple[str, ...], width: dict[str, int] | None = None):
+        self.names = names
+        self.width = width or {}
+        self.size = 0
+        self._data = {n: np.zeros((16, self.width.get(n, 1)), np.float32) for n in names}
+        self._steps = np.zeros(16, np.int64)
+
+    def append(self, step: int, values: dict[str, object]) -> None:
+        if self.size == len(self._steps):
+            self._steps = np.resize(self._steps, 2 * self.size)
+            for n in self.names:
+                grown = np.zeros((2 * self.size, self._data[n].shape[1]), np.float32)
+                grown[:self.size] = self._data[n]
+                self._data[n] = grown
+        self._steps[self.size] = step
+        for n in self.names:
+            self._data[n][self.size] = values[n]
+        self.size += 1
+
+    def copy(self) -> dict[str, np.ndarray]:
+        out = {"step": self._steps[:self.size].copy()}
+        for n in self.names:
+            column = self._data[n][:self.size]
+            out[n] = column[:, 0].copy() if column.shape[1] == 1 else column.copy()
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        return self._steps.nbytes + sum(a.nbytes for a in self._data.values())
+
+
+@dataclass
+class HistoryView:
+    """A consistent copy of a History, safe to read while training goes on."""
+
+    param_names: list[str]
+    steps: dict[str, np.ndarray]      # "step", STEP_FIELDS (n,), "param_grad_norm"/"update_ratio" (n, params)
+    evals: dict[str, np.ndarray]      # "step", EVAL_FIELDS (m,)
+    traces: list[tuple[int, Trace]]   # (training step, trace), oldest first
+
+
+class History:
+    def __init__(self, param_names: list[str], max_traces: int = 48):
+        if max_traces < 2:
+            raise ValueError("max_traces must be at least 2")
+        self.param_names = list(param_names)
+        self.max_traces = max_traces
+        P = len(param_names)
+        self._lock = threading.Lock()
+        self._steps = _Columns(STEP_FIELDS + ("param_grad_norm", "update_ratio"),
+                               {"param_grad_norm": P, "update_ratio": P})
+        self._evals = _Columns(EVAL_FIELDS)
+        self._traces: list[tuple[int, Trace]] = []
+
+    def record_step(self, step: int, values: dict[str, object]) -> None:
+        with self._lock:
+            self._steps.append(step, values)
+
+    def record_eval(self, step: int, loss: float, metric: float) -> None:
+        with self._lock:
+            self._evals.append(step, {"eval_loss": loss, "eval_metric": metric})
+
+    def record_trace(self, step: int, trace: Trace) -> None:
+        with self._lock:
+            self._traces.append((step, trace))
+            if len(self._traces) > self.max_traces:
+                half = len(self._traces) // 2
+                self._traces = self._traces[:half:2] + self._traces[half:]
+
+    def latest_trace(self) -> tuple[int, Trace] | None:
+        with self._lock:
+            return self._traces[-1] if self._traces else None
+
+    def view(self) -> HistoryView:
+        with self._lock:
+            return HistoryView(self.param_names, self._steps.copy(), self._evals.copy(), list(self._traces))
+
+    def __len__(self) -> int:
+        return self._steps.size
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held: the scalar columns plus every kept trace's arrays."""
+        with self._lock:
+            return self._steps.nbytes + self._evals.nbytes + sum(trace_nbytes(t) for _, t in self._traces)
+
+
+def trace_nbytes(trace: Trace) -> int:
+    arrays = [trace.output, trace.grad_input]
+    for layer in trace.layers:
+        arrays += list(layer.gates.values()) + [layer.hidden, layer.grad_hidden]
+        arrays += [a for a in (layer.cell, layer.grad_cell) if a is not None]
+    return sum(a.nbytes for a in arrays)
