@@ -1,0 +1,485 @@
+"""The seven sequence tasks: each makes batches from a seed and states its sizes, loss,
+metric and the trivial baseline the plots draw as a reference line."""
+
+import inspect
+import math
+from numbers import Integral
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from explorer.data import (DataError, SHIPPED_SERIES, load_csv, load_digits, load_mnist,
+                           load_series, stdlib_corpus)
+
+TASKS = ("adding", "copy", "digits", "series", "brackets", "text", "csv")
+SERIES = ("sine", *SHIPPED_SERIES)
+UNKNOWN = "\ufffd"  # the one symbol for every character outside printable ASCII + newline
+# Held-out generators are seeded this far from the run seed, so a run's training stream
+# (seeded with the run seed) and its held-out set are different streams. torch's CPU
+# generator keeps only a seed's low 32 bits, and run seeds are below 2**31 (Config).
+HELDOUT_SEED_OFFSET = 2**31
+ADDING_TOLERANCE = 0.04  # Hochreiter & Schmidhuber (1997) count |error| < 0.04 as solved
+
+
+def _heldout_generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed + HELDOUT_SEED_OFFSET)
+
+
+def _split(length: int, train_fraction: float) -> int:
+    """Index where the held-out (later) part of a sequence of `length` items begins."""
+    return int(length * train_fraction)
+
+
+def _min_length(needed: int, train_fraction: float) -> int:
+    """The shortest data whose held-out part still holds `needed` consecutive items."""
+    length = needed
+    while length - _split(length, train_fraction) < needed:
+        length += 1
+    return length
+
+
+def _codepoints(text: str) -> np.ndarray:
+    raw = text.encode("utf-32-le", "surrogatepass")
+    return np.frombuffer(raw, dtype=np.uint32).astype(np.int64)  # (len,)
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}.")
+    return int(value)
+
+
+class Task:
+    """A task's interface; subclasses set the attributes and implement sample()."""
+
+    name: str
+    input_size: int
+    output_size: int
+    seq_len: int
+    output_mode: str  # "last": one prediction per sequence; "all": one per time step
+    regression: bool  # MSE on real targets, else cross-entropy on class indices
+    loss_name: str
+    metric_name: str
+    higher_is_better: bool
+    baseline_name: str
+    baseline_loss: float
+    baseline_metric: float
+    options: dict  # the task's own parameters, JSON-able
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def heldout(self, n: int, seed: int) -> tuple[Tensor, Tensor]:
+        return self.sample(n, _heldout_generator(seed))
+
+    def loss(self, output: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+        """Per-sequence loss (mean over its steps), then "mean" or "sum" over sequences, or
+        "none" for the (batch,) vector; "sum" keeps each sequence's gradient its own."""
+        if self.regression:
+            if output.shape != y.shape:  # broadcasting (batch,) against (batch, 1) is silent
+                raise ValueError(f"output shape {tuple(output.shape)} != target {tuple(y.shape)}.")
+            per_step = (output - y) ** 2
+        else:
+            per_step = F.cross_entropy(output.reshape(-1, self.output_size), y.reshape(-1),
+                                       reduction="none")
+        per_sequence = per_step.reshape(len(y), -1).mean(dim=1)  # (batch,)
+        if reduction == "mean":
+            return per_sequence.mean()
+        if reduction == "sum":
+            return per_sequence.sum()
+        if reduction == "none":
+            return per_sequence
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
+
+    def metric(self, output: Tensor, y: Tensor) -> float:
+        """Accuracy over every prediction; tasks with another metric override this."""
+        return (output.argmax(dim=-1) == y).float().mean().item()
+
+    def baseline_predict(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name, "input_size": self.input_size, "output_size": self.output_size,
+            "seq_len": self.seq_len, "output_mode": self.output_mode,
+            "loss_name": self.loss_name, "metric_name": self.metric_name,
+            "higher_is_better": self.higher_is_better, "baseline_name": self.baseline_name,
+            "baseline_loss": self.baseline_loss, "baseline_metric": self.baseline_metric,
+            "options": dict(self.options),
+        }
+
+    def _measure_baseline(self, x: Tensor, y: Tensor) -> None:
+        """State the baseline as measured by the trivial predictor on (x, y)."""
+        prediction = self.baseline_predict(x)
+        self.baseline_loss = self.loss(prediction, y).item()
+        self.baseline_metric = self.metric(prediction, y)
+
+
+class AddingTask(Task):
+    """Sum the two values whose marker is 1 (Arjovsky et al. 2016 form of Hochreiter &
+    Schmidhuber 1997): one marker in each half, so the answer needs the distant past."""
+
+    name, output_mode, regression = "adding", "last", True
+    input_size, output_size = 2, 1
+    loss_name, higher_is_better = "MSE", True
+    metric_name = f"accuracy (|error| < {ADDING_TOLERANCE})"
+    baseline_name = "predict 1"
+    baseline_loss = 1 / 6  # the variance of the sum of two U[0, 1] values
+    baseline_metric = 2 * ADDING_TOLERANCE - ADDING_TOLERANCE**2  # P(|sum − 1| < tolerance)
+
+    def __init__(self, seq_len: int):
+        self.seq_len = _check_int("seq_len", seq_len, 2)
+        self.options = {}
+
+    def sample(self, n, generator):
+        values = torch.rand(n, self.seq_len, generator=generator)  # (batch, time)
+        half = self.seq_len // 2
+        first = torch.randint(0, half, (n,), generator=generator)
+        second = torch.randint(half, self.seq_len, (n,), generator=generator)
+        markers = torch.zeros(n, self.seq_len)  # (batch, time)
+        markers[torch.arange(n), first] = 1.0
+        markers[torch.arange(n), second] = 1.0
+        x = torch.stack([values, markers], dim=-1)  # (batch, time, 2)
+        y = (values * markers).sum(dim=1, keepdim=True)  # (batch, 1)
+        return x, y
+
+    def metric(self, output, y):
+        return ((output - y).abs() < ADDING_TOLERANCE).float().mean().item()
+
+    def baseline_predict(self, x):
+        return torch.ones(len(x), 1)  # (batch, 1)
+
+
+class CopyTask(Task):
+    """Remember 10 symbols across a delay of T blanks and replay them after the delimiter
+    (Arjovsky et al. 2016). Input channels: blank, 8 symbols, delimiter."""
+
+    name, output_mode, regression = "copy", "all", False
+    input_size, output_size = 10, 9  # outputs: blank + 8 symbols
+    loss_name, metric_name, higher_is_better = "cross-entropy (nats)", "copy accuracy", True
+    baseline_name = "blanks, then a uniform guess"
+    symbols, delimiter = 10, 9
+
+    def __init__(self, seq_len: int):
+        self.delay = _check_int("seq_len", seq_len, 1)
+        self.seq_len = self.delay + 2 * self.symbols
+        self.baseline_loss = self.symbols * math.log(8) / self.seq_len
+        self.baseline_metric = 1 / 8
+        self.options = {"delay": self.delay}
+
+    def sample(self, n, generator):
+        symbols = torch.randint(1, 9, (n, self.symbols), generator=generator)  # (batch, 10)
+        tokens = torch.zeros(n, self.seq_len, dtype=torch.long)  # (batch, time), 0 = blank
+        tokens[:, :self.symbols] = symbols
+        tokens[:, self.delay + self.symbols - 1] = self.delimiter
+        x = F.one_hot(tokens, self.input_size).float()  # (batch, time, 10)
+        y = torch.zeros(n, self.seq_len, dtype=torch.long)  # (batch, time)
+        y[:, -self.symbols:] = symbols
+        return x, y
+
+    def metric(self, output, y):
+        recalled = output[:, -self.symbols:].argmax(dim=-1)  # (batch, 10)
+        return (recalled == y[:, -self.symbols:]).float().mean().item()
+
+    def baseline_predict(self, x):
+        log_probs = torch.full((len(x), self.seq_len, self.output_size), -math.inf)
+        log_probs[:, :-self.symbols, 0] = 0.0  # certain blank while nothing is recalled
+        log_probs[:, -self.symbols:, 1:] = -math.log(8)  # then any of the 8 symbols
+        return log_probs  # (batch, time, 9)
+
+
+class DigitsTask(Task):
+    """Classify a handwritten digit read one pixel row per time step: the shipped 8×8 digits
+    (8 steps × 8 pixels) or real MNIST (28 × 28) when its files are present."""
+
+    name, output_mode, regression = "digits", "last", False
+    output_size = 10
+    loss_name, metric_name, higher_is_better = "cross-entropy (nats)", "accuracy", True
+    baseline_name = "uniform guess"
+    baseline_loss, baseline_metric = math.log(10), 0.1
+    train_fraction, split_seed = 0.8, 0  # the 8×8 split is fixed, whatever the run seed
+
+    def __init__(self, seq_len: int | None = None, source: str = "digits8", mnist_dir=None):
+        # seq_len is fixed by the images; the argument exists for make_task's uniform call
+        if source == "digits8":
+            images, labels = (torch.tensor(a) for a in load_digits())
+            fixed = torch.Generator().manual_seed(self.split_seed)
+            order = torch.randperm(len(images), generator=fixed)
+            cut = _split(len(images), self.train_fraction)
+            self.train = images[order[:cut]], labels[order[:cut]]
+            self.test = images[order[cut:]], labels[order[cut:]]
+        elif source == "mnist":
+            splits = load_mnist(mnist_dir)
+            self.train, self.test = ((torch.tensor(images), torch.tensor(labels, dtype=torch.long))
+                                     for images, labels in (splits["train"], splits["test"]))
+        else:
+            raise ValueError(f"digits source must be 'digits8' or 'mnist', got {source!r}.")
+        self.seq_len = self.input_size = self.train[0].shape[1]
+        self.options = {"source": source, "train_size": len(self.train[0]),
+                        "heldout_size": len(self.test[0])}
+
+    @staticmethod
+    def _pixels(images: Tensor) -> Tensor:
+        # MNIST stays uint8 in memory (47 MB instead of 188 MB) and is scaled per batch
+        return images.float() / 255.0 if images.dtype == torch.uint8 else images
+
+    def sample(self, n, generator):
+        index = torch.randint(len(self.train[0]), (n,), generator=generator)
+        # (batch, rows, columns), (batch,)
+        return self._pixels(self.train[0][index]), self.train[1][index]
+
+    def heldout(self, n, seed):
+        index = torch.randperm(len(self.test[0]), generator=_heldout_generator(seed))[:n]
+        return self._pixels(self.test[0][index]), self.test[1][index]
+
+    def baseline_predict(self, x):
+        return torch.full((len(x), 10), -math.log(10))  # (batch, 10) uniform log-probabilities
+
+
+class SineTask(Task):
+    """Forecast a noisy sine wave `horizon` steps past a window; every sequence has its own
+    random frequency, phase and amplitude, so the net must infer them from the window.
+    The waves are already of unit scale, so unlike real series they are not normalised."""
+
+    name, output_mode, regression = "series", "last", True
+    input_size, output_size = 1, 1
+    loss_name, metric_name, higher_is_better = "MSE", "MAE", False
+    baseline_name = "repeat last value"
+    noise = 0.05
+
+    def __init__(self, seq_len: int, horizon: int = 1):
+        self.seq_len = _check_int("seq_len", seq_len, 1)
+        self.horizon = _check_int("horizon", horizon, 1)
+        self.options = {"series": "sine", "horizon": self.horizon}
+        self._measure_baseline(*self.heldout(4096, seed=0))
+
+    def sample(self, n, generator):
+        def uniform(low, high):
+            return low + (high - low) * torch.rand(n, 1, generator=generator)  # (batch, 1)
+        period, phase, amplitude = uniform(5.0, 50.0), uniform(0.0, 2 * math.pi), uniform(0.5, 1.5)
+        t = torch.arange(self.seq_len + self.horizon)  # (time + horizon,)
+        wave = amplitude * torch.sin(2 * math.pi * t / period + phase)  # (batch, time + horizon)
+        wave = wave + self.noise * torch.randn(wave.shape, generator=generator)
+        x = wave[:, :self.seq_len, None]  # (batch, time, 1)
+        y = wave[:, -1:]  # (batch, 1)
+        return x, y
+
+    def metric(self, output, y):
+        return (output - y).abs().mean().item()
+
+    def baseline_predict(self, x):
+        return x[:, -1, :].clone()  # (batch, 1)
+
+
+class WindowTask(Task):
+    """Forecast one column `horizon` rows past a window of rows: a shipped series or a user's
+    CSV. Time split: first 80% of rows train, last 20% held out; inputs and target are
+    normalised with the training rows' mean and standard deviation."""
+
+    output_mode, regression = "last", True
+    output_size = 1
+    loss_name, higher_is_better = "MSE (normalised units)", False
+    baseline_name = "repeat last value"
+    train_fraction = 0.8
+
+    def __init__(self, name: str, values: np.ndarray, columns: list[str], target: str,
+                 seq_len: int, horizon: int, label: str):
+        self.name = name
+        self.seq_len = _check_int("seq_len", seq_len, 1)
+        self.horizon = _check_int("horizon", horizon, 1)
+        needed = self.seq_len + self.horizon
+        shortest = _min_length(needed, self.train_fraction)
+        if len(values) < shortest:
+            raise DataError(f"{label} has {len(values)} rows; window {self.seq_len} + horizon "
+                            f"{self.horizon} needs at least {shortest} (the last 20% is held out "
+                            f"and must hold a full window and its target too). Shorten the "
+                            f"window or the horizon.")
+        cut = _split(len(values), self.train_fraction)
+        mean, std = values[:cut].mean(axis=0), values[:cut].std(axis=0)
+        std[std == 0] = 1.0  # a constant column carries no signal; leave it at zero
+        normalised = torch.tensor((values - mean) / std, dtype=torch.float32)  # (rows, columns)
+        self.train, self.test = normalised[:cut], normalised[cut:]
+        self.target_index = columns.index(target)
+        self.target_std = float(std[self.target_index])
+        self.input_size = len(columns)
+        self.metric_name = "MAE (original units)"
+        self.options = {"source": label, "columns": list(columns), "target": target,
+                        "horizon": self.horizon, "mean": mean.tolist(), "std": std.tolist()}
+        every_window = torch.arange(len(self.test) - needed + 1)
+        self._measure_baseline(*self._windows(self.test, every_window))
+
+    def _windows(self, rows: Tensor, starts: Tensor) -> tuple[Tensor, Tensor]:
+        steps = starts[:, None] + torch.arange(self.seq_len)  # (batch, time)
+        x = rows[steps]  # (batch, time, columns)
+        y = rows[starts + self.seq_len - 1 + self.horizon, self.target_index, None]  # (batch, 1)
+        return x, y
+
+    def sample(self, n, generator):
+        starts = torch.randint(len(self.train) - self.seq_len - self.horizon + 1, (n,),
+                               generator=generator)
+        return self._windows(self.train, starts)
+
+    def heldout(self, n, seed):
+        count = len(self.test) - self.seq_len - self.horizon + 1
+        starts = torch.randperm(count, generator=_heldout_generator(seed))[:n]
+        return self._windows(self.test, starts)
+
+    def metric(self, output, y):
+        return (output - y).abs().mean().item() * self.target_std
+
+    def baseline_predict(self, x):
+        return x[:, -1, self.target_index, None].clone()  # (batch, 1)
+
+
+def _series(seq_len: int, name: str = "sine", horizon: int = 1) -> Task:
+    if name == "sine":
+        return SineTask(seq_len, horizon)
+    if name not in SERIES:
+        raise ValueError(f"Unknown series {name!r}; choose one of {', '.join(SERIES)}.")
+    return WindowTask("series", load_series(name)[:, None], ["value"], "value",
+                      seq_len, horizon, f"series {name!r}")
+
+
+def _csv(seq_len: int, source=None, columns: list[str] | None = None, target: str | None = None,
+         horizon: int = 1) -> Task:
+    if source is None:
+        raise ValueError("The csv task needs source=<path or file object>.")
+    table = load_csv(source, columns, target)
+    label = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "the CSV")
+    return WindowTask("csv", table.frame.to_numpy(), list(table.frame.columns), table.target,
+                      seq_len, horizon, str(label))
+
+
+class BracketsTask(Task):
+    """Read a balanced bracket string and output the nesting depth after each character:
+    solving it needs a counter in the state."""
+
+    name, output_mode, regression = "brackets", "all", False
+    input_size = 2  # one-hot '(' and ')'
+    loss_name, metric_name, higher_is_better = "cross-entropy (nats)", "accuracy", True
+    baseline_name = "depth frequencies (majority depth)"
+
+    def __init__(self, seq_len: int, max_depth: int = 8):
+        self.seq_len = _check_int("seq_len", seq_len, 2)
+        if self.seq_len % 2:
+            raise ValueError(f"brackets needs an even seq_len (every '(' closes), got {seq_len}.")
+        self.max_depth = _check_int("max_depth", max_depth, 1)
+        self.output_size = self.max_depth + 1  # depths 0..max_depth
+        self.options = {"max_depth": self.max_depth}
+        # The trivial predictor outputs the held-out depth frequencies at every step: its
+        # accuracy is the majority depth's share, its loss the depths' entropy.
+        _, depths = self.heldout(1024, seed=0)
+        counts = torch.bincount(depths.flatten(), minlength=self.output_size).double() + 1.0
+        self.log_frequencies = (counts / counts.sum()).log().float()  # (classes,)
+        self._measure_baseline(*self.heldout(1024, seed=1))
+
+    def sample(self, n, generator):
+        depth = torch.zeros(n, dtype=torch.long)  # (batch,)
+        opens, depths = [], []
+        for t in range(self.seq_len):
+            left = self.seq_len - t - 1  # characters after this one, each can close one level
+            can_open = (depth + 1 <= left) & (depth < self.max_depth)
+            can_close = depth > 0
+            coin = torch.rand(n, generator=generator) < 0.5
+            is_open = can_open & (coin | ~can_close)
+            depth = depth + torch.where(is_open, 1, -1)
+            opens.append(is_open)
+            depths.append(depth)
+        is_open = torch.stack(opens, dim=1)  # (batch, time)
+        x = torch.stack([is_open, ~is_open], dim=-1).float()  # (batch, time, 2)
+        return x, torch.stack(depths, dim=1)  # (batch, time)
+
+    def baseline_predict(self, x):
+        # (batch, time, classes)
+        return self.log_frequencies.expand(len(x), self.seq_len, -1).clone()
+
+
+class TextTask(Task):
+    """Character-level language model: predict the next character at every step, on Python
+    standard-library source or a pasted text. First 90% trains, last 10% is held out."""
+
+    name, output_mode, regression = "text", "all", False
+    loss_name, metric_name, higher_is_better = "cross-entropy (nats)", "bits per char", False
+    baseline_name = "unigram frequencies"
+    train_fraction = 0.9
+
+    def __init__(self, seq_len: int, text: str | None = None):
+        self.seq_len = _check_int("seq_len", seq_len, 1)
+        corpus = stdlib_corpus() if text is None else text
+        corpus = corpus.replace("\r\n", "\n").replace("\r", "\n")
+        shortest = _min_length(self.seq_len + 1, self.train_fraction)
+        if len(corpus) < shortest:
+            raise DataError(f"The text has {len(corpus)} characters; seq_len {self.seq_len} needs "
+                            f"at least {shortest} (the last 10% is held out and must hold one "
+                            f"window of {self.seq_len + 1} characters). Paste more text or "
+                            f"shorten seq_len.")
+        codes = _codepoints(corpus)
+        printable = np.unique(codes[(codes == 10) | ((codes >= 32) & (codes <= 126))])
+        self.vocab = "".join(map(chr, printable)) + UNKNOWN
+        self._lookup = np.full(128, len(self.vocab) - 1, dtype=np.int64)  # ASCII -> index
+        self._lookup[printable] = np.arange(len(printable))
+        self.input_size = self.output_size = len(self.vocab)
+        tokens = self.encode(corpus)
+        cut = _split(len(tokens), self.train_fraction)
+        self.train, self.test = tokens[:cut], tokens[cut:]
+        # Add-one smoothing keeps characters unseen in training finite on held-out text;
+        # the stated loss is this predictor's cross-entropy on the training text, which is
+        # its unigram entropy up to the smoothing.
+        counts = torch.bincount(self.train, minlength=len(self.vocab)).double()  # (vocab,)
+        log_q = ((counts + 1.0) / (counts + 1.0).sum()).log()
+        self.log_frequencies = log_q.float()
+        self.baseline_loss = -(counts / counts.sum() * log_q).sum().item()
+        self.baseline_metric = self.baseline_loss / math.log(2)
+        self.options = {"corpus": "python stdlib" if text is None else "pasted text",
+                        "chars": len(corpus), "vocab_size": len(self.vocab)}
+
+    def encode(self, text: str) -> Tensor:
+        """Character indices (len,) int64; characters outside the vocabulary become UNKNOWN."""
+        codes = _codepoints(text)
+        index = self._lookup[np.minimum(codes, 127)]
+        index[codes > 127] = len(self.vocab) - 1
+        return torch.from_numpy(index)
+
+    def decode(self, indices) -> str:
+        return "".join(self.vocab[i] for i in torch.as_tensor(indices).flatten().tolist())
+
+    def _windows(self, tokens: Tensor, starts: Tensor) -> tuple[Tensor, Tensor]:
+        steps = starts[:, None] + torch.arange(self.seq_len)  # (batch, time)
+        x = F.one_hot(tokens[steps], len(self.vocab)).float()  # (batch, time, vocab)
+        return x, tokens[steps + 1]  # next characters (batch, time)
+
+    def sample(self, n, generator):
+        starts = torch.randint(len(self.train) - self.seq_len, (n,), generator=generator)
+        return self._windows(self.train, starts)
+
+    def heldout(self, n, seed):
+        # non-overlapping windows, so the held-out set covers the held-out text once
+        chunks = (len(self.test) - 1) // self.seq_len
+        order = torch.randperm(chunks, generator=_heldout_generator(seed))[:n]
+        return self._windows(self.test, order * self.seq_len)
+
+    def metric(self, output, y):
+        return self.loss(output, y).item() / math.log(2)
+
+    def baseline_predict(self, x):
+        # (batch, time, vocab)
+        return self.log_frequencies.expand(len(x), self.seq_len, -1).clone()
+
+
+_MAKERS = {"adding": AddingTask, "copy": CopyTask, "digits": DigitsTask, "series": _series,
+           "brackets": BracketsTask, "text": TextTask, "csv": _csv}
+
+
+def make_task(name: str, seq_len: int, /, **options) -> Task:
+    """Build a task by name; ValueError for an unknown task or option, DataError for data."""
+    if name not in _MAKERS:
+        raise ValueError(f"Unknown task {name!r}; choose one of {', '.join(TASKS)}.")
+    valid = [p for p in inspect.signature(_MAKERS[name]).parameters if p != "seq_len"]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"Task {name!r} has no option {', '.join(unknown)}; its options are "
+                         f"{', '.join(valid) or 'none'}.")
+    return _MAKERS[name](seq_len, **options)
