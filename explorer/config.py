@@ -97,7 +97,7 @@ class Config:
     init: str = "default"
     seed: int = 0
     device: str = "auto"
-    probe_every: int = 50
+    probe_every: int = 100
     probe_count: int = 8
     eval_every: int = 100
 

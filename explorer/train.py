@@ -33,6 +33,8 @@ def task_for(config: Config) -> Task:
                         "columns": [c.strip() for c in config.csv_columns.split(",") if c.strip()] or None,
                         "target": config.csv_target or None},
     }.get(config.task, dict)()
+    if config.task == "csv" and not config.csv_path:
+        raise ValueError("the csv task needs csv_path: the CSV file to read")
     return make_task(config.task, config.seq_len, **options)
 
 
@@ -92,7 +94,7 @@ class Trainer:
         loss = task_loss
         if self.config.l1 > 0:
             loss = loss + self.config.l1 * sum(p.abs().sum() for p in params)
-        self.optimizer.zero_grad(set_to_none=False)
+        self.optimizer.zero_grad()
         loss.backward()
         grads = [p.grad for p in params]
         param_grad_norm = torch.stack(torch._foreach_norm(grads))             # (params,)
