@@ -71,6 +71,7 @@ class Trainer:
         self.steps_done = 0
         self.diverged = False
         self.divergence_message = ""
+        self.probe()                  # the untrained network's gates, before any step
 
     # -- training ---------------------------------------------------------------------
     def step(self) -> dict | None:
@@ -82,8 +83,6 @@ class Trainer:
         """
         if self.diverged:
             return None
-        if self.steps_done == 0:
-            self.probe()
         started = time.perf_counter()
         model, params = self.model, [p for p in self.model.parameters()]
         model.train()

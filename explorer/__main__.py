@@ -1,0 +1,132 @@
+"""Command line: `python -m explorer train ...` trains one run; `python -m explorer bench` measures.
+
+Every Config field is an option (--seq-len for seq_len), validated by Config itself, so
+the CLI accepts exactly what the app and the URL accept. A bad argument prints one line
+and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from .config import FIELDS, Config
+from .data import DataError
+
+HELDOUT_SIZE = 1000
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        raise SystemExit(_fail(f"{message} (see: python -m explorer --help)"))
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="explorer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
+    train = sub.add_parser("train", help="train one run and report held-out results")
+    for f in dataclasses.fields(Config):
+        spec = FIELDS[f.name]
+        choices = f" ({', '.join(spec.choices)})" if spec.choices else ""
+        span = f" [{spec.lo:g}..{spec.hi:g}]" if spec.lo is not None else ""
+        train.add_argument("--" + f.name.replace("_", "-"), dest=f.name, metavar=f.name.upper(),
+                           help=f"{spec.help}{choices}{span} default: {f.default!r}")
+    train.add_argument("--text-file", help="text task: read the text to model from this UTF-8 file")
+    train.add_argument("--json", dest="json_path", metavar="PATH", help="write the results as JSON here")
+    train.add_argument("--quiet", action="store_true", help="no progress lines")
+    bench = sub.add_parser("bench", help="compare the trainer with a bare PyTorch loop and a hand-written cell loop")
+    bench.add_argument("--steps", type=int, default=300, help="training steps of each loop")
+    bench.add_argument("--chunk", type=int, default=10, help="steps per turn when the loops take turns")
+    bench.add_argument("--json", dest="json_path", metavar="PATH", help="also write the JSON here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    if args.command == "bench":
+        from .bench import run_benchmark
+        if args.steps < 1 or args.chunk < 1:
+            return _fail("--steps and --chunk must be at least 1")
+        result = run_benchmark(steps=args.steps, chunk=args.chunk)
+        return _emit(result, args.json_path)
+    return _train(args)
+
+
+def _train(args) -> int:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+              if getattr(args, f.name) is not None}
+    try:
+        if args.text_file:
+            try:
+                values["text"] = Path(args.text_file).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                return _fail(f"cannot read --text-file {args.text_file}: {error}")
+        config = Config.from_dict(values)
+        from .train import Trainer
+        trainer = Trainer(config)
+    except (ValueError, DataError) as error:
+        return _fail(str(error))
+    if trainer.device_warning:
+        print(f"warning: {trainer.device_warning}", file=sys.stderr)
+
+    every = max(1, config.steps // 10)
+    started = time.perf_counter()
+    while not trainer.finished:
+        record = trainer.step()
+        if record is None:
+            print(trainer.divergence_message, file=sys.stderr)
+            break
+        if not args.quiet and (trainer.steps_done % every == 0):
+            print(f"step {trainer.steps_done:6d}  loss {record['loss']:.4f}  "
+                  f"{trainer.task.metric_name} {record['metric']:.4f}", file=sys.stderr)
+    training_seconds = time.perf_counter() - started
+
+    task = trainer.task
+    heldout_x, heldout_y = task.heldout(HELDOUT_SIZE, config.seed)
+    eval_loss, eval_metric = trainer.evaluate(heldout_x, heldout_y)
+    result = {
+        "config": config.to_dict(),
+        "device": str(trainer.device),
+        "steps": trainer.steps_done,
+        "eval_sequences": len(heldout_x),
+        "eval_loss": eval_loss,
+        "eval_metric": eval_metric,
+        "loss_name": task.loss_name,
+        "metric_name": task.metric_name,
+        "baseline_loss": task.baseline_loss,
+        "baseline_metric": task.baseline_metric,
+        "baseline_name": task.baseline_name,
+        "steps_per_second": trainer.steps_done / training_seconds if training_seconds > 0 else None,
+        "diverged": trainer.diverged,
+        "message": trainer.divergence_message,
+    }
+    return _emit(result, args.json_path)
+
+
+def _emit(result: dict, json_path: str | None) -> int:
+    text = json.dumps(result, indent=2)
+    try:
+        print(text)
+    except BrokenPipeError:  # e.g. piped into `head`; the JSON file is still written
+        sys.stdout = None
+    if json_path:
+        try:
+            Path(json_path).write_text(text + "\n")
+        except OSError as error:
+            return _fail(f"cannot write {json_path}: {error}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
