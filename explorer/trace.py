@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from .cells import LayerWeights, unroll
+from .cells import LayerWeights, backprop, unroll
 from .peephole import PeepholeLSTM
 
 
@@ -118,48 +118,42 @@ def trace(module: nn.Module, x, target=None,
     xb = x.unsqueeze(0) if unbatched else (x if module.batch_first else x.transpose(0, 1))
     if xb.shape[1] == 0:
         raise ValueError("x has no time steps")
-    xb = xb.detach().clone().requires_grad_(True)       # (batch, time, input)
+    xb = xb.detach()                                    # (batch, time, input)
 
-    with torch.enable_grad():
+    lstm_like = kind in ("lstm", "peephole")
+    h0 = xb.new_zeros(xb.shape[0], module.hidden_size)   # (batch, hidden)
+    weights = [layer_weights(module, k) for k in range(module.num_layers)]
+    with torch.no_grad():
         layer_input, unrolls = xb, []
-        h0 = xb.new_zeros(xb.shape[0], module.hidden_size)  # (batch, hidden)
-        for k in range(module.num_layers):
-            steps = unroll(kind, layer_input, layer_weights(module, k), h0,
-                           h0 if kind in ("lstm", "peephole") else None)
-            unrolls.append(steps)
-            layer_input = torch.stack(steps.hidden, dim=1)  # (batch, time, hidden)
-        output = layer_input
-        if unbatched:
-            shown = output.squeeze(0)
-        else:
-            shown = output if module.batch_first else output.transpose(0, 1)
+        for w in weights:
+            unrolls.append(unroll(kind, layer_input, w, h0, h0 if lstm_like else None))
+            layer_input = torch.stack(unrolls[-1].hidden, dim=1)  # (batch, time, hidden)
+    # Autograd only for the loss itself: dL/d(output), whatever loss_fn computes.
+    output = layer_input.detach().requires_grad_(True)
+    with torch.enable_grad():
+        shown = output.squeeze(0) if unbatched else (output if module.batch_first else output.transpose(0, 1))
         loss = shown[..., -1, :].sum() if loss_fn is None else loss_fn(shown, target)
         if loss.dim() != 0:
             raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
-        states = [s for u in unrolls for s in u.hidden + (u.cell or [])]
-        grads = torch.autograd.grad(loss, [xb] + states, allow_unused=True)
+        (grad_output,) = torch.autograd.grad(loss, output, allow_unused=True)
+    if grad_output is None:                             # a loss that ignores the output
+        grad_output = torch.zeros_like(output)
+    # Then back through time and down the layers by hand (cells.backprop).
+    grads = [None] * len(unrolls)
+    for k in reversed(range(len(unrolls))):
+        grads[k] = backprop(kind, unrolls[k], weights[k], grad_output, h0, h0 if lstm_like else None)
+        grad_output = grads[k].input                     # dL/dh of the layer below, or dL/dx
 
-    grad_x, grads = grads[0], iter(grads[1:])
-    layers = []
-    for u in unrolls:
-        grad_h = _step_norms([next(grads) for _ in u.hidden], xb)
-        grad_c = _step_norms([next(grads) for _ in u.cell], xb) if u.cell is not None else None
-        layers.append(LayerTrace(
-            gates={name: _numpy(torch.stack(v, 1)) for name, v in u.gates.items()},
-            hidden=_numpy(torch.stack(u.hidden, 1)),
-            cell=_numpy(torch.stack(u.cell, 1)) if u.cell is not None else None,
-            grad_hidden=grad_h, grad_cell=grad_c))
-    # A loss_fn that ignores the output leaves x without a gradient: its norm is zero.
-    grad_input = _numpy(grad_x.norm(dim=-1) if grad_x is not None else xb.new_zeros(xb.shape[:2]))
+    layers = [LayerTrace(
+        gates={name: _numpy(torch.stack(v, 1)) for name, v in u.gates.items()},
+        hidden=_numpy(torch.stack(u.hidden, 1)),
+        cell=_numpy(torch.stack(u.cell, 1)) if u.cell is not None else None,
+        grad_hidden=_numpy(g.hidden.norm(dim=-1)),
+        grad_cell=_numpy(g.cell.norm(dim=-1)) if g.cell is not None else None,
+    ) for u, g in zip(unrolls, grads)]
+    grad_input = _numpy(grad_output.norm(dim=-1))       # (batch, time)
     return Trace(cell=kind, output=_numpy(output), loss=float(loss.detach()),
                  grad_input=grad_input, layers=layers)
-
-
-def _step_norms(grads: list[Tensor | None], like: Tensor) -> np.ndarray:
-    # A state the loss never reaches (e.g. past the step the default loss reads) has no
-    # gradient: its norm is exactly zero.
-    norms = [g.norm(dim=-1) if g is not None else like.new_zeros(like.shape[0]) for g in grads]
-    return _numpy(torch.stack(norms, 1))                # (batch, time)
 
 
 def _numpy(t: Tensor) -> np.ndarray:

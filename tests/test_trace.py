@@ -328,3 +328,29 @@ def test_peephole_rejects_unsupported_options():
         PeepholeLSTM(3, 4, bidirectional=True)
     with pytest.raises(ValueError, match="proj_size"):
         PeepholeLSTM(3, 4, proj_size=2)
+
+
+def test_peephole_trace_gradients_match_autograd_through_its_own_unroll():
+    from explorer.cells import unroll
+    torch.manual_seed(0)
+    module = PeepholeLSTM(3, 4, 2, batch_first=True).double()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0, 0.5)                               # peepholes large enough to matter
+    x = torch.randn(2, 6, 3, dtype=torch.float64, requires_grad=True)
+    tr = trace(module, x)
+    layer_input, unrolls = x, []
+    zeros = torch.zeros(2, 4, dtype=torch.float64)
+    for k in range(2):
+        unrolls.append(unroll("peephole", layer_input, module.layer_weights(k), zeros, zeros))
+        layer_input = torch.stack(unrolls[-1].hidden, 1)
+    loss = layer_input[:, -1].sum()
+    states = [s for u in unrolls for s in u.hidden + u.cell]
+    grad_x, *grads = torch.autograd.grad(loss, [x] + states, allow_unused=True)
+    grads = [g if g is not None else torch.zeros_like(s) for g, s in zip(grads, states)]
+    np.testing.assert_allclose(tr.grad_input, grad_x.norm(dim=-1).numpy(), rtol=1e-10)
+    for k in range(2):
+        grad_h = torch.stack(grads[12 * k:12 * k + 6], 1).norm(dim=-1).numpy()
+        grad_c = torch.stack(grads[12 * k + 6:12 * k + 12], 1).norm(dim=-1).numpy()
+        np.testing.assert_allclose(tr.layers[k].grad_hidden, grad_h, rtol=1e-10, atol=1e-15)
+        np.testing.assert_allclose(tr.layers[k].grad_cell, grad_c, rtol=1e-10, atol=1e-15)
