@@ -141,12 +141,15 @@ def _sigmoid(a):
     return 1 / (1 + np.exp(-a))
 
 
+def _numpy_weights(module, *names):
+    return [getattr(module, f"{n}_l0").detach().numpy() for n in names]
+
+
 def test_lstm_gates_satisfy_the_equations_recomputed_in_numpy():
     module = _fused_module("lstm", 1, True, torch.float64)
     x = _input(module)
     tr = trace(module, x)
-    W_ih, W_hh, b_ih, b_hh = (getattr(module, f"{n}_l0").detach().numpy()
-                              for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    W_ih, W_hh, b_ih, b_hh = _numpy_weights(module, "weight_ih", "weight_hh", "bias_ih", "bias_hh")
     xs = x.numpy()
     h = np.zeros((4, 6))
     c = np.zeros((4, 6))
@@ -166,8 +169,7 @@ def test_gru_gates_follow_pytorch_convention_recomputed_in_numpy():
     module = _fused_module("gru", 1, True, torch.float64)
     x = _input(module)
     tr = trace(module, x)
-    W_ih, W_hh, b_ih, b_hh = (getattr(module, f"{n}_l0").detach().numpy()
-                              for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    W_ih, W_hh, b_ih, b_hh = _numpy_weights(module, "weight_ih", "weight_hh", "bias_ih", "bias_hh")
     xs = x.numpy()
     h = np.zeros((4, 6))
     layer = tr.layers[0]
@@ -298,8 +300,8 @@ def test_peephole_peepholes_change_the_gates_as_the_equations_say():
     module = PeepholeLSTM(3, 4, 1, batch_first=True).double()
     x = torch.randn(2, 6, 3, dtype=torch.float64)
     tr = trace(module, x)
-    W_ih, W_hh, b_ih, b_hh, w_ci, w_cf, w_co = (getattr(module, f"{n}_l0").detach().numpy() for n in (
-        "weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_ci", "weight_cf", "weight_co"))
+    W_ih, W_hh, b_ih, b_hh, w_ci, w_cf, w_co = _numpy_weights(
+        module, "weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_ci", "weight_cf", "weight_co")
     h = np.zeros((2, 4))
     c = np.zeros((2, 4))
     for t in range(6):

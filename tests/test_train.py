@@ -277,3 +277,17 @@ def test_gru_solves_the_adding_problem_while_a_tanh_rnn_at_t100_stays_at_baselin
     rnn_loss, _ = _train_adding("rnn", 100)
     assert gru_loss < 0.1 * baseline          # measured: about 0.0005 vs baseline 0.167
     assert rnn_loss > 0.12                    # measured: about 0.169
+
+
+def test_run_turns_an_exception_into_an_error_status_with_its_message():
+    trainer = Trainer(small())
+
+    def broken(n, generator):
+        raise RuntimeError("the data source went away")
+
+    trainer.task.sample = broken
+    run = Run(trainer.config, trainer=trainer)
+    run.start()
+    assert _wait_for(lambda: run.snapshot().status == "error")
+    assert "the data source went away" in run.snapshot().message
+    run.stop()
