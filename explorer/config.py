@@ -17,6 +17,7 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 INITS = ("default", "orthogonal", "xavier")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DIGIT_SOURCES = ("digits8", "mnist")
+MAX_PROBE_TRACE_MB = 64   # one trace; History also caps all of a run's traces together
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,18 @@ class Config:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             _check(f.name, getattr(self, f.name), f.type)
+        megabytes = self.probe_trace_bytes / 2**20
+        if megabytes > MAX_PROBE_TRACE_MB:
+            raise ValueError(
+                f"probe_count x seq_len x hidden x layers is too large: one probe trace would hold "
+                f"about {megabytes:.0f} MB (at most {MAX_PROBE_TRACE_MB} MB). Lower probe_count, "
+                f"seq_len, hidden or layers.")
+
+    @property
+    def probe_trace_bytes(self) -> int:
+        """About what one probe trace holds: per layer, step and unit up to 4 gates, h_t and
+        c_t (plus the output), float32."""
+        return 4 * 7 * self.probe_count * self.seq_len * self.hidden * self.layers
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "Config":

@@ -2,8 +2,9 @@
 
 Scalars are kept for every step, compactly (float32 columns that grow by doubling:
 about 4 bytes per field per step). Traces are the big items, so at most `max_traces`
-are kept: when one more arrives, every other trace of the older half is dropped, which
-keeps the start of the run, thins its middle, and keeps the recent past dense.
+are kept, holding at most `max_trace_bytes` together (the newest two are always kept):
+when one more would break either bound, every other trace of the older half is dropped,
+which keeps the start of the run, thins its middle, and keeps the recent past dense.
 """
 from __future__ import annotations
 
@@ -63,17 +64,19 @@ class HistoryView:
 
 
 class History:
-    def __init__(self, param_names: list[str], max_traces: int = 48):
+    def __init__(self, param_names: list[str], max_traces: int = 48, max_trace_bytes: int = 256 * 2**20):
         if max_traces < 2:
             raise ValueError("max_traces must be at least 2")
         self.param_names = list(param_names)
         self.max_traces = max_traces
+        self.max_trace_bytes = max_trace_bytes
         P = len(param_names)
         self._lock = threading.Lock()
         self._steps = _Columns(STEP_FIELDS + ("param_grad_norm", "update_ratio"),
                                {"param_grad_norm": P, "update_ratio": P})
         self._evals = _Columns(EVAL_FIELDS)
         self._traces: list[tuple[int, Trace]] = []
+        self._trace_bytes: list[int] = []
 
     def record_step(self, step: int, values: dict[str, object]) -> None:
         with self._lock:
@@ -86,9 +89,12 @@ class History:
     def record_trace(self, step: int, trace: Trace) -> None:
         with self._lock:
             self._traces.append((step, trace))
-            if len(self._traces) > self.max_traces:
-                half = len(self._traces) // 2
+            self._trace_bytes.append(trace_nbytes(trace))
+            while len(self._traces) > 2 and (len(self._traces) > self.max_traces
+                                             or sum(self._trace_bytes) > self.max_trace_bytes):
+                half = (len(self._traces) + 1) // 2
                 self._traces = self._traces[:half:2] + self._traces[half:]
+                self._trace_bytes = self._trace_bytes[:half:2] + self._trace_bytes[half:]
 
     def latest_trace(self) -> tuple[int, Trace] | None:
         with self._lock:
@@ -105,7 +111,7 @@ class History:
     def nbytes(self) -> int:
         """Memory held: the scalar columns plus every kept trace's arrays."""
         with self._lock:
-            return self._steps.nbytes + self._evals.nbytes + sum(trace_nbytes(t) for _, t in self._traces)
+            return self._steps.nbytes + self._evals.nbytes + sum(self._trace_bytes)
 
 
 def trace_nbytes(trace: Trace) -> int:

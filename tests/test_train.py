@@ -291,3 +291,20 @@ def test_run_turns_an_exception_into_an_error_status_with_its_message():
     assert _wait_for(lambda: run.snapshot().status == "error")
     assert "the data source went away" in run.snapshot().message
     run.stop()
+
+
+def test_history_keeps_its_traces_within_the_byte_budget():
+    trainer = Trainer(small(probe_every=1))
+    one_trace = trace_nbytes(trainer.history.latest_trace()[1])
+    history = History(trainer.param_names, max_traces=100, max_trace_bytes=5 * one_trace)
+    for step in range(30):
+        history.record_trace(step, trainer.history.latest_trace()[1])
+        assert history.nbytes - 2048 <= 5 * one_trace       # scalar columns are empty but allocated
+    steps = [s for s, _ in history.view().traces]
+    assert steps[0] == 0 and steps[-1] == 29 and 2 < len(steps) <= 5
+
+
+def test_config_refuses_a_probe_trace_too_large_for_a_shared_server():
+    with pytest.raises(ValueError, match="probe trace would hold about .* MB"):
+        Config(seq_len=1000, hidden=512, layers=4, probe_count=64)
+    assert Config(seq_len=1000, hidden=256, probe_count=8).probe_trace_bytes < 64 * 2**20
