@@ -203,6 +203,9 @@ class Run:
         self._last_poll = time.monotonic()
         self._thread: threading.Thread | None = None
         self._recent_seconds: list[float] = []
+        # Held by the worker for each step, so a trace the UI asks for never reads
+        # weights halfway through an optimiser update.
+        self._model_lock = threading.Lock()
 
     # -- controls (any thread) ----------------------------------------------------------
     def start(self) -> None:
@@ -262,6 +265,11 @@ class Run:
                         steps_per_second=len(recent) / sum(recent) if recent else 0.0,
                         message=message, history=view, latest=latest)
 
+    def trace(self, x: Tensor, y: Tensor | None = None) -> Trace:
+        """Trace the current model on any sequences (e.g. built by hand), between steps."""
+        with self._model_lock:
+            return self.trainer.trace(x, y)
+
     # -- the worker ----------------------------------------------------------------------
     def _busy(self) -> bool:
         alive = self._thread is not None and self._thread.is_alive()
@@ -297,7 +305,8 @@ class Run:
                     self._status = "running"
                     self._stepping = True
                 started = time.perf_counter()
-                record = trainer.step()
+                with self._model_lock:
+                    record = trainer.step()
                 elapsed = time.perf_counter() - started
                 with self._cond:
                     self._stepping = False

@@ -308,3 +308,18 @@ def test_config_refuses_a_probe_trace_too_large_for_a_shared_server():
     with pytest.raises(ValueError, match="probe trace would hold about .* MB"):
         Config(seq_len=1000, hidden=512, layers=4, probe_count=64)
     assert Config(seq_len=1000, hidden=256, probe_count=8).probe_trace_bytes < 64 * 2**20
+
+
+def test_run_traces_hand_built_sequences_between_steps_while_training():
+    run = Run(small())
+    try:
+        run.start()
+        x, y = run.trainer.task.sample(3, torch.Generator().manual_seed(9))
+        traces = [run.trace(x, y) for _ in range(5)]
+        assert all(t.output.shape == (3, 12, 8) and np.isfinite(t.layers[0].grad_hidden).all() for t in traces)
+        assert _wait_for(lambda: run.snapshot().step >= 5)
+        run.pause()
+        run.wait_until_idle()
+        np.testing.assert_allclose(run.trace(x, y).output, run.trainer.trace(x, y).output)
+    finally:
+        run.stop()
