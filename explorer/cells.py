@@ -160,10 +160,11 @@ def backprop(kind: str, u: LayerUnroll, w: LayerWeights, grad_output: Tensor, h0
              c0: Tensor | None = None) -> LayerGradients:
     """Back-propagate through one unrolled layer by hand (BPTT), without autograd.
 
+    `u` must come from unroll(..., keep_gates=True): the gates are the saved activations.
     grad_output (batch, time, hidden) is dL/dh_t from outside the recurrence (the loss, or
     the layer above). Every factor that does not depend on the incoming gradient is
     computed for all steps at once; the loop over time keeps only what must be sequential.
-    This is several times faster than autograd through the unroll, which pays per node.
+    Measured about twice as fast as autograd through the unroll, which pays per graph node.
     """
     with torch.no_grad():
         if kind in ("lstm", "peephole"):
