@@ -45,6 +45,23 @@ class LayerUnroll:
     # GRU only, kept with the gates for the backward pass: W_hn h_{t-1} + b_hn.
     recurrent_candidate: list[Tensor] = field(default_factory=list)
 
+    def stack(self) -> "LayerStates":
+        """The same tensors stacked over time, each once."""
+        stacked = lambda steps: torch.stack(steps, dim=1) if steps else None  # noqa: E731
+        return LayerStates(hidden=stacked(self.hidden), cell=stacked(self.cell),
+                           gates={name: stacked(v) for name, v in self.gates.items()},
+                           recurrent_candidate=stacked(self.recurrent_candidate))
+
+
+@dataclass
+class LayerStates:
+    """One layer's per-step tensors stacked over time: each (batch, time, hidden)."""
+
+    hidden: Tensor
+    cell: Tensor | None
+    gates: dict[str, Tensor]
+    recurrent_candidate: Tensor | None
+
 
 def _input_projection(x: Tensor, w: LayerWeights, fold_hh_bias: bool) -> Tensor:
     # The input term of every gate for all steps in one matmul: the cheap part of the
@@ -156,11 +173,11 @@ class LayerGradients:
     input: Tensor             # dL/dx_t of this layer's input
 
 
-def backprop(kind: str, u: LayerUnroll, w: LayerWeights, grad_output: Tensor, h0: Tensor,
+def backprop(kind: str, u: LayerStates, w: LayerWeights, grad_output: Tensor, h0: Tensor,
              c0: Tensor | None = None) -> LayerGradients:
     """Back-propagate through one unrolled layer by hand (BPTT), without autograd.
 
-    `u` must come from unroll(..., keep_gates=True): the gates are the saved activations.
+    `u` is unroll(..., keep_gates=True).stack(): the gates are the saved activations.
     grad_output (batch, time, hidden) is dL/dh_t from outside the recurrence (the loss, or
     the layer above). Every factor that does not depend on the incoming gradient is
     computed for all steps at once; the loop over time keeps only what must be sequential.
@@ -189,8 +206,8 @@ def _stacked(reversed_steps: list[Tensor]) -> Tensor:
 
 
 def _lstm_backward(u, w, grad_output, c0, peephole):
-    i, f, g, o = (torch.stack(u.gates[n], 1) for n in GATE_NAMES["lstm"])  # each (batch, time, hidden)
-    c = torch.stack(u.cell, 1)
+    i, f, g, o = (u.gates[n] for n in GATE_NAMES["lstm"])  # each (batch, time, hidden)
+    c = u.cell
     tanh_c = torch.tanh(c)
     B, T, H = c.shape
     to_cell = o * (1 - tanh_c ** 2)                       # dh_t -> dc_t through h_t = o tanh(c_t)
@@ -220,9 +237,9 @@ def _lstm_backward(u, w, grad_output, c0, peephole):
 
 
 def _gru_backward(u, w, grad_output, h0):
-    r, z, n = (torch.stack(u.gates[name], 1) for name in GATE_NAMES["gru"])  # each (batch, time, hidden)
-    h = torch.stack(u.hidden, 1)
-    rec_n = torch.stack(u.recurrent_candidate, 1)        # W_hn h_{t-1} + b_hn
+    r, z, n = (u.gates[name] for name in GATE_NAMES["gru"])  # each (batch, time, hidden)
+    h = u.hidden
+    rec_n = u.recurrent_candidate                         # W_hn h_{t-1} + b_hn
     H = h.shape[-1]
     to_update = (_previous(h, h0) - n) * z * (1 - z)      # dh_t -> update gate pre-activation
     to_candidate = (1 - z) * (1 - n ** 2)                 # dh_t -> candidate pre-activation
@@ -242,7 +259,7 @@ def _gru_backward(u, w, grad_output, h0):
 
 
 def _rnn_backward(u, w, grad_output, kind):
-    h = torch.stack(u.hidden, 1)                          # (batch, time, hidden)
+    h = u.hidden                                          # (batch, time, hidden)
     slope = 1 - h ** 2 if kind == "rnn_tanh" else (h > 0).to(h.dtype)
     grad_h, grad_pre = [], []
     dh_rec = h.new_zeros(h.shape[0], h.shape[2])

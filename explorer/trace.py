@@ -124,10 +124,10 @@ def trace(module: nn.Module, x, target=None,
     h0 = xb.new_zeros(xb.shape[0], module.hidden_size)   # (batch, hidden)
     weights = [layer_weights(module, k) for k in range(module.num_layers)]
     with torch.no_grad():
-        layer_input, unrolls = xb, []
+        layer_input, states = xb, []
         for w in weights:
-            unrolls.append(unroll(kind, layer_input, w, h0, h0 if lstm_like else None))
-            layer_input = torch.stack(unrolls[-1].hidden, dim=1)  # (batch, time, hidden)
+            states.append(unroll(kind, layer_input, w, h0, h0 if lstm_like else None).stack())
+            layer_input = states[-1].hidden                  # (batch, time, hidden)
     # Autograd only for the loss itself: dL/d(output), whatever loss_fn computes.
     output = layer_input.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -139,18 +139,18 @@ def trace(module: nn.Module, x, target=None,
     if grad_output is None:                             # a loss that ignores the output
         grad_output = torch.zeros_like(output)
     # Then back through time and down the layers by hand (cells.backprop).
-    grads = [None] * len(unrolls)
-    for k in reversed(range(len(unrolls))):
-        grads[k] = backprop(kind, unrolls[k], weights[k], grad_output, h0, h0 if lstm_like else None)
+    grads = [None] * len(states)
+    for k in reversed(range(len(states))):
+        grads[k] = backprop(kind, states[k], weights[k], grad_output, h0, h0 if lstm_like else None)
         grad_output = grads[k].input                     # dL/dh of the layer below, or dL/dx
 
     layers = [LayerTrace(
-        gates={name: _numpy(torch.stack(v, 1)) for name, v in u.gates.items()},
-        hidden=_numpy(torch.stack(u.hidden, 1)),
-        cell=_numpy(torch.stack(u.cell, 1)) if u.cell is not None else None,
+        gates={name: _numpy(v) for name, v in u.gates.items()},
+        hidden=_numpy(u.hidden),
+        cell=_numpy(u.cell) if u.cell is not None else None,
         grad_hidden=_numpy(g.hidden.norm(dim=-1)),
         grad_cell=_numpy(g.cell.norm(dim=-1)) if g.cell is not None else None,
-    ) for u, g in zip(unrolls, grads)]
+    ) for u, g in zip(states, grads)]
     grad_input = _numpy(grad_output.norm(dim=-1))       # (batch, time)
     return Trace(cell=kind, output=_numpy(output), loss=float(loss.detach()),
                  grad_input=grad_input, layers=layers)
