@@ -13,8 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+from .bench import run_benchmark
 from .config import FIELDS, Config
 from .data import DataError
+from .train import Trainer
 
 HELDOUT_SIZE = 1000
 
@@ -55,7 +57,6 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     if args.command == "bench":
-        from .bench import run_benchmark
         if args.steps < 1 or args.chunk < 1:
             return _fail("--steps and --chunk must be at least 1")
         result = run_benchmark(steps=args.steps, chunk=args.chunk)
@@ -73,7 +74,6 @@ def _train(args) -> int:
             except (OSError, UnicodeDecodeError) as error:
                 return _fail(f"cannot read --text-file {args.text_file}: {error}")
         config = Config.from_dict(values)
-        from .train import Trainer
         trainer = Trainer(config)
     except (ValueError, DataError) as error:
         return _fail(str(error))

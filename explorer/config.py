@@ -130,13 +130,6 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def replace(self, **changes) -> "Config":
-        return dataclasses.replace(self, **changes)
-
-    @property
-    def cell_kind(self) -> str:
-        """The cell's name in explorer.cells (rnn -> rnn_tanh, rnn-relu -> rnn_relu)."""
-        return {"rnn": "rnn_tanh", "rnn-relu": "rnn_relu"}.get(self.cell, self.cell)
 
 
 def _coerce(name: str, value: Any, kind: str) -> Any:

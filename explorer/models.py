@@ -24,7 +24,6 @@ def build_recurrent(config: Config, input_size: int) -> nn.Module:
 
 
 def _initialise(rnn: nn.Module, config: Config) -> None:
-    gates = {"lstm": 4, "peephole": 4, "gru": 3}.get(config.cell, 1)
     H = config.hidden
     with torch.no_grad():
         for name, p in rnn.named_parameters() if config.init != "default" else ():
@@ -37,7 +36,7 @@ def _initialise(rnn: nn.Module, config: Config) -> None:
                     nn.init.xavier_uniform_(block)
             elif name.startswith("bias"):
                 nn.init.zeros_(p)
-        if gates == 4:
+        if config.cell in ("lstm", "peephole"):
             # b_f is the sum of the two biases' forget chunks (order i, f, g, o).
             for k in range(config.layers):
                 getattr(rnn, f"bias_ih_l{k}")[H:2 * H] = config.forget_bias
@@ -75,12 +74,3 @@ def resolve_device(name: str) -> tuple[torch.device, str | None]:
         return torch.device("cpu"), "MPS was requested but this machine has no Apple GPU; training on the CPU."
     return torch.device(name), None
 
-
-def available_devices() -> list[str]:
-    """Devices a user can pick on this machine, for menus."""
-    found = ["cpu"]
-    if torch.cuda.is_available():
-        found.append("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        found.append("mps")
-    return found

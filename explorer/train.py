@@ -24,17 +24,17 @@ EVAL_SIZE = 256   # held-out sequences behind the periodic eval_loss
 
 def task_for(config: Config) -> Task:
     """The task a config asks for (ValueError / DataError when it cannot be built)."""
+    if config.task == "csv" and not config.csv_path:
+        raise ValueError("the csv task needs csv_path: the CSV file to read")
     options = {
         "series": lambda: {"name": config.series, "horizon": config.horizon},
         "text": lambda: {"text": config.text or None},
         "digits": lambda: {"source": config.digits_source,
                            "mnist_dir": os.environ.get("GATE_EXPLORER_MNIST")},
-        "csv": lambda: {"source": config.csv_path or None, "horizon": config.horizon,
+        "csv": lambda: {"source": config.csv_path, "horizon": config.horizon,
                         "columns": [c.strip() for c in config.csv_columns.split(",") if c.strip()] or None,
                         "target": config.csv_target or None},
     }.get(config.task, dict)()
-    if config.task == "csv" and not config.csv_path:
-        raise ValueError("the csv task needs csv_path: the CSV file to read")
     return make_task(config.task, config.seq_len, **options)
 
 
@@ -84,7 +84,7 @@ class Trainer:
         if self.diverged:
             return None
         started = time.perf_counter()
-        model, params = self.model, [p for p in self.model.parameters()]
+        model, params = self.model, list(self.model.parameters())
         model.train()
         x, y = self.task.sample(self.config.batch_size, self._batches)
         x, y = x.to(self.device), y.to(self.device)
