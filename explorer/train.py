@@ -114,18 +114,19 @@ class Trainer:
             return self._diverge(f"the weights became non-finite at step {self.steps_done + 1}")
         metric = self.task.metric(output.detach(), y)
         self.steps_done += 1
+        if self.steps_done % self.config.eval_every == 0:
+            self.evaluate_and_record()
+        if self.steps_done % self.config.probe_every == 0:
+            self.probe()
         record = {
             "loss": task_loss.item(), "metric": metric, "grad_norm": grad_norm.item(),
             "grad_norm_clipped": clipped.item(),
             "param_grad_norm": param_grad_norm.cpu().numpy(),
             "update_ratio": (update / weight.clamp_min(1e-12)).cpu().numpy(),
+            # Wall time of the whole step, its eval and probe included: what steps/s means.
+            "seconds": time.perf_counter() - started,
         }
-        record["seconds"] = time.perf_counter() - started
         self.history.record_step(self.steps_done, record)
-        if self.steps_done % self.config.eval_every == 0:
-            self.evaluate_and_record()
-        if self.steps_done % self.config.probe_every == 0:
-            self.probe()
         return record
 
     def _diverge(self, why: str) -> None:
@@ -202,7 +203,6 @@ class Run:
         self._stop = False
         self._last_poll = time.monotonic()
         self._thread: threading.Thread | None = None
-        self._recent_seconds: list[float] = []
         # Held by the worker for each step, so a trace the UI asks for never reads
         # weights halfway through an optimiser update.
         self._model_lock = threading.Lock()
@@ -256,13 +256,13 @@ class Run:
         with self._cond:
             self._last_poll = time.monotonic()
             status, message = self._status, self._message
-            recent = list(self._recent_seconds)
         view = self.trainer.history.view()
+        recent = view.steps["seconds"][-50:]
         latest = {k: float(v[-1]) for k, v in view.steps.items() if v.ndim == 1 and len(v)}
         latest.update({k: float(v[-1]) for k, v in view.evals.items() if len(v)})
         return Snapshot(status=status, step=int(view.steps["step"][-1]) if len(view.steps["step"]) else 0,
                         total_steps=self.trainer.config.steps,
-                        steps_per_second=len(recent) / sum(recent) if recent else 0.0,
+                        steps_per_second=float(len(recent) / recent.sum()) if len(recent) else 0.0,
                         message=message, history=view, latest=latest)
 
     def trace(self, x: Tensor, y: Tensor | None = None) -> Trace:
@@ -290,30 +290,28 @@ class Run:
         try:
             while True:
                 with self._cond:
-                    while not self._stop and not (self._free or self._pending > 0):
-                        if self._idle():
-                            break
+                    while not (self._stop or self._free or self._pending > 0 or self._idle()):
                         self._status = "paused" if trainer.steps_done else "idle"
                         self._cond.notify_all()
                         self._cond.wait(0.25)
-                    if self._stop or self._idle():
-                        self._end("stopped", self._message or "Stopped.")
+                    if self._stop:
+                        self._end("stopped", "Stopped.")
+                        return
+                    if self._idle():
+                        self._end("stopped", f"Stopped: nobody looked at this run for {self.idle_timeout:g} s.")
                         return
                     if trainer.finished:
                         self._end("finished", f"Finished {trainer.steps_done} steps.")
                         return
                     self._status = "running"
                     self._stepping = True
-                started = time.perf_counter()
                 with self._model_lock:
                     record = trainer.step()
-                elapsed = time.perf_counter() - started
                 with self._cond:
                     self._stepping = False
                     if record is None:
                         self._end("diverged", trainer.divergence_message)
                         return
-                    self._recent_seconds = (self._recent_seconds + [elapsed])[-50:]
                     if self._pending > 0:
                         self._pending -= 1
                         if self._pending == 0 and not self._free:
@@ -325,10 +323,7 @@ class Run:
                 self._end("error", f"Training stopped with an error: {error}")
 
     def _idle(self) -> bool:
-        if time.monotonic() - self._last_poll <= self.idle_timeout:
-            return False
-        self._message = f"Stopped: nobody looked at this run for {self.idle_timeout:g} s."
-        return True
+        return time.monotonic() - self._last_poll > self.idle_timeout
 
     def _end(self, status: str, message: str) -> None:
         self._status, self._message = status, message

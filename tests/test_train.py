@@ -253,13 +253,17 @@ def test_run_stops_when_nobody_polls():
     assert snap.status == "stopped" and "nobody looked" in snap.message
 
 
-def test_run_stop_ends_the_thread():
-    run = Run(small())
+def test_run_stop_ends_the_thread_and_says_so():
+    run = Run(small(device="cuda"))            # on a CPU-only machine this starts with a warning
     run.start()
-    assert _wait_for(lambda: run.snapshot().step >= 1)
+    assert _wait_for(lambda: run.snapshot().step >= 3)
+    snap = run.snapshot()
+    seconds = snap.history.steps["seconds"]
+    assert snap.steps_per_second == pytest.approx(len(seconds[-50:]) / seconds[-50:].sum())
     run.stop()
     assert not run._thread.is_alive()
-    assert run.snapshot().status == "stopped"
+    snap = run.snapshot()
+    assert snap.status == "stopped" and snap.message == "Stopped."
 
 
 # --- learning ------------------------------------------------------------------------------
