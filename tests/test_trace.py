@@ -287,10 +287,10 @@ def test_peephole_lstm_gradients_pass_gradcheck():
     x = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
     params = list(module.parameters())
 
+    names = [n for n, _ in module.named_parameters()]
+
     def f(x, *ps):
-        with torch.nn.utils.stateless._reparametrize_module(
-                module, dict(zip([n for n, _ in module.named_parameters()], ps))):
-            return module(x)[0]
+        return torch.func.functional_call(module, dict(zip(names, ps)), (x,))[0]
 
     assert torch.autograd.gradcheck(f, (x, *params))
 
