@@ -188,7 +188,8 @@ class Run:
     """A Trainer on its own thread, driven by start/pause/resume/step(n)/stop.
 
     The thread ends when training finishes or diverges, on stop(), or when nobody has
-    called snapshot() for `idle_timeout` seconds (a closed browser tab).
+    called snapshot() for `idle_timeout` seconds (a closed browser tab); in that last case
+    the run is paused, and start() or resume() starts a new thread that carries on.
     """
 
     def __init__(self, config: Config, idle_timeout: float = 300.0, trainer: Trainer | None = None):
@@ -270,6 +271,11 @@ class Run:
         with self._model_lock:
             return self.trainer.trace(x, y)
 
+    def inspect(self, fn):
+        """Call fn(model) between steps, e.g. to read weights that are not half-updated."""
+        with self._model_lock:
+            return fn(self.trainer.model)
+
     # -- the worker ----------------------------------------------------------------------
     def _busy(self) -> bool:
         alive = self._thread is not None and self._thread.is_alive()
@@ -279,6 +285,7 @@ class Run:
         if self._status in ("finished", "diverged", "stopped", "error"):
             return
         self._status = "running"
+        self._message = self.trainer.device_warning or ""   # an idle pause's note no longer holds
         self._last_poll = time.monotonic()
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._work, name="gate-explorer-run", daemon=True)
@@ -298,7 +305,10 @@ class Run:
                         self._end("stopped", "Stopped.")
                         return
                     if self._idle():
-                        self._end("stopped", f"Stopped: nobody looked at this run for {self.idle_timeout:g} s.")
+                        # A closed tab: free the thread, but keep the run resumable, since
+                        # a paused lesson may simply have been left alone for a while.
+                        self._end("paused", f"Paused: nobody looked at this run for {self.idle_timeout:g} s. "
+                                            "Resume continues it.")
                         return
                     if trainer.finished:
                         self._end("finished", f"Finished {trainer.steps_done} steps.")

@@ -245,12 +245,18 @@ def test_run_reports_divergence_as_its_status():
     run.stop()
 
 
-def test_run_stops_when_nobody_polls():
+def test_run_pauses_when_nobody_polls_and_resumes_from_the_same_step():
     run = Run(small(), idle_timeout=0.3)
     run.start()
     run.join(10.0)
+    assert not run._thread.is_alive()
     snap = run.snapshot()
-    assert snap.status == "stopped" and "nobody looked" in snap.message
+    assert snap.status == "paused" and "nobody looked" in snap.message
+    run.idle_timeout = 60.0
+    run.resume()
+    assert _wait_for(lambda: run.snapshot().step > snap.step)
+    assert run.snapshot().history.steps["step"][snap.step] == snap.step + 1   # no step lost or redone
+    run.stop()
 
 
 def test_run_stop_ends_the_thread_and_says_so():
