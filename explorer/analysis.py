@@ -1,0 +1,115 @@
+"""Analyses the Gates and Gradients pages show: gate saturation, units "on" in a time range,
+and the recurrent weights' singular values against the vanishing-gradient bound."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .cells import GATE_NAMES
+from .trace import LayerTrace, cell_kind, layer_weights
+
+# 1/γ, where γ bounds the derivative of the block's activation: σ' ≤ 1/4, tanh' ≤ 1, relu' ≤ 1.
+SIGMOID_BOUND, TANH_BOUND, RELU_BOUND = 4.0, 1.0, 1.0
+
+
+def saturation(values: np.ndarray, low: float = 0.1, high: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit, the fraction of all (sequence, step) entries below `low` and above `high`.
+
+    values (batch, time, hidden) of one gate. Karpathy, Johnson & Fei-Fei (2015) call a gate
+    left-saturated below 0.1 and right-saturated above 0.9; a forget gate right-saturated
+    most of the time is a unit that remembers. Returns two (hidden,) float64 arrays.
+    """
+    values = np.asarray(values)
+    if values.ndim != 3:
+        raise ValueError(f"values must be (batch, time, hidden), got shape {values.shape}")
+    if not low < high:
+        raise ValueError(f"low must be below high, got low={low} and high={high}")
+    left = (values < low).mean(axis=(0, 1), dtype=np.float64)    # (hidden,)
+    right = (values > high).mean(axis=(0, 1), dtype=np.float64)  # (hidden,)
+    return left, right
+
+
+def gate_saturation(layer_trace: LayerTrace, cell: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """saturation() of each sigmoid gate of one traced layer: gate name -> (left, right).
+
+    `cell` is the trace's cell kind (Trace.cell). The candidate is left out: it is a tanh in
+    (-1, 1), not a gate in [0, 1], so "below 0.1" would not mean "closed" for it.
+    """
+    if cell not in GATE_NAMES:
+        raise ValueError(f"unknown cell {cell!r}; expected one of {', '.join(GATE_NAMES)}")
+    return {name: saturation(layer_trace.gates[name])
+            for name in GATE_NAMES[cell] if name != "candidate"}
+
+
+def units_on(values: np.ndarray, start: int, stop: int, threshold: float = 0.5,
+             top: int = 10) -> pd.DataFrame:
+    """The units most specifically "on" in steps [start, stop) of one sequence (LSTMVis).
+
+    values (time, hidden), e.g. h_t or one gate of one sequence. A unit is on at a step when
+    its value exceeds `threshold`. As in Strobelt et al. (2018), a unit scores by how much
+    more often it is on inside the range than outside it: a unit that is always on matches
+    every range and tells nothing. When the range covers the whole sequence the score is
+    the inside fraction alone, and the outside columns are NaN.
+
+    Returns at most `top` rows with score > 0, best first, columns unit, score, on_inside,
+    on_outside, mean_inside, mean_outside.
+    """
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise ValueError(f"values must be (time, hidden) for one sequence, got shape {values.shape}")
+    steps = values.shape[0]
+    if not 0 <= start < stop <= steps:
+        raise ValueError(f"the time range [{start}, {stop}) must hold at least one step and lie "
+                         f"within the sequence's steps 0..{steps - 1}")
+    if top < 1:
+        raise ValueError(f"top must be at least 1, got {top}")
+    inside = np.zeros(steps, dtype=bool)
+    inside[start:stop] = True
+    on = values > threshold                                       # (time, hidden)
+    on_inside = on[inside].mean(axis=0, dtype=np.float64)        # (hidden,)
+    mean_inside = values[inside].mean(axis=0, dtype=np.float64)  # (hidden,)
+    if inside.all():
+        on_outside = mean_outside = np.full(values.shape[1], np.nan)
+        score = on_inside
+    else:
+        on_outside = on[~inside].mean(axis=0, dtype=np.float64)
+        mean_outside = values[~inside].mean(axis=0, dtype=np.float64)
+        score = on_inside - on_outside
+    table = pd.DataFrame({"unit": np.arange(values.shape[1]), "score": score,
+                          "on_inside": on_inside, "on_outside": on_outside,
+                          "mean_inside": mean_inside, "mean_outside": mean_outside})
+    table = table[table["score"] > 0].sort_values("score", ascending=False, kind="stable")
+    return table.head(top).reset_index(drop=True)
+
+
+def recurrent_spectra(module: nn.Module) -> list[dict]:
+    """Singular values of each layer's recurrent matrix W_hh, one gate block at a time.
+
+    For every layer k and block of W_hh in PyTorch's order (LSTM and peephole: input,
+    forget, candidate, output; GRU: reset, update, candidate; RNN: the whole "W_hh"), a dict
+    {"layer": k, "block": name, "values": descending float64 array, "bound": 1/γ}, where γ
+    bounds the derivative of the block's activation (sigmoid 1/4, tanh and relu 1).
+
+    Pascanu, Mikolov & Bengio (2013): if the largest singular value is below 1/γ, the
+    gradient vanishes over time. It is a sufficient condition, exact for the plain RNN,
+    whose step Jacobian is diag(φ') W_hh. In a gated cell the step Jacobian mixes several
+    blocks with the gate values (and the LSTM's cell path bypasses W_hh), so per block the
+    comparison is only indicative.
+    """
+    kind = cell_kind(module)
+    names = GATE_NAMES[kind] or ("W_hh",)
+    spectra = []
+    for k in range(module.num_layers):
+        weight_hh = layer_weights(module, k).weight_hh.detach().cpu().double()  # (blocks*hidden, hidden)
+        for name, block in zip(names, weight_hh.split(module.hidden_size)):   # each (hidden, hidden)
+            if kind == "rnn_relu":
+                bound = RELU_BOUND
+            elif name in ("candidate", "W_hh"):
+                bound = TANH_BOUND
+            else:
+                bound = SIGMOID_BOUND
+            spectra.append({"layer": k, "block": name,
+                            "values": torch.linalg.svdvals(block).numpy(), "bound": bound})
+    return spectra
