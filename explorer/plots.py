@@ -1,0 +1,490 @@
+"""Plotly figure builders: one pure function per plot of the app, each taking a Trace, a
+HistoryView or plain arrays and returning a go.Figure, so a notebook can draw them too.
+"""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.colors import qualitative
+
+from .history import HistoryView
+from .trace import Trace
+
+# plotly_white's layout only: its per-trace-type defaults (colour scales for two dozen
+# trace types) cost ~7 ms of validation per figure, and every builder sets its own.
+_TEMPLATE = go.layout.Template(layout=pio.templates["plotly_white"].layout)
+_FONT = {"size": 14}
+_MARGIN = {"l": 60, "r": 20, "t": 40, "b": 50}
+_LEGEND_ON_TOP = {"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom"}
+_COLORS = qualitative.Plotly
+_DIVERGING = "RdBu_r"        # blue negative, white zero, red positive
+_SEQUENTIAL = "Viridis"
+_INPUT_SCALE = {"colorscale": "Greys", "colorbar": {"title": {"text": "x_t"}}}   # white 0, black 1
+# Long enough for any sequence the app traces, short enough for a browser to draw fast.
+_MAX_TIME = 1000
+
+TITLES = {
+    "input": "input gate i_t", "forget": "forget gate f_t", "candidate": "candidate g_t (c̃_t)",
+    "output": "output gate o_t", "reset": "reset gate r_t", "update": "update gate z_t",
+    "cell": "cell state c_t", "hidden": "hidden state h_t",
+}
+_GRU_CANDIDATE = "candidate n_t (h̃_t)"
+# Blank characters would be invisible as tick labels.
+_VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥"}
+
+
+def quantity_title(cell: str, quantity: str) -> str:
+    """The quantity's name as the cell's equations write it, e.g. "forget gate f_t"."""
+    return _GRU_CANDIDATE if cell == "gru" and quantity == "candidate" else TITLES[quantity]
+
+
+# -- training history (the Train page) -------------------------------------------------
+
+def loss_figure(view: HistoryView, baseline_loss: float, loss_name: str,
+                baseline_name: str = "baseline", max_points: int = 1000) -> go.Figure:
+    """Training loss per step and held-out loss, against the task's trivial baseline."""
+    step, loss = _bucket_mean(view.steps["step"], max_points), _bucket_mean(view.steps["loss"], max_points)
+    eval_step = _bucket_mean(view.evals["step"], max_points)
+    eval_loss = _bucket_mean(view.evals["eval_loss"], max_points)
+    log = all(bool(np.all(a > 0)) for a in (loss, eval_loss, np.float32(baseline_loss)))
+    data = [_line("training loss", step, loss, width=1),
+            _line("held-out loss", eval_step, eval_loss, markers=True)]
+    layout = _axes("training step", loss_name, log)
+    layout["shapes"] = _baseline_lines([(baseline_loss, _baseline_label(baseline_name, baseline_loss))])
+    return _figure(data, layout, "loss", legend=_LEGEND_ON_TOP)
+
+
+def metric_figure(view: HistoryView, baseline_metric: float, metric_name: str,
+                  baseline_name: str = "baseline", max_points: int = 1000) -> go.Figure:
+    """Training metric per step and held-out metric, against the task's trivial baseline."""
+    data = [_line("training", _bucket_mean(view.steps["step"], max_points),
+                  _bucket_mean(view.steps["metric"], max_points), width=1),
+            _line("held-out", _bucket_mean(view.evals["step"], max_points),
+                  _bucket_mean(view.evals["eval_metric"], max_points), markers=True)]
+    layout = _axes("training step", metric_name, log=False)
+    layout["shapes"] = _baseline_lines([(baseline_metric, _baseline_label(baseline_name, baseline_metric))])
+    return _figure(data, layout, "metric", legend=_LEGEND_ON_TOP)
+
+
+def grad_norm_figure(view: HistoryView, clip: float = 0.0, max_points: int = 1000) -> go.Figure:
+    """Global gradient norm ‖∇θL‖ per step, before (and, when clipping, after) clipping."""
+    step = _bucket_mean(view.steps["step"], max_points)
+    data = [_line("before clipping", step, _bucket_mean(view.steps["grad_norm"], max_points), width=1.5)]
+    layout = _axes("training step", "‖∇θL‖ (global gradient norm)", log=True)
+    if clip > 0:
+        data.append(_line("after clipping", step, _bucket_mean(view.steps["grad_norm_clipped"], max_points),
+                          width=1.5))
+        layout["shapes"] = _baseline_lines([(clip, f"clip threshold ({clip:g})")])
+    return _figure(data, layout, "grad-norm", legend=_LEGEND_ON_TOP)
+
+
+def param_grad_figure(view: HistoryView, max_points: int = 1000) -> go.Figure:
+    """One line per parameter tensor: the norm of its gradient per step.
+
+    Each line has at most max_points points, and together at most 4·max_points, so that
+    a deep model's dozen lines stay as light to send as the loss figure.
+    """
+    per_line = min(max_points, max(1, 4 * max_points // max(len(view.param_names), 1)))
+    step = _bucket_mean(view.steps["step"], per_line)
+    norms = np.ascontiguousarray(_bucket_mean(view.steps["param_grad_norm"], per_line).T)  # (params, steps)
+    data = [_line(name.removeprefix("rnn."), step, norms[j], width=1.5)
+            for j, name in enumerate(view.param_names)]
+    layout = _axes("training step", "‖∂L/∂W‖ (per parameter)", log=True)
+    if len(data) > len(_COLORS):
+        layout["colorway"] = qualitative.Dark24
+    return _figure(data, layout, "param-grad")
+
+
+# -- one trace: gates, states and gradients (the Gates and Gradients pages) -----------------
+
+def gate_figure(trace: Trace, sequence: int, layer: int, x_input: np.ndarray,
+                quantities: list[str] | None = None, time_labels: list[str] | None = None,
+                feature_names: list[str] | None = None, max_time: int = 1000,
+                max_units: int = 256) -> go.Figure:
+    """Heatmaps unit × time of each quantity, stacked under a picture of the input on one time axis.
+
+    quantities: gate names, "cell" (LSTMs) and "hidden"; by default every gate in the
+    equations' order, then c_t and h_t. Time is block-averaged down to at most max_time
+    columns and units to at most max_units rows before drawing.
+    """
+    lt = trace.layers[layer]
+    quantities = _quantities(trace, layer, quantities)
+    T = lt.hidden.shape[1]
+    data, rows, coloraxes = [], [], {}
+    input_trace, input_row = _input_row(x_input, T, feature_names, max_time, max_units)
+    data.append(_on_row(input_trace, 0))
+    rows.append(input_row)
+    for q in quantities:
+        values = (lt.gates[q] if q in lt.gates else lt.cell if q == "cell" else lt.hidden)[sequence]  # (T, H)
+        z = _heatmap(values.T, max_units, max_time)                                       # (units, time)
+        kind, scale = _scale_kind(trace.cell, q), _colour_scale(trace.cell, q, z)
+        if kind not in coloraxes:
+            coloraxes[kind] = (f"coloraxis{len(coloraxes) + 2}", scale, len(rows))
+        title = quantity_title(trace.cell, q)
+        data.append(_on_row({"type": "heatmap", "z": z, "x": _centres(T, max_time),
+                             "y": _centres(values.shape[1], max_units), "coloraxis": coloraxes[kind][0],
+                             "hovertemplate": f"t %{{x}}<br>unit %{{y}}<br>%{{z:.3f}}<extra>{title}</extra>"},
+                            len(rows)))
+        rows.append({"title": title, "height": int(np.clip(60 + 4 * z.shape[0], 180, 260)),
+                     "yaxis": _index_axis(values.shape[1], "unit")})
+    layout = _stacked(rows, _time_axis(T, max_time, time_labels))
+    domains = [layout[_axis_name("y", i)]["domain"] for i in range(len(rows))]
+    layout["coloraxis"] = _with_colorbar(_INPUT_SCALE, domains[0])
+    for name, scale, row in coloraxes.values():
+        layout[name] = _with_colorbar(scale, domains[row])
+    return _figure(data, layout, f"gates-layer{layer}")
+
+
+def unit_lines_figure(trace: Trace, sequence: int, layer: int, units: list[int],
+                      quantities: list[str] | None = None) -> go.Figure:
+    """Lines over time for a few picked units, one row per quantity (same defaults as gate_figure)."""
+    lt = trace.layers[layer]
+    quantities = _quantities(trace, layer, quantities)
+    H = lt.hidden.shape[2]
+    if any(not 0 <= u < H for u in units):
+        raise ValueError(f"units must be in 0..{H - 1}, got {list(units)}")
+    T = lt.hidden.shape[1]
+    t = _bucket_mean(np.arange(T), _MAX_TIME)
+    data, rows = [], []
+    for row, q in enumerate(quantities):
+        values = (lt.gates[q] if q in lt.gates else lt.cell if q == "cell" else lt.hidden)[sequence]  # (T, H)
+        lines = _bucket_mean(values[:, units], _MAX_TIME).T                                      # (units, T)
+        for i, u in enumerate(units):
+            data.append(_on_row({"type": "scatter", "mode": "lines", "x": t, "y": np.ascontiguousarray(lines[i]),
+                                 "name": f"unit {u}", "legendgroup": f"unit {u}", "showlegend": row == 0,
+                                 "line": {"color": _COLORS[i % len(_COLORS)], "width": 2}}, row))
+        kind = _scale_kind(trace.cell, q)
+        yaxis = {"range": [-0.02, 1.02]} if kind == "gate" else {"range": [-1.05, 1.05]} if kind == "tanh" else {}
+        rows.append({"title": quantity_title(trace.cell, q), "height": 160, "yaxis": yaxis})
+    layout = _stacked(rows, {"title": {"text": "time step t"}})
+    layout["showlegend"] = True
+    return _figure(data, layout, f"unit-lines-layer{layer}")
+
+
+def saturation_figure(saturation: dict[str, tuple[np.ndarray, np.ndarray]]) -> go.Figure:
+    """Per gate, each unit's fraction of steps left-saturated (< 0.1) against right-saturated (> 0.9).
+
+    Karpathy et al. (2015): units on the x+y=1 line are always saturated, units near the
+    origin never. The candidate is titled as the GRU's when the gates are a GRU's.
+    """
+    cell = "gru" if {"reset", "update"} & set(saturation) else "lstm"
+    n = max(len(saturation), 1)
+    gap = 0.06
+    width = (1 - gap * (n - 1)) / n
+    data, layout, annotations, shapes = [], {}, [], []
+    for i, (gate, (low, high)) in enumerate(saturation.items()):
+        x0 = i * (width + gap)
+        units = np.arange(len(low), dtype=np.float32)
+        data.append(_on_row({"type": "scatter", "mode": "markers", "x": np.asarray(low, np.float32),
+                             "y": np.asarray(high, np.float32), "customdata": units, "showlegend": False,
+                             "marker": {"size": 8, "opacity": 0.7, "color": _COLORS[i % len(_COLORS)]},
+                             "hovertemplate": "unit %{customdata}<br>< 0.1: %{x:.2f}<br>> 0.9: %{y:.2f}"
+                                              "<extra></extra>"}, i))
+        layout[_axis_name("x", i)] = {"domain": [x0, x0 + width], "range": [-0.02, 1.02], "anchor": _ref("y", i),
+                                      "title": {"text": "fraction of steps < 0.1 (left-saturated)",
+                                                "font": {"size": 12}}}
+        layout[_axis_name("y", i)] = {"domain": [0, 1], "range": [-0.02, 1.02], "anchor": _ref("x", i),
+                                      "title": {"text": "fraction > 0.9 (right-saturated)" if i == 0 else ""}}
+        shapes.append({"type": "line", "xref": _ref("x", i), "yref": _ref("y", i), "x0": 0, "y0": 1,
+                       "x1": 1, "y1": 0, "line": {"dash": "dot", "color": "grey", "width": 1}})
+        annotations.append(_row_title(quantity_title(cell, gate), x0 + width / 2, 1, "center"))
+    layout.update(shapes=shapes, annotations=annotations, height=380)
+    return _figure(data, layout, "saturation")
+
+
+def grad_time_figure(trace: Trace, sequence: int) -> go.Figure:
+    """‖∂L/∂h_t‖ (solid) and, for LSTMs, ‖∂L/∂c_t‖ (dashed) against t, one colour per layer."""
+    T = trace.grad_input.shape[1]
+    t = _bucket_mean(np.arange(T), _MAX_TIME)
+    data = []
+    for k, lt in enumerate(trace.layers):
+        color = _COLORS[k % len(_COLORS)]
+        norms = _positive(_bucket_mean(lt.grad_hidden[sequence], _MAX_TIME))
+        data.append(_line(f"‖∂L/∂h_t‖ layer {k}", t, norms, color=color))
+        if lt.grad_cell is not None:
+            norms = _positive(_bucket_mean(lt.grad_cell[sequence], _MAX_TIME))
+            data.append(_line(f"‖∂L/∂c_t‖ layer {k}", t, norms, color=color, dash="dash"))
+    return _figure(data, _axes("time step t", "gradient norm", log=True), "grad-time", legend=_LEGEND_ON_TOP)
+
+
+def grad_history_figure(traces: list[tuple[int, Trace]], sequence: int, layer: int,
+                        quantity: str = "grad_hidden") -> go.Figure:
+    """log₁₀ of the gradient norm at each time step (x) for each recorded training step (y).
+
+    As the model learns, the gradient usually reaches further back in time: the colour
+    spreads to the left row by row.
+    """
+    if quantity not in ("grad_hidden", "grad_cell"):
+        raise ValueError(f'quantity must be "grad_hidden" or "grad_cell", not {quantity!r}')
+    symbol = "h_t" if quantity == "grad_hidden" else "c_t"
+    rows = [getattr(tr.layers[layer], quantity) for _, tr in traces]
+    if any(r is None for r in rows):
+        raise ValueError("grad_cell exists only for LSTM cells")
+    lengths = {r.shape[1] for r in rows}
+    if len(lengths) > 1:
+        raise ValueError(f"the traces have different sequence lengths {sorted(lengths)}")
+    T = lengths.pop() if lengths else 0
+    log_norms = np.stack([_log10(r[sequence]) for r in rows]) if rows else np.zeros((0, 0), np.float32)
+    data = [{"type": "heatmap", "z": _heatmap(log_norms, len(log_norms), _MAX_TIME),
+             "x": _centres(T, _MAX_TIME), "y": np.array([step for step, _ in traces], np.int32),
+             "coloraxis": "coloraxis",
+             "hovertemplate": f"t %{{x}}<br>step %{{y}}<br>log₁₀ ‖∂L/∂{symbol}‖ = %{{z:.2f}}<extra></extra>"}]
+    layout = _axes("time step t", "training step", log=False)
+    layout["yaxis"]["type"] = "category"   # one equal row per trace, however unevenly they were kept
+    layout["coloraxis"] = {"colorscale": _SEQUENTIAL,
+                           "colorbar": {"title": {"text": f"log₁₀ ‖∂L/∂{symbol}‖", "side": "right"},
+                                        "thickness": 14}}
+    return _figure(data, layout, f"grad-history-layer{layer}")
+
+
+def input_grad_figure(trace: Trace, sequence: int, x_input: np.ndarray,
+                      time_labels: list[str] | None = None,
+                      feature_names: list[str] | None = None) -> go.Figure:
+    """Input connectivity: ‖∂L/∂x_t‖ per time step as bars, under a picture of the input."""
+    T = trace.grad_input.shape[1]
+    input_trace, input_row = _input_row(x_input, T, feature_names, _MAX_TIME, 256)
+    bars = {"type": "bar", "x": _centres(T, _MAX_TIME), "showlegend": False,
+            "y": _positive(_bucket_mean(trace.grad_input[sequence], _MAX_TIME)),
+            "marker": {"color": _COLORS[0]}, "hovertemplate": "t %{x}<br>‖∂L/∂x_t‖ = %{y:.3g}<extra></extra>"}
+    rows = [input_row, {"title": "input connectivity ‖∂L/∂x_t‖", "height": 260,
+                        "yaxis": {"type": "log", "title": {"text": "‖∂L/∂x_t‖"}}}]
+    data = [_on_row(input_trace, 0), _on_row(bars, 1)]
+    layout = _stacked(rows, _time_axis(T, _MAX_TIME, time_labels))
+    layout["coloraxis"] = _with_colorbar(_INPUT_SCALE, layout["yaxis"]["domain"])
+    layout["bargap"] = 0.1
+    return _figure(data, layout, "input-grad")
+
+
+def singular_values_figure(spectra: list[dict]) -> go.Figure:
+    """Singular values of recurrent weight blocks against the bound 1/γ of Pascanu et al. (2013).
+
+    Each spectrum: {"layer": int, "block": str, "values": descending array, "bound": 1/γ}.
+    """
+    data, bounds = [], {}
+    for i, s in enumerate(spectra):
+        values = np.asarray(s["values"], np.float32)
+        data.append({"type": "scatter", "mode": "lines+markers", "name": f"layer {s['layer']} {s['block']}",
+                     "x": np.arange(1, len(values) + 1, dtype=np.float32), "y": _positive(values),
+                     "line": {"color": _COLORS[i % len(_COLORS)]}, "marker": {"size": 5}})
+        bounds[float(s["bound"])] = None
+    layout = _axes("index (largest first)", "singular value σᵢ", log=True)
+    layout["shapes"] = _baseline_lines([(b, _bound_label(b)) for b in bounds])
+    layout["title"] = {"text": "Pascanu et al. (2013): if the largest σ is below 1/γ, the gradient must vanish",
+                       "font": {"size": 14}}
+    return _figure(data, layout, "singular-values")
+
+
+# -- helpers --------------------------------------------------------------------------
+
+def _figure(data: list[dict], layout: dict, uirevision: str, legend: dict | None = None) -> go.Figure:
+    base = {"template": _TEMPLATE, "font": _FONT, "margin": _MARGIN, "uirevision": uirevision}
+    if legend is not None:
+        base["legend"] = legend
+    return go.Figure(data=data, layout={**base, **layout})
+
+
+def _axes(x_title: str, y_title: str, log: bool) -> dict:
+    return {"xaxis": {"title": {"text": x_title}},
+            "yaxis": {"title": {"text": y_title}, "type": "log" if log else "linear"}}
+
+
+def _line(name: str, x: np.ndarray, y: np.ndarray, width: float = 2, markers: bool = False,
+          color: str | None = None, dash: str | None = None) -> dict:
+    line = {"width": width}
+    if color is not None:
+        line["color"] = color
+    if dash is not None:
+        line["dash"] = dash
+    trace = {"type": "scatter", "mode": "lines+markers" if markers else "lines", "name": name,
+             "x": x, "y": y, "line": line}
+    if markers:
+        trace["marker"] = {"size": 6}
+    return trace
+
+
+def _baseline_label(name: str, value: float) -> str:
+    return f"baseline ({value:.3g})" if name in ("", "baseline") else f"baseline: {name} ({value:.3g})"
+
+
+def _bound_label(bound: float) -> str:
+    kind = {4.0: " (sigmoid)", 1.0: " (tanh/ReLU)"}.get(bound, "")
+    return f"1/γ = {bound:g}{kind}"
+
+
+def _baseline_lines(lines: list[tuple[float, str]]) -> list[dict]:
+    """Dashed horizontal lines across the plot, each labelled at its right end."""
+    return [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": y, "y1": y,
+             "line": {"dash": "dash", "color": "#444", "width": 1.5},
+             "label": {"text": text, "textposition": "end", "yanchor": "bottom", "font": {"size": 13}}}
+            for y, text in lines if np.isfinite(y)]
+
+
+def _block_mean(a: np.ndarray, limit: int, axis: int = 0) -> np.ndarray:
+    """Mean over consecutive blocks along `axis`, so that at most `limit` remain; float32.
+
+    NaN counts as missing, so one gap does not erase a whole block.
+    """
+    a = np.asarray(a, np.float32)
+    n = a.shape[axis]
+    if n <= limit:
+        return a
+    starts = np.arange(0, n, -(-n // limit))
+    present = ~np.isnan(a)
+    sums = np.add.reduceat(np.where(present, a, 0), starts, axis=axis)
+    counts = np.add.reduceat(present.astype(np.float32), starts, axis=axis)
+    return np.divide(sums, counts, out=np.full_like(sums, np.nan), where=counts > 0)
+
+
+def _heatmap(a: np.ndarray, max_rows: int, max_columns: int) -> np.ndarray:
+    """A (rows, time) picture block-averaged to fit, contiguous float32 for compact sending."""
+    return np.ascontiguousarray(_block_mean(_block_mean(a, max_rows, axis=0), max_columns, axis=1))
+
+
+def _bucket_mean(a: np.ndarray, limit: int) -> np.ndarray:
+    """A step series (or its x, the steps) reduced to at most `limit` bucket means."""
+    return _block_mean(a, limit, axis=0)
+
+
+def _centres(n: int, limit: int) -> np.ndarray:
+    """The coordinates of the blocks _block_mean makes of n positions: each block's mean index."""
+    return _block_mean(np.arange(n), limit)
+
+
+def _positive(y: np.ndarray) -> np.ndarray:
+    # A zero norm (underflow, or a step the loss ignores) has no logarithm: it is left out
+    # as a gap on the log axis rather than drawn at an invented floor.
+    return np.where(y > 0, y, np.nan).astype(np.float32)
+
+
+def _log10(y: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log10(_positive(y))
+
+
+def _quantities(trace: Trace, layer: int, quantities: list[str] | None) -> list[str]:
+    lt = trace.layers[layer]
+    allowed = list(lt.gates) + (["cell"] if lt.cell is not None else []) + ["hidden"]
+    if quantities is None:
+        return allowed
+    unknown = [q for q in quantities if q not in allowed]
+    if unknown:
+        raise ValueError(f"a {trace.cell} cell has no {unknown}; choose from {allowed}")
+    return list(quantities)
+
+
+def _scale_kind(cell: str, quantity: str) -> str:
+    """The range a quantity lives in: "gate" (σ, 0..1), "tanh" (−1..1), "cell" or "relu" (unbounded)."""
+    if quantity == "cell":
+        return "cell"
+    if quantity == "hidden" and cell == "rnn_relu":
+        return "relu"
+    return "tanh" if quantity in ("candidate", "hidden") else "gate"
+
+
+def _colour_scale(cell: str, quantity: str, values: np.ndarray) -> dict:
+    """The coloraxis a quantity is drawn on: fixed for bounded ranges, fitted to `values` otherwise."""
+    kind = _scale_kind(cell, quantity)
+    if kind == "cell":
+        m = float(np.nanmax(np.abs(values))) if values.size else 0.0
+        return {"colorscale": _DIVERGING, "cmin": -(m or 1.0), "cmax": m or 1.0,
+                "colorbar": {"title": {"text": "c_t"}}}
+    if kind == "relu":
+        m = float(np.nanmax(values)) if values.size else 0.0
+        return {"colorscale": _SEQUENTIAL, "cmin": 0, "cmax": m if m > 0 else 1.0,
+                "colorbar": {"title": {"text": "h_t (ReLU)"}}}
+    if kind == "tanh":
+        return {"colorscale": _DIVERGING, "cmin": -1, "cmax": 1, "colorbar": {"title": {"text": "tanh(·)"}}}
+    return {"colorscale": _SEQUENTIAL, "cmin": 0, "cmax": 1, "colorbar": {"title": {"text": "gate σ(·)"}}}
+
+
+def _with_colorbar(scale: dict, domain: list[float]) -> dict:
+    """The colour bar sits beside the first row drawn on its scale, as tall as that row."""
+    bar = {**scale["colorbar"], "len": domain[1] - domain[0], "y": (domain[0] + domain[1]) / 2,
+           "yanchor": "middle", "thickness": 12, "outlinewidth": 0}
+    bar["title"] = {**bar["title"], "side": "right"}
+    return {**scale, "colorbar": bar}
+
+
+def _input_row(x_input: np.ndarray, T: int, feature_names: list[str] | None, max_time: int,
+               max_units: int) -> tuple[dict, dict]:
+    """The input x (T, F) as a heatmap features × time, and its row for _stacked."""
+    x_input = np.asarray(x_input, np.float32)
+    if x_input.ndim == 1:
+        x_input = x_input[:, None]
+    if x_input.ndim != 2 or x_input.shape[0] != T:
+        raise ValueError(f"x_input must be (time={T}, features), got shape {x_input.shape}")
+    F = x_input.shape[1]
+    z = _heatmap(x_input.T, max_units, max_time)                                     # (features, time)
+    trace = {"type": "heatmap", "z": z, "x": _centres(T, max_time), "y": _centres(F, max_units),
+             "coloraxis": "coloraxis", "hovertemplate": "t %{x}<br>feature %{y}<br>%{z:.3g}<extra>input</extra>"}
+    axis = _index_axis(F, "feature")
+    # Beyond a few dozen features the names would overlap: a one-hot vocabulary is drawn as it is.
+    if feature_names is not None and F <= 30:
+        axis.update(tickmode="array", tickvals=np.arange(F), ticktext=list(feature_names), title={"text": ""})
+    return trace, {"title": "input x_t", "height": int(np.clip(40 + 10 * F, 90, 160)), "yaxis": axis}
+
+
+def _index_axis(n: int, title: str) -> dict:
+    """A y axis of units or features, the first at the top as in a matrix."""
+    axis = {"autorange": "reversed", "title": {"text": title}}
+    if n <= 8:
+        axis["dtick"] = 1      # plotly would put ticks at halves between so few rows
+    return axis
+
+
+def _time_axis(T: int, max_time: int, time_labels: list[str] | None) -> dict:
+    axis = {"title": {"text": "time step t"}}
+    if time_labels is not None:
+        if len(time_labels) != T:
+            raise ValueError(f"time_labels has {len(time_labels)} labels for {T} time steps")
+        if T <= min(80, max_time):
+            axis.update(tickmode="array", tickvals=np.arange(T),
+                        ticktext=[_VISIBLE.get(c, c) for c in time_labels], tickangle=0)
+    return axis
+
+
+def _ref(letter: str, i: int) -> str:
+    """The i-th (from 0) x or y axis as a trace names it: "x", "x2", ..."""
+    return letter if i == 0 else f"{letter}{i + 1}"
+
+
+def _axis_name(letter: str, i: int) -> str:
+    """The i-th x or y axis as the layout names it: "xaxis", "xaxis2", ..."""
+    return f"{letter}axis" if i == 0 else f"{letter}axis{i + 1}"
+
+
+def _row_title(text: str, x: float, y: float, xanchor: str = "left") -> dict:
+    return {"text": text, "x": x, "y": y, "xref": "paper", "yref": "paper", "xanchor": xanchor,
+            "yanchor": "bottom", "showarrow": False, "font": {"size": 14}}
+
+
+def _stacked(rows: list[dict], bottom_x_axis: dict, gap_px: int = 34) -> dict:
+    """Layout for rows stacked top to bottom on one shared time axis; a trace goes on row i
+    with _on_row. What make_subplots(shared_xaxes=True) builds, without its ~20 ms of
+    validating a whole figure.
+
+    rows: {"title", "height" (px), "yaxis" (more y axis settings)}.
+    """
+    n = len(rows)
+    plot_px = sum(r["height"] for r in rows) + gap_px * (n - 1)
+    layout, annotations, top = {}, [], plot_px
+    for i, row in enumerate(rows):
+        lo = top - row["height"]
+        x_axis = {"anchor": _ref("y", i), "domain": [0, 1]}
+        if i < n - 1:
+            x_axis.update(matches=_ref("x", n - 1), showticklabels=False)
+        else:
+            x_axis.update(bottom_x_axis)
+        layout[_axis_name("x", i)] = x_axis
+        layout[_axis_name("y", i)] = {"anchor": _ref("x", i), "domain": [lo / plot_px, top / plot_px],
+                                      **row.get("yaxis", {})}
+        annotations.append(_row_title(row["title"], 0, top / plot_px))
+        top = lo - gap_px
+    layout.update(annotations=annotations, height=plot_px + _MARGIN["t"] + _MARGIN["b"])
+    return layout
+
+
+def _on_row(trace: dict, i: int) -> dict:
+    trace["xaxis"], trace["yaxis"] = _ref("x", i), _ref("y", i)
+    return trace
