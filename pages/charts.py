@@ -1,0 +1,80 @@
+"""Charts that update in place.
+
+st.plotly_chart derives a chart's identity from its figure, so each refresh of a live
+figure mounts a new chart: it blanks, flickers and forgets the user's zoom. This component
+keeps one Plotly graph per key and hands it each new figure through Plotly.react, which
+redraws only what changed and keeps zoom and pan wherever the figure's uirevision holds.
+
+Plotly's JavaScript comes from the plotly package the app already depends on: copied into
+static/ at start-up and served by Streamlit (server.enableStaticServing), loaded once per tab.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import plotly
+import plotly.graph_objects as go
+import streamlit as st
+
+STATIC = Path(__file__).resolve().parents[1] / "static"
+SCRIPT = f"plotly-{plotly.__version__}.min.js"     # versioned: a new plotly is never a stale cache
+CONFIG = {"displaylogo": False, "responsive": True}
+
+
+def _install_script() -> None:
+    source = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    target = STATIC / SCRIPT
+    if not target.exists() or target.stat().st_size != source.stat().st_size:
+        STATIC.mkdir(exist_ok=True)
+        partial = target.with_suffix(".part")
+        shutil.copyfile(source, partial)
+        partial.replace(target)            # atomic: a tab never loads half a file
+
+
+JS = """
+const SOURCE = "app/static/%(script)s";
+const CONFIG = %(config)s;
+
+function plotlyReady() {
+  // One load per tab, shared by every chart on every page.
+  if (!window.__gateExplorerPlotly) {
+    window.__gateExplorerPlotly = new Promise((resolve, reject) => {
+      if (window.Plotly) return resolve(window.Plotly);
+      const script = document.createElement("script");
+      script.src = SOURCE;
+      script.onload = () => resolve(window.Plotly);
+      script.onerror = () => { window.__gateExplorerPlotly = null; reject(new Error("could not load " + SOURCE)); };
+      document.head.appendChild(script);
+    });
+  }
+  return window.__gateExplorerPlotly;
+}
+
+export default function ({ data, parentElement }) {
+  let graph = parentElement.querySelector(".live-chart");
+  if (!graph) {
+    graph = document.createElement("div");
+    graph.className = "live-chart";
+    parentElement.appendChild(graph);
+  }
+  const figure = JSON.parse(data);
+  graph.dataset.pending = figure.layout.height || 450;
+  graph.style.minHeight = graph.dataset.pending + "px";
+  plotlyReady().then(
+    (Plotly) => Plotly.react(graph, figure.data, figure.layout, CONFIG),
+    (error) => { graph.textContent = "The chart could not load Plotly: " + error.message; },
+  );
+}
+"""
+
+_install_script()
+_component = st.components.v2.component(
+    "gate_explorer.live_chart", js=JS % {"script": SCRIPT, "config": json.dumps(CONFIG)},
+    css=".live-chart { width: 100%; }", isolate_styles=False)
+
+
+def chart(figure: go.Figure, key: str) -> None:
+    """Draw figure under key; later calls with the same key update that chart in place."""
+    _component(data=figure.to_json(), key=key, width="stretch")

@@ -1,0 +1,56 @@
+"""Gradients: how far back the gradient reaches. ‖∂L/∂h_t‖ (and ‖∂L/∂c_t‖) against t, the
+same over training, the input's connectivity, and the recurrent weights' singular values."""
+import streamlit as st
+
+from explorer import analysis, inputs, plots
+from pages.charts import chart
+from pages.common import applied_config, current_run
+from pages.sequence import choose, kept, resolve
+
+REFRESH_SECONDS = 1.0
+
+run = current_run(applied_config())
+if run is None:
+    st.stop()
+task = run.trainer.task
+choice = choose(run)
+polling = choice.follow and run.snapshot().status == "running"
+
+
+@st.fragment(run_every=REFRESH_SECONDS if polling else None)
+def view() -> None:
+    shown = resolve(run, choice)
+    if shown is None:
+        st.info("No probe recorded yet.")
+        return
+    tr, b, k = shown.trace, shown.sequence, choice.layer
+    st.subheader("Gradient norm at every time step")
+    st.caption(f"Weights as of training step {shown.step}. The loss is the task's, on this sequence; "
+               "a line that falls towards t = 0 is a gradient vanishing on its way back in time.")
+    with st.container(key="grad_time"):
+        chart(plots.grad_time_figure(tr, b), key="grad_time_plot")
+
+    st.subheader("Over training")
+    if shown.recorded is None:
+        st.info("Recorded at every probe for the probe sequences only; pick one to see this.")
+    else:
+        quantities = ("grad_hidden", "grad_cell") if tr.layers[k].grad_cell is not None else ("grad_hidden",)
+        quantity = kept(st.radio, "Quantity", quantities, key="grad_quantity", default="grad_hidden",
+                        horizontal=True, format_func={"grad_hidden": "‖∂L/∂h_t‖", "grad_cell": "‖∂L/∂c_t‖"}.get)
+        st.caption(f"Layer {k + 1}, one row per recorded probe: as the model learns, the gradient "
+                   "should reach further back (or not).")
+        chart(plots.grad_history_figure(shown.recorded, b, k, quantity), key="grad_history_plot")
+
+    st.subheader("Input connectivity ‖∂L/∂x_t‖")
+    st.caption("How much each input step moves the loss (Distill, 'Memorization in RNNs').")
+    chart(plots.input_grad_figure(tr, b, shown.x, time_labels=inputs.time_labels(task, shown.x),
+                                            feature_names=inputs.feature_names(task)), key="input_grad_plot")
+
+    st.subheader("Singular values of the recurrent weights")
+    st.caption("Now, per layer and gate block of W_hh. Pascanu et al. (2013): when the largest singular "
+               "value is below 1/γ (γ bounds the activation's slope), the gradient must vanish over long "
+               "spans. Exact for a plain RNN; for gated cells a guide per block.")
+    chart(plots.singular_values_figure(run.inspect(lambda model: analysis.recurrent_spectra(model.rnn))), key="spectra_plot")
+
+
+view()

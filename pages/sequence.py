@@ -1,0 +1,132 @@
+"""The sequence picker the Gates and Gradients pages share: a probe sequence (recorded at
+every probe, so its training history can be replayed) or one built by hand (traced now,
+with the current weights). Choices are kept when the user switches pages."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+
+from explorer import Run, Trace, handmade, inputs
+
+
+@dataclass
+class Choice:
+    """What the user picked; `resolve` turns it into a trace as the run stands."""
+
+    sequence: int                       # index into the probe set (hand-built: 0)
+    built: tuple | None                 # (x, y) of a hand-built sequence, batch of one
+    layer: int
+    follow: bool                        # show the newest probe rather than a replayed one
+    replay_step: int | None
+
+
+@dataclass
+class Shown:
+    trace: Trace
+    sequence: int                       # the sequence's index in trace
+    x: np.ndarray                       # (time, features) the input as drawn
+    step: int                           # training step of the weights traced
+    recorded: list | None               # the probe traces over training; None if hand-built
+
+
+def kept(widget, label, options=None, *, key: str, default, valid=None, **kwargs):
+    """A widget whose value survives page switches (Streamlit drops the state of widgets a
+    page does not draw, so the value is also kept under our own name). A kept value that no
+    longer fits (a new run with fewer steps or units) falls back to the default."""
+    if valid is None:
+        valid = (lambda v: v in options) if options is not None else (lambda v: True)
+    store = st.session_state.setdefault("kept", {})
+    value = store.get(key, default)
+    if not valid(value):
+        value = default
+    if key not in st.session_state or not valid(st.session_state[key]):
+        st.session_state[key] = value
+    result = widget(label, options, key=key, **kwargs) if options is not None else widget(label, key=key, **kwargs)
+    store[key] = result
+    return result
+
+
+def _build_by_hand(task, kind: str):
+    """Draw the controls for kind; return (x, y) or None after an error message."""
+    T = task.seq_len
+    left, right = st.columns(2)
+    try:
+        if kind == "adding":
+            first = kept(left.number_input, "first marker at t", key="hand_first", default=min(5, T // 2 - 1),
+                         min_value=0, max_value=T - 1)
+            second = kept(right.number_input, "second marker at t", key="hand_second", default=T - 10 if T > 20 else T - 1,
+                          min_value=0, max_value=T - 1)
+            a = kept(left.slider, "value at the first marker", key="hand_a", default=0.8, min_value=0.0, max_value=1.0)
+            b = kept(right.slider, "value at the second marker", key="hand_b", default=0.3, min_value=0.0, max_value=1.0)
+            values = np.random.default_rng(0).random(T)      # (time,) the unmarked steps' values
+            values[[first, second]] = a, b
+            return handmade.adding_sequence(task, int(first), int(second), values)
+        if kind == "copy":
+            symbols = kept(left.text_input, "10 symbols, each 1–8", key="hand_symbols", default="1234567812")
+            return handmade.copy_sequence(task, symbols)
+        if kind == "brackets":
+            text = kept(left.text_input, "brackets", key="hand_brackets", default=("(()(()))" * T)[:T])
+            return handmade.brackets_sequence(task, text)
+        if kind == "text":
+            text = kept(left.text_area, "text", key="hand_text",
+                        default="def forward(self, x):\n    return self.head(x)\n")
+            return handmade.text_sequence(task, text)
+        if kind == "digits":
+            digit = kept(left.selectbox, "digit", tuple(range(10)), key="hand_digit", default=7)
+            index = kept(right.number_input, "which example of it", key="hand_index", default=0,
+                         min_value=0, max_value=200)
+            return handmade.digit_sequence(task, digit, int(index))
+        frequency = kept(left.slider, "frequency (cycles per step)", key="hand_frequency", default=0.05,
+                         min_value=0.01, max_value=0.5, step=0.01)
+        amplitude = kept(right.slider, "amplitude", key="hand_amplitude", default=1.0,
+                         min_value=0.1, max_value=3.0, step=0.1)
+        return handmade.wave_sequence(task, frequency, amplitude, noise=getattr(task, "noise", 0.0))
+    except ValueError as error:
+        st.error(f"That sequence can't be built: {error}")
+        return None
+
+
+def choose(run: Run) -> Choice:
+    """Draw the picker; the choice is resolved later, on every refresh."""
+    task, trainer = run.trainer.task, run.trainer
+    kind = handmade.builders_for(task)
+    sources = ("probe set", "build your own") if kind else ("probe set",)
+    top = st.columns([1.3, 2, 1, 1.6])
+    source = kept(top[0].radio, "Sequence", sources, key="pick_source", default="probe set", horizontal=True)
+    layer = kept(top[2].selectbox, "Layer", tuple(range(trainer.config.layers)), key="pick_layer", default=0,
+                 format_func=lambda k: f"layer {k + 1}")
+    if source == "build your own":
+        with st.container(border=True):
+            built = _build_by_hand(task, kind)
+        if built is not None:
+            top[1].caption(f"Built by hand: {inputs.describe(task, built[0][0], built[1][0])}. "
+                           "Traced with the current weights.")
+            return Choice(0, built, layer, True, None)
+    probe_x, probe_y = trainer.probe_set
+    sequence = kept(top[1].selectbox, "Probe sequence", tuple(range(len(probe_x))), key="pick_sequence",
+                    default=0, format_func=lambda b: f"{b}: {inputs.describe(task, probe_x[b].cpu(), probe_y[b].cpu())}")
+    steps = [step for step, _ in run.snapshot().history.traces]
+    follow = kept(top[3].toggle, "Follow training (newest probe)", key="pick_follow", default=True)
+    replay = None
+    if not follow and len(steps) > 1:
+        if st.session_state.get("pick_replay") not in steps:     # thinned away, or a new run
+            st.session_state["pick_replay"] = steps[-1]
+        replay = st.select_slider("Replay: the probe recorded at training step", steps, key="pick_replay")
+    return Choice(sequence, None, layer, follow, replay)
+
+
+def resolve(run: Run, choice: Choice) -> Shown | None:
+    snap = run.snapshot()
+    if choice.built is not None:
+        x, y = choice.built
+        return Shown(run.trace(x, y), 0, x[0].cpu().numpy(), snap.step, None)
+    recorded = snap.history.traces
+    if not recorded:
+        return None
+    chosen = recorded[-1]
+    if not choice.follow and choice.replay_step is not None:
+        chosen = next((item for item in recorded if item[0] == choice.replay_step), chosen)
+    x = run.trainer.probe_set[0][choice.sequence].cpu().numpy()
+    return Shown(chosen[1], choice.sequence, x, chosen[0], recorded)

@@ -1,0 +1,108 @@
+"""Train: the controls, and live charts of the run as it learns."""
+import streamlit as st
+
+from explorer import inputs, plots
+from pages.charts import chart
+from pages.common import applied_config, current_run, session
+
+REFRESH_SECONDS = 0.4           # live charts refresh at least twice a second while training
+ENDED = ("finished", "diverged", "stopped", "error")
+
+config = applied_config()
+run = current_run(config)
+if run is None:
+    st.stop()
+task = run.trainer.task
+cfg = run.trainer.config
+
+st.markdown(f"#### {task.name.capitalize()} · {cfg.cell.upper()}({cfg.hidden}) × {cfg.layers} · "
+            f"T = {task.seq_len} · baseline: {task.baseline_name} ({task.loss_name} {task.baseline_loss:.3g})")
+
+train, pause, resume, step, size, reset = st.columns([1, 1, 1, 1, 1.2, 1], vertical_alignment="bottom")
+status = run.snapshot().status
+if train.button("Train", type="primary", width="stretch", help="Train until the run's last step."):
+    if status in ENDED:
+        st.toast("This run has ended. Press Reset to start a new one.")
+    else:
+        run.start()
+if pause.button("Pause", width="stretch"):
+    run.pause()
+    # Let the step in flight land, so this rerun draws the step the run holds at.
+    run.wait_until_idle(timeout=2.0)
+if resume.button("Resume", width="stretch", help="Continue from the step where it paused."):
+    run.resume()
+step_size = size.selectbox("steps per Step", (1, 10, 100), key="step_size")
+if step.button("Step", width="stretch", help="Do that many steps, then pause."):
+    run.step(step_size)
+if reset.button("Reset", width="stretch",
+                help="Start over: a new, untrained model with the sidebar's settings."):
+    if config is None:
+        st.error("Fix the settings in the sidebar first; the current run is kept.")
+    else:
+        problem = session().replace(config)
+        if problem:
+            st.error(f"Could not reset: {problem}. The current run is kept.")
+        run = session().run
+        task = run.trainer.task
+
+polling = run.snapshot().status == "running"
+
+
+@st.fragment(run_every=REFRESH_SECONDS if polling else None)
+def live() -> None:
+    snap = run.snapshot()
+    if polling and snap.status != "running":
+        st.rerun()                      # stop polling: redraw the page once, quietly
+    left, middle, right, far = st.columns(4)
+    with left.container(key="step_counter"):
+        st.metric("Step", str(snap.step))
+    middle.metric("Steps per second", f"{snap.steps_per_second:.1f}")
+    right.metric("Device", str(run.trainer.device))
+    far.metric("Status", snap.status)
+    st.progress(min(snap.step / snap.total_steps, 1.0),
+                text=f"{snap.step} of {snap.total_steps} steps")
+    if run.trainer.device_warning:
+        st.warning(run.trainer.device_warning)
+    if snap.status in ("diverged", "error"):
+        st.error(snap.message)
+    elif snap.status == "finished":
+        st.success(snap.message)
+    elif snap.message and snap.message != run.trainer.device_warning:
+        st.info(snap.message)
+    view = snap.history
+    one, two = st.columns(2)
+    with one.container(key="loss_chart"):
+        chart(plots.loss_figure(view, task.baseline_loss, task.loss_name, task.baseline_name), key="loss_plot")
+    with two.container(key="metric_chart"):
+        chart(plots.metric_figure(view, task.baseline_metric, task.metric_name, task.baseline_name), key="metric_plot")
+    three, four = st.columns(2)
+    with three.container(key="grad_norm_chart"):
+        chart(plots.grad_norm_figure(view, cfg.clip), key="grad_norm_plot")
+    with four.container(key="param_grad_chart"):
+        chart(plots.param_grad_figure(view), key="param_grad_plot")
+    strip(snap)
+
+
+def strip(snap) -> None:
+    """One gate of one probe sequence, as of the newest probe."""
+    if not snap.history.traces:
+        return
+    probe_step, tr = snap.history.traces[-1]
+    pick, which = st.columns([1, 3])
+    gate = pick.selectbox("Gate", list(tr.layers[0].gates) or ["hidden"], key="strip_gate")
+    sequence = which.selectbox("Probe sequence", range(len(tr.grad_input)), key="strip_sequence",
+                               format_func=lambda b: f"{b}: " + inputs.describe(task, *probe(b)))
+    x = probe(sequence)[0].cpu().numpy()
+    st.caption(f"Layer 1, as of the probe at step {probe_step}. The Gates page shows every gate and layer.")
+    with st.container(key="gate_strip"):
+        chart(plots.gate_figure(tr, sequence, 0, x, quantities=[gate],
+                                          time_labels=inputs.time_labels(task, x),
+                                          feature_names=inputs.feature_names(task)), key="gate_strip_plot")
+
+
+def probe(b: int):
+    x, y = run.trainer.probe_set
+    return x[b].cpu(), y[b].cpu()
+
+
+live()

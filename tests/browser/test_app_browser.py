@@ -1,0 +1,81 @@
+"""The app in a real browser (Chromium via Playwright): every page draws without a traceback,
+Train makes the live charts grow, Pause holds the step and Resume carries on from it, and
+switching pages in-app keeps the session's run training."""
+from _app import STEP, plot, plot_json, plot_points
+
+# Small and quick, and long enough never to finish during a test.
+FAST = {"sequence length T": 20, "hidden units": 16, "batch size": 16, "steps": 100_000}
+
+
+def start_training(app) -> int:
+    app.open()
+    app.configure(FAST)
+    app.press("Train")
+    return app.wait_step_above(0)
+
+
+def steps_over(app, seconds: float, every: float = 0.25) -> list[int]:
+    readings = [app.step()]
+    for _ in range(int(seconds / every)):
+        app.page.wait_for_timeout(every * 1000)
+        readings.append(app.step())
+    return readings
+
+
+def test_every_page_opens_without_a_traceback(app):
+    app.open()
+    assert not app.problems()
+    app.shot("open-train")
+    for title in ("Gates", "Gradients", "Train"):
+        app.go_to(title)
+        assert not app.problems(), title
+        app.shot(f"open-{title.lower()}")
+
+
+def test_train_grows_the_loss_chart_and_the_step_counter(app):
+    app.open(plot("loss_chart"))
+    app.configure(FAST)
+    step, points, figure = app.step(), plot_points(app.page, "loss_chart"), plot_json(app.page, "loss_chart")
+    app.press("Train")
+    app.wait_step_above(step + 20)
+    grown = app.wait_until(lambda: plot_points(app.page, "loss_chart") > points + 20, 30,
+                           "the loss chart to gain 20 points")
+    assert grown and plot_json(app.page, "loss_chart") != figure
+    for key in ("metric_chart", "grad_norm_chart", "param_grad_chart", "gate_strip"):
+        app.page.locator(plot(key)).first.wait_for(state="visible")
+    assert app.step() > step + 20
+    assert not app.problems()
+    app.shot("train-running")
+
+
+def test_pause_holds_the_step_and_resume_continues_from_it(app):
+    start_training(app)
+    app.press("Pause")
+    # Pausing takes effect within a step; allow the page a few seconds to settle on it.
+    held = app.wait_until(lambda: len(set(r := steps_over(app, 1.0))) == 1 and r[0], 5,
+                          "the step counter to hold still after Pause")
+    assert set(steps_over(app, 2.0)) == {held}
+    app.press("Pause")   # a fresh rerun reads the run's own step, not the last drawn one
+    assert app.step() == held
+    app.shot("paused")
+    app.press("Resume")
+    assert app.step() >= held
+    app.wait_step_above(held)
+    assert app.step() > held
+    assert not app.problems()
+
+
+def test_switching_pages_keeps_the_run_training(app):
+    before = start_training(app)
+    app.go_to("Gates", plot("gate_heatmaps"))
+    assert not app.problems()
+    app.shot("gates-while-training")
+    app.go_to("Gradients", plot("grad_time"))
+    assert not app.problems()
+    app.shot("gradients-while-training")
+    app.go_to("Train", STEP)
+    back = app.step()
+    assert back > before, "the run lost its steps: a new session, or training stopped"
+    app.wait_step_above(back)
+    assert not app.problems()
+    app.shot("train-after-switching")
