@@ -194,17 +194,18 @@ def saturation_figure(saturation: dict[str, tuple[np.ndarray, np.ndarray]]) -> g
 
 
 def grad_time_figure(trace: Trace, sequence: int) -> go.Figure:
-    """‖∂L/∂h_t‖ (solid) and, for LSTMs, ‖∂L/∂c_t‖ (dashed) against t, one colour per layer."""
+    """‖∂L/∂h_t‖ (solid) and, for LSTMs, ‖∂L/∂c_t‖ (dashed) against t, one colour per layer
+    (named from 1, as the pages number layers for people)."""
     T = trace.grad_input.shape[1]
     t = _bucket_mean(np.arange(T), _MAX_TIME)
     data = []
     for k, lt in enumerate(trace.layers):
         color = _COLORS[k % len(_COLORS)]
         norms = _positive(_bucket_mean(lt.grad_hidden[sequence], _MAX_TIME))
-        data.append(_line(f"‖∂L/∂h_t‖ layer {k}", t, norms, color=color))
+        data.append(_line(f"‖∂L/∂h_t‖ layer {k + 1}", t, norms, color=color))
         if lt.grad_cell is not None:
             norms = _positive(_bucket_mean(lt.grad_cell[sequence], _MAX_TIME))
-            data.append(_line(f"‖∂L/∂c_t‖ layer {k}", t, norms, color=color, dash="dash"))
+            data.append(_line(f"‖∂L/∂c_t‖ layer {k + 1}", t, norms, color=color, dash="dash"))
     return _figure(data, _axes("time step t", "gradient norm", log=True), "grad-time", legend=_LEGEND_ON_TOP)
 
 
@@ -259,17 +260,23 @@ def input_grad_figure(trace: Trace, sequence: int, x_input: np.ndarray,
 def singular_values_figure(spectra: list[dict]) -> go.Figure:
     """Singular values of recurrent weight blocks against the bound 1/γ of Pascanu et al. (2013).
 
-    Each spectrum: {"layer": int, "block": str, "values": descending array, "bound": 1/γ}.
+    Each spectrum: {"layer": int (from 0), "block": str, "values": descending array, "bound": 1/γ};
+    the legend numbers layers from 1, as the pages do.
     """
-    data, bounds = [], {}
+    data, bounds, shown = [], {}, []
     for i, s in enumerate(spectra):
         values = np.asarray(s["values"], np.float32)
-        data.append({"type": "scatter", "mode": "lines+markers", "name": f"layer {s['layer']} {s['block']}",
+        shown.append(values[values > 0])
+        data.append({"type": "scatter", "mode": "lines+markers", "name": f"layer {s['layer'] + 1} {s['block']}",
                      "x": np.arange(1, len(values) + 1, dtype=np.float32), "y": _positive(values),
                      "line": {"color": _COLORS[i % len(_COLORS)]}, "marker": {"size": 5}})
         bounds[float(s["bound"])] = None
     layout = _axes("index (largest first)", "singular value σᵢ", log=True)
     layout["shapes"] = _baseline_lines([(b, _bound_label(b)) for b in bounds])
+    span = np.log10(np.concatenate([*shown, np.array(list(bounds), np.float32)]))
+    span = span[np.isfinite(span)]
+    if len(span):   # room above the top line for its label, which autorange would clip
+        layout["yaxis"]["range"] = [float(span.min()) - 0.1, float(span.max()) + 0.25]
     layout["title"] = {"text": "Pascanu et al. (2013): if the largest σ is below 1/γ, the gradient must vanish",
                        "font": {"size": 14}}
     return _figure(data, layout, "singular-values")

@@ -168,7 +168,36 @@ def sidebar() -> Config | None:
 
 def applied_config() -> Config | None:
     """The sidebar's configuration as app.py validated it this rerun (None if invalid)."""
+    _through_app()
     return st.session_state.get("config")
+
+
+def _through_app() -> None:
+    """Make sure this page runs inside the app's shell, under its sidebar and navigation.
+
+    A folder named pages/ next to the main script switches on Streamlit's older multipage
+    mode, which runs a page file on its own until the first st.navigation call in the
+    server's life (and AppTest switches it back on before every run). So a fresh server's
+    first request for /gates, say, would draw that page with no sidebar and no run. Here
+    the page draws the shell instead, which runs the page properly, inside this same run
+    (a rerun would drop a button's click), and then ends the stray run.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+    if PagesManager.uses_pages_directory:
+        shell()
+        st.stop()
+
+
+def shell() -> None:
+    """The app: navigation, the shared sidebar and this session's run, then the chosen page."""
+    pages = st.navigation([
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train",
+                default=True),
+        st.Page("pages/gates.py", title="Gates", icon=":material/grid_on:", url_path="gates"),
+        st.Page("pages/gradients.py", title="Gradients", icon=":material/trending_down:", url_path="gradients"),
+    ], position="top")
+    current_run(sidebar())
+    pages.run()
 
 
 def current_run(config: Config | None) -> Run | None:

@@ -296,8 +296,8 @@ def test_saturation_figure_has_a_panel_per_gate_with_the_fully_saturated_boundar
 def test_grad_time_figure_draws_hidden_norms_per_layer_and_dashed_cell_norms_for_lstm(lstm, gru):
     trace = latest(lstm)
     fig = plots.grad_time_figure(trace, 1)
-    assert [t.name for t in fig.data] == ["‖∂L/∂h_t‖ layer 0", "‖∂L/∂c_t‖ layer 0",
-                                          "‖∂L/∂h_t‖ layer 1", "‖∂L/∂c_t‖ layer 1"]
+    assert [t.name for t in fig.data] == ["‖∂L/∂h_t‖ layer 1", "‖∂L/∂c_t‖ layer 1",
+                                          "‖∂L/∂h_t‖ layer 2", "‖∂L/∂c_t‖ layer 2"]
     assert [t.line.dash for t in fig.data] == [None, "dash", None, "dash"]
     np.testing.assert_allclose(fig.data[2].y, trace.layers[1].grad_hidden[1])
     np.testing.assert_allclose(fig.data[1].y, trace.layers[0].grad_cell[1])
@@ -344,13 +344,15 @@ def test_singular_values_figure_draws_one_dashed_line_per_distinct_bound():
                {"layer": 0, "block": "candidate", "values": np.array([2.0, 0.9, 0.1]), "bound": 1.0},
                {"layer": 1, "block": "forget", "values": np.array([5.0, 0.2, 0.0]), "bound": 4.0}]
     fig = plots.singular_values_figure(spectra)
-    assert [t.name for t in fig.data] == ["layer 0 forget", "layer 0 candidate", "layer 1 forget"]
+    assert [t.name for t in fig.data] == ["layer 1 forget", "layer 1 candidate", "layer 2 forget"]
     np.testing.assert_allclose(fig.data[1].y, [2.0, 0.9, 0.1])
     assert list(fig.data[0].x) == [1, 2, 3]
     assert np.isnan(fig.data[2].y[2])                              # a zero has no place on a log axis
     assert [(s.y0, s.label.text) for s in fig.layout.shapes] == [(4.0, "1/γ = 4 (sigmoid)"),
                                                                  (1.0, "1/γ = 1 (tanh/ReLU)")]
     assert fig.layout.yaxis.type == "log" and "Pascanu" in fig.layout.title.text
+    low, high = fig.layout.yaxis.range                             # log10 units, every value and bound inside
+    assert low < np.log10(0.1) and high > np.log10(5.0)
 
 
 def test_every_figure_keeps_the_users_zoom_with_a_stable_uirevision(lstm):

@@ -1,0 +1,199 @@
+"""The app's pages under streamlit.testing.v1.AppTest: each runs without an exception, has
+its controls, draws its charts from the run's real numbers, and answers bad input with a
+message. Charts are read as the Plotly figures the page sends (the live-chart component's
+JSON), so a change of configuration is checked in what the browser would draw."""
+import base64
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from explorer import Config
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+SMALL = dict(seq_len=12, hidden=8, batch_size=8, probe_every=5, eval_every=5, probe_count=3)
+
+
+@pytest.fixture(autouse=True)
+def fresh_session():
+    """AppTest gives every instance in a process the same session id, so the session's run
+    (a session-scoped resource) would carry over from test to test: release it after each."""
+    yield
+    st.cache_resource.clear()
+
+
+def app(**config) -> AppTest:
+    """The app with the sidebar's draft preset (as if typed), run once."""
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["draft"] = Config(**{**SMALL, **config}).to_dict()
+    return at.run()
+
+
+def figures(at: AppTest) -> dict[str, dict]:
+    """key -> the Plotly figure (as JSON) of every live chart on the page."""
+    out = {}
+    for element in at.get("bidi_component"):
+        proto = element.proto
+        if proto.component_name == "gate_explorer.live_chart":
+            out[proto.id.split("-", 2)[2]] = json.loads(json.loads(proto.json))
+    return out
+
+
+def values(array) -> np.ndarray:
+    """A figure's array, plain or as Plotly's base64 typed array."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"]))
+    return np.asarray(array, dtype=float)
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def step(at: AppTest, n: int, timeout: float = 60) -> AppTest:
+    """Press Step with n steps per press; rerun until the run has done them."""
+    at.selectbox(key="step_size").set_value(n).run()
+    before = int(metric(at, "Step"))
+    button(at, "Step").click().run()
+    deadline = time.monotonic() + timeout
+    while int(metric(at, "Step")) < before + n and metric(at, "Status") in ("running", "paused", "idle"):
+        assert time.monotonic() < deadline, "the Step button's steps never landed"
+        time.sleep(0.1)
+        at.run()
+    return at
+
+
+def row_titles(figure: dict) -> list[str]:
+    return [a["text"] for a in figure["layout"].get("annotations", [])]
+
+
+def no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_train_page_has_its_controls_and_charts_before_training():
+    at = app()
+    no_exception(at)
+    assert {b.label for b in at.button} >= {"Train", "Pause", "Resume", "Step", "Reset"}
+    assert metric(at, "Step") == "0" and metric(at, "Status") == "idle" and metric(at, "Device") == "cpu"
+    charts = figures(at)
+    assert {"loss_plot", "metric_plot", "grad_norm_plot", "param_grad_plot"} <= set(charts)
+    loss = charts["loss_plot"]
+    assert loss["layout"]["yaxis"]["title"]["text"] == "MSE"
+    assert any("baseline: predict 1" in s["label"]["text"] for s in loss["layout"]["shapes"])
+    # every sidebar group and the fields a student reaches for first
+    labels = {w.label for w in [*at.sidebar.number_input, *at.sidebar.selectbox]}
+    assert {"task", "sequence length T", "cell", "hidden units", "learning rate", "clip gradient norm at",
+            "device", "trace gates every (steps)"} <= labels
+
+
+def test_step_trains_the_real_run_and_the_charts_carry_its_numbers():
+    at = step(app(), 10)
+    no_exception(at)
+    assert metric(at, "Step") == "10" and metric(at, "Status") == "paused"
+    charts = figures(at)
+    train = next(t for t in charts["loss_plot"]["data"] if t["name"] == "training loss")
+    np.testing.assert_array_equal(values(train["x"]), np.arange(1, 11))
+    assert (values(train["y"]) > 0).all() and np.isfinite(values(train["y"])).all()
+    assert [t["name"] for t in charts["param_grad_plot"]["data"]] == [
+        "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "head.weight", "head.bias"]
+    strip = charts["gate_strip_plot"]
+    assert row_titles(strip)[:2] == ["input x_t", "input gate i_t"]
+    assert at.selectbox(key="strip_gate").options == ["input", "forget", "candidate", "output"]
+
+
+def test_changing_the_cell_in_the_sidebar_rebuilds_the_run_and_its_figures():
+    at = app()
+    at.sidebar.selectbox(key="cfg_cell").set_value("gru").run()
+    no_exception(at)
+    at = step(at, 10)
+    assert at.selectbox(key="strip_gate").options == ["reset", "update", "candidate"]   # PyTorch's r, z, n
+    assert row_titles(figures(at)["gate_strip_plot"]) == ["input x_t", "reset gate r_t"]
+    assert "GRU(8)" in at.markdown[0].value
+    # param grads of a GRU: still W_ih, W_hh, b_ih, b_hh, but the header and gates follow the cell
+    at.switch_page("pages/gates.py").run()
+    no_exception(at)
+    titles = row_titles(figures(at)["gate_heatmaps_plot"])
+    assert titles[:4] == ["input x_t", "reset gate r_t", "update gate z_t", "candidate n_t (h̃_t)"]
+    assert not any("forget" in t for t in titles)
+
+
+def test_gates_page_draws_every_gate_under_the_input_and_builds_sequences_by_hand():
+    at = step(app(), 10)
+    at.switch_page("pages/gates.py").run()
+    no_exception(at)
+    charts = figures(at)
+    assert {"gate_heatmaps_plot", "unit_lines_plot", "saturation_plot"} <= set(charts)
+    titles = row_titles(charts["gate_heatmaps_plot"])
+    assert titles == ["input x_t", "input gate i_t", "forget gate f_t", "candidate g_t (c̃_t)",
+                      "output gate o_t", "cell state c_t", "hidden state h_t"]
+    heat = charts["gate_heatmaps_plot"]["data"][1]
+    assert heat["type"] == "heatmap"
+    at.radio(key="pick_source").set_value("build your own").run()
+    no_exception(at)
+    at.number_input(key="hand_first").set_value(2).run()
+    at.number_input(key="hand_second").set_value(9).run()
+    no_exception(at)
+    assert "markers at t = 2, 9" in " ".join(c.value for c in at.caption)
+    marker = figures(at)["gate_heatmaps_plot"]["data"][0]       # the input picture, (features, time)
+    assert marker["type"] == "heatmap"
+
+
+def test_gradients_page_draws_norms_history_connectivity_and_spectra():
+    at = step(app(layers=2), 10)
+    at.switch_page("pages/gradients.py").run()
+    no_exception(at)
+    charts = figures(at)
+    grad = charts["grad_time_plot"]
+    assert [t["name"] for t in grad["data"]] == ["‖∂L/∂h_t‖ layer 1", "‖∂L/∂c_t‖ layer 1",
+                                                  "‖∂L/∂h_t‖ layer 2", "‖∂L/∂c_t‖ layer 2"]
+    assert grad["layout"]["yaxis"]["type"] == "log"
+    history = charts["grad_history_plot"]["data"][0]
+    assert list(values(history["y"])) == [0, 5, 10]                # one row per probe
+    spectra = charts["spectra_plot"]
+    assert len(spectra["data"]) == 8                               # 2 layers x 4 gate blocks
+    assert {s["label"]["text"] for s in spectra["layout"]["shapes"]} == {"1/γ = 4 (sigmoid)", "1/γ = 1 (tanh/ReLU)"}
+    at.radio(key="grad_quantity").set_value("grad_cell").run()
+    assert "c_t" in figures(at)["grad_history_plot"]["layout"]["coloraxis"]["colorbar"]["title"]["text"]
+
+
+def test_a_configuration_too_large_to_trace_is_a_message_and_the_old_run_is_kept():
+    at = app()
+    at.sidebar.number_input(key="cfg_hidden").set_value(512).run()
+    at.sidebar.number_input(key="cfg_layers").set_value(4).run()
+    at.sidebar.number_input(key="cfg_seq_len").set_value(1000).run()
+    no_exception(at)
+    assert any("too large" in e.value for e in at.sidebar.error)
+    header = at.markdown[0].value                                  # the run as it stood before T = 1000
+    assert "LSTM(512) × 4" in header and "T = 12" in header and metric(at, "Step") == "0"
+    button(at, "Reset").click().run()
+    no_exception(at)
+    assert any("Fix the settings" in e.value for e in at.error)
+    assert "T = 12" in at.markdown[0].value
+
+
+def test_data_that_cannot_load_is_a_message_not_a_traceback(tmp_path):
+    bad = tmp_path / "series.csv"
+    bad.write_text("when,what\nmonday,rain\ntuesday,sun\n")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["draft"] = {**Config(**SMALL).to_dict(), "task": "csv", "csv_path": str(bad)}
+    at.run()
+    no_exception(at)
+    assert any("Could not set up this run" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_a_diverged_run_says_so_on_the_page():
+    at = step(app(optimizer="sgd", lr=10.0, clip=0.0, init="orthogonal"), 100)
+    no_exception(at)
+    if metric(at, "Status") != "diverged":
+        pytest.fail(f"lr=10 with SGD did not diverge in 100 steps (status {metric(at, 'Status')})")
+    assert any("diverged" in e.value.lower() or "nan" in e.value.lower() or "inf" in e.value.lower()
+               for e in at.error), [e.value for e in at.error]
