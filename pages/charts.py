@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Callable, Hashable
 
 import plotly
 import plotly.graph_objects as go
@@ -59,6 +60,9 @@ export default function ({ data, parentElement }) {
     graph.className = "live-chart";
     parentElement.appendChild(graph);
   }
+  // A refresh that brings the same figure (a gate strip between probes) costs no redraw.
+  if (graph.dataset.drawn === data) return;
+  graph.dataset.drawn = data;
   const figure = JSON.parse(data);
   graph.dataset.pending = figure.layout.height || 450;
   graph.style.minHeight = graph.dataset.pending + "px";
@@ -75,6 +79,18 @@ _component = st.components.v2.component(
     css=".live-chart { width: 100%; }", isolate_styles=False)
 
 
-def chart(figure: go.Figure, key: str) -> None:
-    """Draw figure under key; later calls with the same key update that chart in place."""
-    _component(data=figure.to_json(), key=key, width="stretch")
+def chart(figure: go.Figure | Callable[[], go.Figure], key: str, version: Hashable = None) -> None:
+    """Draw figure under key; later calls with the same key update that chart in place.
+
+    With a version, figure may be a function that builds it: it is called only when the
+    version differs from the one this chart last drew, so a live page refreshing a figure
+    that only changes now and then (a gate strip, between probes) does not rebuild it.
+    """
+    built = st.session_state.setdefault("_charts", {})
+    if version is not None and key in built and built[key][0] == version:
+        spec = built[key][1]
+    else:
+        spec = (figure() if callable(figure) else figure).to_json()
+        if version is not None:
+            built[key] = (version, spec)
+    _component(data=spec, key=key, width="stretch")

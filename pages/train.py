@@ -6,6 +6,10 @@ from pages.charts import chart
 from pages.common import applied_config, current_run, session
 
 REFRESH_SECONDS = 0.4           # live charts refresh at least twice a second while training
+# Points per line on the live charts: more than a half-width chart has pixels for is spent
+# twice on every refresh, serialising on the server and drawing in the browser, and both
+# take the CPU from training on a small machine.
+LIVE_POINTS = 400
 ENDED = ("finished", "diverged", "stopped", "error")
 
 config = applied_config()
@@ -72,14 +76,16 @@ def live() -> None:
     view = snap.history
     one, two = st.columns(2)
     with one.container(key="loss_chart"):
-        chart(plots.loss_figure(view, task.baseline_loss, task.loss_name, task.baseline_name), key="loss_plot")
+        chart(plots.loss_figure(view, task.baseline_loss, task.loss_name, task.baseline_name, LIVE_POINTS),
+              key="loss_plot")
     with two.container(key="metric_chart"):
-        chart(plots.metric_figure(view, task.baseline_metric, task.metric_name, task.baseline_name), key="metric_plot")
+        chart(plots.metric_figure(view, task.baseline_metric, task.metric_name, task.baseline_name, LIVE_POINTS),
+              key="metric_plot")
     three, four = st.columns(2)
     with three.container(key="grad_norm_chart"):
-        chart(plots.grad_norm_figure(view, cfg.clip), key="grad_norm_plot")
+        chart(plots.grad_norm_figure(view, cfg.clip, LIVE_POINTS), key="grad_norm_plot")
     with four.container(key="param_grad_chart"):
-        chart(plots.param_grad_figure(view), key="param_grad_plot")
+        chart(plots.param_grad_figure(view, LIVE_POINTS), key="param_grad_plot")
     strip(snap)
 
 
@@ -95,9 +101,10 @@ def strip(snap) -> None:
     x = probe(sequence)[0].cpu().numpy()
     st.caption(f"Layer 1, as of the probe at step {probe_step}. The Gates page shows every gate and layer.")
     with st.container(key="gate_strip"):
-        chart(plots.gate_figure(tr, sequence, 0, x, quantities=[gate],
-                                          time_labels=inputs.time_labels(task, x),
-                                          feature_names=inputs.feature_names(task)), key="gate_strip_plot")
+        # Rebuilt only when a new probe (a new trace object), gate or sequence is shown.
+        chart(lambda: plots.gate_figure(tr, sequence, 0, x, quantities=[gate], time_labels=inputs.time_labels(task, x),
+                                        feature_names=inputs.feature_names(task)),
+              key="gate_strip_plot", version=(id(tr), gate, sequence))
 
 
 def probe(b: int):

@@ -1,0 +1,132 @@
+"""What the app costs the training it shows, measured side by side in one run.
+
+    .venv/bin/python tests/browser/bench_app.py [--seconds 20] [--rounds 2] [--json out.json]
+
+For the default configuration (adding, LSTM(64), T = 50, batch 64) it alternates, round by
+round, so a noisy machine hurts both sides alike:
+
+* page:    the app's Streamlit server with the Train page open in Chromium, training and
+           refreshing its live charts; steps/s is read off the run's own step counter.
+* no page: the same run (explorer.Run, same torch thread count as the app) in a plain
+           Python process with nothing polling it.
+
+It reports the ratio of their steps/s, the bytes the server sends per refresh of the live
+part of the page (and the refresh rate), and how long a fresh tab takes, on the warm
+server, to show the Train page's first chart. Targets (issue 3): ratio >= 0.8, < 500 KB per
+refresh, first chart < 3 s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _app import STEP, AppPage, plot, wait_ready  # noqa: E402
+from _server import OUT, REPO, Server, launch_chromium  # noqa: E402
+
+BASELINE = """
+import json, sys, time
+sys.path.insert(0, {repo!r})
+import pages.common                      # the app's torch thread setting, nothing more
+from explorer import Config, Run
+run = Run(Config(steps=200_000))
+run.start()
+time.sleep({warmup})
+first = run.snapshot().step; start = time.monotonic()
+time.sleep({seconds})
+last = run.snapshot().step; took = time.monotonic() - start
+run.stop()
+print(json.dumps({{"steps_per_second": (last - first) / took}}))
+"""
+
+
+def no_page(seconds: float, warmup: float) -> float:
+    code = BASELINE.format(repo=str(REPO), seconds=seconds, warmup=warmup)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["steps_per_second"]
+
+
+def with_page(browser, server: Server, seconds: float, warmup: float) -> dict:
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    context.set_default_timeout(60_000)
+    app = AppPage(context.new_page(), server.url, OUT)
+    try:
+        app.open(plot("loss_chart"))
+        app.configure({"steps": 200_000})
+        app.press("Train")
+        app.page.wait_for_timeout(warmup * 1000)
+        first, start = app.step(), time.monotonic()
+        app.page.wait_for_timeout(seconds * 1000)
+        last, took = app.step(), time.monotonic() - start
+        refreshes = app.frames.fragment_runs(since=start)
+        app.press("Pause")
+    finally:
+        context.close()
+    sizes = [size for _, size in refreshes]
+    return {"steps_per_second": (last - first) / took, "refreshes_per_second": len(refreshes) / took,
+            "bytes_per_refresh_median": statistics.median(sizes) if sizes else None,
+            "bytes_per_refresh_max": max(sizes) if sizes else None}
+
+
+def first_chart_seconds(browser, server: Server) -> float:
+    """A fresh tab on a warm server: from navigation to the loss chart drawn."""
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    try:
+        page = context.new_page()
+        start = time.monotonic()
+        page.goto(server.url + "/")
+        page.locator(f"{plot('loss_chart')} .main-svg").first.wait_for(state="visible", timeout=60_000)
+        took = time.monotonic() - start
+        wait_ready(page, STEP)
+        return took
+    finally:
+        context.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per side per round")
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    results = {"page": [], "no_page": [], "first_chart_seconds": []}
+    with Server(OUT / "bench-streamlit.log") as server, sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        first_chart_seconds(browser, server)                 # warm the server (imports, torch)
+        for round_ in range(args.rounds):
+            results["first_chart_seconds"].append(first_chart_seconds(browser, server))
+            results["page"].append(with_page(browser, server, args.seconds, args.warmup))
+            results["no_page"].append(no_page(args.seconds, args.warmup))
+            print(f"round {round_ + 1}: page {results['page'][-1]['steps_per_second']:.1f} steps/s, "
+                  f"no page {results['no_page'][-1]:.1f} steps/s", file=sys.stderr)
+        browser.close()
+    page = statistics.median(r["steps_per_second"] for r in results["page"])
+    alone = statistics.median(results["no_page"])
+    summary = {
+        "steps_per_second_page": round(page, 1), "steps_per_second_no_page": round(alone, 1),
+        "ratio": round(page / alone, 3),
+        "refreshes_per_second": round(statistics.median(r["refreshes_per_second"] for r in results["page"]), 2),
+        "kb_per_refresh_median": round(statistics.median(r["bytes_per_refresh_median"] for r in results["page"]) / 1e3, 1),
+        "kb_per_refresh_max": round(max(r["bytes_per_refresh_max"] for r in results["page"]) / 1e3, 1),
+        "first_chart_seconds_max": round(max(results["first_chart_seconds"]), 2),
+        "rounds": results,
+    }
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
