@@ -1,0 +1,146 @@
+"""The library on a CUDA GPU, checked against PyTorch's fused (cuDNN) modules: run it by hand
+where a GPU is present (CI has none).
+
+    python tests/gpu_check.py            # prints one line per check and a JSON summary last
+
+* trace() of nn.LSTM / nn.GRU / nn.RNN on the GPU: output against the cuDNN module's, input
+  gradient against autograd through the cuDNN module, float32 and float64, two layers.
+* Trainer(device="cuda") and "auto" land on the GPU with no fallback warning; a short
+  adding run learns there; steps/s on the GPU and the CPU, side by side.
+* Run (the app's training thread) on the GPU: start, pause within a second, resume from
+  the same step; probe traces recorded there are float32 numpy arrays.
+* analysis.recurrent_spectra of a GPU model against numpy's SVD of its weights.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from explorer import Config, Run, Trainer, analysis, trace  # noqa: E402
+
+RESULTS: dict[str, object] = {}
+FAILED: list[str] = []
+
+
+def check(name: str, ok: bool, detail: object) -> None:
+    RESULTS[name] = detail
+    print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}", flush=True)
+    if not ok:
+        FAILED.append(name)
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double().cpu(), b.double().cpu()
+    return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+
+def trace_against_cudnn() -> None:
+    for dtype, tolerance in ((torch.float32, 1e-4), (torch.float64, 1e-10)):
+        for make in (lambda: nn.LSTM(3, 24, num_layers=2, batch_first=True),
+                     lambda: nn.GRU(3, 24, num_layers=2, batch_first=True),
+                     lambda: nn.RNN(3, 24, num_layers=2, batch_first=True)):
+            torch.manual_seed(1)
+            module = make().to("cuda", dtype)
+            x = torch.randn(5, 40, 3, device="cuda", dtype=dtype, requires_grad=True)  # (batch, time, input)
+            out = module(x)[0]                                                       # (batch, time, hidden)
+            out[:, -1].sum().backward()                                             # trace's default loss
+            reference_grad = x.grad.norm(dim=-1)                                    # (batch, time)
+            tr = trace(module, x.detach())
+            name = f"trace {type(module).__name__} {str(dtype).split('.')[-1]}"
+            out_error = relative(torch.as_tensor(tr.layers[-1].hidden), out.detach())
+            grad_error = relative(torch.as_tensor(tr.grad_input), reference_grad)
+            check(name, out_error < tolerance and grad_error < tolerance * 10,
+                  {"output_rel_error": out_error, "input_grad_rel_error": grad_error})
+
+
+def trainer_on_gpu() -> None:
+    for device in ("cuda", "auto"):
+        trainer = Trainer(Config(device=device, steps=10))
+        check(f"Trainer device={device}", trainer.device.type == "cuda" and trainer.device_warning is None,
+              {"device": str(trainer.device), "warning": trainer.device_warning})
+    config = dict(task="adding", seq_len=30, hidden=64, batch_size=64, lr=0.003, steps=3000, eval_every=100,
+                  probe_every=100)
+    trainer = Trainer(Config(device="cuda", **config))
+    for _ in range(config["steps"]):
+        trainer.step()
+    view = trainer.history.view()
+    held_out = float(view.evals["eval_loss"][-1])
+    check("adding LSTM learns on the GPU", held_out < trainer.task.baseline_loss / 2,
+          {"held_out_mse": held_out, "baseline_mse": trainer.task.baseline_loss})
+    trace_dtypes = {a.dtype.name for _, tr in view.traces for a in (tr.grad_input, tr.layers[0].hidden)}
+    check("probe traces are float32 numpy", trace_dtypes == {"float32"}, sorted(trace_dtypes))
+    rates = {}
+    for round_ in range(2):                                 # interleaved: noise hits both alike
+        for device in ("cuda", "cpu"):
+            trainer = Trainer(Config(device=device, **{**config, "steps": 120}))
+            for _ in range(20):
+                trainer.step()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(100):
+                trainer.step()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            rates.setdefault(device, []).append(100 / (time.perf_counter() - start))
+    check("steps/s", True, {d: round(max(r), 1) for d, r in rates.items()})
+
+
+def run_thread_on_gpu() -> None:
+    run = Run(Config(device="cuda", steps=100_000, probe_every=50))
+    run.start()
+    time.sleep(3)
+    asked = time.monotonic()
+    run.pause()
+    idle = run.wait_until_idle(timeout=5)
+    took = time.monotonic() - asked
+    held = run.snapshot().step
+    time.sleep(1)
+    still = run.snapshot().step
+    run.resume()
+    time.sleep(2)
+    later = run.snapshot()
+    run.stop()
+    check("Run on the GPU: pause holds, resume continues",
+          idle and took < 1 and held == still and later.step > held and later.status == "running",
+          {"pause_seconds": round(took, 3), "held": held, "after_resume": later.step,
+           "steps_per_second": round(later.steps_per_second, 1)})
+
+
+def spectra_on_gpu() -> None:
+    torch.manual_seed(2)
+    module = nn.LSTM(4, 16, num_layers=2).to("cuda")
+    spectra = analysis.recurrent_spectra(module)
+    worst = 0.0
+    for s in spectra:
+        weight = getattr(module, f"weight_hh_l{s['layer']}").detach().cpu().double().numpy()   # (4H, H)
+        block = ["input", "forget", "candidate", "output"].index(s["block"])
+        expected = np.linalg.svd(weight[block * 16:(block + 1) * 16], compute_uv=False)
+        worst = max(worst, float(np.abs(np.asarray(s["values"]) - expected).max()))
+    check("recurrent_spectra of a GPU LSTM", len(spectra) == 8 and worst < 1e-5, {"max_abs_error": worst})
+
+
+def main() -> None:
+    if not torch.cuda.is_available():
+        sys.exit("No CUDA GPU here: this script checks the library on one.")
+    RESULTS["gpu"] = torch.cuda.get_device_name()
+    RESULTS["torch"] = torch.__version__
+    for part in (trace_against_cudnn, trainer_on_gpu, run_thread_on_gpu, spectra_on_gpu):
+        try:
+            part()
+        except Exception as error:  # noqa: BLE001 - report every part, then fail
+            check(part.__name__, False, f"{type(error).__name__}: {error}")
+    print(json.dumps({"failed": FAILED, **RESULTS}, default=str))
+    sys.exit(1 if FAILED else 0)
+
+
+if __name__ == "__main__":
+    main()
