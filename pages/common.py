@@ -59,15 +59,16 @@ def _relevant(name: str, draft: dict) -> bool:
     }.get(name, True)
 
 
-def _devices(current: str) -> tuple[str, ...]:
-    offered = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        offered.append("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        offered.append("mps")
-    if current not in offered:   # e.g. from a shared link: keep it, the run warns and falls back
-        offered.append(current)
-    return tuple(offered)
+def _present(device: str) -> bool:
+    if device == "cuda":
+        return torch.cuda.is_available()
+    if device == "mps":
+        return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    return True
+
+
+def _device_label(device: str) -> str:
+    return device if _present(device) else f"{device} (not found here: trains on the CPU)"
 
 
 @dataclass
@@ -106,7 +107,9 @@ def _widget(name: str, draft: dict) -> None:
         st.session_state[key] = draft[name]
     label, kind = LABELS.get(name, name.replace("_", " ")), type(getattr(Config(), name))
     if name == "device":
-        st.selectbox(label, _devices(draft[name]), key=key, help=spec.help)
+        # Every device is offered, so a shared configuration or a habit from another machine
+        # still works here: one that is absent says so, and the run warns and uses the CPU.
+        st.selectbox(label, ("auto", "cpu", "cuda", "mps"), key=key, help=spec.help, format_func=_device_label)
     elif spec.choices is not None:
         st.selectbox(label, spec.choices, key=key, help=spec.help)
     elif name == "series":

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import streamlit as st
+import torch
 from streamlit.testing.v1 import AppTest
 
 from explorer import Config
@@ -197,3 +198,18 @@ def test_a_diverged_run_says_so_on_the_page():
         pytest.fail(f"lr=10 with SGD did not diverge in 100 steps (status {metric(at, 'Status')})")
     assert any("diverged" in e.value.lower() or "nan" in e.value.lower() or "inf" in e.value.lower()
                for e in at.error), [e.value for e in at.error]
+
+
+def test_a_device_that_is_not_here_is_offered_and_falls_back_to_the_cpu_with_a_warning():
+    at = app()
+    device = at.sidebar.selectbox(key="cfg_device")
+    assert device.options[:2] == ["auto", "cpu"] and "cuda" in " ".join(device.options)
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the fallback cannot be seen here")
+    assert any("not found here" in option for option in device.options)
+    device.set_value("cuda").run()
+    no_exception(at)
+    assert metric(at, "Device") == "cpu"
+    assert any("CUDA was requested" in w.value for w in at.warning), [w.value for w in at.warning]
+    at = step(at, 10)                                              # and it trains there
+    assert metric(at, "Step") == "10"
