@@ -61,11 +61,10 @@ export default function ({ data, parentElement }) {
     parentElement.appendChild(graph);
   }
   // A refresh that brings the same figure (a gate strip between probes) costs no redraw.
-  if (graph.dataset.drawn === data) return;
-  graph.dataset.drawn = data;
+  if (graph.drawnSpec === data) return;
+  graph.drawnSpec = data;
   const figure = JSON.parse(data);
-  graph.dataset.pending = figure.layout.height || 450;
-  graph.style.minHeight = graph.dataset.pending + "px";
+  graph.style.minHeight = (figure.layout.height || 450) + "px";   // no jump while Plotly loads
   plotlyReady().then(
     (Plotly) => Plotly.react(graph, figure.data, figure.layout, CONFIG),
     (error) => { graph.textContent = "The chart could not load Plotly: " + error.message; },

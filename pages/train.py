@@ -46,8 +46,8 @@ if reset.button("Reset", width="stretch",
         problem = session().replace(config)
         if problem:
             st.error(f"Could not reset: {problem}. The current run is kept.")
-        run = session().run
-        task = run.trainer.task
+        else:
+            st.rerun()                  # draw the page, header included, from the new run
 
 polling = run.snapshot().status == "running"
 

@@ -213,3 +213,14 @@ def test_a_device_that_is_not_here_is_offered_and_falls_back_to_the_cpu_with_a_w
     assert any("CUDA was requested" in w.value for w in at.warning), [w.value for w in at.warning]
     at = step(at, 10)                                              # and it trains there
     assert metric(at, "Step") == "10"
+
+
+def test_reset_starts_a_new_run_with_the_sidebars_settings():
+    at = step(app(), 10)
+    at.sidebar.number_input(key="cfg_hidden").set_value(12).run()
+    assert "LSTM(8)" in at.markdown[0].value                       # a run that trained is kept...
+    assert any("Press **Reset**" in i.value for i in at.sidebar.info)
+    button(at, "Reset").click().run()                               # ...until Reset
+    no_exception(at)
+    assert "LSTM(12)" in at.markdown[0].value and metric(at, "Step") == "0"
+    assert metric(at, "Status") == "idle"
