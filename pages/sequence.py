@@ -41,8 +41,11 @@ def kept(widget, label, options=None, *, key: str, default, valid=None, **kwargs
     value = store.get(key, default)
     if not valid(value):
         value = default
-    if key not in st.session_state or not valid(st.session_state[key]):
-        st.session_state[key] = value
+    if key in st.session_state and valid(st.session_state[key]):
+        value = st.session_state[key]       # the user's latest, from this page or the last
+    # Always assigned: a widget that a page switch made new ignores a value left under its
+    # key by the last page's widget (the follow toggle fell back to off), not one set here.
+    st.session_state[key] = value
     result = widget(label, options, key=key, **kwargs) if options is not None else widget(label, key=key, **kwargs)
     store[key] = result
     return result

@@ -224,3 +224,18 @@ def test_reset_starts_a_new_run_with_the_sidebars_settings():
     no_exception(at)
     assert "LSTM(12)" in at.markdown[0].value and metric(at, "Step") == "0"
     assert metric(at, "Status") == "idle"
+
+
+def test_the_sequence_choice_survives_switching_between_gates_and_gradients():
+    at = step(app(), 10)
+    at.switch_page("pages/gates.py").run()
+    assert at.toggle(key="pick_follow").value is True
+    at.selectbox(key="pick_sequence").set_value(2).run()
+    at.switch_page("pages/gradients.py").run()
+    no_exception(at)
+    assert at.toggle(key="pick_follow").value is True              # was lost: a new page's toggle read off
+    assert at.selectbox(key="pick_sequence").value == 2
+    at.toggle(key="pick_follow").set_value(False).run()
+    assert at.select_slider(key="pick_replay").value == 10          # replay offered, at the newest probe
+    at.switch_page("pages/gates.py").run()
+    assert at.toggle(key="pick_follow").value is False
