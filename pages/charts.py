@@ -5,7 +5,7 @@ figure mounts a new chart: it blanks, flickers and forgets the user's zoom. This
 keeps one Plotly graph per key and hands it each new figure through Plotly.react, which
 redraws only what changed and keeps zoom and pan wherever the figure's uirevision holds.
 
-Plotly's JavaScript comes from the plotly package the app already depends on: copied into
+Plotly's JavaScript (assets/' cartesian bundle, or the plotly package's own) is copied into
 static/ at start-up and served by Streamlit (server.enableStaticServing), loaded once per tab.
 """
 from __future__ import annotations
@@ -17,20 +17,25 @@ from typing import Callable, Hashable
 
 import plotly
 import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs_version
 import streamlit as st
 
-STATIC = Path(__file__).resolve().parents[1] / "static"
-SCRIPT = f"plotly-{plotly.__version__}.min.js"     # versioned: a new plotly is never a stale cache
+REPO = Path(__file__).resolve().parents[1]
+STATIC = REPO / "static"
+# The cartesian partial bundle (1.5 MB) parses in a third of the full one's time; it must be
+# the plotly.js the installed plotly writes figures for, else the full bundle is used.
+CARTESIAN = REPO / "assets" / f"plotly-cartesian-{get_plotlyjs_version()}.min.js"
+SOURCE = CARTESIAN if CARTESIAN.exists() else Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+SCRIPT = f"{SOURCE.stem}-{plotly.__version__}.js"   # versioned: a new plotly is never a stale cache
 CONFIG = {"displaylogo": False, "responsive": True}
 
 
 def _install_script() -> None:
-    source = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
     target = STATIC / SCRIPT
-    if not target.exists() or target.stat().st_size != source.stat().st_size:
+    if not target.exists() or target.stat().st_size != SOURCE.stat().st_size:
         STATIC.mkdir(exist_ok=True)
         partial = target.with_suffix(".part")
-        shutil.copyfile(source, partial)
+        shutil.copyfile(SOURCE, partial)
         partial.replace(target)            # atomic: a tab never loads half a file
 
 
@@ -54,6 +59,7 @@ function plotlyReady() {
 }
 
 export default function ({ data, parentElement }) {
+  if (data === "preload") { plotlyReady(); return; }
   let graph = parentElement.querySelector(".live-chart");
   if (!graph) {
     graph = document.createElement("div");
@@ -93,3 +99,8 @@ def chart(figure: go.Figure | Callable[[], go.Figure], key: str, version: Hashab
         if version is not None:
             built[key] = (version, spec)
     _component(data=spec, key=key, width="stretch")
+
+
+def preload() -> None:
+    """Start loading Plotly's JavaScript as soon as the sidebar draws, before any chart."""
+    _component(data="preload", key="plotly_preload", height=0)

@@ -17,6 +17,7 @@ import torch
 
 from explorer import Config, DataError, Run
 from explorer.config import FIELDS
+from pages.charts import preload
 
 IDLE_TIMEOUT = 600   # seconds without a page polling before a run pauses itself
 
@@ -199,6 +200,8 @@ def shell() -> None:
         st.Page("pages/gates.py", title="Gates", icon=":material/grid_on:", url_path="gates"),
         st.Page("pages/gradients.py", title="Gradients", icon=":material/trending_down:", url_path="gradients"),
     ], position="top")
+    with st.sidebar:
+        preload()
     current_run(sidebar())
     pages.run()
 

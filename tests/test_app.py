@@ -39,8 +39,9 @@ def figures(at: AppTest) -> dict[str, dict]:
     out = {}
     for element in at.get("bidi_component"):
         proto = element.proto
-        if proto.component_name == "gate_explorer.live_chart":
-            out[proto.id.split("-", 2)[2]] = json.loads(json.loads(proto.json))
+        key = proto.id.split("-", 2)[2]
+        if proto.component_name == "gate_explorer.live_chart" and key != "plotly_preload":
+            out[key] = json.loads(json.loads(proto.json))
     return out
 
 
