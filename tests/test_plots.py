@@ -368,3 +368,20 @@ def test_every_figure_keeps_the_users_zoom_with_a_stable_uirevision(lstm):
     assert len(set(revisions)) == len(figures)
     assert plots.gate_figure(trace, 0, 1, x).layout.uirevision != revisions[4]
     assert plots.gate_figure(trace, 1, 0, x).layout.uirevision == revisions[4]
+
+
+def test_every_figure_passes_plotlys_validation(lstm, gru):
+    """The builders skip validation for speed; here every one of them is validated in full,
+    for an LSTM with clipping and a GRU, so a misspelt property still fails."""
+    for trainer in (lstm, gru):
+        view, trace, x = trainer.history.view(), latest(trainer), probe_input(trainer, 0)
+        spectra = [{"layer": 0, "block": "candidate", "values": np.array([2.0, 0.5]), "bound": 1.0}]
+        figures = [plots.loss_figure(view, 0.1, "MSE"), plots.metric_figure(view, 0.1, "accuracy"),
+                   plots.grad_norm_figure(view, clip=0.5), plots.param_grad_figure(view),
+                   plots.gate_figure(trace, 0, 0, x, time_labels=[str(t) for t in range(len(x))]),
+                   plots.unit_lines_figure(trace, 0, 0, [1, 2]), plots.grad_time_figure(trace, 0),
+                   plots.saturation_figure({"update": (np.zeros(2), np.ones(2))}),
+                   plots.grad_history_figure(view.traces, 0, 0), plots.input_grad_figure(trace, 0, x),
+                   plots.singular_values_figure(spectra)]
+        for figure in figures:
+            go.Figure(figure.to_plotly_json())       # the validating constructor raises on any error
