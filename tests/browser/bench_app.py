@@ -10,7 +10,7 @@ round, so a noisy machine hurts both sides alike:
 * no page: the same run (explorer.Run, same torch thread count as the app) in a plain
            Python process with nothing polling it.
 
-It reports the ratio of their steps/s, the bytes the server sends per refresh of the live
+It reports the ratio of their steps/s in each round (and the median and the worst), the bytes the server sends per refresh of the live
 part of the page (and the refresh rate), and how long a fresh tab takes, on the warm
 server, to show the Train page's first chart. Targets (issue 3): ratio >= 0.8, < 500 KB per
 refresh, first chart < 3 s.
@@ -113,9 +113,11 @@ def main() -> None:
         browser.close()
     page = statistics.median(r["steps_per_second"] for r in results["page"])
     alone = statistics.median(results["no_page"])
+    ratios = [r["steps_per_second"] / n for r, n in zip(results["page"], results["no_page"])]   # per round
     summary = {
         "steps_per_second_page": round(page, 1), "steps_per_second_no_page": round(alone, 1),
-        "ratio": round(page / alone, 3),
+        "ratio_per_round": [round(r, 3) for r in ratios],
+        "ratio_median": round(statistics.median(ratios), 3), "ratio_min": round(min(ratios), 3),
         "refreshes_per_second": round(statistics.median(r["refreshes_per_second"] for r in results["page"]), 2),
         "kb_per_refresh_median": round(statistics.median(r["bytes_per_refresh_median"] for r in results["page"]) / 1e3, 1),
         "kb_per_refresh_max": round(max(r["bytes_per_refresh_max"] for r in results["page"]) / 1e3, 1),
