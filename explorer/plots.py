@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.colors import get_colorscale
 import plotly.io as pio
 from plotly.colors import qualitative
 
@@ -18,9 +19,11 @@ _FONT = {"size": 14}
 _MARGIN = {"l": 60, "r": 20, "t": 40, "b": 50}
 _LEGEND_ON_TOP = {"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom"}
 _COLORS = qualitative.Plotly
-_DIVERGING = "RdBu_r"        # blue negative, white zero, red positive
-_SEQUENTIAL = "Viridis"
-_INPUT_SCALE = {"colorscale": "Greys", "colorbar": {"title": {"text": "x_t"}}}   # white 0, black 1
+# Colour scales as explicit lists: figures are sent unvalidated, and plotly.js reads a name
+# its own way ("Greys" runs the other way round there, "RdBu_r" does not exist).
+_DIVERGING = get_colorscale("RdBu_r")       # blue negative, white zero, red positive
+_SEQUENTIAL = get_colorscale("Viridis")
+_INPUT_SCALE = {"colorscale": get_colorscale("Greys"), "colorbar": {"title": {"text": "x_t"}}}   # white 0, black 1
 # Long enough for any sequence the app traces, short enough for a browser to draw fast.
 _MAX_TIME = 1000
 

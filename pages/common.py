@@ -194,12 +194,15 @@ def _through_app() -> None:
 
 def shell() -> None:
     """The app: navigation, the shared sidebar and this session's run, then the chosen page."""
+    st.set_page_config(page_title="RNN Gate Explorer", page_icon=":material/cycle:", layout="wide")
     pages = st.navigation([
         st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train",
                 default=True),
         st.Page("pages/gates.py", title="Gates", icon=":material/grid_on:", url_path="gates"),
         st.Page("pages/gradients.py", title="Gradients", icon=":material/trending_down:", url_path="gradients"),
     ], position="top")
+    # Less empty space above the page, so a projected lesson shows more of the charts.
+    st.html("<style>[data-testid='stMainBlockContainer'] { padding-top: 4.5rem; }</style>")
     with st.sidebar:
         preload()
     current_run(sidebar())
