@@ -200,6 +200,7 @@ def shell() -> None:
                 default=True),
         st.Page("pages/gates.py", title="Gates", icon=":material/grid_on:", url_path="gates"),
         st.Page("pages/gradients.py", title="Gradients", icon=":material/trending_down:", url_path="gradients"),
+        st.Page("pages/step.py", title="Step through", icon=":material/calculate:", url_path="step"),
     ], position="top")
     # Less empty space above the page, so a projected lesson shows more of the charts.
     st.html("<style>[data-testid='stMainBlockContainer'] { padding-top: 4.5rem; }</style>")

@@ -91,8 +91,9 @@ def _build_by_hand(task, kind: str):
         return None
 
 
-def choose(run: Run) -> Choice:
-    """Draw the picker; the choice is resolved later, on every refresh."""
+def choose(run: Run, replay: bool = True) -> Choice:
+    """Draw the picker; the choice is resolved later, on every refresh. Without replay, no
+    follow toggle or replay slider: the page traces with the weights as they are now."""
     task, trainer = run.trainer.task, run.trainer
     kind = handmade.builders_for(task)
     sources = ("probe set", "build your own") if kind else ("probe set",)
@@ -110,6 +111,8 @@ def choose(run: Run) -> Choice:
     probe_x, probe_y = trainer.probe_set
     sequence = kept(top[1].selectbox, "Probe sequence", tuple(range(len(probe_x))), key="pick_sequence",
                     default=0, format_func=lambda b: f"{b}: {inputs.describe(task, probe_x[b].cpu(), probe_y[b].cpu())}")
+    if not replay:
+        return Choice(sequence, None, layer, True, None)
     steps = [step for step, _ in run.snapshot().history.traces]
     follow = kept(top[3].toggle, "Follow training (newest probe)", key="pick_follow", default=True)
     replay = None

@@ -4,6 +4,7 @@ message. Charts are read as the Plotly figures the page sends (the live-chart co
 JSON), so a change of configuration is checked in what the browser would draw."""
 import base64
 import json
+import re
 import time
 from pathlib import Path
 
@@ -240,3 +241,40 @@ def test_the_sequence_choice_survives_switching_between_gates_and_gradients():
     assert at.select_slider(key="pick_replay").value == 10          # replay offered, at the newest probe
     at.switch_page("pages/gates.py").run()
     assert at.toggle(key="pick_follow").value is False
+
+
+def latex_numbers(line: str) -> list[float]:
+    """The numbers of one rendered equation, in order, as printed (4 significant digits)."""
+    return [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", line)]
+
+
+def test_step_through_shows_numbers_that_satisfy_the_equations_it_prints():
+    at = step(app(), 10)
+    at.switch_page("pages/step.py").run()
+    no_exception(at)
+    at.slider(key="step_t").set_value(5).run()
+    at.number_input(key="step_unit").set_value(3).run()
+    lines = [e.proto.body for e in at.get("latex")]
+    assert [line.strip("$\n")[:3] for line in lines] == ["h_{", "i_t", "f_t", "g_t", "c_t", "o_t", "h_t"]
+    c_line = next(line for line in lines if "c_t = f_t" in line)
+    h_line = next(line for line in lines if "h_t = o_t" in line)
+    f, c_prev, i, g, c = latex_numbers(c_line.split("=", 2)[2])[-5:]
+    assert c == pytest.approx(f * c_prev + i * g, abs=2e-3)                  # the printed numbers add up
+    o, c_again, h = latex_numbers(h_line.split("=", 2)[2])[-3:]
+    assert c_again == c and h == pytest.approx(o * np.tanh(c), abs=2e-3)
+    traced = next(x.value for x in at.caption if x.value.startswith("The trace recorded"))
+    recorded, recomputed = [float(v) for v in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", traced)]
+    assert recorded == pytest.approx(recomputed, rel=1e-5) and recorded == pytest.approx(h, abs=1e-3)
+    at.button(key="step_forward").click().run()
+    assert at.slider(key="step_t").value == 6
+    at.button(key="step_back").click().run()
+    at.button(key="step_back").click().run()
+    assert at.slider(key="step_t").value == 4
+
+
+def test_step_through_states_the_gru_convention():
+    at = step(app(cell="gru"), 10)
+    at.switch_page("pages/step.py").run()
+    no_exception(at)
+    assert [e.proto.body.strip("$\n")[:3] for e in at.get("latex")] == ["h_{", "r_t", "z_t", "n_t", "h_t"]
+    assert any("z_t near 1 keeps the old state" in i.value and "seed article" in i.value for i in at.info)

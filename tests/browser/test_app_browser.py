@@ -26,10 +26,10 @@ def test_every_page_opens_without_a_traceback(app):
     app.open()
     assert not app.problems()
     app.shot("open-train")
-    for title in ("Gates", "Gradients", "Train"):
+    for title in ("Gates", "Gradients", "Step through", "Train"):
         app.go_to(title)
         assert not app.problems(), title
-        app.shot(f"open-{title.lower()}")
+        app.shot(f"open-{title.lower().replace(' ', '-')}")
 
 
 def test_train_grows_the_loss_chart_and_the_step_counter(app):
