@@ -28,6 +28,7 @@ CARTESIAN = REPO / "assets" / f"plotly-cartesian-{get_plotlyjs_version()}.min.js
 SOURCE = CARTESIAN if CARTESIAN.exists() else Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 SCRIPT = f"{SOURCE.stem}-{plotly.__version__}.js"   # versioned: a new plotly is never a stale cache
 CONFIG = {"displaylogo": False, "responsive": True}
+PRESENT_FONT = 20                      # the builders' 14, for presentation mode
 
 
 def _install_script() -> None:
@@ -92,12 +93,17 @@ def chart(figure: go.Figure | Callable[[], go.Figure], key: str, version: Hashab
     that only changes now and then (a gate strip, between probes) does not rebuild it.
     """
     built = st.session_state.setdefault("_charts", {})
-    if version is not None and key in built and built[key][0] == version:
+    present = bool(st.session_state.get("present"))
+    if version is not None and key in built and built[key][0] == (version, present):
         spec = built[key][1]
     else:
-        spec = (figure() if callable(figure) else figure).to_json()
+        figure = figure() if callable(figure) else figure
+        if present:                       # a projector: larger type, taller charts
+            layout = figure.layout
+            figure.update_layout(font_size=PRESENT_FONT, height=int((layout.height or 450) * 1.2))
+        spec = figure.to_json()
         if version is not None:
-            built[key] = (version, spec)
+            built[key] = ((version, present), spec)
     _component(data=spec, key=key, width="stretch")
 
 

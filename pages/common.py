@@ -18,7 +18,11 @@ import torch
 from explorer import Config, DataError, Run
 from explorer.config import FIELDS
 from pages.charts import preload
+from pages.link import read_link, write_link
 
+# Presentation mode: Streamlit sizes its text in rem, so a larger root font enlarges it all
+# (charts scale their own fonts, pages/charts.py).
+PRESENT_CSS = "html { font-size: 20px; } [data-testid='stMetricValue'] { font-size: 3rem; }"
 IDLE_TIMEOUT = 600   # seconds without a page polling before a run pauses itself
 
 # Leave a core to the server and the browser. On a small machine, OpenMP threads that must
@@ -145,17 +149,27 @@ def _csv_upload(draft: dict, where: Session) -> None:
 
 def sidebar() -> Config | None:
     """Draw the configuration; return it validated, or None after showing what is wrong."""
-    draft = st.session_state.setdefault("draft", Config().to_dict())
+    if "draft" not in st.session_state:              # a session's first run: start from its link
+        st.session_state["draft"], rejected = read_link()
+        if rejected:
+            st.warning("Some settings in this link were not used (the defaults stand in): " + "; ".join(rejected))
+    draft = st.session_state["draft"]
     where = session()
     with st.sidebar:
-        st.subheader("Run configuration")
-        for group, names in GROUPS.items():
-            with st.expander(group, expanded=group in ("Task", "Model")):
-                for name in names:
-                    if _relevant(name, draft):
-                        _widget(name, draft)
-                if group == "Task" and draft["task"] == "csv":
-                    _csv_upload(draft, where)
+        present = st.toggle("Presentation mode", key="present",
+                            help="Hide the settings and enlarge text and charts for a projector. "
+                                 "The link keeps it: send it to show the lesson, locked.")
+        if present:
+            st.caption("Settings hidden. Switch presentation mode off to change them.")
+        else:
+            st.subheader("Run configuration")
+            for group, names in GROUPS.items():
+                with st.expander(group, expanded=group in ("Task", "Model")):
+                    for name in names:
+                        if _relevant(name, draft):
+                            _widget(name, draft)
+                    if group == "Task" and draft["task"] == "csv":
+                        _csv_upload(draft, where)
         try:
             config = Config.from_dict(draft)
         except ValueError as error:
@@ -206,8 +220,12 @@ def shell() -> None:
     st.html("<style>[data-testid='stMainBlockContainer'] { padding-top: 4.5rem; }</style>")
     with st.sidebar:
         preload()
-    current_run(sidebar())
+    config = sidebar()
+    if st.session_state.get("present"):
+        st.html(f"<style>{PRESENT_CSS}</style>")
+    current_run(config)
     pages.run()
+    write_link(config)                    # after the page: its choices (sequence, unit...) too
 
 
 def current_run(config: Config | None) -> Run | None:

@@ -278,3 +278,52 @@ def test_step_through_states_the_gru_convention():
     no_exception(at)
     assert [e.proto.body.strip("$\n")[:3] for e in at.get("latex")] == ["h_{", "r_t", "z_t", "n_t", "h_t"]
     assert any("z_t near 1 keeps the old state" in i.value and "seed article" in i.value for i in at.info)
+
+
+def linked(params: dict) -> AppTest:
+    """The app opened from a link carrying these query parameters."""
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update(params)
+    return at.run()
+
+
+def test_a_link_sets_the_configuration_and_the_view():
+    at = linked({"cell": "gru", "hidden": "24", "seq_len": "30", "seed": "5", "seq": "2", "layer": "0"})
+    no_exception(at)
+    assert "GRU(24)" in at.markdown[0].value and "T = 30" in at.markdown[0].value
+    assert at.sidebar.selectbox(key="cfg_cell").value == "gru"
+    assert at.sidebar.number_input(key="cfg_seed").value == 5
+    at.switch_page("pages/gates.py").run()
+    assert at.selectbox(key="pick_sequence").value == 2
+    assert {"cell": "gru", "hidden": "24", "seq_len": "30", "seed": "5", "seq": "2"}.items() <= at.query_params.items()
+
+
+def test_a_links_rejected_parameters_are_named_and_the_rest_is_used():
+    at = linked({"hidden": "abc", "lr": "99", "colour": "red", "cell": "gru", "seq": "x"})
+    no_exception(at)
+    warning = " ".join(w.value for w in at.warning)
+    assert "hidden='abc'" in warning and "lr='99'" in warning and "colour" in warning and "seq='x'" in warning
+    assert "GRU(64)" in at.markdown[0].value                      # cell used, hidden left at its default
+
+
+def test_the_url_follows_the_sidebar_and_reproduces_the_same_training_curve():
+    at = app(seed=3)
+    at.sidebar.selectbox(key="cfg_cell").set_value("gru").run()
+    params = dict(at.query_params)
+    assert params["cell"] == "gru" and params["seed"] == "3"
+    first = values(next(t for t in figures(step(at, 10))["loss_plot"]["data"] if t["name"] == "training loss")["y"])
+    st.cache_resource.clear()                                      # another browser: its own session
+    other = step(linked(params), 10)
+    assert "GRU" in other.markdown[0].value
+    again = values(next(t for t in figures(other)["loss_plot"]["data"] if t["name"] == "training loss")["y"])
+    np.testing.assert_array_equal(first, again)
+
+
+def test_presentation_mode_hides_the_settings_and_is_kept_in_the_link():
+    at = linked({"present": "1", "cell": "gru"})
+    no_exception(at)
+    assert at.sidebar.toggle(key="present").value is True
+    assert not at.sidebar.number_input and not at.sidebar.selectbox   # no settings to fiddle with
+    assert "GRU" in at.markdown[0].value and at.query_params["present"] == "1"
+    at.sidebar.toggle(key="present").set_value(False).run()
+    assert at.sidebar.selectbox(key="cfg_cell").value == "gru" and "present" not in at.query_params

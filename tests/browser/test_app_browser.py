@@ -1,7 +1,7 @@
 """The app in a real browser (Chromium via Playwright): every page draws without a traceback,
 Train makes the live charts grow, Pause holds the step and Resume carries on from it, and
 switching pages in-app keeps the session's run training."""
-from _app import STEP, plot, plot_json, plot_points
+from _app import STEP, exceptions, plot, plot_json, plot_points, wait_ready
 
 # Small and quick, and long enough never to finish during a test.
 FAST = {"sequence length T": 20, "hidden units": 16, "batch size": 16, "steps": 100_000}
@@ -79,3 +79,28 @@ def test_switching_pages_keeps_the_run_training(app):
     app.wait_step_above(back)
     assert not app.problems()
     app.shot("train-after-switching")
+
+
+def test_a_link_opens_the_same_configuration_in_a_fresh_browser(app, browser):
+    app.open()
+    app.configure({"sequence length T": 30, "hidden units": 24})
+    link = app.page.url
+    assert "seq_len=30" in link and "hidden=24" in link, link
+    other = browser.new_context(viewport={"width": 1600, "height": 1000})
+    try:
+        page = other.new_page()
+        page.goto(link)
+        wait_ready(page, STEP)
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        assert sidebar.get_by_label("sequence length T", exact=True).input_value() == "30"
+        assert sidebar.get_by_label("hidden units", exact=True).input_value() == "24"
+        assert "LSTM(24)" in page.get_by_text("Adding ·").first.inner_text()
+        page.goto(link + "&present=1")                    # the same lesson, locked for a projector
+        wait_ready(page, STEP)
+        assert sidebar.get_by_role("switch", name="Presentation mode").is_checked()
+        assert sidebar.get_by_label("sequence length T", exact=True).count() == 0
+        assert "LSTM(24)" in page.get_by_text("Adding ·").first.inner_text()
+        assert not exceptions(page)
+        page.screenshot(path=app.shots / "presentation-mode.png", full_page=True)
+    finally:
+        other.close()
