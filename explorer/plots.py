@@ -285,6 +285,39 @@ def singular_values_figure(spectra: list[dict]) -> go.Figure:
     return _figure(data, layout, "singular-values")
 
 
+# -- lessons: several runs side by side -------------------------------------------------
+
+def compare_loss_figure(views: dict[str, HistoryView], baseline_loss: float, loss_name: str,
+                        baseline_name: str = "baseline", max_points: int = 400) -> go.Figure:
+    """Training loss (thin) and held-out loss (thick, markers) of each run, one colour per run,
+    against the task's baseline: the lesson's variants side by side."""
+    data, positive = [], baseline_loss > 0
+    for k, (label, view) in enumerate(views.items()):
+        color = _COLORS[k % len(_COLORS)]
+        loss = _bucket_mean(view.steps["loss"], max_points)
+        eval_loss = _bucket_mean(view.evals["eval_loss"], max_points)
+        positive = positive and bool(np.all(loss > 0)) and bool(np.all(eval_loss > 0))
+        train = _line(f"{label}: training", _bucket_mean(view.steps["step"], max_points), loss, width=1, color=color)
+        train["opacity"] = 0.45
+        data += [train, _line(f"{label}: held-out", _bucket_mean(view.evals["step"], max_points), eval_loss,
+                              markers=True, color=color)]
+    layout = _axes("training step", loss_name, positive)
+    layout["shapes"] = _baseline_lines([(baseline_loss, _baseline_label(baseline_name, baseline_loss))])
+    return _figure(data, layout, "compare-loss", legend=_LEGEND_ON_TOP)
+
+
+def compare_grad_time_figure(traces: dict[str, Trace], sequence: int, layer: int = 0) -> go.Figure:
+    """‖∂L/∂h_t‖ against t for each run's newest probe, one colour per run (log y): where
+    one run's line falls towards t = 0 by orders of magnitude, its gradient vanishes."""
+    data = []
+    for k, (label, trace) in enumerate(traces.items()):
+        grad = trace.layers[layer].grad_hidden[sequence]                       # (time,)
+        data.append(_line(label, _bucket_mean(np.arange(len(grad)), _MAX_TIME),
+                          _positive(_bucket_mean(grad, _MAX_TIME)), color=_COLORS[k % len(_COLORS)]))
+    return _figure(data, _axes("time step t", f"‖∂L/∂h_t‖ (layer {layer + 1})", log=True), "compare-grad-time",
+                   legend=_LEGEND_ON_TOP)
+
+
 # -- helpers --------------------------------------------------------------------------
 
 def _figure(data: list[dict], layout: dict, uirevision: str, legend: dict | None = None) -> go.Figure:

@@ -390,3 +390,19 @@ def test_every_figure_passes_plotlys_validation(lstm, gru):
             # would rewrite (a colour scale's name, say) plotly.js might read otherwise.
             validated = go.Figure(figure.to_plotly_json())
             assert json.loads(validated.to_json()) == json.loads(figure.to_json())
+
+
+def test_compare_figures_draw_one_colour_per_run_from_each_runs_numbers(lstm, gru):
+    views = {"LSTM": lstm.history.view(), "GRU": gru.history.view()}
+    fig = plots.compare_loss_figure(views, 1 / 6, "MSE", "predict 1")
+    assert [t.name for t in fig.data] == ["LSTM: training", "LSTM: held-out", "GRU: training", "GRU: held-out"]
+    assert fig.data[0].line.color == fig.data[1].line.color != fig.data[2].line.color
+    np.testing.assert_allclose(fig.data[3].y, views["GRU"].evals["eval_loss"], rtol=1e-6)
+    assert fig.layout.yaxis.type == "log" and fig.layout.shapes[0].y0 == pytest.approx(1 / 6)
+    traces = {"LSTM": latest(lstm), "GRU": latest(gru)}
+    grad = plots.compare_grad_time_figure(traces, 1)
+    assert [t.name for t in grad.data] == ["LSTM", "GRU"]
+    np.testing.assert_allclose(grad.data[1].y, traces["GRU"].layers[0].grad_hidden[1], rtol=1e-6)
+    assert grad.layout.yaxis.type == "log" and "layer 1" in grad.layout.yaxis.title.text
+    for figure in (fig, grad):
+        assert json.loads(go.Figure(figure.to_plotly_json()).to_json()) == json.loads(figure.to_json())
