@@ -82,6 +82,8 @@ class Session:
 
     run: Run | None = None
     upload_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="gate-explorer-"))
+    lesson_key: str | None = None
+    lesson_runs: dict[str, Run] = field(default_factory=dict)   # variant label -> its run
 
     def replace(self, config: Config) -> str | None:
         """Start over with a new run of config; on failure keep the old run, return why."""
@@ -89,14 +91,35 @@ class Session:
             run = Run(config, idle_timeout=IDLE_TIMEOUT)
         except ERRORS as error:
             return str(error)
-        if self.run is not None:
+        if self.run is not None and self.run not in self.lesson_runs.values():
             self.run.stop()
         self.run = run
         return None
 
+    def lesson(self, lesson, fresh: bool = False) -> dict[str, Run]:
+        """The runs of lesson's variants, made when the lesson is new here (or fresh is asked)."""
+        if fresh or self.lesson_key != lesson.key:
+            self.stop_lesson()
+            self.lesson_runs = {v.label: Run(v.config, idle_timeout=IDLE_TIMEOUT) for v in lesson.variants}
+            self.lesson_key = lesson.key
+        return self.lesson_runs
+
+    def stop_lesson(self) -> None:
+        for run in self.lesson_runs.values():
+            if run is not self.run:          # one adopted for exploring lives on as the session's run
+                run.stop()
+        self.lesson_runs, self.lesson_key = {}, None
+
+    def adopt(self, run: Run) -> None:
+        """Make run (a lesson's variant) the session's run, for the other pages to explore."""
+        if self.run is not None and self.run is not run and self.run not in self.lesson_runs.values():
+            self.run.stop()
+        self.run = run
+
     def close(self) -> None:
         if self.run is not None:
             self.run.stop()
+        self.stop_lesson()
         shutil.rmtree(self.upload_dir, ignore_errors=True)
 
 
@@ -215,6 +238,7 @@ def shell() -> None:
         st.Page("pages/gates.py", title="Gates", icon=":material/grid_on:", url_path="gates"),
         st.Page("pages/gradients.py", title="Gradients", icon=":material/trending_down:", url_path="gradients"),
         st.Page("pages/step.py", title="Step through", icon=":material/calculate:", url_path="step"),
+        st.Page("pages/lessons.py", title="Lessons", icon=":material/school:", url_path="lessons"),
     ], position="top")
     # Less empty space above the page, so a projected lesson shows more of the charts.
     st.html("<style>[data-testid='stMainBlockContainer'] { padding-top: 4.5rem; }</style>")

@@ -327,3 +327,33 @@ def test_presentation_mode_hides_the_settings_and_is_kept_in_the_link():
     assert "GRU" in at.markdown[0].value and at.query_params["present"] == "1"
     at.sidebar.toggle(key="present").set_value(False).run()
     assert at.sidebar.selectbox(key="cfg_cell").value == "gru" and "present" not in at.query_params
+
+
+def test_a_lesson_loads_with_one_click_and_trains_its_variants_side_by_side():
+    from explorer.lessons import LESSONS, lesson
+    at = app()
+    at.switch_page("pages/lessons.py").run()
+    no_exception(at)
+    assert {b.key for b in at.button} >= {f"load_{one.key}" for one in LESSONS}
+    at.button(key="load_vanishing").click().run()
+    no_exception(at)
+    assert at.query_params["lesson"] == "vanishing"                 # the link carries the lesson
+    chosen = lesson("vanishing")
+    assert [m.label for m in at.metric] == [v.label for v in chosen.variants]
+    at.button(key="lesson_train").click().run()
+    time.sleep(1.5)
+    at.run()
+    names = [t["name"] for t in figures(at)["lesson_loss_plot"]["data"]]
+    assert names == [f"{v.label}: {kind}" for v in chosen.variants for kind in ("training", "held-out")]
+    assert all(int(m.value.split(" / ")[0]) > 0 for m in at.metric)  # every variant is training
+    at.button(key="lesson_pause").click().run()
+    at.button(key="explore_2").click().run()                        # the GRU, to the Gates page
+    no_exception(at)
+    assert at.session_state["draft"]["cell"] == "gru" and at.toggle(key="pick_follow") is not None
+
+
+def test_a_link_to_a_lesson_that_does_not_exist_is_a_message():
+    at = linked({"lesson": "no-such-lesson"})
+    at.switch_page("pages/lessons.py").run()
+    no_exception(at)
+    assert any("no-such-lesson" in w.value for w in at.warning)

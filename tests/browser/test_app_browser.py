@@ -26,7 +26,7 @@ def test_every_page_opens_without_a_traceback(app):
     app.open()
     assert not app.problems()
     app.shot("open-train")
-    for title in ("Gates", "Gradients", "Step through", "Train"):
+    for title in ("Gates", "Gradients", "Step through", "Lessons", "Train"):
         app.go_to(title)
         assert not app.problems(), title
         app.shot(f"open-{title.lower().replace(' ', '-')}")
@@ -104,3 +104,12 @@ def test_a_link_opens_the_same_configuration_in_a_fresh_browser(app, browser):
         page.screenshot(path=app.shots / "presentation-mode.png", full_page=True)
     finally:
         other.close()
+
+
+def test_a_lesson_link_opens_that_lesson(app):
+    app.page.goto(app.url + "/lessons?lesson=vanishing")
+    wait_ready(app.page, '.st-key-lesson_loss .js-plotly-plot')
+    assert app.page.get_by_role("heading", name="Vanishing gradients: a tanh RNN", exact=False).first.is_visible()
+    assert "lesson=vanishing" in app.page.url and "/lessons" in app.page.url
+    assert not app.problems()
+    app.shot("lesson-vanishing")

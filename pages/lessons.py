@@ -1,0 +1,104 @@
+"""Lessons: presets that reproduce a classic result. Each loads with one click; its variants
+(say a tanh RNN, an LSTM and a GRU) train side by side with one more, and when they finish
+the page checks the lesson's claim against their real numbers."""
+import streamlit as st
+
+from explorer import plots
+from explorer.lessons import LESSONS
+from pages.charts import chart
+from pages.common import applied_config, session
+
+REFRESH_SECONDS = 0.5
+KNOWN = {lesson.key: lesson for lesson in LESSONS}
+
+applied_config()                        # runs the page inside the app's shell
+where = session()
+
+
+def _load(key: str) -> None:
+    st.session_state["lesson"] = key
+
+
+def _explore(label: str) -> None:
+    """Hand one variant (trained as far as it got) to the other pages, settings included."""
+    run = where.lesson_runs[label]
+    where.adopt(run)
+    st.session_state["draft"] = run.trainer.config.to_dict()
+    for key in [k for k in st.session_state if str(k).startswith("cfg_")]:
+        del st.session_state[key]          # the sidebar's widgets take the variant's values
+    st.session_state["go_explore"] = True
+
+
+if st.session_state.pop("go_explore", False):
+    st.switch_page("pages/gates.py")
+
+wanted = st.session_state.get("lesson")
+if wanted and wanted not in KNOWN:
+    st.warning(f"This link names a lesson {wanted!r} that does not exist; pick one below.")
+    st.session_state["lesson"] = wanted = None
+
+with st.expander("All lessons", expanded=wanted is None):
+    columns = st.columns(3)
+    for i, lesson in enumerate(LESSONS):
+        with columns[i % 3].container(border=True):
+            st.markdown(f"**{lesson.title}**")
+            st.caption(" vs ".join(v.label for v in lesson.variants))
+            st.button("Load", key=f"load_{lesson.key}", on_click=_load, args=(lesson.key,),
+                      type="primary" if lesson.key == wanted else "secondary")
+
+lesson = KNOWN.get(wanted)
+if lesson is None:
+    st.info("Load a lesson: each one trains in about a minute on a laptop's CPU.")
+    st.stop()
+
+runs = where.lesson(lesson)
+first = next(iter(runs.values()))
+task = first.trainer.task
+st.markdown(f"### {lesson.title}")
+st.markdown(f"**Press** {lesson.press}  \n**Look at** {lesson.look}  \n**Expect** {lesson.expect}")
+st.caption(f"Source: {lesson.source}")
+
+train, pause, again = st.columns(3)
+if train.button("Train all", type="primary", width="stretch", key="lesson_train"):
+    for run in runs.values():
+        run.start()
+if pause.button("Pause all", width="stretch", key="lesson_pause"):
+    for run in runs.values():
+        run.pause()
+    for run in runs.values():
+        run.wait_until_idle(timeout=2.0)
+if again.button("Start over", width="stretch", key="lesson_again"):
+    runs = where.lesson(lesson, fresh=True)
+    st.rerun()
+
+polling = any(run.snapshot().status == "running" for run in runs.values())
+
+
+@st.fragment(run_every=REFRESH_SECONDS if polling else None)
+def live() -> None:
+    snaps = {label: run.snapshot() for label, run in runs.items()}
+    if polling and not any(s.status == "running" for s in snaps.values()):
+        st.rerun()
+    for i, (column, (label, snap)) in enumerate(zip(st.columns(len(snaps)), snaps.items())):
+        with column.container(key=f"lesson_status_{i}"):
+            st.metric(label, f"{snap.step} / {snap.total_steps}", help=f"{snap.status}, "
+                      f"{snap.steps_per_second:.0f} steps/s")
+            if snap.status in ("diverged", "error"):
+                st.error(snap.message)
+    with st.container(key="lesson_loss"):
+        chart(plots.compare_loss_figure({label: s.history for label, s in snaps.items()}, task.baseline_loss,
+                                        task.loss_name, task.baseline_name), key="lesson_loss_plot")
+    traces = {label: s.history.traces[-1][1] for label, s in snaps.items() if s.history.traces}
+    if traces:
+        st.caption("‖∂L/∂h_t‖ of probe sequence 0 as of each variant's newest probe: a line falling "
+                   "towards t = 0 by orders of magnitude is a gradient vanishing on its way back.")
+        chart(plots.compare_grad_time_figure(traces, 0), key="lesson_grad_plot")
+    if all(s.status in ("finished", "diverged") for s in snaps.values()):   # a lesson may mean to diverge
+        holds, why = lesson.check({label: run.trainer for label, run in runs.items()})
+        (st.success if holds else st.warning)(("The claim holds: " if holds else "Not this time: ") + why)
+
+
+live()
+st.caption("Open one variant, trained as far as it got, in the Gates, Gradients and Step through pages:")
+for i, (column, label) in enumerate(zip(st.columns(len(runs)), runs)):
+    column.button(f"Explore {label}", key=f"explore_{i}", on_click=_explore, args=(label,), width="stretch")
