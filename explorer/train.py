@@ -49,6 +49,9 @@ def _optimizer(config: Config, params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=config.lr, weight_decay=wd)
 
 
+# A run in one of these states never trains again (Reset makes a new one).
+ENDED = ("finished", "diverged", "stopped", "error")
+
 class Trainer:
     """Trains config's model on config's task, one `step()` at a time."""
 
@@ -282,7 +285,7 @@ class Run:
         return alive and (self._stepping or (not self._stop and (self._free or self._pending > 0)))
 
     def _ensure_thread(self) -> None:
-        if self._status in ("finished", "diverged", "stopped", "error"):
+        if self._status in ENDED:
             return
         self._status = "running"
         self._message = self.trainer.device_warning or ""   # an idle pause's note no longer holds

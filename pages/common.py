@@ -91,9 +91,8 @@ class Session:
             run = Run(config, idle_timeout=IDLE_TIMEOUT)
         except ERRORS as error:
             return str(error)
-        if self.run is not None and self.run not in self.lesson_runs.values():
-            self.run.stop()
-        self.run = run
+        old, self.run = self.run, run
+        self._retire(old)
         return None
 
     def lesson(self, lesson, fresh: bool = False) -> dict[str, Run]:
@@ -105,16 +104,20 @@ class Session:
         return self.lesson_runs
 
     def stop_lesson(self) -> None:
-        for run in self.lesson_runs.values():
-            if run is not self.run:          # one adopted for exploring lives on as the session's run
-                run.stop()
-        self.lesson_runs, self.lesson_key = {}, None
+        old, self.lesson_runs, self.lesson_key = self.lesson_runs, {}, None
+        for run in old.values():
+            self._retire(run)
 
     def adopt(self, run: Run) -> None:
         """Make run (a lesson's variant) the session's run, for the other pages to explore."""
-        if self.run is not None and self.run is not run and self.run not in self.lesson_runs.values():
-            self.run.stop()
-        self.run = run
+        old, self.run = self.run, run
+        self._retire(old)
+
+    def _retire(self, run: Run | None) -> None:
+        """Stop a run this session let go of, unless it still holds it in its other role (a
+        lesson's variant adopted as the session's run, or the reverse)."""
+        if run is not None and run is not self.run and run not in self.lesson_runs.values():
+            run.stop()
 
     def close(self) -> None:
         if self.run is not None:

@@ -2,6 +2,7 @@
 import streamlit as st
 
 from explorer import inputs, plots
+from explorer.train import ENDED
 from pages.charts import chart
 from pages.common import applied_config, current_run, session
 
@@ -10,7 +11,6 @@ REFRESH_SECONDS = 0.4           # live charts refresh at least twice a second wh
 # twice on every refresh, serialising on the server and drawing in the browser, and both
 # take the CPU from training on a small machine.
 LIVE_POINTS = 400
-ENDED = ("finished", "diverged", "stopped", "error")
 
 config = applied_config()
 run = current_run(config)

@@ -357,3 +357,28 @@ def test_a_link_to_a_lesson_that_does_not_exist_is_a_message():
     at.switch_page("pages/lessons.py").run()
     no_exception(at)
     assert any("no-such-lesson" in w.value for w in at.warning)
+
+
+def test_the_session_stops_only_the_runs_it_no_longer_holds():
+    from explorer.lessons import lesson
+    from pages.common import Session
+    where = Session()
+
+    def started(run):                       # a worker thread, so that stopping shows in the status
+        run.step(1)
+        run.wait_until_idle()
+        return run
+
+    try:
+        clipping = lesson("clipping")
+        variants = {label: started(run) for label, run in where.lesson(clipping).items()}
+        where.adopt(variants["clip 1"])                          # explored: now also the session's run
+        where.lesson(clipping, fresh=True)                       # start the lesson over
+        assert variants["no clipping"].snapshot().status == "stopped"
+        assert variants["clip 1"].snapshot().status == "paused"  # still the session's run
+        assert where.replace(Config(**SMALL)) is None            # Reset on the Train page
+        variants["clip 1"].join(5)
+        assert variants["clip 1"].snapshot().status == "stopped"
+        assert all(run.snapshot().status != "stopped" for run in where.lesson_runs.values())
+    finally:
+        where.close()
