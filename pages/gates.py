@@ -4,20 +4,13 @@ import streamlit as st
 
 from explorer import analysis, inputs, plots
 from pages.charts import chart
-from pages.common import applied_config, current_run
-from pages.sequence import choose, kept, resolve
+from pages.sequence import kept, picked, resolve
 
-REFRESH_SECONDS = 1.0
-
-run = current_run(applied_config())
-if run is None:
-    st.stop()
+run, choice, run_every = picked()
 task = run.trainer.task
-choice = choose(run)
-polling = choice.follow and run.snapshot().status == "running"
 
 
-@st.fragment(run_every=REFRESH_SECONDS if polling else None)
+@st.fragment(run_every=run_every)
 def view() -> None:
     shown = resolve(run, choice)
     if shown is None:

@@ -9,6 +9,9 @@ import numpy as np
 import streamlit as st
 
 from explorer import Run, Trace, handmade, inputs
+from pages.common import applied_config, current_run
+
+REFRESH_SECONDS = 1.0   # how often a page following a training run redraws its newest probe
 
 
 @dataclass
@@ -136,3 +139,14 @@ def resolve(run: Run, choice: Choice) -> Shown | None:
         chosen = next((item for item in recorded if item[0] == choice.replay_step), chosen)
     x = run.trainer.probe_set[0][choice.sequence].cpu().numpy()
     return Shown(chosen[1], choice.sequence, x, chosen[0], recorded)
+
+
+def picked() -> tuple[Run, Choice, float | None]:
+    """The session's run, the sequence picked (the picker is drawn here), and the run_every
+    for the page's fragment: it refreshes while following a run that trains, else draws once."""
+    run = current_run(applied_config())
+    if run is None:
+        st.stop()
+    choice = choose(run)
+    following = choice.follow and run.snapshot().status == "running"
+    return run, choice, REFRESH_SECONDS if following else None

@@ -22,8 +22,8 @@ T, H = x.shape[1], trainer.config.hidden
 
 
 def _move(by: int) -> None:
+    # kept() below takes the widget's own value first, so setting it is enough.
     st.session_state["step_t"] = min(max(st.session_state.get("step_t", 0) + by, 0), T - 1)
-    st.session_state["kept"]["step_t"] = st.session_state["step_t"]
 
 
 back, slider, forward, pick = st.columns([0.5, 6, 0.5, 2], vertical_alignment="bottom")

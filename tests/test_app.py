@@ -349,7 +349,8 @@ def test_a_lesson_loads_with_one_click_and_trains_its_variants_side_by_side():
     at.button(key="lesson_pause").click().run()
     at.button(key="explore_2").click().run()                        # the GRU, to the Gates page
     no_exception(at)
-    assert at.session_state["draft"]["cell"] == "gru" and at.toggle(key="pick_follow") is not None
+    assert at.session_state["draft"]["cell"] == "gru"
+    assert "reset gate r_t" in row_titles(figures(at)["gate_heatmaps_plot"])   # the Gates page, on the GRU
 
 
 def test_a_link_to_a_lesson_that_does_not_exist_is_a_message():
