@@ -7,11 +7,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .cells import GATE_NAMES
-from .trace import LayerTrace, cell_kind, layer_weights
+from .cells import CELLS, cell_of, layer_weights
+from .trace import LayerTrace
 
 # 1/γ, where γ bounds the derivative of the block's activation: σ' ≤ 1/4, tanh' ≤ 1, relu' ≤ 1.
 SIGMOID_BOUND, TANH_BOUND, RELU_BOUND = 4.0, 1.0, 1.0
+BOUND = {"gate": SIGMOID_BOUND, "tanh": TANH_BOUND, "relu": RELU_BOUND}
 
 
 def saturation(values: np.ndarray, low: float = 0.1, high: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
@@ -34,13 +35,13 @@ def saturation(values: np.ndarray, low: float = 0.1, high: float = 0.9) -> tuple
 def gate_saturation(layer_trace: LayerTrace, cell: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """saturation() of each sigmoid gate of one traced layer: gate name -> (left, right).
 
-    `cell` is the trace's cell kind (Trace.cell). The candidate is left out: it is a tanh in
+    `cell` is the trace's cell name (Trace.cell). The candidate is left out: it is a tanh in
     (-1, 1), not a gate in [0, 1], so "below 0.1" would not mean "closed" for it.
     """
-    if cell not in GATE_NAMES:
-        raise ValueError(f"unknown cell {cell!r}; expected one of {', '.join(GATE_NAMES)}")
-    return {name: saturation(layer_trace.gates[name])
-            for name in GATE_NAMES[cell] if name != "candidate"}
+    if cell not in CELLS:
+        raise ValueError(f"unknown cell {cell!r}; expected one of {', '.join(CELLS)}")
+    spec = CELLS[cell]
+    return {name: saturation(layer_trace.gates[name]) for name in spec.gates if spec.roles[name] == "gate"}
 
 
 def units_on(values: np.ndarray, start: int, stop: int, threshold: float = 0.5,
@@ -87,8 +88,8 @@ def units_on(values: np.ndarray, start: int, stop: int, threshold: float = 0.5,
 def recurrent_spectra(module: nn.Module) -> list[dict]:
     """Singular values of each layer's recurrent matrix W_hh, one gate block at a time.
 
-    For every layer k and block of W_hh in PyTorch's order (LSTM and peephole: input,
-    forget, candidate, output; GRU: reset, update, candidate; RNN: the whole "W_hh"), a dict
+    For every layer k and block of W_hh in the module's order (the cell's `blocks`, e.g. LSTM:
+    input, forget, candidate, output; GRU: reset, update, candidate; RNN: the whole "W_hh"), a dict
     {"layer": k, "block": name, "values": descending float64 array, "bound": 1/γ}, where γ
     bounds the derivative of the block's activation (sigmoid 1/4, tanh and relu 1).
 
@@ -98,18 +99,11 @@ def recurrent_spectra(module: nn.Module) -> list[dict]:
     blocks with the gate values (and the LSTM's cell path bypasses W_hh), so per block the
     comparison is only indicative.
     """
-    kind = cell_kind(module)
-    names = GATE_NAMES[kind] or ("W_hh",)
+    cell = cell_of(module)
     spectra = []
     for k in range(module.num_layers):
         weight_hh = layer_weights(module, k).weight_hh.detach().cpu().double()  # (blocks*hidden, hidden)
-        for name, block in zip(names, weight_hh.split(module.hidden_size)):   # each (hidden, hidden)
-            if kind == "rnn_relu":
-                bound = RELU_BOUND
-            elif name in ("candidate", "W_hh"):
-                bound = TANH_BOUND
-            else:
-                bound = SIGMOID_BOUND
-            spectra.append({"layer": k, "block": name,
-                            "values": torch.linalg.svdvals(block).numpy(), "bound": bound})
+        for name, block in zip(cell.blocks, weight_hh.split(module.hidden_size)):   # each (hidden, hidden)
+            spectra.append({"layer": k, "block": name, "values": torch.linalg.svdvals(block).numpy(),
+                            "bound": BOUND[cell.roles[name]]})
     return spectra

@@ -11,8 +11,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from .cells import CELLS
+
 TASK_NAMES = ("adding", "copy", "digits", "series", "brackets", "text", "csv")
-CELL_NAMES = ("lstm", "gru", "rnn", "rnn-relu", "peephole")
+CELL_NAMES = tuple(CELLS)
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 INITS = ("default", "orthogonal", "xavier")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -43,9 +45,7 @@ FIELDS: dict[str, Field] = {
     "csv_path": Field(help="CSV task: path of the CSV file."),
     "csv_columns": Field(help="CSV task: input columns (comma-separated); empty uses every numeric column."),
     "csv_target": Field(help="CSV task: the column to forecast; empty uses the last numeric column."),
-    "cell": Field(choices=CELL_NAMES, help="lstm: input/forget/output gates and a cell state; peephole: the LSTM "
-                                           "whose gates also see the cell state; gru: reset and update gates; "
-                                           "rnn: no gates (tanh), rnn-relu: no gates (ReLU)."),
+    "cell": Field(choices=CELL_NAMES, help="; ".join(f"{c.name}: {c.help}" for c in CELLS.values()) + "."),
     "hidden": Field(1, 512, help="Units per layer: rows of every gate heatmap."),
     "layers": Field(1, 4, help="Stacked recurrent layers; each has its own gates."),
     "dropout": Field(0.0, 0.9, help="Dropout between stacked layers while training (not inside the recurrence)."),
@@ -57,7 +57,7 @@ FIELDS: dict[str, Field] = {
     "clip": Field(0.0, 1000.0, help="Clip the global gradient norm to this value (0: off). Tames exploding gradients."),
     "weight_decay": Field(0.0, 1.0, help="L2 penalty, applied by the optimiser."),
     "l1": Field(0.0, 1.0, help="L1 penalty on every weight, added to the loss."),
-    "forget_bias": Field(-10.0, 10.0, help="LSTM forget-gate bias at initialisation. 1 or more starts the gate "
+    "forget_bias": Field(-10.0, 10.0, help="Forget-gate bias at initialisation (LSTMs). 1 or more starts the gate "
                                            "open, so the cell remembers by default (Gers et al. 2000; "
                                            "Jozefowicz et al. 2015). Ignored by GRU and RNN."),
     "init": Field(choices=INITS, help="Weight initialisation: PyTorch's default uniform, orthogonal recurrent "

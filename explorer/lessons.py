@@ -256,7 +256,7 @@ CLIPPING = Lesson(
 )
 
 
-# -- 4. the seed article's network -------------------------------------------------------------
+# -- 4. the LSTM/GRU tutorial's network (docs/TUTORIAL.md) -------------------------------------
 
 _DIGITS = Config(task="digits", digits_source="digits8", cell="lstm", layers=3, hidden=50, optimizer="adam",
                  lr=0.003, batch_size=64, steps=400, seed=0, eval_every=25, probe_every=50, device="cpu")
@@ -271,9 +271,9 @@ def _check_digits(t: dict[str, "Trainer"]) -> tuple[bool, str]:
                    f"cross-entropy {loss:.3f} nats (guess {trainer.task.baseline_loss:.3f}).")
 
 
-SEED_DIGITS = Lesson(
-    key="seed-digits",
-    title="The seed article's network: three LSTM(50) layers read digits row by row",
+TUTORIAL_DIGITS = Lesson(
+    key="tutorial-digits",
+    title="The LSTM/GRU tutorial's network: three LSTM(50) layers read digits row by row",
     variants=(Variant("3 × LSTM(50)", _DIGITS),),
     press="Train all: three stacked LSTM layers of 50 units, Adam and cross-entropy read each 8×8 "
           "handwritten digit one pixel row per step (8 steps) and name it at the end, 400 steps.",
@@ -281,7 +281,8 @@ SEED_DIGITS = Lesson(
          "probe digit, layer by layer.",
     expect="Held-out accuracy climbs past 70% within a few hundred steps (about 90% at the end), "
            "from 10% for a guess.",
-    source="The project's seed article (3 × LSTM(50), Adam, cross-entropy, digits row by row); data: UCI "
+    source="The LSTM/GRU tutorial this project follows, docs/TUTORIAL.md (3 × LSTM(50), Adam, "
+           "cross-entropy, MNIST read row by row); data: UCI "
            "optical digits, Alpaydin & Kaynak 1998.",
     check=_checked(("3 × LSTM(50)",), _check_digits),
 )
@@ -375,11 +376,14 @@ GRU_VS_LSTM = Lesson(
 )
 
 
-LESSONS: tuple[Lesson, ...] = (VANISHING, FORGET_BIAS, CLIPPING, SEED_DIGITS, COUNTING, GRU_VS_LSTM)
+LESSONS: tuple[Lesson, ...] = (VANISHING, FORGET_BIAS, CLIPPING, TUTORIAL_DIGITS, COUNTING, GRU_VS_LSTM)
+# Keys lessons had before, so links already sent keep working.
+ALIASES = {"seed-digits": "tutorial-digits"}
 
 
 def lesson(key: str) -> Lesson:
-    """The lesson with this key; ValueError naming the known keys for any other."""
+    """The lesson with this key (or a former key); ValueError naming the known keys for any other."""
+    key = ALIASES.get(key, key)
     for candidate in LESSONS:
         if candidate.key == key:
             return candidate

@@ -4,27 +4,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .cells import CELLS
 from .config import Config
-from .peephole import PeepholeLSTM
 
 
 def build_recurrent(config: Config, input_size: int) -> nn.Module:
     """The recurrent stack for config.cell, initialised as config says."""
-    kwargs = dict(input_size=input_size, hidden_size=config.hidden, num_layers=config.layers,
-                  batch_first=True, dropout=config.dropout if config.layers > 1 else 0.0)
-    rnn = {
-        "lstm": lambda: nn.LSTM(**kwargs),
-        "peephole": lambda: PeepholeLSTM(**kwargs),
-        "gru": lambda: nn.GRU(**kwargs),
-        "rnn": lambda: nn.RNN(**kwargs, nonlinearity="tanh"),
-        "rnn-relu": lambda: nn.RNN(**kwargs, nonlinearity="relu"),
-    }[config.cell]()
+    rnn = CELLS[config.cell].build(input_size, config.hidden, config.layers, True,
+                                   config.dropout if config.layers > 1 else 0.0)
     _initialise(rnn, config)
     return rnn
 
 
 def _initialise(rnn: nn.Module, config: Config) -> None:
-    H = config.hidden
+    H, forget = config.hidden, CELLS[config.cell].forget_block
     with torch.no_grad():
         for name, p in rnn.named_parameters() if config.init != "default" else ():
             if name.startswith("weight_hh"):
@@ -36,11 +29,11 @@ def _initialise(rnn: nn.Module, config: Config) -> None:
                     nn.init.xavier_uniform_(block)
             elif name.startswith("bias"):
                 nn.init.zeros_(p)
-        if config.cell in ("lstm", "peephole"):
-            # b_f is the sum of the two biases' forget chunks (order i, f, g, o).
+        if forget is not None:
+            # b_f is the sum of the two biases' forget blocks.
             for k in range(config.layers):
-                getattr(rnn, f"bias_ih_l{k}")[H:2 * H] = config.forget_bias
-                getattr(rnn, f"bias_hh_l{k}")[H:2 * H] = 0.0
+                getattr(rnn, f"bias_ih_l{k}")[forget * H:(forget + 1) * H] = config.forget_bias
+                getattr(rnn, f"bias_hh_l{k}")[forget * H:(forget + 1) * H] = 0.0
 
 
 class SequenceModel(nn.Module):

@@ -9,6 +9,7 @@ from plotly.colors import get_colorscale
 import plotly.io as pio
 from plotly.colors import qualitative
 
+from .cells import CELLS
 from .history import HistoryView
 from .trace import Trace
 
@@ -32,14 +33,13 @@ TITLES = {
     "output": "output gate o_t", "reset": "reset gate r_t", "update": "update gate z_t",
     "cell": "cell state c_t", "hidden": "hidden state h_t",
 }
-_GRU_CANDIDATE = "candidate n_t (h̃_t)"
 # Blank characters would be invisible as tick labels.
 _VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥"}
 
 
 def quantity_title(cell: str, quantity: str) -> str:
     """The quantity's name as the cell's equations write it, e.g. "forget gate f_t"."""
-    return _GRU_CANDIDATE if cell == "gru" and quantity == "candidate" else TITLES[quantity]
+    return CELLS[cell].titles.get(quantity, TITLES[quantity])
 
 
 # -- training history (the Train page) -------------------------------------------------
@@ -165,13 +165,12 @@ def unit_lines_figure(trace: Trace, sequence: int, layer: int, units: list[int],
     return _figure(data, layout, f"unit-lines-layer{layer}")
 
 
-def saturation_figure(saturation: dict[str, tuple[np.ndarray, np.ndarray]]) -> go.Figure:
+def saturation_figure(saturation: dict[str, tuple[np.ndarray, np.ndarray]], cell: str = "lstm") -> go.Figure:
     """Per gate, each unit's fraction of steps left-saturated (< 0.1) against right-saturated (> 0.9).
 
     Karpathy et al. (2015): units on the x+y=1 line are always saturated, units near the
-    origin never. The candidate is titled as the GRU's when the gates are a GRU's.
+    origin never. `cell` (the trace's) names the gates as its equations do.
     """
-    cell = "gru" if {"reset", "update"} & set(saturation) else "lstm"
     n = max(len(saturation), 1)
     gap = 0.06
     width = (1 - gap * (n - 1)) / n
@@ -420,11 +419,7 @@ def _quantities(trace: Trace, layer: int, quantities: list[str] | None) -> list[
 
 def _scale_kind(cell: str, quantity: str) -> str:
     """The range a quantity lives in: "gate" (σ, 0..1), "tanh" (−1..1), "cell" or "relu" (unbounded)."""
-    if quantity == "cell":
-        return "cell"
-    if quantity == "hidden" and cell == "rnn_relu":
-        return "relu"
-    return "tanh" if quantity in ("candidate", "hidden") else "gate"
+    return "cell" if quantity == "cell" else CELLS[cell].roles[quantity]
 
 
 def _colour_scale(cell: str, quantity: str, values: np.ndarray) -> dict:

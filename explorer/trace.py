@@ -2,7 +2,8 @@
 
 Training uses the fused kernels, which hide the gates; `trace` unrolls the same
 parameters step by step, keeps every gate, and back-propagates through the unroll to
-get the gradient's norm at every step. DESIGN.md's "instrumentation contract" is the spec.
+get the gradient's norm at every step. docs/ARCHITECTURE.md's "instrumentation contract" is
+the spec; each cell's equations are in explorer/cells/.
 """
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from .cells import LayerWeights, backprop, unroll
-from .peephole import PeepholeLSTM
+from .cells import cell_of, layer_weights
 
 
 @dataclass
@@ -31,7 +31,7 @@ class LayerTrace:
 
 @dataclass
 class Trace:
-    cell: str                         # "lstm", "peephole", "gru", "rnn_tanh" or "rnn_relu"
+    cell: str                         # the cell's registry name (explorer.cells.CELLS): "lstm", "gru"...
     output: np.ndarray                # (batch, time, hidden) == module(x)[0], batch-first
     loss: float
     grad_input: np.ndarray            # (batch, time) ||dL/dx_t||
@@ -72,31 +72,6 @@ def _long(arr: np.ndarray, quantity: str, layer: int | None) -> pd.DataFrame:
     })
 
 
-def cell_kind(module: nn.Module) -> str:
-    """The cell name of a supported module; ValueError naming what is unsupported."""
-    if isinstance(module, PeepholeLSTM):
-        return "peephole"
-    if not isinstance(module, (nn.LSTM, nn.GRU, nn.RNN)):
-        raise ValueError(f"trace supports nn.LSTM, nn.GRU, nn.RNN and PeepholeLSTM, not {type(module).__name__}")
-    if module.bidirectional:
-        raise ValueError("trace does not support bidirectional=True")
-    if getattr(module, "proj_size", 0):
-        raise ValueError("trace does not support proj_size > 0")
-    if isinstance(module, nn.LSTM):
-        return "lstm"
-    if isinstance(module, nn.GRU):
-        return "gru"
-    return "rnn_relu" if module.nonlinearity == "relu" else "rnn_tanh"
-
-
-def layer_weights(module: nn.Module, k: int) -> LayerWeights:
-    """Layer k's parameters of any supported module, as the cells take them."""
-    if isinstance(module, PeepholeLSTM):
-        return module.layer_weights(k)
-    get = lambda name: getattr(module, f"{name}_l{k}", None)  # noqa: E731
-    return LayerWeights(get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"))
-
-
 def trace(module: nn.Module, x, target=None,
           loss_fn: Callable[[Tensor, object], Tensor] | None = None) -> Trace:
     """Unroll `module` on x exactly, keeping every gate and the gradient norm at every step.
@@ -107,7 +82,7 @@ def trace(module: nn.Module, x, target=None,
     output at the last step. The loss should be summed, not averaged, over the sequences
     so that each sequence's gradients are its own. Dropout is not applied (as in eval mode).
     """
-    kind = cell_kind(module)
+    cell = cell_of(module)
     param = next(module.parameters())
     x = torch.as_tensor(x).to(device=param.device, dtype=param.dtype)
     if x.dim() not in (2, 3):
@@ -120,13 +95,13 @@ def trace(module: nn.Module, x, target=None,
         raise ValueError("x has no time steps")
     xb = xb.detach()                                    # (batch, time, input)
 
-    lstm_like = kind in ("lstm", "peephole")
     h0 = xb.new_zeros(xb.shape[0], module.hidden_size)   # (batch, hidden)
+    c0 = h0 if cell.has_cell else None
     weights = [layer_weights(module, k) for k in range(module.num_layers)]
     with torch.no_grad():
         layer_input, states = xb, []
         for w in weights:
-            states.append(unroll(kind, layer_input, w, h0, h0 if lstm_like else None).stack())
+            states.append(cell.unroll(layer_input, w, h0, c0, True).stack())
             layer_input = states[-1].hidden                  # (batch, time, hidden)
     # Autograd only for the loss itself: dL/d(output), whatever loss_fn computes.
     output = layer_input.detach().requires_grad_(True)
@@ -140,9 +115,10 @@ def trace(module: nn.Module, x, target=None,
         grad_output = torch.zeros_like(output)
     # Then back through time and down the layers by hand (cells.backprop).
     grads = [None] * len(states)
-    for k in reversed(range(len(states))):
-        grads[k] = backprop(kind, states[k], weights[k], grad_output, h0, h0 if lstm_like else None)
-        grad_output = grads[k].input                     # dL/dh of the layer below, or dL/dx
+    with torch.no_grad():
+        for k in reversed(range(len(states))):
+            grads[k] = cell.backprop(states[k], weights[k], grad_output, h0, c0)
+            grad_output = grads[k].input                 # dL/dh of the layer below, or dL/dx
 
     layers = [LayerTrace(
         gates={name: _numpy(v) for name, v in u.gates.items()},
@@ -152,7 +128,7 @@ def trace(module: nn.Module, x, target=None,
         grad_cell=_numpy(g.cell.norm(dim=-1)) if g.cell is not None else None,
     ) for u, g in zip(states, grads)]
     grad_input = _numpy(grad_output.norm(dim=-1))       # (batch, time)
-    return Trace(cell=kind, output=_numpy(output), loss=float(loss.detach()),
+    return Trace(cell=cell.name, output=_numpy(output), loss=float(loss.detach()),
                  grad_input=grad_input, layers=layers)
 
 

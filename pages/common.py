@@ -16,6 +16,7 @@ import streamlit as st
 import torch
 
 from explorer import Config, DataError, Run
+from explorer.cells import CELLS
 from explorer.config import FIELDS
 from pages.charts import preload
 from pages.link import read_link, write_link
@@ -59,7 +60,7 @@ def _relevant(name: str, draft: dict) -> bool:
         "digits_source": task == "digits",
         "text": task == "text",
         "csv_columns": task == "csv", "csv_target": task == "csv",
-        "forget_bias": cell in ("lstm", "peephole"),
+        "forget_bias": CELLS[cell].forget_block is not None,
         "dropout": int(draft["layers"]) > 1,
     }.get(name, True)
 

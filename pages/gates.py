@@ -36,7 +36,7 @@ def view() -> None:
     if saturation:
         st.caption("Each dot is a unit: how often its gate is nearly shut (< 0.1) and nearly open (> 0.9) "
                    f"over {'the probe sequences' if shown.recorded else 'this sequence'} (Karpathy et al. 2015).")
-        chart(plots.saturation_figure(saturation), key="saturation_plot")
+        chart(plots.saturation_figure(saturation, tr.cell), key="saturation_plot")
     else:
         st.info("A plain RNN has no gates to saturate.")
 

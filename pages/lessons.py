@@ -4,7 +4,7 @@ the page checks the lesson's claim against their real numbers."""
 import streamlit as st
 
 from explorer import plots
-from explorer.lessons import LESSONS
+from explorer.lessons import ALIASES, LESSONS
 from pages.charts import chart
 from pages.common import applied_config, session
 
@@ -32,7 +32,8 @@ def _explore(label: str) -> None:
 if st.session_state.pop("go_explore", False):
     st.switch_page("pages/gates.py")
 
-wanted = st.session_state.get("lesson")
+wanted = ALIASES.get(st.session_state.get("lesson"), st.session_state.get("lesson"))
+st.session_state["lesson"] = wanted           # a former key: the link gets the current one
 if wanted and wanted not in KNOWN:
     st.warning(f"This link names a lesson {wanted!r} that does not exist; pick one below.")
     st.session_state["lesson"] = wanted = None

@@ -31,8 +31,8 @@ def test_saturation_rejects_a_non_3d_array():
     (nn.LSTM(2, 5, batch_first=True), "lstm", {"input", "forget", "output"}),
     (PeepholeLSTM(2, 5, batch_first=True), "peephole", {"input", "forget", "output"}),
     (nn.GRU(2, 5, batch_first=True), "gru", {"reset", "update"}),
-    (nn.RNN(2, 5, batch_first=True), "rnn_tanh", set()),
-    (nn.RNN(2, 5, nonlinearity="relu", batch_first=True), "rnn_relu", set()),
+    (nn.RNN(2, 5, batch_first=True), "rnn", set()),
+    (nn.RNN(2, 5, nonlinearity="relu", batch_first=True), "rnn-relu", set()),
 ])
 def test_gate_saturation_covers_the_sigmoid_gates_only(module, kind, gates):
     tr = trace(module, torch.randn(3, 7, 2, generator=torch.Generator().manual_seed(0)))
@@ -89,8 +89,8 @@ SPECTRA_MODULES = {
     "lstm": (lambda: nn.LSTM(3, 6, 2), ["input", "forget", "candidate", "output"], [4.0, 4.0, 1.0, 4.0]),
     "peephole": (lambda: PeepholeLSTM(3, 6, 2), ["input", "forget", "candidate", "output"], [4.0, 4.0, 1.0, 4.0]),
     "gru": (lambda: nn.GRU(3, 6, 2), ["reset", "update", "candidate"], [4.0, 4.0, 1.0]),
-    "rnn_tanh": (lambda: nn.RNN(3, 6, 2), ["W_hh"], [1.0]),
-    "rnn_relu": (lambda: nn.RNN(3, 6, 2, nonlinearity="relu"), ["W_hh"], [1.0]),
+    "rnn": (lambda: nn.RNN(3, 6, 2), ["W_hh"], [1.0]),
+    "rnn-relu": (lambda: nn.RNN(3, 6, 2, nonlinearity="relu"), ["W_hh"], [1.0]),
 }
 
 

@@ -15,7 +15,7 @@ thread started at once, timed until the last finished.
   clipping     tanh RNN, sine series, SGD lr 0.6, 500 steps: unclipped diverges at step 17 (gradient
                norm 1.3 -> 7.9e18, W_hh first past 100x at step 5); clip 1 trains to MSE 0.030
                (baseline 0.086). Sequential 1.4 s, together 1.5-2 s.
-  seed-digits  3 x LSTM(50) on the 8x8 digits, 400 steps: held-out accuracy 91.4%, CE 0.271 nats.
+  tutorial-digits  3 x LSTM(50) on the 8x8 digits, 400 steps: held-out accuracy 91.4%, CE 0.271 nats.
                2.3 s (2.5-3 s together with the digits loading).
   counting     LSTM(16) on 40 brackets, 600 steps: a unit's h_t has r = -0.913 with the depth
                (8 of 16 units beyond |r| 0.8), c_t r = -0.984; accuracy 100%. 2.0-2.5 s.
@@ -34,7 +34,7 @@ from explorer.config import Config
 from explorer.lessons import LESSONS, Lesson, Variant, lesson
 from explorer.train import Trainer
 
-KEYS = ("vanishing", "forget-bias", "clipping", "seed-digits", "counting", "gru-vs-lstm")
+KEYS = ("vanishing", "forget-bias", "clipping", "tutorial-digits", "counting", "gru-vs-lstm")
 URL_SAFE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _TRAINED: dict[str, dict[str, Trainer]] = {}
 
@@ -95,8 +95,9 @@ def test_keys_are_unique_and_lookup_names_the_known_ones():
     assert len({item.key for item in LESSONS}) == len(LESSONS)
     for item in LESSONS:
         assert lesson(item.key) is item
+    assert lesson("seed-digits") is lesson("tutorial-digits")        # a former key, kept for old links
     with pytest.raises(ValueError, match="unknown lesson 'nope'; known lessons: vanishing, forget-bias, "
-                                         "clipping, seed-digits, counting, gru-vs-lstm"):
+                                         "clipping, tutorial-digits, counting, gru-vs-lstm"):
         lesson("nope")
 
 

@@ -211,7 +211,7 @@ def test_gate_figure_draws_each_range_on_its_own_titled_colour_scale(lstm):
 
 
 def test_gate_figure_of_a_relu_rnn_scales_hidden_from_zero_to_its_maximum():
-    trace = synthetic_trace(10, 4, cell="rnn_relu")
+    trace = synthetic_trace(10, 4, cell="rnn-relu")
     fig = plots.gate_figure(trace, 0, 0, np.zeros((10, 2)))
     assert row_titles(fig) == ["input x_t", "hidden state h_t"]
     scale = fig.layout[fig.data[1].coloraxis]
@@ -289,7 +289,7 @@ def test_saturation_figure_has_a_panel_per_gate_with_the_fully_saturated_boundar
     assert fig.layout.xaxis.title.text == "fraction of steps < 0.1 (left-saturated)"
     assert fig.layout.yaxis.title.text == "fraction > 0.9 (right-saturated)"
     assert tuple(fig.layout.xaxis2.range) == tuple(fig.layout.yaxis2.range) == (-0.02, 1.02)
-    gru = plots.saturation_figure({"update": (low, high), "candidate": (low, high)})
+    gru = plots.saturation_figure({"update": (low, high), "candidate": (low, high)}, "gru")
     assert row_titles(gru) == ["update gate z_t", "candidate n_t (h̃_t)"]
 
 

@@ -9,8 +9,8 @@ from explorer import PeepholeLSTM, trace
 FUSED = {
     "lstm": lambda i, h, n, bf: nn.LSTM(i, h, n, batch_first=bf),
     "gru": lambda i, h, n, bf: nn.GRU(i, h, n, batch_first=bf),
-    "rnn_tanh": lambda i, h, n, bf: nn.RNN(i, h, n, batch_first=bf),
-    "rnn_relu": lambda i, h, n, bf: nn.RNN(i, h, n, nonlinearity="relu", batch_first=bf),
+    "rnn": lambda i, h, n, bf: nn.RNN(i, h, n, batch_first=bf),
+    "rnn-relu": lambda i, h, n, bf: nn.RNN(i, h, n, nonlinearity="relu", batch_first=bf),
 }
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -206,7 +206,7 @@ def test_unbatched_input_is_traced_as_a_batch_of_one(batch_first):
 
 
 def test_numpy_input_and_custom_loss_receive_module_layout():
-    module = _fused_module("rnn_tanh", 1, False, torch.float64)
+    module = _fused_module("rnn", 1, False, torch.float64)
     x = _input(module).numpy()                              # (time, batch, input)
     seen = {}
 
@@ -333,7 +333,7 @@ def test_peephole_rejects_unsupported_options():
 
 
 def test_peephole_trace_gradients_match_autograd_through_its_own_unroll():
-    from explorer.cells import unroll
+    from explorer.cells import CELLS, layer_weights
     torch.manual_seed(0)
     module = PeepholeLSTM(3, 4, 2, batch_first=True).double()
     with torch.no_grad():
@@ -344,7 +344,7 @@ def test_peephole_trace_gradients_match_autograd_through_its_own_unroll():
     layer_input, unrolls = x, []
     zeros = torch.zeros(2, 4, dtype=torch.float64)
     for k in range(2):
-        unrolls.append(unroll("peephole", layer_input, module.layer_weights(k), zeros, zeros))
+        unrolls.append(CELLS["peephole"].unroll(layer_input, layer_weights(module, k), zeros, zeros, True))
         layer_input = torch.stack(unrolls[-1].hidden, 1)
     loss = layer_input[:, -1].sum()
     states = [s for u in unrolls for s in u.hidden + u.cell]

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from explorer.cells import CELLS
 from explorer.config import Config
 from explorer.history import History, trace_nbytes
 from explorer.models import SequenceModel, resolve_device
@@ -24,7 +25,7 @@ def small(**changes) -> Config:
     ("hidden", 10_000, "hidden must be between 1 and 512"),
     ("lr", -0.1, "lr must be between"),
     ("lr", float("nan"), "lr must be a finite number"),
-    ("cell", "transformer", "cell must be one of lstm, gru, rnn, rnn-relu, peephole"),
+    ("cell", "transformer", "cell must be one of " + ", ".join(CELLS)),
     ("optimizer", "lbfgs", "optimizer must be one of"),
     ("layers", 2.5, "layers must be a whole number"),
     ("device", "tpu", "device must be one of"),
