@@ -3,18 +3,19 @@
 Each entry (a `Cell`, cells/base.py) is written in the cell's own module, next to its
 equations; everything else — Config's choices, the model builder, trace, plots, analysis,
 Step through, the app's settings — reads this table. Adding a cell: write its module (see
-peephole.py) and add its entry below.
+cifg.py) and add its entry below.
 """
 from __future__ import annotations
 
 from torch import nn
 
-from . import gru, lstm, peephole, rnn
+from . import cifg, gru, lstm, peephole, rnn
 from .base import Cell, LayerWeights, layer_weights
+from .cifg import CIFGLSTM
 from .peephole import PeepholeLSTM
 
 # Keyed by the names users type (links and `--cell rnn` depend on them), in the order offered.
-CELLS: dict[str, Cell] = {c.name: c for c in (lstm.CELL, gru.CELL, rnn.TANH, rnn.RELU, peephole.CELL)}
+CELLS: dict[str, Cell] = {c.name: c for c in (lstm.CELL, gru.CELL, rnn.TANH, rnn.RELU, peephole.CELL, cifg.CELL)}
 
 
 def cell_of(module: nn.Module) -> Cell:
@@ -30,4 +31,4 @@ def cell_of(module: nn.Module) -> Cell:
     return found
 
 
-__all__ = ["CELLS", "Cell", "LayerWeights", "PeepholeLSTM", "cell_of", "layer_weights"]
+__all__ = ["CELLS", "CIFGLSTM", "Cell", "LayerWeights", "PeepholeLSTM", "cell_of", "layer_weights"]
