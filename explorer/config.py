@@ -11,7 +11,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-TASK_NAMES = ("adding", "copy", "digits", "series", "brackets", "text", "csv")
+from .tasks import TASKS
+
+TASK_NAMES = tuple(TASKS)
 CELL_NAMES = ("lstm", "gru", "rnn", "rnn-relu", "peephole")
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 INITS = ("default", "orthogonal", "xavier")

@@ -1,10 +1,17 @@
 """The seven sequence tasks: each makes batches from a seed and states its sizes, loss,
-metric and the trivial baseline the plots draw as a reference line."""
+metric and the trivial baseline the plots draw as a reference line.
+
+TASKS, at the end, is the registry the rest of the app reads: a task's name, help, the
+Config fields it reads and how a Config builds it."""
+from __future__ import annotations
 
 import inspect
 import math
+import os
+from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -14,7 +21,9 @@ from torch import Tensor
 from explorer.data import (DataError, SHIPPED_SERIES, load_csv, load_digits, load_mnist,
                            load_series, stdlib_corpus)
 
-TASKS = ("adding", "copy", "digits", "series", "brackets", "text", "csv")
+if TYPE_CHECKING:  # config.py imports this module for the task names
+    from explorer.config import Config
+
 SERIES = ("sine", *SHIPPED_SERIES)
 UNKNOWN = "\ufffd"  # the one symbol for every character outside printable ASCII + newline
 # Held-out generators are seeded this far from the run seed, so a run's training stream
@@ -469,17 +478,61 @@ class TextTask(Task):
         return self.log_frequencies.expand(len(x), self.seq_len, -1).clone()
 
 
-_MAKERS = {"adding": AddingTask, "copy": CopyTask, "digits": DigitsTask, "series": _series,
-           "brackets": BracketsTask, "text": TextTask, "csv": _csv}
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task as the app sees it. Config's fields stay flat (CLI flags and URL keys keep
+    their names); `fields` says which of them this task reads, so the sidebar shows only those."""
+
+    name: str
+    help: str                                   # one line, for someone choosing a task
+    fields: tuple[str, ...]                     # the Config fields it reads, besides task
+    make: Callable[..., Task]                   # make(seq_len, **options)
+    options: Callable[[Config], dict] = lambda config: {}   # make's options from a Config
+
+
+def _digits_options(config: Config) -> dict:
+    return {"source": config.digits_source, "mnist_dir": os.environ.get("GATE_EXPLORER_MNIST")}
+
+
+def _csv_options(config: Config) -> dict:
+    if not config.csv_path:
+        raise ValueError("the csv task needs csv_path: the CSV file to read")
+    columns = [c.strip() for c in config.csv_columns.split(",") if c.strip()]
+    return {"source": config.csv_path, "horizon": config.horizon, "columns": columns or None,
+            "target": config.csv_target or None}
+
+
+TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
+    TaskSpec("adding", "Add the two marked values among T random ones: a memory across the sequence.",
+             ("seq_len",), AddingTask),
+    TaskSpec("copy", "Replay 10 symbols after a delay of T blanks.", ("seq_len",), CopyTask),
+    TaskSpec("digits", "Name a handwritten digit read one pixel row per step.",
+             ("digits_source",), DigitsTask, _digits_options),
+    TaskSpec("series", "Forecast a sine wave or a real series a few steps past a window of T.",
+             ("seq_len", "series", "horizon"), _series,
+             lambda config: {"name": config.series, "horizon": config.horizon}),
+    TaskSpec("brackets", "Output the nesting depth after each bracket: a counter in the state.",
+             ("seq_len",), BracketsTask),
+    TaskSpec("text", "Predict each next character of Python's source or a pasted text.",
+             ("seq_len", "text"), TextTask, lambda config: {"text": config.text or None}),
+    TaskSpec("csv", "Forecast a column of your own CSV file a few rows past a window of T rows.",
+             ("seq_len", "horizon", "csv_path", "csv_columns", "csv_target"), _csv, _csv_options),
+)}
 
 
 def make_task(name: str, seq_len: int, /, **options) -> Task:
     """Build a task by name; ValueError for an unknown task or option, DataError for data."""
-    if name not in _MAKERS:
+    if name not in TASKS:
         raise ValueError(f"Unknown task {name!r}; choose one of {', '.join(TASKS)}.")
-    valid = [p for p in inspect.signature(_MAKERS[name]).parameters if p != "seq_len"]
+    make = TASKS[name].make
+    valid = [p for p in inspect.signature(make).parameters if p != "seq_len"]
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ValueError(f"Task {name!r} has no option {', '.join(unknown)}; its options are "
                          f"{', '.join(valid) or 'none'}.")
-    return _MAKERS[name](seq_len, **options)
+    return make(seq_len, **options)
+
+
+def task_for(config: Config) -> Task:
+    """The task a config asks for (ValueError / DataError when it cannot be built)."""
+    return make_task(config.task, config.seq_len, **TASKS[config.task].options(config))
