@@ -31,6 +31,7 @@ UNKNOWN = "\ufffd"  # the one symbol for every character outside printable ASCII
 # generator keeps only a seed's low 32 bits, and run seeds are below 2**31 (Config).
 HELDOUT_SEED_OFFSET = 2**31
 ADDING_TOLERANCE = 0.04  # Hochreiter & Schmidhuber (1997) count |error| < 0.04 as solved
+MAX_TIME_LABELS = 80   # beyond this, per-step tick labels are unreadable anyway
 
 
 def _heldout_generator(seed: int) -> torch.Generator:
@@ -53,6 +54,10 @@ def _min_length(needed: int, train_fraction: float) -> int:
 def _codepoints(text: str) -> np.ndarray:
     raw = text.encode("utf-32-le", "surrogatepass")
     return np.frombuffer(raw, dtype=np.uint32).astype(np.int64)  # (len,)
+
+
+def _printable(char: str) -> str:
+    return {"\n": "⏎", " ": "␣", "\t": "⇥"}.get(char, char)
 
 
 def _check_int(name: str, value, minimum: int) -> int:
@@ -120,6 +125,32 @@ class Task:
             "options": dict(self.options),
         }
 
+    # How a person sees a sequence: input pictures and sequence pickers read in its terms.
+    def feature_names(self) -> list[str] | None:
+        """Names of the input's channels, in order (None where plain indices say as much)."""
+        return ["value"] if self.input_size == 1 else None
+
+    def time_labels(self, x: Tensor | np.ndarray) -> list[str] | None:
+        """One label per step of one sequence x (time, features) where the task has symbols."""
+        x = torch.as_tensor(np.asarray(x))
+        if len(x) > MAX_TIME_LABELS:
+            return None
+        return self._symbol_labels(x.argmax(dim=-1).tolist())
+
+    def _symbol_labels(self, indices: list[int]) -> list[str] | None:
+        """The symbol each step's one-hot index stands for; None where steps are values."""
+        return None
+
+    def describe_sequence(self, x: Tensor, y: Tensor) -> str:
+        """A short description of one sequence x (time, features) with target y, for a picker."""
+        symbols = self.time_labels(x[:40])
+        if symbols is not None:
+            text = "".join(symbols)
+            return f"“{text}…”" if len(x) > 40 else f"“{text}”"
+        if self.regression:
+            return f"window ending {float(x[-1, -1]):.2f}; target {float(y.flatten()[0]):.2f}"
+        return f"{len(x)} steps"
+
     def _measure_baseline(self, x: Tensor, y: Tensor) -> None:
         """State the baseline as measured by the trivial predictor on (x, y)."""
         prediction = self.baseline_predict(x)
@@ -161,6 +192,13 @@ class AddingTask(Task):
     def baseline_predict(self, x):
         return torch.ones(len(x), 1)  # (batch, 1)
 
+    def feature_names(self):
+        return ["value", "marker"]
+
+    def describe_sequence(self, x, y):
+        marked = torch.nonzero(x[:, 1] > 0.5).flatten().tolist()
+        return f"markers at t = {', '.join(map(str, marked))}; target {float(y.flatten()[0]):.2f}"
+
 
 class CopyTask(Task):
     """Remember 10 symbols across a delay of T blanks and replay them after the delimiter
@@ -198,6 +236,12 @@ class CopyTask(Task):
         log_probs[:, :-self.symbols, 0] = 0.0  # certain blank while nothing is recalled
         log_probs[:, -self.symbols:, 1:] = -math.log(8)  # then any of the 8 symbols
         return log_probs  # (batch, time, 9)
+
+    def feature_names(self):
+        return ["blank", *map(str, range(1, 9)), "delimiter"]
+
+    def _symbol_labels(self, indices):
+        return ["·" if i == 0 else ":" if i == self.delimiter else str(i) for i in indices]
 
 
 class DigitsTask(Task):
@@ -246,6 +290,12 @@ class DigitsTask(Task):
 
     def baseline_predict(self, x):
         return torch.full((len(x), 10), -math.log(10))  # (batch, 10) uniform log-probabilities
+
+    def feature_names(self):
+        return [f"column {i}" for i in range(self.input_size)]
+
+    def describe_sequence(self, x, y):
+        return f"digit {int(y)}"
 
 
 class SineTask(Task):
@@ -342,6 +392,9 @@ class WindowTask(Task):
     def baseline_predict(self, x):
         return x[:, -1, self.target_index, None].clone()  # (batch, 1)
 
+    def feature_names(self):
+        return list(self.options["columns"])
+
 
 def _series(seq_len: int, name: str = "sine", horizon: int = 1) -> Task:
     if name == "sine":
@@ -404,6 +457,12 @@ class BracketsTask(Task):
     def baseline_predict(self, x):
         # (batch, time, classes)
         return self.log_frequencies.expand(len(x), self.seq_len, -1).clone()
+
+    def feature_names(self):
+        return ["(", ")"]
+
+    def _symbol_labels(self, indices):
+        return ["(" if i == 0 else ")" for i in indices]
 
 
 class TextTask(Task):
@@ -476,6 +535,12 @@ class TextTask(Task):
     def baseline_predict(self, x):
         # (batch, time, vocab)
         return self.log_frequencies.expand(len(x), self.seq_len, -1).clone()
+
+    def feature_names(self):
+        return [_printable(c) for c in self.vocab]
+
+    def _symbol_labels(self, indices):
+        return [_printable(self.vocab[i]) for i in indices]
 
 
 @dataclass(frozen=True)

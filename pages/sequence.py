@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-from explorer import Run, Trace, handmade, inputs
+from explorer import Run, Trace, handmade
 from pages.common import applied_config, current_run
 
 REFRESH_SECONDS = 1.0   # how often a page following a training run redraws its newest probe
@@ -108,12 +108,12 @@ def choose(run: Run, replay: bool = True) -> Choice:
         with st.container(border=True):
             built = _build_by_hand(task, kind)
         if built is not None:
-            top[1].caption(f"Built by hand: {inputs.describe(task, built[0][0], built[1][0])}. "
+            top[1].caption(f"Built by hand: {task.describe_sequence(built[0][0], built[1][0])}. "
                            "Traced with the current weights.")
             return Choice(0, built, layer, True, None)
     probe_x, probe_y = trainer.probe_set
     sequence = kept(top[1].selectbox, "Probe sequence", tuple(range(len(probe_x))), key="pick_sequence",
-                    default=0, format_func=lambda b: f"{b}: {inputs.describe(task, probe_x[b].cpu(), probe_y[b].cpu())}")
+                    default=0, format_func=lambda b: f"{b}: {task.describe_sequence(probe_x[b].cpu(), probe_y[b].cpu())}")
     if not replay:
         return Choice(sequence, None, layer, True, None)
     steps = [step for step, _ in run.snapshot().history.traces]
