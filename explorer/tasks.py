@@ -2,7 +2,9 @@
 metric and the trivial baseline the plots draw as a reference line.
 
 TASKS, at the end, is the registry the rest of the app reads: a task's name, help, the
-Config fields it reads and how a Config builds it."""
+Config fields it reads and how a Config builds it. The Task classes themselves say how a
+person sees their sequences and builds one by hand (handmade()). Adding a task is a Task
+subclass and one entry in TASKS."""
 from __future__ import annotations
 
 import inspect
@@ -11,7 +13,7 @@ import os
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -20,6 +22,8 @@ from torch import Tensor
 
 from explorer.data import (DataError, SHIPPED_SERIES, load_csv, load_digits, load_mnist,
                            load_series, stdlib_corpus)
+from explorer.handmade import (adding_sequence, brackets_sequence, copy_sequence, digit_sequence,
+                               text_sequence, wave_sequence)
 
 if TYPE_CHECKING:  # config.py imports this module for the task names
     from explorer.config import Config
@@ -64,6 +68,46 @@ def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}.")
     return int(value)
+
+
+CONTROL_KINDS = ("number", "slider", "text", "textarea", "select")
+
+
+@dataclass(frozen=True)
+class Control:
+    """One widget for building a sequence by hand, as data: a page draws it, and its value
+    reaches HandMade.build under `name`."""
+
+    name: str                        # the value's key; the page keys its widget hand_<name>
+    label: str
+    kind: str                        # one of CONTROL_KINDS
+    default: Any
+    lo: float | None = None          # number and slider bounds, inclusive
+    hi: float | None = None
+    step: float | None = None        # a slider's step (None: the widget's own)
+    options: tuple | None = None     # a select's choices
+
+    def __post_init__(self):
+        if self.kind not in CONTROL_KINDS:
+            raise ValueError(f"Control kind must be one of {', '.join(CONTROL_KINDS)}, got {self.kind!r}.")
+
+
+@dataclass(frozen=True)
+class HandMade:
+    """How a person builds one sequence of a task: its controls, and build(task, values) that
+    turns their values (name -> value) into (x, y), a batch of one laid out as sample() lays it
+    out; input the task cannot take is a ValueError saying why."""
+
+    kind: str                        # the builder's name, which explorer.handmade checks
+    controls: tuple[Control, ...]
+    build: Callable[[Task, dict], tuple[Tensor, Tensor]]
+
+
+# A wave for the series and csv tasks; the sine task trains on frequencies 0.02 to 0.2.
+_WAVE_CONTROLS = (
+    Control("frequency", "frequency (cycles per step)", "slider", 0.05, lo=0.01, hi=0.5, step=0.01),
+    Control("amplitude", "amplitude", "slider", 1.0, lo=0.1, hi=3.0, step=0.1),
+)
 
 
 class Task:
@@ -141,6 +185,10 @@ class Task:
         """The symbol each step's one-hot index stands for; None where steps are values."""
         return None
 
+    def handmade(self) -> HandMade | None:
+        """How a person builds a sequence of this task by hand; None where no builder fits."""
+        return None
+
     def describe_sequence(self, x: Tensor, y: Tensor) -> str:
         """A short description of one sequence x (time, features) with target y, for a picker."""
         symbols = self.time_labels(x[:40])
@@ -199,6 +247,15 @@ class AddingTask(Task):
         marked = torch.nonzero(x[:, 1] > 0.5).flatten().tolist()
         return f"markers at t = {', '.join(map(str, marked))}; target {float(y.flatten()[0]):.2f}"
 
+    def handmade(self):
+        T = self.seq_len
+        return HandMade("adding", (
+            Control("first", "first marker at t", "number", min(5, T // 2 - 1), lo=0, hi=T - 1),
+            Control("second", "second marker at t", "number", T - 10 if T > 20 else T - 1, lo=0, hi=T - 1),
+            Control("a", "value at the first marker", "slider", 0.8, lo=0.0, hi=1.0),
+            Control("b", "value at the second marker", "slider", 0.3, lo=0.0, hi=1.0),
+        ), _adding_by_hand)
+
 
 class CopyTask(Task):
     """Remember 10 symbols across a delay of T blanks and replay them after the delimiter
@@ -242,6 +299,10 @@ class CopyTask(Task):
 
     def _symbol_labels(self, indices):
         return ["·" if i == 0 else ":" if i == self.delimiter else str(i) for i in indices]
+
+    def handmade(self):
+        return HandMade("copy", (Control("symbols", "10 symbols, each 1–8", "text", "1234567812"),),
+                        lambda task, values: copy_sequence(task, values["symbols"]))
 
 
 class DigitsTask(Task):
@@ -297,6 +358,12 @@ class DigitsTask(Task):
     def describe_sequence(self, x, y):
         return f"digit {int(y)}"
 
+    def handmade(self):
+        return HandMade("digits", (
+            Control("digit", "digit", "select", 7, options=tuple(range(10))),
+            Control("index", "which example of it", "number", 0, lo=0, hi=200),
+        ), lambda task, values: digit_sequence(task, values["digit"], values["index"]))
+
 
 class SineTask(Task):
     """Forecast a noisy sine wave `horizon` steps past a window; every sequence has its own
@@ -331,6 +398,11 @@ class SineTask(Task):
 
     def baseline_predict(self, x):
         return x[:, -1, :].clone()  # (batch, 1)
+
+    def handmade(self):
+        # with the noise the task trains on, so the wave looks like the ones it has seen
+        return HandMade("wave", _WAVE_CONTROLS, lambda task, values: wave_sequence(
+            task, values["frequency"], values["amplitude"], noise=task.noise))
 
 
 class WindowTask(Task):
@@ -394,6 +466,12 @@ class WindowTask(Task):
 
     def feature_names(self):
         return list(self.options["columns"])
+
+    def handmade(self):
+        if self.input_size > 1:  # a wave fills one column; the others would be made up
+            return None
+        return HandMade("wave", _WAVE_CONTROLS, lambda task, values: wave_sequence(
+            task, values["frequency"], values["amplitude"]))
 
 
 def _series(seq_len: int, name: str = "sine", horizon: int = 1) -> Task:
@@ -463,6 +541,11 @@ class BracketsTask(Task):
 
     def _symbol_labels(self, indices):
         return ["(" if i == 0 else ")" for i in indices]
+
+    def handmade(self):
+        return HandMade("brackets", (
+            Control("brackets", "brackets", "text", ("(()(()))" * self.seq_len)[:self.seq_len]),),
+            lambda task, values: brackets_sequence(task, values["brackets"]))
 
 
 class TextTask(Task):
@@ -541,6 +624,18 @@ class TextTask(Task):
 
     def _symbol_labels(self, indices):
         return [_printable(self.vocab[i]) for i in indices]
+
+    def handmade(self):
+        return HandMade("text", (
+            Control("text", "text", "textarea", "def forward(self, x):\n    return self.head(x)\n"),),
+            lambda task, values: text_sequence(task, values["text"]))
+
+
+def _adding_by_hand(task: AddingTask, values: dict) -> tuple[Tensor, Tensor]:
+    # The unmarked steps' values stay fixed, so moving a marker or a slider changes only that.
+    background = np.random.default_rng(0).random(task.seq_len)  # (time,)
+    return adding_sequence(task, values["first"], values["second"], background,
+                           marked=(values["a"], values["b"]))
 
 
 @dataclass(frozen=True)
