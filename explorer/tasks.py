@@ -667,7 +667,7 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
              ("seq_len",), AddingTask),
     TaskSpec("copy", "Replay 10 symbols after a delay of T blanks.", ("seq_len",), CopyTask),
     TaskSpec("digits", "Name a handwritten digit read one pixel row per step.",
-             ("digits_source",), DigitsTask, _digits_options),
+             ("digits_source",), DigitsTask, _digits_options),   # no seq_len: the images fix it
     TaskSpec("series", "Forecast a sine wave or a real series a few steps past a window of T.",
              ("seq_len", "series", "horizon"), _series,
              lambda config: {"name": config.series, "horizon": config.horizon}),
