@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .cells import CELLS
+from .tasks import TASKS
 
-TASK_NAMES = ("adding", "copy", "digits", "series", "brackets", "text", "csv")
+TASK_NAMES = tuple(TASKS)
 CELL_NAMES = tuple(CELLS)
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 INITS = ("default", "orthogonal", "xavier")

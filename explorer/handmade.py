@@ -1,49 +1,37 @@
 """Sequences built by hand for the Gates page: marker positions for adding, typed symbols,
 brackets or text, a chosen digit, a wave. Each comes out exactly as the task's sample() lays
 out a batch of one, so Trainer.trace takes it; input a task cannot take is a ValueError that
-says what was wrong and what is allowed."""
+says what was wrong and what is allowed. Which builder a task takes, and the widgets that
+feed it, each task says in its handmade() (explorer/tasks.py)."""
 from __future__ import annotations
 
 import math
 from numbers import Integral, Real
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .tasks import AddingTask, BracketsTask, CopyTask, DigitsTask, SineTask, Task, TextTask, WindowTask
+if TYPE_CHECKING:  # tasks.py imports the builders for its handmade() specs
+    from .tasks import AddingTask, BracketsTask, CopyTask, DigitsTask, Task, TextTask
 
 # Typed brackets or text longer than the longest seq_len a run may have (Config caps it at
 # 1000) would make one trace cost more than any probe does.
 MAX_TYPED = 1000
 
 
-def builders_for(task: Task) -> str | None:
-    """Which hand-built sequence the task takes: "adding", "copy", "brackets", "text",
-    "digits" or "wave"; None when none fits (a CSV with several input columns)."""
-    if isinstance(task, AddingTask):
-        return "adding"
-    if isinstance(task, CopyTask):
-        return "copy"
-    if isinstance(task, BracketsTask):
-        return "brackets"
-    if isinstance(task, TextTask):
-        return "text"
-    if isinstance(task, DigitsTask):
-        return "digits"
-    if isinstance(task, SineTask) or (isinstance(task, WindowTask) and task.input_size == 1):
-        return "wave"
-    return None
-
-
 def _require(task: Task, kind: str) -> None:
-    if builders_for(task) == kind:
+    """The builder `kind` fits the tasks whose handmade() names it."""
+    spec = task.handmade()
+    if spec is not None and spec.kind == kind:
         return
-    if isinstance(task, WindowTask) and task.input_size > 1:
+    columns = task.options.get("columns", [])
+    if kind == "wave" and len(columns) > 1:
         raise ValueError(f"A hand-made wave fills one input column, but this {task.name} task reads "
-                         f"{task.input_size} columns ({', '.join(task.options['columns'])}); pick a "
-                         f"sequence from the probe set instead.")
+                         f"{len(columns)} columns ({', '.join(columns)}); pick a sequence from the "
+                         f"probe set instead.")
     raise ValueError(f"A hand-made {kind} sequence is for the {kind} task, not the {task.name} task.")
 
 
@@ -62,9 +50,10 @@ def _number(name: str, value, low: float = -math.inf) -> float:
 
 
 def adding_sequence(task: AddingTask, first: int, second: int, values: np.ndarray | None = None,
-                    seed: int = 0) -> tuple[Tensor, Tensor]:
+                    seed: int = 0, marked: tuple[float, float] | None = None) -> tuple[Tensor, Tensor]:
     """Markers at steps `first` and `second` (0-based); the values are U[0, 1] drawn from
-    `seed` unless given (T numbers in [0, 1]). Target: the sum of the two marked values.
+    `seed` unless given (T numbers in [0, 1]), and `marked`, if given, replaces the values at
+    the two markers. Target: the sum of the two marked values.
 
     The task itself puts one marker in each half; here any two distinct steps are allowed,
     so a student can also ask what the network does with both markers in one half.
@@ -76,14 +65,15 @@ def adding_sequence(task: AddingTask, first: int, second: int, values: np.ndarra
     if first == second:
         raise ValueError(f"The two markers must be at different steps; both are at step {first}.")
     if values is None:
-        values = torch.rand(T, generator=torch.Generator().manual_seed(seed))  # (time,)
-    else:
-        values = np.asarray(values, dtype=np.float64)
-        if values.shape != (T,):
-            raise ValueError(f"values must hold one number per step, {T} in all; got shape {values.shape}.")
-        if not (np.isfinite(values).all() and ((values >= 0) & (values <= 1)).all()):
-            raise ValueError("Every value must be a number from 0 to 1, as the task draws them.")
-        values = torch.from_numpy(values).float()
+        values = torch.rand(T, generator=torch.Generator().manual_seed(seed)).double().numpy()  # (time,)
+    values = np.array(values, dtype=np.float64)  # a copy, so `marked` leaves the caller's alone
+    if values.shape != (T,):
+        raise ValueError(f"values must hold one number per step, {T} in all; got shape {values.shape}.")
+    if marked is not None:
+        values[[first, second]] = marked
+    if not (np.isfinite(values).all() and ((values >= 0) & (values <= 1)).all()):
+        raise ValueError("Every value must be a number from 0 to 1, as the task draws them.")
+    values = torch.from_numpy(values).float()  # (time,)
     markers = torch.zeros(T)  # (time,)
     markers[[first, second]] = 1.0
     x = torch.stack([values, markers], dim=-1)[None]  # (1, time, 2)

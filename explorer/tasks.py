@@ -1,10 +1,19 @@
 """The seven sequence tasks: each makes batches from a seed and states its sizes, loss,
-metric and the trivial baseline the plots draw as a reference line."""
+metric and the trivial baseline the plots draw as a reference line.
+
+TASKS, at the end, is the registry the rest of the app reads: a task's name, help, the
+Config fields it reads and how a Config builds it. The Task classes themselves say how a
+person sees their sequences and builds one by hand (handmade()). Adding a task is a Task
+subclass and one entry in TASKS."""
+from __future__ import annotations
 
 import inspect
 import math
+import os
+from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -13,8 +22,12 @@ from torch import Tensor
 
 from explorer.data import (DataError, SHIPPED_SERIES, load_csv, load_digits, load_mnist,
                            load_series, stdlib_corpus)
+from explorer.handmade import (adding_sequence, brackets_sequence, copy_sequence, digit_sequence,
+                               text_sequence, wave_sequence)
 
-TASKS = ("adding", "copy", "digits", "series", "brackets", "text", "csv")
+if TYPE_CHECKING:  # config.py imports this module for the task names
+    from explorer.config import Config
+
 SERIES = ("sine", *SHIPPED_SERIES)
 UNKNOWN = "\ufffd"  # the one symbol for every character outside printable ASCII + newline
 # Held-out generators are seeded this far from the run seed, so a run's training stream
@@ -22,6 +35,7 @@ UNKNOWN = "\ufffd"  # the one symbol for every character outside printable ASCII
 # generator keeps only a seed's low 32 bits, and run seeds are below 2**31 (Config).
 HELDOUT_SEED_OFFSET = 2**31
 ADDING_TOLERANCE = 0.04  # Hochreiter & Schmidhuber (1997) count |error| < 0.04 as solved
+MAX_TIME_LABELS = 80   # beyond this, per-step tick labels are unreadable anyway
 
 
 def _heldout_generator(seed: int) -> torch.Generator:
@@ -46,10 +60,54 @@ def _codepoints(text: str) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint32).astype(np.int64)  # (len,)
 
 
+def _printable(char: str) -> str:
+    return {"\n": "⏎", " ": "␣", "\t": "⇥"}.get(char, char)
+
+
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}.")
     return int(value)
+
+
+CONTROL_KINDS = ("number", "slider", "text", "textarea", "select")
+
+
+@dataclass(frozen=True)
+class Control:
+    """One widget for building a sequence by hand, as data: a page draws it, and its value
+    reaches HandMade.build under `name`."""
+
+    name: str                        # the value's key; the page keys its widget hand_<name>
+    label: str
+    kind: str                        # one of CONTROL_KINDS
+    default: Any
+    lo: float | None = None          # number and slider bounds, inclusive
+    hi: float | None = None
+    step: float | None = None        # a slider's step (None: the widget's own)
+    options: tuple | None = None     # a select's choices
+
+    def __post_init__(self):
+        if self.kind not in CONTROL_KINDS:
+            raise ValueError(f"Control kind must be one of {', '.join(CONTROL_KINDS)}, got {self.kind!r}.")
+
+
+@dataclass(frozen=True)
+class HandMade:
+    """How a person builds one sequence of a task: its controls, and build(task, values) that
+    turns their values (name -> value) into (x, y), a batch of one laid out as sample() lays it
+    out; input the task cannot take is a ValueError saying why."""
+
+    kind: str                        # the builder's name, which explorer.handmade checks
+    controls: tuple[Control, ...]
+    build: Callable[[Task, dict], tuple[Tensor, Tensor]]
+
+
+# A wave for the series and csv tasks; the sine task trains on frequencies 0.02 to 0.2.
+_WAVE_CONTROLS = (
+    Control("frequency", "frequency (cycles per step)", "slider", 0.05, lo=0.01, hi=0.5, step=0.01),
+    Control("amplitude", "amplitude", "slider", 1.0, lo=0.1, hi=3.0, step=0.1),
+)
 
 
 class Task:
@@ -111,6 +169,36 @@ class Task:
             "options": dict(self.options),
         }
 
+    # How a person sees a sequence: input pictures and sequence pickers read in its terms.
+    def feature_names(self) -> list[str] | None:
+        """Names of the input's channels, in order (None where plain indices say as much)."""
+        return ["value"] if self.input_size == 1 else None
+
+    def time_labels(self, x: Tensor | np.ndarray) -> list[str] | None:
+        """One label per step of one sequence x (time, features) where the task has symbols."""
+        x = torch.as_tensor(np.asarray(x))
+        if len(x) > MAX_TIME_LABELS:
+            return None
+        return self._symbol_labels(x.argmax(dim=-1).tolist())
+
+    def _symbol_labels(self, indices: list[int]) -> list[str] | None:
+        """The symbol each step's one-hot index stands for; None where steps are values."""
+        return None
+
+    def handmade(self) -> HandMade | None:
+        """How a person builds a sequence of this task by hand; None where no builder fits."""
+        return None
+
+    def describe_sequence(self, x: Tensor, y: Tensor) -> str:
+        """A short description of one sequence x (time, features) with target y, for a picker."""
+        symbols = self.time_labels(x[:40])
+        if symbols is not None:
+            text = "".join(symbols)
+            return f"“{text}…”" if len(x) > 40 else f"“{text}”"
+        if self.regression:
+            return f"window ending {float(x[-1, -1]):.2f}; target {float(y.flatten()[0]):.2f}"
+        return f"{len(x)} steps"
+
     def _measure_baseline(self, x: Tensor, y: Tensor) -> None:
         """State the baseline as measured by the trivial predictor on (x, y)."""
         prediction = self.baseline_predict(x)
@@ -152,6 +240,22 @@ class AddingTask(Task):
     def baseline_predict(self, x):
         return torch.ones(len(x), 1)  # (batch, 1)
 
+    def feature_names(self):
+        return ["value", "marker"]
+
+    def describe_sequence(self, x, y):
+        marked = torch.nonzero(x[:, 1] > 0.5).flatten().tolist()
+        return f"markers at t = {', '.join(map(str, marked))}; target {float(y.flatten()[0]):.2f}"
+
+    def handmade(self):
+        T = self.seq_len
+        return HandMade("adding", (
+            Control("first", "first marker at t", "number", min(5, T // 2 - 1), lo=0, hi=T - 1),
+            Control("second", "second marker at t", "number", T - 10 if T > 20 else T - 1, lo=0, hi=T - 1),
+            Control("a", "value at the first marker", "slider", 0.8, lo=0.0, hi=1.0),
+            Control("b", "value at the second marker", "slider", 0.3, lo=0.0, hi=1.0),
+        ), _adding_by_hand)
+
 
 class CopyTask(Task):
     """Remember 10 symbols across a delay of T blanks and replay them after the delimiter
@@ -189,6 +293,16 @@ class CopyTask(Task):
         log_probs[:, :-self.symbols, 0] = 0.0  # certain blank while nothing is recalled
         log_probs[:, -self.symbols:, 1:] = -math.log(8)  # then any of the 8 symbols
         return log_probs  # (batch, time, 9)
+
+    def feature_names(self):
+        return ["blank", *map(str, range(1, 9)), "delimiter"]
+
+    def _symbol_labels(self, indices):
+        return ["·" if i == 0 else ":" if i == self.delimiter else str(i) for i in indices]
+
+    def handmade(self):
+        return HandMade("copy", (Control("symbols", "10 symbols, each 1–8", "text", "1234567812"),),
+                        lambda task, values: copy_sequence(task, values["symbols"]))
 
 
 class DigitsTask(Task):
@@ -238,6 +352,18 @@ class DigitsTask(Task):
     def baseline_predict(self, x):
         return torch.full((len(x), 10), -math.log(10))  # (batch, 10) uniform log-probabilities
 
+    def feature_names(self):
+        return [f"column {i}" for i in range(self.input_size)]
+
+    def describe_sequence(self, x, y):
+        return f"digit {int(y)}"
+
+    def handmade(self):
+        return HandMade("digits", (
+            Control("digit", "digit", "select", 7, options=tuple(range(10))),
+            Control("index", "which example of it", "number", 0, lo=0, hi=200),
+        ), lambda task, values: digit_sequence(task, values["digit"], values["index"]))
+
 
 class SineTask(Task):
     """Forecast a noisy sine wave `horizon` steps past a window; every sequence has its own
@@ -272,6 +398,11 @@ class SineTask(Task):
 
     def baseline_predict(self, x):
         return x[:, -1, :].clone()  # (batch, 1)
+
+    def handmade(self):
+        # with the noise the task trains on, so the wave looks like the ones it has seen
+        return HandMade("wave", _WAVE_CONTROLS, lambda task, values: wave_sequence(
+            task, values["frequency"], values["amplitude"], noise=task.noise))
 
 
 class WindowTask(Task):
@@ -332,6 +463,15 @@ class WindowTask(Task):
 
     def baseline_predict(self, x):
         return x[:, -1, self.target_index, None].clone()  # (batch, 1)
+
+    def feature_names(self):
+        return list(self.options["columns"])
+
+    def handmade(self):
+        if self.input_size > 1:  # a wave fills one column; the others would be made up
+            return None
+        return HandMade("wave", _WAVE_CONTROLS, lambda task, values: wave_sequence(
+            task, values["frequency"], values["amplitude"]))
 
 
 def _series(seq_len: int, name: str = "sine", horizon: int = 1) -> Task:
@@ -395,6 +535,17 @@ class BracketsTask(Task):
     def baseline_predict(self, x):
         # (batch, time, classes)
         return self.log_frequencies.expand(len(x), self.seq_len, -1).clone()
+
+    def feature_names(self):
+        return ["(", ")"]
+
+    def _symbol_labels(self, indices):
+        return ["(" if i == 0 else ")" for i in indices]
+
+    def handmade(self):
+        return HandMade("brackets", (
+            Control("brackets", "brackets", "text", ("(()(()))" * self.seq_len)[:self.seq_len]),),
+            lambda task, values: brackets_sequence(task, values["brackets"]))
 
 
 class TextTask(Task):
@@ -468,18 +619,80 @@ class TextTask(Task):
         # (batch, time, vocab)
         return self.log_frequencies.expand(len(x), self.seq_len, -1).clone()
 
+    def feature_names(self):
+        return [_printable(c) for c in self.vocab]
 
-_MAKERS = {"adding": AddingTask, "copy": CopyTask, "digits": DigitsTask, "series": _series,
-           "brackets": BracketsTask, "text": TextTask, "csv": _csv}
+    def _symbol_labels(self, indices):
+        return [_printable(self.vocab[i]) for i in indices]
+
+    def handmade(self):
+        return HandMade("text", (
+            Control("text", "text", "textarea", "def forward(self, x):\n    return self.head(x)\n"),),
+            lambda task, values: text_sequence(task, values["text"]))
+
+
+def _adding_by_hand(task: AddingTask, values: dict) -> tuple[Tensor, Tensor]:
+    # The unmarked steps' values stay fixed, so moving a marker or a slider changes only that.
+    background = np.random.default_rng(0).random(task.seq_len)  # (time,)
+    return adding_sequence(task, values["first"], values["second"], background,
+                           marked=(values["a"], values["b"]))
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task as the app sees it. Config's fields stay flat (CLI flags and URL keys keep
+    their names); `fields` says which of them this task reads, so the sidebar shows only those."""
+
+    name: str
+    help: str                                   # one line, for someone choosing a task
+    fields: tuple[str, ...]                     # the Config fields it reads, besides task
+    make: Callable[..., Task]                   # make(seq_len, **options)
+    options: Callable[[Config], dict] = lambda config: {}   # make's options from a Config
+
+
+def _digits_options(config: Config) -> dict:
+    return {"source": config.digits_source, "mnist_dir": os.environ.get("GATE_EXPLORER_MNIST")}
+
+
+def _csv_options(config: Config) -> dict:
+    if not config.csv_path:
+        raise ValueError("the csv task needs csv_path: the CSV file to read")
+    columns = [c.strip() for c in config.csv_columns.split(",") if c.strip()]
+    return {"source": config.csv_path, "horizon": config.horizon, "columns": columns or None,
+            "target": config.csv_target or None}
+
+
+TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
+    TaskSpec("adding", "Add the two marked values among T random ones: a memory across the sequence.",
+             ("seq_len",), AddingTask),
+    TaskSpec("copy", "Replay 10 symbols after a delay of T blanks.", ("seq_len",), CopyTask),
+    TaskSpec("digits", "Name a handwritten digit read one pixel row per step.",
+             ("digits_source",), DigitsTask, _digits_options),   # no seq_len: the images fix it
+    TaskSpec("series", "Forecast a sine wave or a real series a few steps past a window of T.",
+             ("seq_len", "series", "horizon"), _series,
+             lambda config: {"name": config.series, "horizon": config.horizon}),
+    TaskSpec("brackets", "Output the nesting depth after each bracket: a counter in the state.",
+             ("seq_len",), BracketsTask),
+    TaskSpec("text", "Predict each next character of Python's source or a pasted text.",
+             ("seq_len", "text"), TextTask, lambda config: {"text": config.text or None}),
+    TaskSpec("csv", "Forecast a column of your own CSV file a few rows past a window of T rows.",
+             ("seq_len", "horizon", "csv_path", "csv_columns", "csv_target"), _csv, _csv_options),
+)}
 
 
 def make_task(name: str, seq_len: int, /, **options) -> Task:
     """Build a task by name; ValueError for an unknown task or option, DataError for data."""
-    if name not in _MAKERS:
+    if name not in TASKS:
         raise ValueError(f"Unknown task {name!r}; choose one of {', '.join(TASKS)}.")
-    valid = [p for p in inspect.signature(_MAKERS[name]).parameters if p != "seq_len"]
+    make = TASKS[name].make
+    valid = [p for p in inspect.signature(make).parameters if p != "seq_len"]
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ValueError(f"Task {name!r} has no option {', '.join(unknown)}; its options are "
                          f"{', '.join(valid) or 'none'}.")
-    return _MAKERS[name](seq_len, **options)
+    return make(seq_len, **options)
+
+
+def task_for(config: Config) -> Task:
+    """The task a config asks for (ValueError / DataError when it cannot be built)."""
+    return make_task(config.task, config.seq_len, **TASKS[config.task].options(config))

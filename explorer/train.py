@@ -5,7 +5,6 @@ a UI reads `Run.snapshot()`, which is a copy, and never calls into the worker th
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,26 +15,10 @@ from torch import Tensor
 from .config import Config
 from .history import History, HistoryView
 from .models import SequenceModel, resolve_device
-from .tasks import Task, make_task
+from .tasks import Task, task_for
 from .trace import Trace, trace
 
 EVAL_SIZE = 256   # held-out sequences behind the periodic eval_loss
-
-
-def task_for(config: Config) -> Task:
-    """The task a config asks for (ValueError / DataError when it cannot be built)."""
-    if config.task == "csv" and not config.csv_path:
-        raise ValueError("the csv task needs csv_path: the CSV file to read")
-    options = {
-        "series": lambda: {"name": config.series, "horizon": config.horizon},
-        "text": lambda: {"text": config.text or None},
-        "digits": lambda: {"source": config.digits_source,
-                           "mnist_dir": os.environ.get("GATE_EXPLORER_MNIST")},
-        "csv": lambda: {"source": config.csv_path, "horizon": config.horizon,
-                        "columns": [c.strip() for c in config.csv_columns.split(",") if c.strip()] or None,
-                        "target": config.csv_target or None},
-    }.get(config.task, dict)()
-    return make_task(config.task, config.seq_len, **options)
 
 
 def _optimizer(config: Config, params) -> torch.optim.Optimizer:

@@ -18,6 +18,7 @@ import torch
 from explorer import Config, DataError, Run
 from explorer.cells import CELLS
 from explorer.config import FIELDS
+from explorer.tasks import SERIES, TASKS
 from pages.charts import preload
 from pages.link import read_link, write_link
 
@@ -49,17 +50,15 @@ LABELS = {
 FLOAT_STEPS = {"lr": 0.001, "dropout": 0.1, "clip": 0.5, "weight_decay": 0.0001, "l1": 0.0001,
                "forget_bias": 0.5}
 ERRORS = (ValueError, DataError, OSError, RuntimeError)
+# Fields only some tasks read; each task's entry in TASKS says which are its own.
+TASK_FIELDS = {name for spec in TASKS.values() for name in spec.fields}
 
 
 def _relevant(name: str, draft: dict) -> bool:
-    task, cell = draft["task"], draft["cell"]
+    if name in TASK_FIELDS:
+        return name in TASKS[draft["task"]].fields
+    cell = draft["cell"]
     return {
-        "seq_len": task != "digits",          # the images fix the length
-        "series": task == "series",
-        "horizon": task in ("series", "csv"),
-        "digits_source": task == "digits",
-        "text": task == "text",
-        "csv_columns": task == "csv", "csv_target": task == "csv",
         "forget_bias": CELLS[cell].forget_block is not None,
         "dropout": int(draft["layers"]) > 1,
     }.get(name, True)
@@ -144,8 +143,9 @@ def _widget(name: str, draft: dict) -> None:
         st.selectbox(label, ("auto", "cpu", "cuda", "mps"), key=key, help=spec.help, format_func=_device_label)
     elif spec.choices is not None:
         st.selectbox(label, spec.choices, key=key, help=spec.help)
+        if name == "task":
+            st.caption(TASKS[st.session_state[key]].help)
     elif name == "series":
-        from explorer.tasks import SERIES
         st.selectbox(label, SERIES, key=key, help=spec.help)
     elif name == "text":
         st.text_area(label, key=key, help=spec.help, height=100,
@@ -195,7 +195,7 @@ def sidebar() -> Config | None:
                     for name in names:
                         if _relevant(name, draft):
                             _widget(name, draft)
-                    if group == "Task" and draft["task"] == "csv":
+                    if group == "Task" and _relevant("csv_path", draft):
                         _csv_upload(draft, where)
         try:
             config = Config.from_dict(draft)

@@ -2,7 +2,7 @@
 picked units as lines; gate saturation per unit; units that are on in a time range."""
 import streamlit as st
 
-from explorer import analysis, inputs, plots
+from explorer import analysis, plots
 from pages.charts import chart
 from pages.sequence import kept, picked, resolve
 
@@ -18,7 +18,7 @@ def view() -> None:
         return
     tr, b, k, x = shown.trace, shown.sequence, choice.layer, shown.x
     layer = tr.layers[k]
-    labels, features = inputs.time_labels(task, x), inputs.feature_names(task)
+    labels, features = task.time_labels(x), task.feature_names()
     st.caption(f"Weights as of training step {shown.step}. Rows are units, columns time steps; "
                "the input is drawn on the same time axis on top.")
     with st.container(key="gate_heatmaps"):

@@ -2,7 +2,7 @@
 same over training, the input's connectivity, and the recurrent weights' singular values."""
 import streamlit as st
 
-from explorer import analysis, inputs, plots
+from explorer import analysis, plots
 from pages.charts import chart
 from pages.sequence import kept, picked, resolve
 
@@ -36,8 +36,8 @@ def view() -> None:
 
     st.subheader("Input connectivity ‖∂L/∂x_t‖")
     st.caption("How much each input step moves the loss (Distill, 'Memorization in RNNs').")
-    chart(plots.input_grad_figure(tr, b, shown.x, time_labels=inputs.time_labels(task, shown.x),
-                                            feature_names=inputs.feature_names(task)), key="input_grad_plot")
+    chart(plots.input_grad_figure(tr, b, shown.x, time_labels=task.time_labels(shown.x),
+                                            feature_names=task.feature_names()), key="input_grad_plot")
 
     st.subheader("Singular values of the recurrent weights")
     st.caption("Now, per layer and gate block of W_hh. Pascanu et al. (2013): when the largest singular "

@@ -8,10 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-from explorer import Run, Trace, handmade, inputs
+from explorer import Run, Trace
+from explorer.tasks import HandMade, Task
 from pages.common import applied_config, current_run
 
 REFRESH_SECONDS = 1.0   # how often a page following a training run redraws its newest probe
+# The Streamlit widget that draws each kind of hand-built sequence control (explorer.tasks.Control).
+WIDGETS = {"number": "number_input", "slider": "slider", "text": "text_input", "textarea": "text_area",
+           "select": "selectbox"}
 
 
 @dataclass
@@ -54,41 +58,18 @@ def kept(widget, label, options=None, *, key: str, default, valid=None, **kwargs
     return result
 
 
-def _build_by_hand(task, kind: str):
-    """Draw the controls for kind; return (x, y) or None after an error message."""
-    T = task.seq_len
-    left, right = st.columns(2)
+def _build_by_hand(task: Task, spec: HandMade):
+    """Draw spec's controls, in two columns; return (x, y) or None after an error message."""
+    columns = st.columns(2)
+    values = {}
+    for i, control in enumerate(spec.controls):
+        widget = getattr(columns[i % 2], WIDGETS[control.kind])
+        bounds = {arg: v for arg, v in (("min_value", control.lo), ("max_value", control.hi), ("step", control.step))
+                  if v is not None}
+        values[control.name] = kept(widget, control.label, control.options, key=f"hand_{control.name}",
+                                    default=control.default, **bounds)
     try:
-        if kind == "adding":
-            first = kept(left.number_input, "first marker at t", key="hand_first", default=min(5, T // 2 - 1),
-                         min_value=0, max_value=T - 1)
-            second = kept(right.number_input, "second marker at t", key="hand_second", default=T - 10 if T > 20 else T - 1,
-                          min_value=0, max_value=T - 1)
-            a = kept(left.slider, "value at the first marker", key="hand_a", default=0.8, min_value=0.0, max_value=1.0)
-            b = kept(right.slider, "value at the second marker", key="hand_b", default=0.3, min_value=0.0, max_value=1.0)
-            values = np.random.default_rng(0).random(T)      # (time,) the unmarked steps' values
-            values[[first, second]] = a, b
-            return handmade.adding_sequence(task, int(first), int(second), values)
-        if kind == "copy":
-            symbols = kept(left.text_input, "10 symbols, each 1–8", key="hand_symbols", default="1234567812")
-            return handmade.copy_sequence(task, symbols)
-        if kind == "brackets":
-            text = kept(left.text_input, "brackets", key="hand_brackets", default=("(()(()))" * T)[:T])
-            return handmade.brackets_sequence(task, text)
-        if kind == "text":
-            text = kept(left.text_area, "text", key="hand_text",
-                        default="def forward(self, x):\n    return self.head(x)\n")
-            return handmade.text_sequence(task, text)
-        if kind == "digits":
-            digit = kept(left.selectbox, "digit", tuple(range(10)), key="hand_digit", default=7)
-            index = kept(right.number_input, "which example of it", key="hand_index", default=0,
-                         min_value=0, max_value=200)
-            return handmade.digit_sequence(task, digit, int(index))
-        frequency = kept(left.slider, "frequency (cycles per step)", key="hand_frequency", default=0.05,
-                         min_value=0.01, max_value=0.5, step=0.01)
-        amplitude = kept(right.slider, "amplitude", key="hand_amplitude", default=1.0,
-                         min_value=0.1, max_value=3.0, step=0.1)
-        return handmade.wave_sequence(task, frequency, amplitude, noise=getattr(task, "noise", 0.0))
+        return spec.build(task, values)
     except ValueError as error:
         st.error(f"That sequence can't be built: {error}")
         return None
@@ -98,22 +79,22 @@ def choose(run: Run, replay: bool = True) -> Choice:
     """Draw the picker; the choice is resolved later, on every refresh. Without replay, no
     follow toggle or replay slider: the page traces with the weights as they are now."""
     task, trainer = run.trainer.task, run.trainer
-    kind = handmade.builders_for(task)
-    sources = ("probe set", "build your own") if kind else ("probe set",)
+    spec = task.handmade()
+    sources = ("probe set", "build your own") if spec else ("probe set",)
     top = st.columns([1.3, 2, 1, 1.6])
     source = kept(top[0].radio, "Sequence", sources, key="pick_source", default="probe set", horizontal=True)
     layer = kept(top[2].selectbox, "Layer", tuple(range(trainer.config.layers)), key="pick_layer", default=0,
                  format_func=lambda k: f"layer {k + 1}")
     if source == "build your own":
         with st.container(border=True):
-            built = _build_by_hand(task, kind)
+            built = _build_by_hand(task, spec)
         if built is not None:
-            top[1].caption(f"Built by hand: {inputs.describe(task, built[0][0], built[1][0])}. "
+            top[1].caption(f"Built by hand: {task.describe_sequence(built[0][0], built[1][0])}. "
                            "Traced with the current weights.")
             return Choice(0, built, layer, True, None)
     probe_x, probe_y = trainer.probe_set
     sequence = kept(top[1].selectbox, "Probe sequence", tuple(range(len(probe_x))), key="pick_sequence",
-                    default=0, format_func=lambda b: f"{b}: {inputs.describe(task, probe_x[b].cpu(), probe_y[b].cpu())}")
+                    default=0, format_func=lambda b: f"{b}: {task.describe_sequence(probe_x[b].cpu(), probe_y[b].cpu())}")
     if not replay:
         return Choice(sequence, None, layer, True, None)
     steps = [step for step, _ in run.snapshot().history.traces]

@@ -2,7 +2,6 @@
 step of the chosen sequence, traced with the weights as they are now."""
 import streamlit as st
 
-from explorer import inputs
 from explorer.stepthrough import StepThrough, step_through
 from pages.common import applied_config, current_run
 from pages.sequence import choose, kept
@@ -42,7 +41,7 @@ def _worked(model) -> tuple[StepThrough, int]:
 
 
 s, weights_step = run.inspect(_worked)
-labels = inputs.time_labels(task, x[0].cpu().numpy())
+labels = task.time_labels(x[0].cpu().numpy())
 at = f" (input “{labels[t]}”)" if labels else ""
 st.caption(f"Layer {choice.layer + 1}, unit {unit}, time step t = {t}{at}, weights as of training step "
            f"{weights_step}. Each W·v is that unit's row of the weight matrix times the vector; "

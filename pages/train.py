@@ -1,7 +1,7 @@
 """Train: the controls, and live charts of the run as it learns."""
 import streamlit as st
 
-from explorer import inputs, plots
+from explorer import plots
 from explorer.train import ENDED
 from pages.charts import chart
 from pages.common import applied_config, current_run, session
@@ -97,13 +97,13 @@ def strip(snap) -> None:
     pick, which = st.columns([1, 3])
     gate = pick.selectbox("Gate", list(tr.layers[0].gates) or ["hidden"], key="strip_gate")
     sequence = which.selectbox("Probe sequence", range(len(tr.grad_input)), key="strip_sequence",
-                               format_func=lambda b: f"{b}: " + inputs.describe(task, *probe(b)))
+                               format_func=lambda b: f"{b}: " + task.describe_sequence(*probe(b)))
     x = probe(sequence)[0].cpu().numpy()
     st.caption(f"Layer 1, as of the probe at step {probe_step}. The Gates page shows every gate and layer.")
     with st.container(key="gate_strip"):
         # Rebuilt only when a new probe (a new trace object), gate or sequence is shown.
-        chart(lambda: plots.gate_figure(tr, sequence, 0, x, quantities=[gate], time_labels=inputs.time_labels(task, x),
-                                        feature_names=inputs.feature_names(task)),
+        chart(lambda: plots.gate_figure(tr, sequence, 0, x, quantities=[gate], time_labels=task.time_labels(x),
+                                        feature_names=task.feature_names()),
               key="gate_strip_plot", version=(id(tr), gate, sequence))
 
 

@@ -15,6 +15,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from explorer import CELLS, Config
+from explorer.tasks import TASKS
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 SMALL = dict(seq_len=12, hidden=8, batch_size=8, probe_every=5, eval_every=5, probe_count=3)
@@ -148,6 +149,35 @@ def test_gates_page_draws_every_gate_under_the_input_and_builds_sequences_by_han
     assert "markers at t = 2, 9" in " ".join(c.value for c in at.caption)
     marker = figures(at)["gate_heatmaps_plot"]["data"][0]       # the input picture, (features, time)
     assert marker["type"] == "heatmap"
+
+
+def test_building_a_digit_by_hand_draws_the_digits_own_controls():
+    at = app(task="digits")
+    at.switch_page("pages/gates.py").run()
+    at.radio(key="pick_source").set_value("build your own").run()
+    no_exception(at)
+    assert at.number_input(key="hand_index").value == 0
+    at.selectbox(key="hand_digit").set_value(3).run()
+    no_exception(at)
+    assert "Built by hand: digit 3" in " ".join(c.value for c in at.caption)
+
+
+def sidebar_keys(at: AppTest) -> set[str]:
+    return {widget.key for kind in ("selectbox", "number_input", "text_input", "text_area")
+            for widget in getattr(at.sidebar, kind)}
+
+
+def test_the_sidebar_shows_only_the_settings_the_task_reads():
+    at = app(task="series")
+    no_exception(at)
+    keys = sidebar_keys(at)
+    assert {"cfg_seq_len", "cfg_series", "cfg_horizon"} <= keys
+    assert not keys & {"cfg_text", "cfg_digits_source", "cfg_csv_columns", "cfg_csv_target"}
+    assert TASKS["series"].help in [c.value for c in at.sidebar.caption]
+    at.sidebar.selectbox(key="cfg_task").set_value("text").run()
+    no_exception(at)
+    keys = sidebar_keys(at)
+    assert {"cfg_seq_len", "cfg_text"} <= keys and not keys & {"cfg_series", "cfg_horizon"}
 
 
 def test_gradients_page_draws_norms_history_connectivity_and_spectra():

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from explorer import Config, Trainer
-from explorer.handmade import (MAX_TYPED, adding_sequence, brackets_sequence, builders_for, copy_sequence,
-                               digit_sequence, text_sequence, wave_sequence)
-from explorer.tasks import WindowTask
+from explorer.handmade import (MAX_TYPED, adding_sequence, brackets_sequence, copy_sequence, digit_sequence,
+                               text_sequence, wave_sequence)
+from explorer.tasks import TASKS, Control, WindowTask
 
 PASTED = "the quick brown fox jumps over the lazy dog. " * 12
 
@@ -19,7 +19,9 @@ def _trainer(task, **options):
 
 
 @pytest.fixture(scope="module")
-def trainers():
+def trainers(tmp_path_factory):
+    path = tmp_path_factory.mktemp("csv") / "one.csv"
+    path.write_text("t,level\n" + "".join(f"{i},{math.sin(i / 4):.4f}\n" for i in range(120)))
     return {
         "adding": _trainer("adding", seq_len=20),
         "copy": _trainer("copy", seq_len=5),
@@ -28,6 +30,7 @@ def trainers():
         "digits": _trainer("digits", seq_len=8),
         "sine": _trainer("series", seq_len=24, horizon=3),
         "co2": _trainer("series", seq_len=24, series="co2"),
+        "csv": _trainer("csv", seq_len=10, csv_path=str(path), csv_columns="level", csv_target="level"),
     }
 
 
@@ -40,10 +43,43 @@ def _like_sample(trainer, x, y):
     assert math.isfinite(tr.loss) and tr.output.shape[:2] == x.shape[:2]
 
 
-def test_builders_for_names_each_task_kind(trainers):
-    assert {name: builders_for(t.task) for name, t in trainers.items()} == {
+def test_each_task_names_its_builder(trainers):
+    assert {name: t.task.handmade().kind for name, t in trainers.items()} == {
         "adding": "adding", "copy": "copy", "brackets": "brackets", "text": "text",
-        "digits": "digits", "sine": "wave", "co2": "wave"}
+        "digits": "digits", "sine": "wave", "co2": "wave", "csv": "wave"}
+    assert {t.task.name for t in trainers.values()} == set(TASKS)
+
+
+def test_every_builder_builds_from_its_controls_defaults_and_traces(trainers):
+    for name, trainer in trainers.items():
+        task, spec = trainer.task, trainer.task.handmade()
+        assert len({c.name for c in spec.controls}) == len(spec.controls), name
+        x, y = spec.build(task, {c.name: c.default for c in spec.controls})
+        sx, sy = task.sample(1, torch.Generator().manual_seed(0))
+        # a batch of one, as sample() lays it out; typed text or brackets may be of any length
+        assert (x.dtype, y.dtype) == (sx.dtype, sy.dtype), name
+        assert x.shape[0] == 1 and x.shape[2:] == sx.shape[2:], name
+        assert y.shape == (sy.shape if task.output_mode == "last" else (1, x.shape[1])), name
+        tr = trainer.trace(x, y)
+        assert math.isfinite(tr.loss), name
+
+
+def test_the_adding_controls_mark_their_steps_with_their_values(trainers):
+    task = trainers["adding"].task
+    spec = task.handmade()
+    assert [(c.name, c.default, c.lo, c.hi) for c in spec.controls[:2]] == [("first", 5, 0, 19), ("second", 19, 0, 19)]
+    x, y = spec.build(task, {"first": 2, "second": 9, "a": 0.8, "b": 0.3})
+    assert torch.nonzero(x[0, :, 1]).flatten().tolist() == [2, 9]
+    assert y.item() == pytest.approx(1.1)
+    other, _ = spec.build(task, {"first": 4, "second": 9, "a": 0.1, "b": 0.3})
+    assert torch.equal(x[0, [0, 1, 3, 5], 0], other[0, [0, 1, 3, 5], 0])  # the other steps stay put
+    with pytest.raises(ValueError, match="first marker's step must be a whole number from 0 to 19"):
+        spec.build(task, {"first": 20, "second": 9, "a": 0.8, "b": 0.3})
+
+
+def test_a_control_of_an_unknown_kind_is_refused():
+    with pytest.raises(ValueError, match="number, slider, text, textarea, select"):
+        Control("x", "x", "knob", 0)
 
 
 def _two_column_task():
@@ -54,7 +90,7 @@ def _two_column_task():
 
 def test_a_csv_with_several_inputs_has_no_builder_and_refuses_a_wave():
     task = _two_column_task()
-    assert builders_for(task) is None
+    assert task.handmade() is None
     with pytest.raises(ValueError, match=r"reads 2 columns \(a, b\)"):
         wave_sequence(task, 0.1)
 

@@ -1,6 +1,7 @@
 """Task generators: declared shapes, determinism, held-out separation, each task's own
 rules, and every stated baseline re-measured with the trivial predictor."""
 import collections
+import dataclasses
 import json
 import math
 
@@ -8,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from explorer import Config
+from explorer.config import TASK_NAMES
 from explorer.data import DataError, load_series
-from explorer.tasks import SERIES, TASKS, UNKNOWN, make_task
+from explorer.tasks import SERIES, TASKS, UNKNOWN, make_task, task_for
 
 CASES = {
     "adding": ("adding", 12, {}),
@@ -64,8 +67,39 @@ def _check_batch(task, x, y, n):
 
 
 def test_tasks_list_names_all_seven_and_series_includes_shipped():
-    assert TASKS == ("adding", "copy", "digits", "series", "brackets", "text", "csv")
+    assert tuple(TASKS) == ("adding", "copy", "digits", "series", "brackets", "text", "csv")
+    assert TASK_NAMES == tuple(TASKS) and "series" in TASKS
     assert SERIES[0] == "sine" and {"co2", "sunspots", "elnino"} <= set(SERIES)
+
+
+# A value for every task field other than its default, each one that some task accepts.
+OTHER_VALUES = {"seq_len": 20, "series": "co2", "horizon": 2, "text": "abc" * 100,
+                "digits_source": "mnist", "csv_path": "/nonexistent.csv", "csv_columns": "a",
+                "csv_target": "b"}
+
+
+def test_every_field_a_task_declares_is_a_config_field():
+    declared = {field for spec in TASKS.values() for field in spec.fields}
+    assert declared <= {f.name for f in dataclasses.fields(Config)} - {"task"}
+    assert declared == set(OTHER_VALUES)
+    assert all(name == spec.name and spec.help for name, spec in TASKS.items())
+
+
+def test_every_task_builds_from_a_config_and_reads_only_the_fields_it_declares(csv_path):
+    for name, spec in TASKS.items():
+        config = Config(task=name, seq_len=12, csv_path=str(csv_path) if name == "csv" else "")
+        task = task_for(config)
+        assert task.name == name
+        _check_batch(task, *task.sample(2, _generator(0)), 2)
+        # Changing every field it does not declare builds the same task.
+        undeclared = {k: v for k, v in OTHER_VALUES.items() if k not in spec.fields}
+        other = task_for(dataclasses.replace(config, **undeclared))
+        assert other.describe() == task.describe(), name
+
+
+def test_the_csv_task_from_a_config_needs_its_path():
+    with pytest.raises(ValueError, match="csv_path"):
+        task_for(Config(task="csv"))
 
 
 def test_sample_and_heldout_shapes_match_declared_sizes(task):
