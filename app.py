@@ -1,4 +1,44 @@
-"""RNN Gate Explorer: the entry point. Run with `streamlit run app.py`."""
-from pages.common import shell
+"""RNN Gate Explorer: the router. Run with `streamlit run app.py`.
 
-shell()
+Declares the pages, draws what they share (the sidebar, this session's run), runs the page
+the address asks for, then writes the app's state into the address bar.
+"""
+import streamlit as st
+
+from pages import keys
+from pages.charts import preload
+from pages.link import write_link
+from pages.session import current_run
+from pages.sidebar import sidebar
+
+# Presentation mode: Streamlit sizes its text in rem, so a larger root font enlarges it all
+# (charts scale their own fonts, pages/charts.py).
+PRESENT_CSS = "html { font-size: 20px; } [data-testid='stMetricValue'] { font-size: 3rem; }"
+# Less empty space above the page, so a projected lesson shows more of the charts.
+PAGE_CSS = "[data-testid='stMainBlockContainer'] { padding-top: 4.5rem; }"
+
+PAGES = [
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train", default=True),
+    st.Page("pages/gates.py", title="Gates", icon=":material/grid_on:", url_path="gates"),
+    st.Page("pages/gradients.py", title="Gradients", icon=":material/trending_down:", url_path="gradients"),
+    st.Page("pages/step.py", title="Step through", icon=":material/calculate:", url_path="step"),
+    st.Page("pages/lessons.py", title="Lessons", icon=":material/school:", url_path="lessons"),
+]
+
+
+def main() -> None:
+    st.set_page_config(page_title="RNN Gate Explorer", page_icon=":material/cycle:", layout="wide")
+    page = st.navigation(PAGES, position="top")
+    st.html(f"<style>{PAGE_CSS}</style>")
+    with st.sidebar:
+        preload()
+    config = sidebar()
+    if st.session_state.get(keys.PRESENT):
+        st.html(f"<style>{PRESENT_CSS}</style>")
+    current_run(config)
+    page.run()
+    write_link(config)                    # after the page: its choices (sequence, unit...) too
+
+
+if __name__ == "__main__":
+    main()

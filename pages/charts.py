@@ -20,6 +20,8 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs_version
 import streamlit as st
 
+from pages import keys
+
 REPO = Path(__file__).resolve().parents[1]
 STATIC = REPO / "static"
 # The cartesian partial bundle (1.5 MB) parses in a third of the full one's time; it must be
@@ -92,8 +94,8 @@ def chart(figure: go.Figure | Callable[[], go.Figure], key: str, version: Hashab
     version differs from the one this chart last drew, so a live page refreshing a figure
     that only changes now and then (a gate strip, between probes) does not rebuild it.
     """
-    built = st.session_state.setdefault("_charts", {})
-    present = bool(st.session_state.get("present"))
+    built = st.session_state.setdefault(keys.CHARTS, {})
+    present = bool(st.session_state.get(keys.PRESENT))
     if version is not None and key in built and built[key][0] == (version, present):
         spec = built[key][1]
     else:

@@ -6,7 +6,9 @@ import streamlit as st
 from explorer import plots
 from explorer.lessons import ALIASES, LESSONS
 from pages.charts import chart
-from pages.common import applied_config, session
+from pages import keys
+from pages.session import session
+from pages.sidebar import applied_config, forget_settings
 
 REFRESH_SECONDS = 0.5
 KNOWN = {lesson.key: lesson for lesson in LESSONS}
@@ -16,27 +18,26 @@ where = session()
 
 
 def _load(key: str) -> None:
-    st.session_state["lesson"] = key
+    st.session_state[keys.LESSON] = key
 
 
 def _explore(label: str) -> None:
     """Hand one variant (trained as far as it got) to the other pages, settings included."""
     run = where.lesson_runs[label]
     where.adopt(run)
-    st.session_state["draft"] = run.trainer.config.to_dict()
-    for key in [k for k in st.session_state if str(k).startswith("cfg_")]:
-        del st.session_state[key]          # the sidebar's widgets take the variant's values
-    st.session_state["go_explore"] = True
+    st.session_state[keys.DRAFT] = run.trainer.config.to_dict()
+    forget_settings()                      # the sidebar's widgets take the variant's values
+    st.session_state[keys.GO_EXPLORE] = True
 
 
-if st.session_state.pop("go_explore", False):
+if st.session_state.pop(keys.GO_EXPLORE, False):
     st.switch_page("pages/gates.py")
 
-wanted = ALIASES.get(st.session_state.get("lesson"), st.session_state.get("lesson"))
-st.session_state["lesson"] = wanted           # a former key: the link gets the current one
+wanted = ALIASES.get(st.session_state.get(keys.LESSON), st.session_state.get(keys.LESSON))
+st.session_state[keys.LESSON] = wanted           # a former key: the link gets the current one
 if wanted and wanted not in KNOWN:
     st.warning(f"This link names a lesson {wanted!r} that does not exist; pick one below.")
-    st.session_state["lesson"] = wanted = None
+    st.session_state[keys.LESSON] = wanted = None
 
 with st.expander("All lessons", expanded=wanted is None):
     columns = st.columns(3)

@@ -9,9 +9,10 @@ import streamlit as st
 
 from explorer import Config
 from explorer.config import FIELDS
+from pages import keys
 
 # URL name -> the kept widget value (pages/sequence.kept) it restores.
-VIEW = {"seq": "pick_sequence", "layer": "pick_layer", "unit": "step_unit", "t": "step_t"}
+VIEW = {"seq": keys.PICK_SEQUENCE, "layer": keys.PICK_LAYER, "unit": keys.STEP_UNIT, "t": keys.STEP_T}
 NOT_SHARED = {"csv_path"}          # a file on the sender's server: meaningless to anyone else
 TRUE = ("1", "true", "yes", "on")
 
@@ -31,13 +32,13 @@ def read_link() -> tuple[dict, list[str]]:
                 problems.append(f"{name}={value!r}: {error}")
         elif name in VIEW:
             if value.isdigit():
-                st.session_state.setdefault("kept", {})[VIEW[name]] = int(value)
+                st.session_state.setdefault(keys.KEPT, {})[VIEW[name]] = int(value)
             else:
                 problems.append(f"{name}={value!r}: must be a whole number from 0")
         elif name == "present":
-            st.session_state["present"] = value.lower() in TRUE
+            st.session_state[keys.PRESENT] = value.lower() in TRUE
         elif name == "lesson":
-            st.session_state["lesson"] = value       # the Lessons page checks it against its lessons
+            st.session_state[keys.LESSON] = value       # the Lessons page checks it against its lessons
         else:
             problems.append(f"{name}: not a setting of this app")
     try:
@@ -54,13 +55,13 @@ def write_link(config: Config | None) -> None:
     if config is not None:
         defaults = Config().to_dict()
         params = {k: str(v) for k, v in config.to_dict().items() if v != defaults[k] and k not in NOT_SHARED}
-    kept = st.session_state.get("kept", {})
+    kept = st.session_state.get(keys.KEPT, {})
     for name, key in VIEW.items():
         if kept.get(key):                            # 0, the default, is left out
             params[name] = str(kept[key])
-    if st.session_state.get("present"):
+    if st.session_state.get(keys.PRESENT):
         params["present"] = "1"
-    if st.session_state.get("lesson"):
-        params["lesson"] = st.session_state["lesson"]
+    if st.session_state.get(keys.LESSON):
+        params["lesson"] = st.session_state[keys.LESSON]
     if params != st.query_params.to_dict():
         st.query_params.from_dict(params)

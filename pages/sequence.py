@@ -10,7 +10,9 @@ import streamlit as st
 
 from explorer import Run, Trace
 from explorer.tasks import HandMade, Task
-from pages.common import applied_config, current_run
+from pages import keys
+from pages.session import current_run
+from pages.sidebar import applied_config
 
 REFRESH_SECONDS = 1.0   # how often a page following a training run redraws its newest probe
 # The Streamlit widget that draws each kind of hand-built sequence control (explorer.tasks.Control).
@@ -44,7 +46,7 @@ def kept(widget, label, options=None, *, key: str, default, valid=None, **kwargs
     longer fits (a new run with fewer steps or units) falls back to the default."""
     if valid is None:
         valid = (lambda v: v in options) if options is not None else (lambda v: True)
-    store = st.session_state.setdefault("kept", {})
+    store = st.session_state.setdefault(keys.KEPT, {})
     value = store.get(key, default)
     if not valid(value):
         value = default
@@ -82,8 +84,8 @@ def choose(run: Run, replay: bool = True) -> Choice:
     spec = task.handmade()
     sources = ("probe set", "build your own") if spec else ("probe set",)
     top = st.columns([1.3, 2, 1, 1.6])
-    source = kept(top[0].radio, "Sequence", sources, key="pick_source", default="probe set", horizontal=True)
-    layer = kept(top[2].selectbox, "Layer", tuple(range(trainer.config.layers)), key="pick_layer", default=0,
+    source = kept(top[0].radio, "Sequence", sources, key=keys.PICK_SOURCE, default="probe set", horizontal=True)
+    layer = kept(top[2].selectbox, "Layer", tuple(range(trainer.config.layers)), key=keys.PICK_LAYER, default=0,
                  format_func=lambda k: f"layer {k + 1}")
     if source == "build your own":
         with st.container(border=True):
@@ -93,17 +95,17 @@ def choose(run: Run, replay: bool = True) -> Choice:
                            "Traced with the current weights.")
             return Choice(0, built, layer, True, None)
     probe_x, probe_y = trainer.probe_set
-    sequence = kept(top[1].selectbox, "Probe sequence", tuple(range(len(probe_x))), key="pick_sequence",
+    sequence = kept(top[1].selectbox, "Probe sequence", tuple(range(len(probe_x))), key=keys.PICK_SEQUENCE,
                     default=0, format_func=lambda b: f"{b}: {task.describe_sequence(probe_x[b].cpu(), probe_y[b].cpu())}")
     if not replay:
         return Choice(sequence, None, layer, True, None)
     steps = [step for step, _ in run.snapshot().history.traces]
-    follow = kept(top[3].toggle, "Follow training (newest probe)", key="pick_follow", default=True)
+    follow = kept(top[3].toggle, "Follow training (newest probe)", key=keys.PICK_FOLLOW, default=True)
     replay = None
     if not follow and len(steps) > 1:
-        if st.session_state.get("pick_replay") not in steps:     # thinned away, or a new run
-            st.session_state["pick_replay"] = steps[-1]
-        replay = st.select_slider("Replay: the probe recorded at training step", steps, key="pick_replay")
+        if st.session_state.get(keys.PICK_REPLAY) not in steps:     # thinned away, or a new run
+            st.session_state[keys.PICK_REPLAY] = steps[-1]
+        replay = st.select_slider("Replay: the probe recorded at training step", steps, key=keys.PICK_REPLAY)
     return Choice(sequence, None, layer, follow, replay)
 
 

@@ -3,7 +3,9 @@ step of the chosen sequence, traced with the weights as they are now."""
 import streamlit as st
 
 from explorer.stepthrough import StepThrough, step_through
-from pages.common import applied_config, current_run
+from pages import keys
+from pages.session import current_run
+from pages.sidebar import applied_config
 from pages.sequence import choose, kept
 
 run = current_run(applied_config())
@@ -22,15 +24,15 @@ T, H = x.shape[1], trainer.config.hidden
 
 def _move(by: int) -> None:
     # kept() below takes the widget's own value first, so setting it is enough.
-    st.session_state["step_t"] = min(max(st.session_state.get("step_t", 0) + by, 0), T - 1)
+    st.session_state[keys.STEP_T] = min(max(st.session_state.get(keys.STEP_T, 0) + by, 0), T - 1)
 
 
 back, slider, forward, pick = st.columns([0.5, 6, 0.5, 2], vertical_alignment="bottom")
 back.button("◀", on_click=_move, args=(-1,), help="One time step back", key="step_back")
 forward.button("▶", on_click=_move, args=(1,), help="One time step on", key="step_forward")
-t = kept(slider.slider, "time step t", key="step_t", default=0, min_value=0, max_value=T - 1,
+t = kept(slider.slider, "time step t", key=keys.STEP_T, default=0, min_value=0, max_value=T - 1,
          valid=lambda v: isinstance(v, int) and 0 <= v < T)
-unit = kept(pick.number_input, "unit", key="step_unit", default=0, min_value=0, max_value=H - 1,
+unit = kept(pick.number_input, "unit", key=keys.STEP_UNIT, default=0, min_value=0, max_value=H - 1,
             valid=lambda v: isinstance(v, int) and 0 <= v < H)
 
 

@@ -4,7 +4,8 @@ import streamlit as st
 from explorer import plots
 from explorer.train import ENDED
 from pages.charts import chart
-from pages.common import applied_config, current_run, session
+from pages.session import current_run, session
+from pages.sidebar import applied_config
 
 REFRESH_SECONDS = 0.4           # live charts refresh at least twice a second while training
 # Points per line on the live charts: more than a half-width chart has pixels for is spent

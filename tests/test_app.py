@@ -404,7 +404,7 @@ def test_a_link_to_a_lesson_that_does_not_exist_is_a_message():
 
 def test_the_session_stops_only_the_runs_it_no_longer_holds():
     from explorer.lessons import lesson
-    from pages.common import Session
+    from pages.session import Session
     where = Session()
 
     def started(run):                       # a worker thread, so that stopping shows in the status

@@ -34,7 +34,7 @@ from _server import OUT, REPO, Server, launch_chromium  # noqa: E402
 BASELINE = """
 import json, sys, time
 sys.path.insert(0, {repo!r})
-import pages.common                      # the app's torch thread setting, nothing more
+import pages.session                     # the app's torch thread setting, nothing more
 from explorer import Config, Run
 run = Run(Config(steps=200_000))
 run.start()

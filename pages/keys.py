@@ -1,0 +1,29 @@
+"""Every session-state key more than one module reads or writes, named once.
+
+Streamlit's session state is one dict per browser session; a key spelt differently in two
+modules is a silent bug, so pages, the sidebar and the link import them from here.
+"""
+
+# The app's own state
+DRAFT = "draft"              # the sidebar's settings as typed (a dict of Config fields)
+CONFIG = "config"            # the sidebar's settings validated this rerun (Config, or None)
+PRESENT = "present"          # presentation mode (also the toggle's widget key)
+LESSON = "lesson"            # the key of the lesson loaded on the Lessons page
+KEPT = "kept"                # values of widgets that survive page switches (pages/sequence.kept)
+CHARTS = "_charts"           # figures already built, by chart key (pages/charts.chart)
+GO_EXPLORE = "go_explore"    # Lessons -> Gates after "Explore <variant>"
+
+# Widget keys that other modules set, restore or link to
+CONFIG_WIDGET = "cfg_"       # prefix of the sidebar's widgets: cfg_<field>
+PICK_SOURCE = "pick_source"
+PICK_SEQUENCE = "pick_sequence"
+PICK_LAYER = "pick_layer"
+PICK_FOLLOW = "pick_follow"
+PICK_REPLAY = "pick_replay"
+STEP_T = "step_t"
+STEP_UNIT = "step_unit"
+
+
+def config_widget(field: str) -> str:
+    """The sidebar widget's key for one Config field."""
+    return CONFIG_WIDGET + field

@@ -1,0 +1,143 @@
+"""The sidebar every page shares: presentation mode and the run's configuration, every Config
+field grouped and with its help, shown only where the task and cell read it."""
+from __future__ import annotations
+
+import hashlib
+
+import streamlit as st
+
+from explorer import Config
+from explorer.cells import CELLS
+from explorer.config import DEVICES, FIELDS
+from explorer.models import resolve_device
+from explorer.tasks import SERIES, TASKS
+from pages import keys
+from pages.link import read_link
+from pages.multipage import inside_app
+from pages.session import Session, session
+
+# Sidebar groups, in order; a field shows only where `_relevant` says it matters.
+GROUPS = {
+    "Task": ("task", "seq_len", "series", "horizon", "digits_source", "text", "csv_columns", "csv_target"),
+    "Model": ("cell", "hidden", "layers", "dropout", "forget_bias", "init"),
+    "Training": ("optimizer", "lr", "batch_size", "steps", "clip", "weight_decay", "l1", "seed", "device"),
+    "Recording": ("probe_every", "probe_count", "eval_every"),
+}
+LABELS = {
+    "seq_len": "sequence length T", "csv_columns": "input columns", "csv_target": "target column",
+    "digits_source": "digits", "hidden": "hidden units", "forget_bias": "forget-gate bias",
+    "lr": "learning rate", "batch_size": "batch size", "clip": "clip gradient norm at",
+    "weight_decay": "weight decay (L2)", "l1": "L1 penalty", "init": "initialisation",
+    "probe_every": "trace gates every (steps)", "probe_count": "probe sequences",
+    "eval_every": "held-out loss every (steps)",
+}
+FLOAT_STEPS = {"lr": 0.001, "dropout": 0.1, "clip": 0.5, "weight_decay": 0.0001, "l1": 0.0001,
+               "forget_bias": 0.5}
+# Fields only some tasks read; each task's entry in TASKS says which are its own.
+TASK_FIELDS = {name for spec in TASKS.values() for name in spec.fields}
+
+
+def _relevant(name: str, draft: dict) -> bool:
+    if name in TASK_FIELDS:
+        return name in TASKS[draft["task"]].fields
+    return {
+        "forget_bias": CELLS[draft["cell"]].forget_block is not None,
+        "dropout": int(draft["layers"]) > 1,
+    }.get(name, True)
+
+
+def _device_label(device: str) -> str:
+    missing = resolve_device(device)[1] is not None
+    return f"{device} (not found here: trains on the CPU)" if missing else device
+
+
+def _widget(name: str, draft: dict) -> None:
+    """One config field's widget; its value lands in draft[name]."""
+    spec, key = FIELDS[name], keys.config_widget(name)
+    if key not in st.session_state:     # first show, or shown again after being hidden
+        st.session_state[key] = draft[name]
+    label, kind = LABELS.get(name, name.replace("_", " ")), type(getattr(Config(), name))
+    if name == "device":
+        # Every device is offered, so a shared configuration or a habit from another machine
+        # still works here: one that is absent says so, and the run warns and uses the CPU.
+        st.selectbox(label, DEVICES, key=key, help=spec.help, format_func=_device_label)
+    elif spec.choices is not None:
+        st.selectbox(label, spec.choices, key=key, help=spec.help)
+        if name == "task":
+            st.caption(TASKS[st.session_state[key]].help)
+    elif name == "series":
+        st.selectbox(label, SERIES, key=key, help=spec.help)
+    elif name == "text":
+        st.text_area(label, key=key, help=spec.help, height=100,
+                     placeholder="Empty: Python's standard-library source")
+    elif kind is str:
+        st.text_input(label, key=key, help=spec.help)
+    elif kind is int:
+        st.number_input(label, int(spec.lo), int(spec.hi), step=1, key=key, help=spec.help)
+    else:
+        st.number_input(label, float(spec.lo), float(spec.hi), step=FLOAT_STEPS.get(name, 0.01),
+                        format="%g", key=key, help=spec.help)
+    draft[name] = st.session_state[key]
+
+
+def _csv_upload(draft: dict, where: Session) -> None:
+    upload = st.file_uploader("CSV file", type=["csv", "txt"], key=keys.config_widget("csv_upload"),
+                              help="Your own time series: one row per time step, a header row "
+                                   "naming the columns.")
+    if upload is not None:
+        # Named by the upload, so the path (part of the config) is stable across reruns.
+        path = f"{where.upload_dir}/{hashlib.sha1(upload.file_id.encode()).hexdigest()[:16]}.csv"
+        with open(path, "wb") as out:
+            out.write(upload.getbuffer())
+        draft["csv_path"] = path
+    if not draft["csv_path"]:
+        st.info("Upload a CSV file to train on it.")
+
+
+def sidebar() -> Config | None:
+    """Draw the configuration; return it validated, or None after showing what is wrong."""
+    if keys.DRAFT not in st.session_state:           # a session's first run: start from its link
+        st.session_state[keys.DRAFT], rejected = read_link()
+        if rejected:
+            st.warning("Some settings in this link were not used (the defaults stand in): " + "; ".join(rejected))
+    draft = st.session_state[keys.DRAFT]
+    where = session()
+    with st.sidebar:
+        present = st.toggle("Presentation mode", key=keys.PRESENT,
+                            help="Hide the settings and enlarge text and charts for a projector. "
+                                 "The link keeps it: send it to show the lesson, locked.")
+        if present:
+            st.caption("Settings hidden. Switch presentation mode off to change them.")
+        else:
+            st.subheader("Run configuration")
+            for group, names in GROUPS.items():
+                with st.expander(group, expanded=group in ("Task", "Model")):
+                    for name in names:
+                        if _relevant(name, draft):
+                            _widget(name, draft)
+                    if group == "Task" and _relevant("csv_path", draft):
+                        _csv_upload(draft, where)
+        try:
+            config = Config.from_dict(draft)
+        except ValueError as error:
+            st.error(f"Invalid setting: {error}")
+            st.session_state[keys.CONFIG] = None
+            return None
+        st.session_state[keys.CONFIG] = config
+        run = where.run
+        if run is not None and run.trainer.config != config and run.trainer.steps_done:
+            st.info("These settings differ from the running model's. Press **Reset** on the "
+                    "Train page to start a new run with them.")
+    return config
+
+
+def applied_config() -> Config | None:
+    """The sidebar's configuration as app.py validated it this rerun (None if invalid)."""
+    inside_app()
+    return st.session_state.get(keys.CONFIG)
+
+
+def forget_settings() -> None:
+    """Drop the sidebar widgets' values, so they show the draft afresh (a variant's settings)."""
+    for key in [k for k in st.session_state if str(k).startswith(keys.CONFIG_WIDGET)]:
+        del st.session_state[key]
