@@ -8,7 +8,8 @@ from .models import SequenceModel
 from .peephole import PeepholeLSTM
 from .tasks import TASKS, Task, make_task
 from .trace import LayerTrace, Trace, trace
-from .train import Run, Snapshot, Trainer
+from .run import Run, Snapshot
+from .trainer import Trainer
 
 __all__ = ["Config", "DataError", "LayerTrace", "PeepholeLSTM", "Run", "SequenceModel", "Snapshot",
            "TASKS", "Task", "Trace", "Trainer", "make_task", "trace"]

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from explorer import inputs, plots
-from explorer.train import ENDED
+from explorer.run import ENDED
 from pages.charts import chart
 from pages.common import applied_config, current_run, session
 

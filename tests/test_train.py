@@ -8,7 +8,8 @@ import torch
 from explorer.config import Config
 from explorer.history import History, trace_nbytes
 from explorer.models import SequenceModel, resolve_device
-from explorer.train import Run, Trainer
+from explorer.run import Run
+from explorer.trainer import Trainer
 
 SMALL = dict(task="adding", seq_len=12, hidden=8, batch_size=8, steps=1000, probe_every=1000, eval_every=1000)
 
