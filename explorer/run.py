@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from torch import Tensor
 
@@ -15,21 +16,43 @@ from .history import HistoryView
 from .trace import Trace
 from .trainer import Trainer
 
+
+class Status(StrEnum):
+    """Where a Run stands; a str, so it prints and compares as its value ("running"...)."""
+
+    IDLE = "idle"
+    RUNNING = "running"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    DIVERGED = "diverged"
+    STOPPED = "stopped"
+    ERROR = "error"
+
+
 # A run in one of these states never trains again (Reset makes a new one).
-ENDED = ("finished", "diverged", "stopped", "error")
+ENDED = frozenset({Status.FINISHED, Status.DIVERGED, Status.STOPPED, Status.ERROR})
 
 
 @dataclass
 class Snapshot:
     """A copy of a Run's state for a UI; nothing in it changes after it is taken."""
 
-    status: str                 # idle, running, paused, finished, diverged, stopped, error
+    status: Status
     step: int
     total_steps: int
     steps_per_second: float
     message: str
     history: HistoryView
     latest: dict = field(default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        return self.status == Status.RUNNING
+
+    @property
+    def ended(self) -> bool:
+        """The run never trains again: finished, diverged, stopped or failed."""
+        return self.status in ENDED
 
 
 class Run:
@@ -44,7 +67,7 @@ class Run:
         self.trainer = trainer if trainer is not None else Trainer(config)
         self.idle_timeout = idle_timeout
         self._cond = threading.Condition()
-        self._status = "idle"
+        self._status = Status.IDLE
         self._message = self.trainer.device_warning or ""
         self._pending = 0            # steps still to do before pausing
         self._free = False           # run until paused, finished or stopped
@@ -66,8 +89,8 @@ class Run:
         with self._cond:
             self._free = False
             self._pending = 0
-            if self._status == "running":
-                self._status = "paused"
+            if self._status == Status.RUNNING:
+                self._status = Status.PAUSED
             self._cond.notify_all()
 
     def resume(self) -> None:
@@ -132,7 +155,7 @@ class Run:
     def _ensure_thread(self) -> None:
         if self._status in ENDED:
             return
-        self._status = "running"
+        self._status = Status.RUNNING
         self._message = self.trainer.device_warning or ""   # an idle pause's note no longer holds
         self._last_poll = time.monotonic()
         if self._thread is None or not self._thread.is_alive():
@@ -146,44 +169,44 @@ class Run:
             while True:
                 with self._cond:
                     while not (self._stop or self._free or self._pending > 0 or self._idle()):
-                        self._status = "paused" if trainer.steps_done else "idle"
+                        self._status = Status.PAUSED if trainer.steps_done else Status.IDLE
                         self._cond.notify_all()
                         self._cond.wait(0.25)
                     if self._stop:
-                        self._end("stopped", "Stopped.")
+                        self._end(Status.STOPPED, "Stopped.")
                         return
                     if self._idle():
                         # A closed tab: free the thread, but keep the run resumable, since
                         # a paused lesson may simply have been left alone for a while.
-                        self._end("paused", f"Paused: nobody looked at this run for {self.idle_timeout:g} s. "
+                        self._end(Status.PAUSED, f"Paused: nobody looked at this run for {self.idle_timeout:g} s. "
                                             "Resume continues it.")
                         return
                     if trainer.finished:
-                        self._end("finished", f"Finished {trainer.steps_done} steps.")
+                        self._end(Status.FINISHED, f"Finished {trainer.steps_done} steps.")
                         return
-                    self._status = "running"
+                    self._status = Status.RUNNING
                     self._stepping = True
                 with self._model_lock:
                     record = trainer.step()
                 with self._cond:
                     self._stepping = False
                     if record is None:
-                        self._end("diverged", trainer.divergence_message)
+                        self._end(Status.DIVERGED, trainer.divergence_message)
                         return
                     if self._pending > 0:
                         self._pending -= 1
                         if self._pending == 0 and not self._free:
-                            self._status = "paused"
+                            self._status = Status.PAUSED
                     self._cond.notify_all()
         except Exception as error:  # noqa: BLE001 - a UI must see why its run stopped
             with self._cond:
                 self._stepping = False
-                self._end("error", f"Training stopped with an error: {error}")
+                self._end(Status.ERROR, f"Training stopped with an error: {error}")
 
     def _idle(self) -> bool:
         return time.monotonic() - self._last_poll > self.idle_timeout
 
-    def _end(self, status: str, message: str) -> None:
+    def _end(self, status: Status, message: str) -> None:
         self._status, self._message = status, message
         self._free, self._pending = False, 0
         self._cond.notify_all()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import streamlit as st
 import torch
 
-from explorer import Config, DataError, Run
+from explorer import Config, DataError, Run, Status
 from explorer.config import FIELDS
 from pages.charts import preload
 from pages.link import read_link, write_link
@@ -260,7 +260,7 @@ def current_run(config: Config | None) -> Run | None:
     trained a step (so changing a setting before pressing Train just takes effect)."""
     where = session()
     run = where.run
-    untouched = run is not None and run.trainer.steps_done == 0 and run.snapshot().status == "idle"
+    untouched = run is not None and run.trainer.steps_done == 0 and run.snapshot().status == Status.IDLE
     if config is not None and (run is None or (untouched and run.trainer.config != config)):
         problem = where.replace(config)
         if problem:

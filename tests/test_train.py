@@ -8,7 +8,7 @@ import torch
 from explorer.config import Config
 from explorer.history import History, trace_nbytes
 from explorer.models import SequenceModel, resolve_device
-from explorer.run import Run
+from explorer.run import Run, Status
 from explorer.trainer import Trainer
 
 SMALL = dict(task="adding", seq_len=12, hidden=8, batch_size=8, steps=1000, probe_every=1000, eval_every=1000)
@@ -197,10 +197,19 @@ def _wait_for(predicate, timeout=20.0):
     return False
 
 
+def test_status_is_a_str_enum_that_prints_and_compares_as_its_string():
+    assert [s.value for s in Status] == ["idle", "running", "paused", "finished", "diverged", "stopped", "error"]
+    assert Status.RUNNING == "running" and str(Status.DIVERGED) == "diverged" and f"{Status.PAUSED}" == "paused"
+    assert Status("finished") is Status.FINISHED
+
+
 def test_run_pause_really_stops_steps_and_resume_continues():
     run = Run(small())
     try:
+        assert run.snapshot().status is Status.IDLE
         run.start()
+        snap = run.snapshot()
+        assert snap.running and not snap.ended
         assert _wait_for(lambda: run.snapshot().step >= 5)
         run.pause()
         assert run.wait_until_idle(5.0)
@@ -208,6 +217,7 @@ def test_run_pause_really_stops_steps_and_resume_continues():
         time.sleep(0.5)
         snap = run.snapshot()
         assert snap.step == paused_at and snap.status == "paused"
+        assert not snap.running and not snap.ended
         run.resume()
         assert _wait_for(lambda: run.snapshot().step >= paused_at + 5)
         steps = run.snapshot().history.steps["step"]
@@ -234,7 +244,8 @@ def test_run_finishes_at_its_step_budget():
     run = Run(small(steps=15))
     run.start()
     assert _wait_for(lambda: run.snapshot().status == "finished")
-    assert run.snapshot().step == 15
+    snap = run.snapshot()
+    assert snap.step == 15 and snap.ended and not snap.running
     run.stop()
 
 
@@ -242,7 +253,8 @@ def test_run_reports_divergence_as_its_status():
     run = Run(small(cell="rnn-relu", seq_len=30, hidden=64, optimizer="sgd", lr=10.0))
     run.start()
     assert _wait_for(lambda: run.snapshot().status == "diverged")
-    assert "learning rate" in run.snapshot().message
+    snap = run.snapshot()
+    assert "learning rate" in snap.message and snap.ended and not snap.running
     run.stop()
 
 
@@ -270,7 +282,7 @@ def test_run_stop_ends_the_thread_and_says_so():
     run.stop()
     assert not run._thread.is_alive()
     snap = run.snapshot()
-    assert snap.status == "stopped" and snap.message == "Stopped."
+    assert snap.status == "stopped" and snap.message == "Stopped." and snap.ended
 
 
 # --- learning ------------------------------------------------------------------------------
@@ -300,7 +312,8 @@ def test_run_turns_an_exception_into_an_error_status_with_its_message():
     run = Run(trainer.config, trainer=trainer)
     run.start()
     assert _wait_for(lambda: run.snapshot().status == "error")
-    assert "the data source went away" in run.snapshot().message
+    snap = run.snapshot()
+    assert "the data source went away" in snap.message and snap.ended and not snap.running
     run.stop()
 
 
