@@ -1,4 +1,5 @@
 """Config validation, the model, the Trainer's records, History's bound, and Run's controls."""
+import copy
 import time
 
 import numpy as np
@@ -107,6 +108,25 @@ def test_clipping_bounds_the_applied_update_exactly():
     assert update.norm().item() == pytest.approx(lr * clip, rel=1e-3)
 
 
+@pytest.mark.parametrize("clip", [1e-3, 1e3])
+def test_clipped_gradient_matches_clip_grad_norm_on_a_copy_of_the_model(clip):
+    trainer = Trainer(small(clip=clip))
+    reference = copy.deepcopy(trainer.model)
+    batches = torch.Generator().set_state(trainer._batches.get_state())   # the batch step() will draw
+    x, y = trainer.task.sample(trainer.config.batch_size, batches)
+    trainer.task.loss(reference(x), y).backward()
+    norm = torch.nn.utils.clip_grad_norm_(reference.parameters(), clip).item()
+    record = trainer.step()
+    assert (norm > clip) == (clip == 1e-3)                   # one clip binds, the other does not
+    assert record["grad_norm"] == pytest.approx(norm, rel=1e-5)
+    assert record["grad_norm_clipped"] == pytest.approx(min(norm, clip), rel=1e-5)
+    # step() leaves the gradient it applied in .grad until the next step.
+    for p, q in zip(trainer.model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad)
+    applied = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in trainer.model.parameters()]))
+    assert applied.item() == pytest.approx(min(norm, clip), rel=1e-5)
+
+
 def test_update_ratio_is_update_norm_over_weight_norm():
     lr = 0.05
     trainer = Trainer(small(optimizer="sgd", lr=lr))
@@ -159,6 +179,23 @@ def test_divergence_stops_the_run_and_keeps_the_last_finite_weights():
         assert torch.isfinite(v).all()
         assert torch.equal(v, last_good[k])
     assert trainer.step() is None
+
+
+def test_weights_an_update_makes_non_finite_are_restored():
+    trainer = Trainer(small())
+    trainer.step()
+    last_good = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    step = trainer.optimizer.step
+
+    def blow_up():
+        step()
+        with torch.no_grad():
+            next(trainer.model.parameters())[0] = float("inf")
+
+    trainer.optimizer.step = blow_up
+    assert trainer.step() is None and "weights became non-finite at step 2" in trainer.divergence_message
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, last_good[k])
 
 
 def test_history_keeps_at_most_max_traces_and_states_its_memory():
