@@ -47,6 +47,10 @@ def _optimizer(config: Config, params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=config.lr, weight_decay=wd)
 
 
+def _norms(tensors: list[Tensor]) -> Tensor:
+    return torch.stack([torch.linalg.vector_norm(t) for t in tensors])        # (tensors,)
+
+
 class Trainer:
     """Trains config's model on config's task, one `step()` at a time."""
 
@@ -93,22 +97,26 @@ class Trainer:
             loss = loss + self.config.l1 * sum(p.abs().sum() for p in params)
         self.optimizer.zero_grad()
         loss.backward()
-        grads = [p.grad for p in params]
-        param_grad_norm = torch.stack(torch._foreach_norm(grads))             # (params,)
-        grad_norm = param_grad_norm.norm()
+        param_grad_norm = _norms([p.grad for p in params])                    # (params,)
+        # The norm of the per-parameter norms is the global norm (get_total_norm's own
+        # formula), without measuring every gradient a second time.
+        grad_norm = torch.linalg.vector_norm(param_grad_norm)
         if not (torch.isfinite(task_loss) and torch.isfinite(grad_norm)):
             return self._diverge(f"the loss or its gradient became non-finite at step {self.steps_done + 1}")
         clipped = grad_norm
-        if self.config.clip > 0 and grad_norm > self.config.clip:
-            torch._foreach_mul_(grads, self.config.clip / (grad_norm + 1e-6))
-            clipped = grad_norm.new_tensor(self.config.clip)
+        if self.config.clip > 0:
+            # Scales by min(1, clip / norm) as a tensor, so clipping adds no branch on a device value.
+            torch.nn.utils.clip_grads_with_norm_(params, self.config.clip, grad_norm)
+            clipped = grad_norm.clamp(max=self.config.clip)
         before = [p.detach().clone() for p in params]
         self.optimizer.step()
-        update = torch.stack(torch._foreach_norm(torch._foreach_sub([p.detach() for p in params], before)))
-        weight = torch.stack(torch._foreach_norm([p.detach() for p in params]))
+        weights = [p.detach() for p in params]
+        update = _norms([w - b for w, b in zip(weights, before)])             # (params,)
+        weight = _norms(weights)                                               # (params,)
         if not torch.isfinite(weight).all():
             with torch.no_grad():
-                torch._foreach_copy_(params, before)
+                for p, b in zip(params, before):
+                    p.copy_(b)
             return self._diverge(f"the weights became non-finite at step {self.steps_done + 1}")
         metric = self.task.metric(output.detach(), y)
         self.steps_done += 1
