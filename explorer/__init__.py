@@ -6,9 +6,10 @@ from .cells import CELLS, CIFGLSTM, PeepholeLSTM
 from .config import Config
 from .data import DataError
 from .models import SequenceModel
+from .run import Run, Snapshot, Status
 from .tasks import TASKS, Task, make_task
 from .trace import LayerTrace, Trace, trace
-from .train import Run, Snapshot, Trainer
+from .trainer import Trainer
 
-__all__ = ["CELLS", "CIFGLSTM", "Config", "DataError", "LayerTrace", "PeepholeLSTM", "Run", "SequenceModel", "Snapshot",
-           "TASKS", "Task", "Trace", "Trainer", "make_task", "trace"]
+__all__ = ["CELLS", "CIFGLSTM", "Config", "DataError", "LayerTrace", "PeepholeLSTM", "Run", "SequenceModel",
+           "Snapshot", "Status", "TASKS", "Task", "Trace", "Trainer", "make_task", "trace"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from .bench import run_benchmark
 from .config import FIELDS, Config
 from .data import DataError
-from .train import Trainer
+from .trainer import Trainer
 
 HELDOUT_SIZE = 1000
 

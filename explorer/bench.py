@@ -15,7 +15,7 @@ from torch import nn
 
 from .config import Config
 from .tasks import make_task
-from .train import Trainer
+from .trainer import Trainer
 
 SETTING = dict(task="adding", seq_len=100, hidden=64, batch_size=64, cell="lstm", optimizer="adam",
                lr=0.003, device="cpu")

@@ -24,7 +24,7 @@ from .config import Config
 
 if TYPE_CHECKING:
     from .trace import Trace
-    from .train import Trainer
+    from .trainer import Trainer
 
 
 @dataclass(frozen=True)

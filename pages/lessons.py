@@ -3,7 +3,7 @@
 the page checks the lesson's claim against their real numbers."""
 import streamlit as st
 
-from explorer import plots
+from explorer import Status, plots
 from explorer.lessons import ALIASES, LESSONS
 from pages.charts import chart
 from pages import keys
@@ -73,19 +73,19 @@ if again.button("Start over", width="stretch", key="lesson_again"):
     runs = where.lesson(lesson, fresh=True)
     st.rerun()
 
-polling = any(run.snapshot().status == "running" for run in runs.values())
+polling = any(run.snapshot().running for run in runs.values())
 
 
 @st.fragment(run_every=REFRESH_SECONDS if polling else None)
 def live() -> None:
     snaps = {label: run.snapshot() for label, run in runs.items()}
-    if polling and not any(s.status == "running" for s in snaps.values()):
+    if polling and not any(s.running for s in snaps.values()):
         st.rerun()
     for i, (column, (label, snap)) in enumerate(zip(st.columns(len(snaps)), snaps.items())):
         with column.container(key=f"lesson_status_{i}"):
             st.metric(label, f"{snap.step} / {snap.total_steps}", help=f"{snap.status}, "
                       f"{snap.steps_per_second:.0f} steps/s")
-            if snap.status in ("diverged", "error"):
+            if snap.status in (Status.DIVERGED, Status.ERROR):
                 st.error(snap.message)
     with st.container(key="lesson_loss"):
         chart(plots.compare_loss_figure({label: s.history for label, s in snaps.items()}, task.baseline_loss,
@@ -95,7 +95,7 @@ def live() -> None:
         st.caption("‖∂L/∂h_t‖ of probe sequence 0 as of each variant's newest probe: a line falling "
                    "towards t = 0 by orders of magnitude is a gradient vanishing on its way back.")
         chart(plots.compare_grad_time_figure(traces, 0), key="lesson_grad_plot")
-    if all(s.status in ("finished", "diverged") for s in snaps.values()):   # a lesson may mean to diverge
+    if all(s.status in (Status.FINISHED, Status.DIVERGED) for s in snaps.values()):   # a lesson may mean to diverge
         holds, why = lesson.check({label: run.trainer for label, run in runs.items()})
         (st.success if holds else st.warning)(("The claim holds: " if holds else "Not this time: ") + why)
 

@@ -131,5 +131,5 @@ def picked() -> tuple[Run, Choice, float | None]:
     if run is None:
         st.stop()
     choice = choose(run)
-    following = choice.follow and run.snapshot().status == "running"
+    following = choice.follow and run.snapshot().running
     return run, choice, REFRESH_SECONDS if following else None

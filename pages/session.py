@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import streamlit as st
 import torch
 
-from explorer import Config, DataError, Run
+from explorer import Config, DataError, Run, Status
 
 IDLE_TIMEOUT = 600   # seconds without a page polling before a run pauses itself
 ERRORS = (ValueError, DataError, OSError, RuntimeError)
@@ -81,7 +81,7 @@ def current_run(config: Config | None) -> Run | None:
     trained a step (so changing a setting before pressing Train just takes effect)."""
     where = session()
     run = where.run
-    untouched = run is not None and run.trainer.steps_done == 0 and run.snapshot().status == "idle"
+    untouched = run is not None and run.trainer.steps_done == 0 and run.snapshot().status == Status.IDLE
     if config is not None and (run is None or (untouched and run.trainer.config != config)):
         problem = where.replace(config)
         if problem:

@@ -1,8 +1,7 @@
 """Train: the controls, and live charts of the run as it learns."""
 import streamlit as st
 
-from explorer import plots
-from explorer.train import ENDED
+from explorer import Status, plots
 from pages.charts import chart
 from pages.session import current_run, session
 from pages.sidebar import applied_config
@@ -24,9 +23,9 @@ st.markdown(f"#### {task.name.capitalize()} · {cfg.cell.upper()}({cfg.hidden}) 
             f"T = {task.seq_len} · baseline: {task.baseline_name} ({task.loss_name} {task.baseline_loss:.3g})")
 
 train, pause, resume, step, size, reset = st.columns([1, 1, 1, 1, 1.2, 1], vertical_alignment="bottom")
-status = run.snapshot().status
+ended = run.snapshot().ended
 if train.button("Train", type="primary", width="stretch", help="Train until the run's last step."):
-    if status in ENDED:
+    if ended:
         st.toast("This run has ended. Press Reset to start a new one.")
     else:
         run.start()
@@ -50,13 +49,13 @@ if reset.button("Reset", width="stretch",
         else:
             st.rerun()                  # draw the page, header included, from the new run
 
-polling = run.snapshot().status == "running"
+polling = run.snapshot().running
 
 
 @st.fragment(run_every=REFRESH_SECONDS if polling else None)
 def live() -> None:
     snap = run.snapshot()
-    if polling and snap.status != "running":
+    if polling and not snap.running:
         st.rerun()                      # stop polling: redraw the page once, quietly
     left, middle, right, far = st.columns(4)
     with left.container(key="step_counter"):
@@ -68,9 +67,9 @@ def live() -> None:
                 text=f"{snap.step} of {snap.total_steps} steps")
     if run.trainer.device_warning:
         st.warning(run.trainer.device_warning)
-    if snap.status in ("diverged", "error"):
+    if snap.status in (Status.DIVERGED, Status.ERROR):
         st.error(snap.message)
-    elif snap.status == "finished":
+    elif snap.status == Status.FINISHED:
         st.success(snap.message)
     elif snap.message and snap.message != run.trainer.device_warning:
         st.info(snap.message)

@@ -33,7 +33,7 @@ import torch
 
 from explorer.config import Config
 from explorer.lessons import LESSONS, Lesson, Variant, lesson
-from explorer.train import Trainer
+from explorer.trainer import Trainer
 
 KEYS = ("vanishing", "forget-bias", "clipping", "tutorial-digits", "counting", "gru-vs-lstm")
 URL_SAFE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")

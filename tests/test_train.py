@@ -1,4 +1,5 @@
 """Config validation, the model, the Trainer's records, History's bound, and Run's controls."""
+import copy
 import time
 
 import numpy as np
@@ -9,7 +10,8 @@ from explorer.cells import CELLS
 from explorer.config import Config
 from explorer.history import History, trace_nbytes
 from explorer.models import SequenceModel, resolve_device
-from explorer.train import Run, Trainer
+from explorer.run import Run, Status
+from explorer.trainer import Trainer
 
 SMALL = dict(task="adding", seq_len=12, hidden=8, batch_size=8, steps=1000, probe_every=1000, eval_every=1000)
 
@@ -107,6 +109,25 @@ def test_clipping_bounds_the_applied_update_exactly():
     assert update.norm().item() == pytest.approx(lr * clip, rel=1e-3)
 
 
+@pytest.mark.parametrize("clip", [1e-3, 1e3])
+def test_clipped_gradient_matches_clip_grad_norm_on_a_copy_of_the_model(clip):
+    trainer = Trainer(small(clip=clip))
+    reference = copy.deepcopy(trainer.model)
+    batches = torch.Generator().set_state(trainer._batches.get_state())   # the batch step() will draw
+    x, y = trainer.task.sample(trainer.config.batch_size, batches)
+    trainer.task.loss(reference(x), y).backward()
+    norm = torch.nn.utils.clip_grad_norm_(reference.parameters(), clip).item()
+    record = trainer.step()
+    assert (norm > clip) == (clip == 1e-3)                   # one clip binds, the other does not
+    assert record["grad_norm"] == pytest.approx(norm, rel=1e-5)
+    assert record["grad_norm_clipped"] == pytest.approx(min(norm, clip), rel=1e-5)
+    # step() leaves the gradient it applied in .grad until the next step.
+    for p, q in zip(trainer.model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad)
+    applied = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in trainer.model.parameters()]))
+    assert applied.item() == pytest.approx(min(norm, clip), rel=1e-5)
+
+
 def test_update_ratio_is_update_norm_over_weight_norm():
     lr = 0.05
     trainer = Trainer(small(optimizer="sgd", lr=lr))
@@ -161,6 +182,23 @@ def test_divergence_stops_the_run_and_keeps_the_last_finite_weights():
     assert trainer.step() is None
 
 
+def test_weights_an_update_makes_non_finite_are_restored():
+    trainer = Trainer(small())
+    trainer.step()
+    last_good = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    step = trainer.optimizer.step
+
+    def blow_up():
+        step()
+        with torch.no_grad():
+            next(trainer.model.parameters())[0] = float("inf")
+
+    trainer.optimizer.step = blow_up
+    assert trainer.step() is None and "weights became non-finite at step 2" in trainer.divergence_message
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, last_good[k])
+
+
 def test_history_keeps_at_most_max_traces_and_states_its_memory():
     trainer = Trainer(small(probe_every=1), max_traces=6)
     for _ in range(40):
@@ -197,10 +235,19 @@ def _wait_for(predicate, timeout=20.0):
     return False
 
 
+def test_status_is_a_str_enum_that_prints_and_compares_as_its_string():
+    assert [s.value for s in Status] == ["idle", "running", "paused", "finished", "diverged", "stopped", "error"]
+    assert Status.RUNNING == "running" and str(Status.DIVERGED) == "diverged" and f"{Status.PAUSED}" == "paused"
+    assert Status("finished") is Status.FINISHED
+
+
 def test_run_pause_really_stops_steps_and_resume_continues():
     run = Run(small())
     try:
+        assert run.snapshot().status is Status.IDLE
         run.start()
+        snap = run.snapshot()
+        assert snap.running and not snap.ended
         assert _wait_for(lambda: run.snapshot().step >= 5)
         run.pause()
         assert run.wait_until_idle(5.0)
@@ -208,6 +255,7 @@ def test_run_pause_really_stops_steps_and_resume_continues():
         time.sleep(0.5)
         snap = run.snapshot()
         assert snap.step == paused_at and snap.status == "paused"
+        assert not snap.running and not snap.ended
         run.resume()
         assert _wait_for(lambda: run.snapshot().step >= paused_at + 5)
         steps = run.snapshot().history.steps["step"]
@@ -234,7 +282,8 @@ def test_run_finishes_at_its_step_budget():
     run = Run(small(steps=15))
     run.start()
     assert _wait_for(lambda: run.snapshot().status == "finished")
-    assert run.snapshot().step == 15
+    snap = run.snapshot()
+    assert snap.step == 15 and snap.ended and not snap.running
     run.stop()
 
 
@@ -242,7 +291,8 @@ def test_run_reports_divergence_as_its_status():
     run = Run(small(cell="rnn-relu", seq_len=30, hidden=64, optimizer="sgd", lr=10.0))
     run.start()
     assert _wait_for(lambda: run.snapshot().status == "diverged")
-    assert "learning rate" in run.snapshot().message
+    snap = run.snapshot()
+    assert "learning rate" in snap.message and snap.ended and not snap.running
     run.stop()
 
 
@@ -270,7 +320,7 @@ def test_run_stop_ends_the_thread_and_says_so():
     run.stop()
     assert not run._thread.is_alive()
     snap = run.snapshot()
-    assert snap.status == "stopped" and snap.message == "Stopped."
+    assert snap.status == "stopped" and snap.message == "Stopped." and snap.ended
 
 
 # --- learning ------------------------------------------------------------------------------
@@ -300,7 +350,8 @@ def test_run_turns_an_exception_into_an_error_status_with_its_message():
     run = Run(trainer.config, trainer=trainer)
     run.start()
     assert _wait_for(lambda: run.snapshot().status == "error")
-    assert "the data source went away" in run.snapshot().message
+    snap = run.snapshot()
+    assert "the data source went away" in snap.message and snap.ended and not snap.running
     run.stop()
 
 

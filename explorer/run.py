@@ -1,0 +1,213 @@
+"""Run: a Trainer on its own thread; Snapshot: a copy of its state for a UI.
+
+A UI reads `Run.snapshot()`, which is a copy, and never calls into the worker thread.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from torch import Tensor
+
+from .config import Config
+from .history import HistoryView
+from .trace import Trace
+from .trainer import Trainer
+
+
+class Status(StrEnum):
+    """Where a Run stands; a str, so it prints and compares as its value ("running"...)."""
+
+    IDLE = "idle"
+    RUNNING = "running"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    DIVERGED = "diverged"
+    STOPPED = "stopped"
+    ERROR = "error"
+
+
+# A run in one of these states never trains again (Reset makes a new one).
+ENDED = frozenset({Status.FINISHED, Status.DIVERGED, Status.STOPPED, Status.ERROR})
+
+
+@dataclass
+class Snapshot:
+    """A copy of a Run's state for a UI; nothing in it changes after it is taken."""
+
+    status: Status
+    step: int
+    total_steps: int
+    steps_per_second: float
+    message: str
+    history: HistoryView
+    latest: dict = field(default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        return self.status == Status.RUNNING
+
+    @property
+    def ended(self) -> bool:
+        """The run never trains again: finished, diverged, stopped or failed."""
+        return self.status in ENDED
+
+
+class Run:
+    """A Trainer on its own thread, driven by start/pause/resume/step(n)/stop.
+
+    The thread ends when training finishes or diverges, on stop(), or when nobody has
+    called snapshot() for `idle_timeout` seconds (a closed browser tab); in that last case
+    the run is paused, and start() or resume() starts a new thread that carries on.
+    """
+
+    def __init__(self, config: Config, idle_timeout: float = 300.0, trainer: Trainer | None = None):
+        self.trainer = trainer if trainer is not None else Trainer(config)
+        self.idle_timeout = idle_timeout
+        self._cond = threading.Condition()
+        self._status = Status.IDLE
+        self._message = self.trainer.device_warning or ""
+        self._pending = 0            # steps still to do before pausing
+        self._free = False           # run until paused, finished or stopped
+        self._stepping = False       # a step is in flight
+        self._stop = False
+        self._last_poll = time.monotonic()
+        self._thread: threading.Thread | None = None
+        # Held by the worker for each step, so a trace the UI asks for never reads
+        # weights halfway through an optimiser update.
+        self._model_lock = threading.Lock()
+
+    # -- controls (any thread) ----------------------------------------------------------
+    def start(self) -> None:
+        with self._cond:
+            self._free = True
+            self._ensure_thread()
+
+    def pause(self) -> None:
+        with self._cond:
+            self._free = False
+            self._pending = 0
+            if self._status == Status.RUNNING:
+                self._status = Status.PAUSED
+            self._cond.notify_all()
+
+    def resume(self) -> None:
+        self.start()
+
+    def step(self, n: int = 1) -> None:
+        """Do exactly n more steps, then pause."""
+        if n < 1:
+            raise ValueError("step(n) needs n >= 1")
+        with self._cond:
+            self._free = False
+            self._pending += n
+            self._ensure_thread()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self.join()
+
+    def join(self, timeout: float | None = None) -> None:
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def wait_until_idle(self, timeout: float = 60.0) -> bool:
+        """Block until the thread has nothing to do (paused, finished, stopped...)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._busy() and time.monotonic() < deadline:
+                self._cond.wait(0.05)
+            return not self._busy()
+
+    def snapshot(self) -> Snapshot:
+        with self._cond:
+            self._last_poll = time.monotonic()
+            status, message = self._status, self._message
+        view = self.trainer.history.view()
+        recent = view.steps["seconds"][-50:]
+        latest = {k: float(v[-1]) for k, v in view.steps.items() if v.ndim == 1 and len(v)}
+        latest.update({k: float(v[-1]) for k, v in view.evals.items() if len(v)})
+        return Snapshot(status=status, step=int(view.steps["step"][-1]) if len(view.steps["step"]) else 0,
+                        total_steps=self.trainer.config.steps,
+                        steps_per_second=float(len(recent) / recent.sum()) if len(recent) else 0.0,
+                        message=message, history=view, latest=latest)
+
+    def trace(self, x: Tensor, y: Tensor | None = None) -> Trace:
+        """Trace the current model on any sequences (e.g. built by hand), between steps."""
+        with self._model_lock:
+            return self.trainer.trace(x, y)
+
+    def inspect(self, fn):
+        """Call fn(model) between steps, e.g. to read weights that are not half-updated."""
+        with self._model_lock:
+            return fn(self.trainer.model)
+
+    # -- the worker ----------------------------------------------------------------------
+    def _busy(self) -> bool:
+        alive = self._thread is not None and self._thread.is_alive()
+        return alive and (self._stepping or (not self._stop and (self._free or self._pending > 0)))
+
+    def _ensure_thread(self) -> None:
+        if self._status in ENDED:
+            return
+        self._status = Status.RUNNING
+        self._message = self.trainer.device_warning or ""   # an idle pause's note no longer holds
+        self._last_poll = time.monotonic()
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._work, name="gate-explorer-run", daemon=True)
+            self._thread.start()
+        self._cond.notify_all()
+
+    def _work(self) -> None:
+        trainer = self.trainer
+        try:
+            while True:
+                with self._cond:
+                    while not (self._stop or self._free or self._pending > 0 or self._idle()):
+                        self._status = Status.PAUSED if trainer.steps_done else Status.IDLE
+                        self._cond.notify_all()
+                        self._cond.wait(0.25)
+                    if self._stop:
+                        self._end(Status.STOPPED, "Stopped.")
+                        return
+                    if self._idle():
+                        # A closed tab: free the thread, but keep the run resumable, since
+                        # a paused lesson may simply have been left alone for a while.
+                        self._end(Status.PAUSED, f"Paused: nobody looked at this run for {self.idle_timeout:g} s. "
+                                            "Resume continues it.")
+                        return
+                    if trainer.finished:
+                        self._end(Status.FINISHED, f"Finished {trainer.steps_done} steps.")
+                        return
+                    self._status = Status.RUNNING
+                    self._stepping = True
+                with self._model_lock:
+                    record = trainer.step()
+                with self._cond:
+                    self._stepping = False
+                    if record is None:
+                        self._end(Status.DIVERGED, trainer.divergence_message)
+                        return
+                    if self._pending > 0:
+                        self._pending -= 1
+                        if self._pending == 0 and not self._free:
+                            self._status = Status.PAUSED
+                    self._cond.notify_all()
+        except Exception as error:  # noqa: BLE001 - a UI must see why its run stopped
+            with self._cond:
+                self._stepping = False
+                self._end(Status.ERROR, f"Training stopped with an error: {error}")
+
+    def _idle(self) -> bool:
+        return time.monotonic() - self._last_poll > self.idle_timeout
+
+    def _end(self, status: Status, message: str) -> None:
+        self._status, self._message = status, message
+        self._free, self._pending = False, 0
+        self._cond.notify_all()
+

@@ -1,0 +1,160 @@
+"""Trainer: trains a config's model one optimiser step at a time, recording everything.
+
+The Trainer knows nothing about who watches it. It writes into a thread-safe History;
+explorer.run drives it on a thread for a UI.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import Tensor
+
+from .config import Config
+from .history import History
+from .models import SequenceModel, resolve_device
+from .tasks import Task, task_for
+from .trace import Trace, trace
+
+EVAL_SIZE = 256   # held-out sequences behind the periodic eval_loss
+
+
+def _optimizer(config: Config, params) -> torch.optim.Optimizer:
+    wd = config.weight_decay
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, weight_decay=wd)
+    if config.optimizer == "momentum":
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=wd)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=config.lr, weight_decay=wd)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=wd)
+
+
+def _norms(tensors: list[Tensor]) -> Tensor:
+    return torch.stack([torch.linalg.vector_norm(t) for t in tensors])        # (tensors,)
+
+
+class Trainer:
+    """Trains config's model on config's task, one `step()` at a time."""
+
+    def __init__(self, config: Config, task: Task | None = None, max_traces: int = 48):
+        self.config = config
+        self.device, self.device_warning = resolve_device(config.device)
+        self.task = task if task is not None else task_for(config)
+        torch.manual_seed(config.seed)
+        self.model = SequenceModel(config, self.task.input_size, self.task.output_size,
+                                   self.task.output_mode).to(self.device)
+        self.optimizer = _optimizer(config, self.model.parameters())
+        self.param_names = [n for n, _ in self.model.named_parameters()]
+        self.history = History(self.param_names, max_traces=max_traces)
+        self._batches = torch.Generator().manual_seed(config.seed)
+        # Probe and eval sequences are held out and fixed for the whole run, so traces at
+        # different steps show the same sequences.
+        eval_x, eval_y = self.task.heldout(max(EVAL_SIZE, config.probe_count), config.seed)
+        self.eval_set = (eval_x.to(self.device), eval_y.to(self.device))
+        self.probe_set = (self.eval_set[0][:config.probe_count], self.eval_set[1][:config.probe_count])
+        self.steps_done = 0
+        self.diverged = False
+        self.divergence_message = ""
+        self.probe()                  # the untrained network's gates, before any step
+
+    # -- training ---------------------------------------------------------------------
+    def step(self) -> dict | None:
+        """One optimiser step. Returns its record, or None when the run has diverged.
+
+        A non-finite loss or gradient stops the run without applying the update, and
+        weights made non-finite by an update are restored: the model keeps its last
+        finite state.
+        """
+        if self.diverged:
+            return None
+        started = time.perf_counter()
+        model, params = self.model, list(self.model.parameters())
+        model.train()
+        x, y = self.task.sample(self.config.batch_size, self._batches)
+        x, y = x.to(self.device), y.to(self.device)
+        output = model(x)
+        task_loss = self.task.loss(output, y)
+        loss = task_loss
+        if self.config.l1 > 0:
+            loss = loss + self.config.l1 * sum(p.abs().sum() for p in params)
+        self.optimizer.zero_grad()
+        loss.backward()
+        param_grad_norm = _norms([p.grad for p in params])                    # (params,)
+        # The norm of the per-parameter norms is the global norm (get_total_norm's own
+        # formula), without measuring every gradient a second time.
+        grad_norm = torch.linalg.vector_norm(param_grad_norm)
+        if not (torch.isfinite(task_loss) and torch.isfinite(grad_norm)):
+            return self._diverge(f"the loss or its gradient became non-finite at step {self.steps_done + 1}")
+        clipped = grad_norm
+        if self.config.clip > 0:
+            # Scales by min(1, clip / norm) as a tensor, so clipping adds no branch on a device value.
+            torch.nn.utils.clip_grads_with_norm_(params, self.config.clip, grad_norm)
+            clipped = grad_norm.clamp(max=self.config.clip)
+        before = [p.detach().clone() for p in params]
+        self.optimizer.step()
+        weights = [p.detach() for p in params]
+        update = _norms([w - b for w, b in zip(weights, before)])             # (params,)
+        weight = _norms(weights)                                               # (params,)
+        if not torch.isfinite(weight).all():
+            with torch.no_grad():
+                for p, b in zip(params, before):
+                    p.copy_(b)
+            return self._diverge(f"the weights became non-finite at step {self.steps_done + 1}")
+        metric = self.task.metric(output.detach(), y)
+        self.steps_done += 1
+        if self.steps_done % self.config.eval_every == 0:
+            self.evaluate_and_record()
+        if self.steps_done % self.config.probe_every == 0:
+            self.probe()
+        record = {
+            "loss": task_loss.item(), "metric": metric, "grad_norm": grad_norm.item(),
+            "grad_norm_clipped": clipped.item(),
+            "param_grad_norm": param_grad_norm.cpu().numpy(),
+            "update_ratio": (update / weight.clamp_min(1e-12)).cpu().numpy(),
+            # Wall time of the whole step, its eval and probe included: what steps/s means.
+            "seconds": time.perf_counter() - started,
+        }
+        self.history.record_step(self.steps_done, record)
+        return record
+
+    def _diverge(self, why: str) -> None:
+        self.optimizer.zero_grad()
+        self.diverged = True
+        self.divergence_message = (f"Training diverged: {why}. The model keeps its last finite weights. "
+                                   "Try a lower learning rate or gradient clipping.")
+        return None
+
+    # -- measuring --------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, x: Tensor | None = None, y: Tensor | None = None) -> tuple[float, float]:
+        """Held-out (loss, metric) on the run's eval set, or on the given sequences."""
+        if x is None:
+            x, y = self.eval_set
+        self.model.eval()
+        output = self.model(x.to(self.device))
+        y = y.to(self.device)
+        return self.task.loss(output, y).item(), self.task.metric(output, y)
+
+    def evaluate_and_record(self) -> None:
+        self.history.record_eval(self.steps_done, *self.evaluate())
+
+    def trace(self, x: Tensor, y: Tensor | None = None) -> Trace:
+        """Trace the model on any sequences, the loss being the task's, summed over them."""
+        model = self.model
+
+        def loss_fn(hidden, target):
+            return self.task.loss(model.readout(hidden), target, reduction="sum")
+
+        y = y.to(self.device) if y is not None else None
+        return trace(model.rnn, x.to(self.device), y, loss_fn if y is not None else None)
+
+    def probe(self) -> Trace:
+        """Trace the fixed probe sequences now and keep the trace in the history."""
+        tr = self.trace(*self.probe_set)
+        self.history.record_trace(self.steps_done, tr)
+        return tr
+
+    @property
+    def finished(self) -> bool:
+        return self.steps_done >= self.config.steps
