@@ -107,7 +107,9 @@ def trace(module: nn.Module, x, target=None,
     output = layer_input.detach().requires_grad_(True)
     with torch.enable_grad():
         shown = output.squeeze(0) if unbatched else (output if module.batch_first else output.transpose(0, 1))
-        loss = shown[..., -1, :].sum() if loss_fn is None else loss_fn(shown, target)
+        # The default is defined on the batch-first output, whatever the module's layout:
+        # the last step of every sequence, not the last sequence of a time-first output.
+        loss = output[:, -1].sum() if loss_fn is None else loss_fn(shown, target)
         if loss.dim() != 0:
             raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
         (grad_output,) = torch.autograd.grad(loss, output, allow_unused=True)

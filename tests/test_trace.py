@@ -108,12 +108,13 @@ def _stepwise_fused_reference(module, x):
 
 
 @pytest.mark.parametrize("kind", list(FUSED))
-def test_grad_hidden_and_grad_cell_match_stepwise_fused_reference(kind):
-    module = _fused_module(kind, 2, True, torch.float64)
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_grad_hidden_and_grad_cell_match_stepwise_fused_reference(kind, batch_first):
+    module = _fused_module(kind, 2, batch_first, torch.float64)
     x = _input(module, time=7)
     tr = trace(module, x)
     last, hiddens, cells = _stepwise_fused_reference(module, x)
-    loss = last[:, -1].sum()
+    loss = last[:, -1].sum()                                # the default loss, batch-first frame
     states = [s for k in range(2) for s in hiddens[k] + cells[k]]
     # The last cell state feeds nothing the loss reads: no gradient, norm zero.
     grads = iter(g if g is not None else torch.zeros_like(s) for g, s in
@@ -194,6 +195,38 @@ def test_loss_is_summed_so_each_sequence_keeps_its_own_gradients():
         np.testing.assert_allclose(together.grad_input[b], alone.grad_input[0], rtol=1e-10)
         np.testing.assert_allclose(together.layers[0].grad_hidden[b], alone.layers[0].grad_hidden[0], rtol=1e-10)
     assert together.loss == pytest.approx(module(x)[0][:, -1].sum().item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", list(FUSED))
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_default_loss_is_the_last_step_of_every_sequence_in_either_layout(kind, batch_first):
+    # Reference: the fused module in its own layout, the loss defined once in the batch-first
+    # frame: out[:, -1].sum() batch-first is out[-1].sum() time-first.
+    module = _fused_module(kind, 2, batch_first, torch.float64)
+    x = _input(module).requires_grad_(True)
+    out = _batch_first(module(x)[0], module)                # (batch, time, hidden)
+    loss = out[:, -1].sum()
+    loss.backward()
+    tr = trace(module, x)
+    assert tr.loss == pytest.approx(loss.item(), rel=1e-12)
+    np.testing.assert_allclose(tr.grad_input, _batch_first(x.grad, module).norm(dim=-1).numpy(),
+                               rtol=1e-9, atol=1e-14)
+    # Every sequence has a gradient of its own (the time-first bug left 3 of 4 at zero).
+    assert (tr.grad_input.sum(axis=1) > 0).all()
+
+
+@pytest.mark.parametrize("kind", list(FUSED))
+def test_both_layouts_of_the_same_weights_give_the_same_trace(kind):
+    first = _fused_module(kind, 2, True, torch.float64)
+    second = _fused_module(kind, 2, False, torch.float64)
+    second.load_state_dict(first.state_dict())
+    x = _input(first)                                       # (batch, time, input)
+    a, b = trace(first, x), trace(second, x.transpose(0, 1))
+    assert a.loss == pytest.approx(b.loss, rel=1e-12)
+    for got, want in [(b.output, a.output), (b.grad_input, a.grad_input)] + [
+            (getattr(lb, q), getattr(la, q)) for la, lb in zip(a.layers, b.layers)
+            for q in ("hidden", "cell", "grad_hidden", "grad_cell") if getattr(la, q) is not None]:
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("batch_first", [True, False])
