@@ -78,6 +78,17 @@ class History:
         self._traces: list[tuple[int, Trace]] = []
         self._trace_bytes: list[int] = []
 
+    @classmethod
+    def from_view(cls, view: HistoryView, max_traces: int = 48, max_trace_bytes: int = 256 * 2**20) -> "History":
+        """A History holding what a view (of a saved run, say) holds, ready to record on."""
+        history = cls(view.param_names, max_traces, max_trace_bytes)
+        for columns, table in ((history._steps, view.steps), (history._evals, view.evals)):
+            for i, step in enumerate(table["step"]):
+                columns.append(int(step), {n: table[n][i] for n in columns.names})
+        for step, trace in view.traces:
+            history.record_trace(step, trace)
+        return history
+
     def record_step(self, step: int, values: dict[str, object]) -> None:
         with self._lock:
             self._steps.append(step, values)

@@ -1,6 +1,9 @@
 """Run: a Trainer on its own thread; Snapshot: a copy of its state for a UI.
 
 A UI reads `Run.snapshot()`, which is a copy, and never calls into the worker thread.
+With a RunStore, a run saves itself (autosave): every SAVE_EVERY_STEPS steps or
+SAVE_EVERY_SECONDS seconds of training, whichever comes first, whenever it stops stepping
+(pause, finish, divergence, stop), and on `save()`.
 """
 from __future__ import annotations
 
@@ -13,8 +16,12 @@ from torch import Tensor
 
 from .config import Config
 from .history import HistoryView
+from .store import RunStore, StoreError, new_id, new_key
 from .trace import Trace
 from .trainer import Trainer
+
+SAVE_EVERY_STEPS = 500
+SAVE_EVERY_SECONDS = 30.0
 
 
 class Status(StrEnum):
@@ -55,19 +62,34 @@ class Snapshot:
         return self.status in ENDED
 
 
+class ReadOnly(PermissionError):
+    """A control used on a run opened without its owner key."""
+
+
 class Run:
     """A Trainer on its own thread, driven by start/pause/resume/step(n)/stop.
 
     The thread ends when training finishes or diverges, on stop(), or when nobody has
     called snapshot() for `idle_timeout` seconds (a closed browser tab); in that last case
     the run is paused, and start() or resume() starts a new thread that carries on.
+
+    With a store the run has an `id` (128 random bits) and an `owner_key`, and saves itself.
+    `Run.open` reopens a saved run, paused; opened without its owner key it is read-only.
     """
 
-    def __init__(self, config: Config, idle_timeout: float = 300.0, trainer: Trainer | None = None):
+    def __init__(self, config: Config, idle_timeout: float = 300.0, trainer: Trainer | None = None,
+                 store: RunStore | None = None, run_id: str | None = None, owner_key: str | None = None,
+                 name: str | None = None, status: Status = Status.IDLE, read_only: bool = False):
         self.trainer = trainer if trainer is not None else Trainer(config)
         self.idle_timeout = idle_timeout
+        self.store = store
+        self.id = run_id or (new_id() if store is not None else None)
+        self.owner_key = owner_key or (new_key() if store is not None and not read_only else None)
+        self.name = name
+        self.read_only = read_only
+        self._saved = (self.trainer.steps_done, time.monotonic())   # (step, when) of the last save
         self._cond = threading.Condition()
-        self._status = Status.IDLE
+        self._status = status
         self._message = self.trainer.device_warning or ""
         self._pending = 0            # steps still to do before pausing
         self._free = False           # run until paused, finished or stopped
@@ -79,8 +101,28 @@ class Run:
         # weights halfway through an optimiser update.
         self._model_lock = threading.Lock()
 
+    @classmethod
+    def open(cls, store: RunStore, run_id: str, owner_key: str | None = None,
+             idle_timeout: float = 300.0) -> "Run":
+        """A saved run, ready to Resume where it was saved: with its owner key in full
+        control; without it read-only (seen on every page, never trained or saved)."""
+        info = store.info(run_id)
+        trainer = store.load(run_id)
+        owned = store.owns(run_id, owner_key)
+        status = Status(info.status)
+        if status in (Status.RUNNING, Status.IDLE, Status.STOPPED):
+            # a run saved while training (the server went away) or stopped with its tab
+            # continues from its last save; one that never stepped is as new
+            status = Status.PAUSED if trainer.steps_done else Status.IDLE
+        if status == Status.PAUSED and trainer.finished:
+            status = Status.FINISHED
+        run = cls(trainer.config, idle_timeout, trainer, store, run_id, owner_key if owned else None,
+                  info.name, status, read_only=not owned)
+        return run
+
     # -- controls (any thread) ----------------------------------------------------------
     def start(self) -> None:
+        self._writable()
         with self._cond:
             self._free = True
             self._ensure_thread()
@@ -100,6 +142,7 @@ class Run:
         """Do exactly n more steps, then pause."""
         if n < 1:
             raise ValueError("step(n) needs n >= 1")
+        self._writable()
         with self._cond:
             self._free = False
             self._pending += n
@@ -123,6 +166,39 @@ class Run:
             while self._busy() and time.monotonic() < deadline:
                 self._cond.wait(0.05)
             return not self._busy()
+
+    def save(self) -> None:
+        """Save now, between steps (a run without a store, or read-only, has nothing to save)."""
+        if self.store is None or self.read_only:
+            return
+        with self._model_lock:
+            self._save_now()
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise ReadOnly("this run was opened read-only (without its owner key): it cannot be trained")
+
+    def _save_now(self) -> None:
+        """Save the trainer as it stands; the caller holds the model lock. A failed save is
+        reported in the run's message, and training goes on."""
+        with self._cond:
+            status = self._status
+        try:
+            self.store.save(self.id, self.trainer, owner_key=self.owner_key, status=status, name=self.name)
+        except (StoreError, OSError) as error:
+            with self._cond:
+                self._message = f"Could not save this run: {error}"
+            return
+        self._saved = (self.trainer.steps_done, time.monotonic())
+
+    def _save_due(self, stopping: bool) -> bool:
+        if self.store is None or self.read_only:
+            return False
+        step, when = self._saved
+        if self.trainer.steps_done == step:
+            return False
+        return (stopping or self.trainer.steps_done - step >= SAVE_EVERY_STEPS
+                or time.monotonic() - when >= SAVE_EVERY_SECONDS)
 
     def snapshot(self) -> Snapshot:
         with self._cond:
@@ -164,6 +240,15 @@ class Run:
         self._cond.notify_all()
 
     def _work(self) -> None:
+        try:
+            self._loop()
+        finally:
+            # paused, finished, diverged, stopped, idle or failed: the thread ends saved
+            with self._model_lock:
+                if self._save_due(stopping=True):
+                    self._save_now()
+
+    def _loop(self) -> None:
         trainer = self.trainer
         try:
             while True:
@@ -188,16 +273,19 @@ class Run:
                     self._stepping = True
                 with self._model_lock:
                     record = trainer.step()
-                with self._cond:
-                    self._stepping = False
-                    if record is None:
-                        self._end(Status.DIVERGED, trainer.divergence_message)
-                        return
-                    if self._pending > 0:
-                        self._pending -= 1
-                        if self._pending == 0 and not self._free:
-                            self._status = Status.PAUSED
-                    self._cond.notify_all()
+                    with self._cond:
+                        self._stepping = False
+                        if record is None:
+                            self._end(Status.DIVERGED, trainer.divergence_message)
+                            return
+                        if self._pending > 0:
+                            self._pending -= 1
+                            if self._pending == 0 and not self._free:
+                                self._status = Status.PAUSED
+                        pausing = self._stop or not (self._free or self._pending > 0)
+                        self._cond.notify_all()
+                    if self._save_due(stopping=pausing):
+                        self._save_now()
         except Exception as error:  # noqa: BLE001 - a UI must see why its run stopped
             with self._cond:
                 self._stepping = False

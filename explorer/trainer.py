@@ -37,7 +37,8 @@ def _norms(tensors: list[Tensor]) -> Tensor:
 class Trainer:
     """Trains config's model on config's task, one `step()` at a time."""
 
-    def __init__(self, config: Config, task: Task | None = None, max_traces: int = 48):
+    def __init__(self, config: Config, task: Task | None = None, max_traces: int = 48,
+                 record_start: bool = True):
         self.config = config
         self.device, self.device_warning = resolve_device(config.device)
         self.task = task if task is not None else task_for(config)
@@ -47,7 +48,7 @@ class Trainer:
         self.optimizer = _optimizer(config, self.model.parameters())
         self.param_names = [n for n, _ in self.model.named_parameters()]
         self.history = History(self.param_names, max_traces=max_traces)
-        self._batches = torch.Generator().manual_seed(config.seed)
+        self.batch_generator = torch.Generator().manual_seed(config.seed)
         # Probe and eval sequences are held out and fixed for the whole run, so traces at
         # different steps show the same sequences.
         eval_x, eval_y = self.task.heldout(max(EVAL_SIZE, config.probe_count), config.seed)
@@ -56,7 +57,8 @@ class Trainer:
         self.steps_done = 0
         self.diverged = False
         self.divergence_message = ""
-        self.probe()                  # the untrained network's gates, before any step
+        if record_start:              # (a run restored from the store has its own record)
+            self.probe()              # the untrained network's gates, before any step
 
     # -- training ---------------------------------------------------------------------
     def step(self) -> dict | None:
@@ -71,7 +73,7 @@ class Trainer:
         started = time.perf_counter()
         model, params = self.model, list(self.model.parameters())
         model.train()
-        x, y = self.task.sample(self.config.batch_size, self._batches)
+        x, y = self.task.sample(self.config.batch_size, self.batch_generator)
         x, y = x.to(self.device), y.to(self.device)
         output = model(x)
         task_loss = self.task.loss(output, y)

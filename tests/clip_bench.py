@@ -38,7 +38,7 @@ class _ForeachTrainer(Trainer):
         started = time.perf_counter()
         model, params = self.model, list(self.model.parameters())
         model.train()
-        x, y = self.task.sample(self.config.batch_size, self._batches)
+        x, y = self.task.sample(self.config.batch_size, self.batch_generator)
         x, y = x.to(self.device), y.to(self.device)
         output = model(x)
         task_loss = self.task.loss(output, y)

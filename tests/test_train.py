@@ -113,7 +113,7 @@ def test_clipping_bounds_the_applied_update_exactly():
 def test_clipped_gradient_matches_clip_grad_norm_on_a_copy_of_the_model(clip):
     trainer = Trainer(small(clip=clip))
     reference = copy.deepcopy(trainer.model)
-    batches = torch.Generator().set_state(trainer._batches.get_state())   # the batch step() will draw
+    batches = torch.Generator().set_state(trainer.batch_generator.get_state())   # the batch step() will draw
     x, y = trainer.task.sample(trainer.config.batch_size, batches)
     trainer.task.loss(reference(x), y).backward()
     norm = torch.nn.utils.clip_grad_norm_(reference.parameters(), clip).item()

@@ -1,0 +1,479 @@
+"""RunStore: runs kept in SQLite, so a run outlives the browser tab and the server.
+
+A saved run holds enough to reopen it and continue exactly: its config, every step record,
+the evals and the probe traces its History keeps, the weights, the optimiser state, the
+random-number states, and for a CSV run the file's bytes. No pickle anywhere: tensors and
+arrays are safetensors, compressed with zlib; the rest is JSON.
+
+- Where: `GATE_EXPLORER_DB`, else `runs.sqlite` in the per-user data directory (platformdirs).
+- How: WAL mode, parameterised SQL only, one transaction per save (a killed process leaves
+  the last committed save), a schema version in `meta` with migrations keyed by version.
+- Size: traces' per-unit arrays (gates, h_t, c_t) are stored as float16, which the charts
+  cannot tell from float32 (3 significant digits on 0..1 gates); gradient norms stay float32,
+  since they span many orders of magnitude. A trace's `output` is not stored: it is the top
+  layer's `hidden`.
+- Identity: run ids and owner keys are random, 128 bits each (`secrets`). The store keeps
+  only a hash of the owner key; `owns(run_id, key)` checks one.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import os
+import secrets
+import sqlite3
+import time
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.numpy import load as load_arrays
+from safetensors.numpy import save as save_arrays
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from .cells import CELLS
+from .config import Config
+from .history import EVAL_FIELDS, STEP_FIELDS, History, HistoryView
+from .tasks import TASKS, Task
+from .trace import LayerTrace, Trace
+from .trainer import Trainer
+
+DB_ENV = "GATE_EXPLORER_DB"
+SCHEMA_VERSION = 1
+MAX_DATA_BYTES = 32 * 2**20      # a CSV kept with its run; larger files are read from their path
+BUSY_TIMEOUT_S = 30.0            # how long a save waits for another process's transaction
+
+
+class StoreError(Exception):
+    """A store problem a user can act on (unknown run, locked or corrupt database...)."""
+
+
+class RunNotFound(StoreError, KeyError):
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def default_path() -> Path:
+    """GATE_EXPLORER_DB, else runs.sqlite in this user's data directory."""
+    if os.environ.get(DB_ENV):
+        return Path(os.environ[DB_ENV])
+    from platformdirs import user_data_dir
+    return Path(user_data_dir("rnn-gate-explorer", appauthor=False)) / "runs.sqlite"
+
+
+def new_id() -> str:
+    """A run id: 128 random bits, URL-safe."""
+    return secrets.token_urlsafe(16)
+
+
+def new_key() -> str:
+    """An owner key: 128 random bits, URL-safe; whoever holds it controls the run."""
+    return secrets.token_urlsafe(16)
+
+
+def _key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One saved run, as a list shows it."""
+
+    id: str
+    name: str
+    task: str
+    cell: str
+    steps: int
+    status: str
+    eval_loss: float | None
+    eval_metric: float | None
+    created: str                 # ISO 8601, UTC
+    updated: str
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("id", "name", "task", "cell", "steps", "eval_loss",
+                                              "eval_metric", "created")}
+
+
+# Schema version -> the statements that bring a database from the version before to it.
+MIGRATIONS = {
+    1: """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY, owner_hash TEXT NOT NULL, name TEXT NOT NULL, config TEXT NOT NULL,
+        task TEXT NOT NULL, cell TEXT NOT NULL, steps INTEGER NOT NULL, status TEXT NOT NULL,
+        eval_loss REAL, eval_metric REAL, created TEXT NOT NULL, updated TEXT NOT NULL);
+    CREATE TABLE state (
+        run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+        weights BLOB NOT NULL, optimizer BLOB NOT NULL, optimizer_meta TEXT NOT NULL,
+        rng BLOB NOT NULL, history BLOB NOT NULL, trainer_meta TEXT NOT NULL, data BLOB);
+    CREATE TABLE traces (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, step INTEGER NOT NULL,
+        arrays BLOB NOT NULL, meta TEXT NOT NULL, PRIMARY KEY (run_id, step));
+    """,
+}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class RunStore:
+    """The runs saved in one SQLite file. Each call opens its own connection, so one store
+    serves any thread (a run's worker saves while a page lists)."""
+
+    def __init__(self, path: str | Path | None = None, timeout: float = BUSY_TIMEOUT_S):
+        self.path = Path(path) if path is not None else default_path()
+        self.timeout = timeout
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"cannot create the folder for the run store {self.path}: {error.strerror}") from None
+        with self._connect() as db:
+            self._migrate(db)
+
+    # -- the database ----------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"cannot open the run store {self.path}: {error}") from None
+        return _Connection(db)
+
+    def _migrate(self, db) -> None:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"the run store {self.path} was written by a newer version of "
+                                 f"this app (schema {version}; this one reads up to {SCHEMA_VERSION})")
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[target].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            db.execute("COMMIT")
+        except BaseException:
+            db.rollback()
+            raise
+
+    # -- saving ------------------------------------------------------------------------------
+    def save(self, run_id: str, trainer: Trainer, *, owner_key: str, status: str = "paused",
+             name: str | None = None) -> None:
+        """Save the run's whole state in one transaction: a new run is created, a saved one
+        brought up to date (its traces: the new ones added, the ones History let go deleted).
+        Call it where the trainer is not stepping (the run's model lock)."""
+        config = trainer.config
+        view = trainer.history.view()
+        weights = save_tensors({k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()})
+        optimizer, optimizer_meta = _optimizer_state(trainer.optimizer)
+        rng = save_tensors({"batches": trainer.batch_generator.get_state(), "torch": torch.get_rng_state()})
+        history = zlib.compress(save_arrays(_history_arrays(view)))
+        meta = json.dumps({"steps_done": trainer.steps_done, "diverged": trainer.diverged,
+                           "divergence_message": trainer.divergence_message})
+        evals = view.evals
+        eval_loss = float(evals["eval_loss"][-1]) if len(evals["step"]) else None
+        eval_metric = float(evals["eval_metric"][-1]) if len(evals["step"]) else None
+        now = _now()
+        with self._connect() as db:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                row = db.execute("SELECT owner_hash FROM runs WHERE id = ?", (run_id,)).fetchone()
+                if row is None:
+                    db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               (run_id, _key_hash(owner_key), name or _default_name(config), json.dumps(config.to_dict()),
+                                config.task, config.cell, trainer.steps_done, str(status), eval_loss, eval_metric,
+                                now, now))
+                    data = _data_of(config)
+                else:
+                    if not hmac.compare_digest(row[0], _key_hash(owner_key)):
+                        raise StoreError("this run belongs to someone else: only its owner key saves it")
+                    db.execute("UPDATE runs SET steps = ?, status = ?, eval_loss = ?, eval_metric = ?, updated = ?"
+                               + (", name = ?" if name else "") + " WHERE id = ?",
+                               (trainer.steps_done, str(status), eval_loss, eval_metric, now,
+                                *((name,) if name else ()), run_id))
+                    data = db.execute("SELECT data FROM state WHERE run_id = ?", (run_id,)).fetchone()
+                    data = data[0] if data else _data_of(config)
+                db.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (run_id, weights, optimizer, optimizer_meta, rng, history, meta, data))
+                kept = {step for step, _ in view.traces}
+                stored = {s for (s,) in db.execute("SELECT step FROM traces WHERE run_id = ?", (run_id,))}
+                for step in stored - kept:
+                    db.execute("DELETE FROM traces WHERE run_id = ? AND step = ?", (run_id, step))
+                for step, trace in view.traces:
+                    if step not in stored:
+                        arrays, trace_meta = _trace_record(trace)
+                        db.execute("INSERT INTO traces VALUES (?, ?, ?, ?)", (run_id, step, arrays, trace_meta))
+                db.execute("COMMIT")
+            except BaseException:
+                db.rollback()
+                raise
+
+    # -- reading -----------------------------------------------------------------------------
+    def list(self, task: str | None = None, cell: str | None = None) -> list[RunInfo]:
+        """Saved runs, newest first, optionally only one task's or one cell's."""
+        query, args = "SELECT id, name, task, cell, steps, status, eval_loss, eval_metric, created, updated FROM runs", []
+        where = [(column, value) for column, value in (("task", task), ("cell", cell)) if value]
+        if where:
+            query += " WHERE " + " AND ".join(f"{column} = ?" for column, _ in where)
+            args = [value for _, value in where]
+        with self._connect() as db:
+            rows = db.execute(query + " ORDER BY created DESC, rowid DESC", args).fetchall()
+        return [RunInfo(*row) for row in rows]
+
+    def info(self, run_id: str) -> RunInfo:
+        with self._connect() as db:
+            row = db.execute("SELECT id, name, task, cell, steps, status, eval_loss, eval_metric, created, updated "
+                             "FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise _not_found(run_id)
+        return RunInfo(*row)
+
+    def owns(self, run_id: str, owner_key: str | None) -> bool:
+        """Whether owner_key is this run's owner key (False for no key or an unknown run)."""
+        if not owner_key:
+            return False
+        with self._connect() as db:
+            row = db.execute("SELECT owner_hash FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return row is not None and hmac.compare_digest(row[0], _key_hash(owner_key))
+
+    def config(self, run_id: str) -> Config:
+        with self._connect() as db:
+            row = db.execute("SELECT config FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise _not_found(run_id)
+        return Config.from_dict(json.loads(row[0]))
+
+    def load(self, run_id: str) -> Trainer:
+        """The saved run as a Trainer that continues exactly where the save left it."""
+        config = self.config(run_id)
+        with self._connect() as db:
+            state = db.execute("SELECT weights, optimizer, optimizer_meta, rng, history, trainer_meta, data "
+                               "FROM state WHERE run_id = ?", (run_id,)).fetchone()
+            traces = db.execute("SELECT step, arrays, meta FROM traces WHERE run_id = ? ORDER BY step",
+                                (run_id,)).fetchall()
+        if state is None:
+            raise _not_found(run_id)
+        weights, optimizer, optimizer_meta, rng, history, trainer_meta, data = state
+        trainer = Trainer(config, task=_task(config, data), record_start=False)
+        trainer.model.load_state_dict(load_tensors(weights))
+        trainer.optimizer.load_state_dict(_optimizer_dict(optimizer, optimizer_meta, trainer.device))
+        rng = load_tensors(rng)
+        trainer.batch_generator.set_state(rng["batches"])
+        torch.set_rng_state(rng["torch"])
+        view = _history_view(load_arrays(zlib.decompress(history)),
+                             [(step, _trace_from(arrays, meta)) for step, arrays, meta in traces])
+        trainer.history = History.from_view(view, trainer.history.max_traces, trainer.history.max_trace_bytes)
+        meta = json.loads(trainer_meta)
+        trainer.steps_done = meta["steps_done"]
+        trainer.diverged = meta["diverged"]
+        trainer.divergence_message = meta["divergence_message"]
+        return trainer
+
+    def weights(self, run_id: str) -> bytes:
+        """The model's weights as a .safetensors file (the state_dict of SequenceModel)."""
+        with self._connect() as db:
+            row = db.execute("SELECT weights FROM state WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise _not_found(run_id)
+        return bytes(row[0])
+
+    def metrics_frame(self, run_id: str) -> pd.DataFrame:
+        """One row per step: the step's scalars, the held-out loss and metric where measured
+        (empty elsewhere), and each parameter's gradient norm and update ratio."""
+        trainer_view = self._view(run_id, traces=False)
+        steps, evals = trainer_view.steps, trainer_view.evals
+        frame = pd.DataFrame({"step": steps["step"], **{name: steps[name] for name in STEP_FIELDS}})
+        for i, param in enumerate(trainer_view.param_names):
+            frame[f"grad_norm/{param}"] = steps["param_grad_norm"][:, i]
+            frame[f"update_ratio/{param}"] = steps["update_ratio"][:, i]
+        held_out = pd.DataFrame({"step": evals["step"], **{name: evals[name] for name in EVAL_FIELDS}})
+        return frame.merge(held_out, on="step", how="left")
+
+    def traces_frame(self, run_id: str) -> pd.DataFrame:
+        """Trace.to_frame() of every stored probe, with the training step it was taken at."""
+        view = self._view(run_id, traces=True)
+        parts = [trace.to_frame().assign(step=step) for step, trace in view.traces]
+        if not parts:
+            return pd.DataFrame(columns=["step", "layer", "sequence", "t", "unit", "quantity", "value"])
+        frame = pd.concat(parts, ignore_index=True)
+        return frame[["step", "layer", "sequence", "t", "unit", "quantity", "value"]]
+
+    def _view(self, run_id: str, traces: bool) -> HistoryView:
+        with self._connect() as db:
+            row = db.execute("SELECT history FROM state WHERE run_id = ?", (run_id,)).fetchone()
+            stored = db.execute("SELECT step, arrays, meta FROM traces WHERE run_id = ? ORDER BY step",
+                                (run_id,)).fetchall() if traces else []
+        if row is None:
+            raise _not_found(run_id)
+        return _history_view(load_arrays(zlib.decompress(row[0])), [(step, _trace_from(a, m)) for step, a, m in stored])
+
+    # -- changing ----------------------------------------------------------------------------
+    def rename(self, run_id: str, name: str) -> None:
+        name = name.strip()
+        if not name:
+            raise StoreError("a run's name cannot be empty")
+        if len(name) > 200:
+            raise StoreError("a run's name can have at most 200 characters")
+        with self._connect() as db:
+            if db.execute("UPDATE runs SET name = ? WHERE id = ?", (name, run_id)).rowcount == 0:
+                raise _not_found(run_id)
+
+    def delete(self, run_id: str) -> None:
+        with self._connect() as db:
+            if db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount == 0:
+                raise _not_found(run_id)
+
+    def export(self, run_id: str, fmt: str, out_dir: str | Path) -> list[Path]:
+        """Write metrics.<ext> and traces.<ext> (parquet or csv) into out_dir; their paths."""
+        if fmt not in ("parquet", "csv"):
+            raise StoreError(f"format must be parquet or csv, not {fmt!r}")
+        metrics, traces = self.metrics_frame(run_id), self.traces_frame(run_id)
+        out = Path(out_dir)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            paths = [out / f"metrics.{fmt}", out / f"traces.{fmt}"]
+            for frame, path in zip((metrics, traces), paths):
+                frame.to_parquet(path, index=False) if fmt == "parquet" else frame.to_csv(path, index=False)
+        except OSError as error:
+            raise StoreError(f"cannot write into {out}: {error.strerror or error}") from None
+        return paths
+
+
+class _Connection:
+    """A sqlite3 connection that closes at the end of a with block (sqlite3's own only
+    commits), turning SQLite's errors into StoreError with what to do."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self._db = db
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        self._db.close()
+        if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
+            raise StoreError("the run store is locked by another program; try again in a moment") from None
+        if isinstance(error, sqlite3.DatabaseError):
+            raise StoreError(f"the run store is damaged or not a database: {error}") from None
+        return False
+
+    def execute(self, sql: str, args=()):
+        return self._db.execute(sql, args)
+
+    def rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.rollback()
+
+
+def _not_found(run_id: str) -> RunNotFound:
+    return RunNotFound(f"no saved run has the id {run_id!r}")
+
+
+def _default_name(config: Config) -> str:
+    return f"{config.cell} on {config.task}, {time.strftime('%Y-%m-%d %H:%M')}"
+
+
+def _data_of(config: Config) -> bytes | None:
+    """The bytes of a CSV run's file, so the run continues after the upload is cleaned up."""
+    if "csv_path" not in TASKS[config.task].fields or not config.csv_path:
+        return None
+    try:
+        path = Path(config.csv_path)
+        if path.stat().st_size > MAX_DATA_BYTES:
+            return None
+        return zlib.compress(path.read_bytes())
+    except OSError:
+        return None
+
+
+def _task(config: Config, data: bytes | None) -> Task | None:
+    """The saved run's task, from the kept bytes of its CSV where there are some."""
+    if data is None:
+        return None                       # Trainer builds it from the config
+    spec = TASKS[config.task]
+    options = spec.options(config)
+    options["source"] = io.BytesIO(zlib.decompress(data))
+    options["source"].name = Path(config.csv_path).name
+    return spec.make(config.seq_len, **options)
+
+
+# -- optimiser state: tensors to safetensors, the rest to JSON -------------------------------------
+
+def _optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[bytes, str]:
+    state = optimizer.state_dict()
+    tensors, kinds = {}, {}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            key = f"{index}/{name}"
+            if isinstance(value, torch.Tensor):
+                tensors[key] = value.detach().cpu().contiguous()
+            else:
+                kinds[key] = value           # a plain number (or None: momentum before its first step)
+    return save_tensors(tensors), json.dumps({"param_groups": state["param_groups"], "plain": kinds})
+
+
+def _optimizer_dict(blob: bytes, meta: str, device: torch.device) -> dict:
+    meta = json.loads(meta)
+    state: dict[int, dict] = {}
+    for key, value in load_tensors(blob).items():
+        index, name = key.split("/", 1)
+        # Adam keeps `step` on the CPU; its moments live with the weights.
+        state.setdefault(int(index), {})[name] = value if name == "step" else value.to(device)
+    for key, value in meta["plain"].items():
+        index, name = key.split("/", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+# -- history and traces ------------------------------------------------------------------------
+
+def _history_arrays(view: HistoryView) -> dict[str, np.ndarray]:
+    arrays = {f"steps/{k}": np.ascontiguousarray(v) for k, v in view.steps.items()}
+    arrays.update({f"evals/{k}": np.ascontiguousarray(v) for k, v in view.evals.items()})
+    arrays["param_names"] = np.frombuffer(json.dumps(view.param_names).encode(), np.uint8)
+    return arrays
+
+
+def _history_view(arrays: dict[str, np.ndarray], traces: list) -> HistoryView:
+    param_names = json.loads(arrays["param_names"].tobytes().decode())
+    steps = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("steps/")}
+    evals = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("evals/")}
+    return HistoryView(param_names, steps, evals, traces)
+
+
+def _trace_record(trace: Trace) -> tuple[bytes, str]:
+    arrays = {"grad_input": trace.grad_input.astype(np.float32)}
+    for k, layer in enumerate(trace.layers):
+        per_unit = {**{f"gate/{n}": v for n, v in layer.gates.items()}, "hidden": layer.hidden, "cell": layer.cell}
+        for name, value in per_unit.items():
+            if value is not None:
+                arrays[f"{k}/{name}"] = value.astype(np.float16)
+        for name in ("grad_hidden", "grad_cell"):
+            value = getattr(layer, name)
+            if value is not None:
+                arrays[f"{k}/{name}"] = value.astype(np.float32)
+    meta = {"cell": trace.cell, "loss": trace.loss, "layers": len(trace.layers)}
+    return zlib.compress(save_arrays({k: np.ascontiguousarray(v) for k, v in arrays.items()})), json.dumps(meta)
+
+
+def _trace_from(blob: bytes, meta: str) -> Trace:
+    arrays, meta = load_arrays(zlib.decompress(blob)), json.loads(meta)
+    as32 = lambda name: arrays[name].astype(np.float32) if name in arrays else None  # noqa: E731
+    layers = []
+    for k in range(meta["layers"]):
+        gates = {name: as32(f"{k}/gate/{name}") for name in CELLS[meta["cell"]].gates}
+        layers.append(LayerTrace(gates=gates, hidden=as32(f"{k}/hidden"), cell=as32(f"{k}/cell"),
+                                 grad_hidden=as32(f"{k}/grad_hidden"), grad_cell=as32(f"{k}/grad_cell")))
+    return Trace(cell=meta["cell"], output=layers[-1].hidden, loss=meta["loss"],
+                 grad_input=as32("grad_input"), layers=layers)
