@@ -7,8 +7,9 @@ import streamlit as st
 
 from pages import keys
 from pages.charts import preload
+from pages.identity import remember
 from pages.link import write_link
-from pages.session import current_run
+from pages.session import current_run, session, store_problem
 from pages.sidebar import sidebar
 
 # Presentation mode: Streamlit sizes its text in rem, so a larger root font enlarges it all
@@ -23,6 +24,7 @@ PAGES = [
     st.Page("pages/gradients.py", title="Gradients", icon=":material/trending_down:", url_path="gradients"),
     st.Page("pages/step.py", title="Step through", icon=":material/calculate:", url_path="step"),
     st.Page("pages/lessons.py", title="Lessons", icon=":material/school:", url_path="lessons"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:", url_path="runs"),
 ]
 
 
@@ -30,14 +32,19 @@ def main() -> None:
     st.set_page_config(page_title="RNN Gate Explorer", page_icon=":material/cycle:", layout="wide")
     page = st.navigation(PAGES, position="top")
     st.html(f"<style>{PAGE_CSS}</style>")
+    where = session()
     with st.sidebar:
         preload()
+        remember(where.owner_key)         # this browser keeps its owner key (pages/identity.py)
     config = sidebar()
     if st.session_state.get(keys.PRESENT):
         st.html(f"<style>{PRESENT_CSS}</style>")
+    if store_problem():
+        st.warning(f"Runs are not saved on this server: {store_problem()}")
     current_run(config)
     page.run()
-    write_link(config)                    # after the page: its choices (sequence, unit...) too
+    # after the page: its choices (sequence, unit...) and the run it left the session with
+    write_link(config, where.run, where.lesson_runs)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .config import Config
 from .history import HistoryView
-from .store import RunStore, StoreError, new_id, new_key
+from .store import RunStore, StoreError, default_name, new_id, new_key
 from .trace import Trace
 from .trainer import Trainer
 
@@ -85,7 +85,7 @@ class Run:
         self.store = store
         self.id = run_id or (new_id() if store is not None else None)
         self.owner_key = owner_key or (new_key() if store is not None and not read_only else None)
-        self.name = name
+        self.name = name or (default_name(config) if store is not None else None)
         self.read_only = read_only
         self._saved = (self.trainer.steps_done, time.monotonic())   # (step, when) of the last save
         self._cond = threading.Condition()
@@ -166,6 +166,12 @@ class Run:
             while self._busy() and time.monotonic() < deadline:
                 self._cond.wait(0.05)
             return not self._busy()
+
+    @property
+    def status(self) -> Status:
+        """The status now, without counting as a look (snapshot() keeps an idle run alive)."""
+        with self._cond:
+            return self._status
 
     def save(self) -> None:
         """Save now, between steps (a run without a store, or read-only, has nothing to save)."""

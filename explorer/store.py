@@ -170,9 +170,10 @@ class RunStore:
     # -- saving ------------------------------------------------------------------------------
     def save(self, run_id: str, trainer: Trainer, *, owner_key: str, status: str = "paused",
              name: str | None = None) -> None:
-        """Save the run's whole state in one transaction: a new run is created, a saved one
-        brought up to date (its traces: the new ones added, the ones History let go deleted).
-        Call it where the trainer is not stepping (the run's model lock)."""
+        """Save the run's whole state in one transaction: a new run is created (named `name`, or
+        after its cell and task), a saved one brought up to date (its traces: the new ones added,
+        the ones History let go deleted; its name is left as renamed). Call it where the trainer
+        is not stepping (the run's model lock)."""
         config = trainer.config
         view = trainer.history.view()
         weights = save_tensors({k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()})
@@ -191,17 +192,15 @@ class RunStore:
                 row = db.execute("SELECT owner_hash FROM runs WHERE id = ?", (run_id,)).fetchone()
                 if row is None:
                     db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                               (run_id, _key_hash(owner_key), name or _default_name(config), json.dumps(config.to_dict()),
+                               (run_id, _key_hash(owner_key), name or default_name(config), json.dumps(config.to_dict()),
                                 config.task, config.cell, trainer.steps_done, str(status), eval_loss, eval_metric,
                                 now, now))
                     data = _data_of(config)
                 else:
                     if not hmac.compare_digest(row[0], _key_hash(owner_key)):
                         raise StoreError("this run belongs to someone else: only its owner key saves it")
-                    db.execute("UPDATE runs SET steps = ?, status = ?, eval_loss = ?, eval_metric = ?, updated = ?"
-                               + (", name = ?" if name else "") + " WHERE id = ?",
-                               (trainer.steps_done, str(status), eval_loss, eval_metric, now,
-                                *((name,) if name else ()), run_id))
+                    db.execute("UPDATE runs SET steps = ?, status = ?, eval_loss = ?, eval_metric = ?, updated = ? "
+                               "WHERE id = ?", (trainer.steps_done, str(status), eval_loss, eval_metric, now, run_id))
                     data = db.execute("SELECT data FROM state WHERE run_id = ?", (run_id,)).fetchone()
                     data = data[0] if data else _data_of(config)
                 db.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -220,10 +219,11 @@ class RunStore:
                 raise
 
     # -- reading -----------------------------------------------------------------------------
-    def list(self, task: str | None = None, cell: str | None = None) -> list[RunInfo]:
-        """Saved runs, newest first, optionally only one task's or one cell's."""
+    def list(self, task: str | None = None, cell: str | None = None, owner_key: str | None = None) -> list[RunInfo]:
+        """Saved runs, newest first, optionally only one task's, one cell's or one owner's."""
         query, args = "SELECT id, name, task, cell, steps, status, eval_loss, eval_metric, created, updated FROM runs", []
-        where = [(column, value) for column, value in (("task", task), ("cell", cell)) if value]
+        owner = _key_hash(owner_key) if owner_key else None
+        where = [(column, value) for column, value in (("task", task), ("cell", cell), ("owner_hash", owner)) if value]
         if where:
             query += " WHERE " + " AND ".join(f"{column} = ?" for column, _ in where)
             args = [value for _, value in where]
@@ -380,7 +380,7 @@ def _not_found(run_id: str) -> RunNotFound:
     return RunNotFound(f"no saved run has the id {run_id!r}")
 
 
-def _default_name(config: Config) -> str:
+def default_name(config: Config) -> str:
     return f"{config.cell} on {config.task}, {time.strftime('%Y-%m-%d %H:%M')}"
 
 

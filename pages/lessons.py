@@ -53,7 +53,13 @@ if lesson is None:
     st.info("Load a lesson: each one trains in about a minute on a laptop's CPU.")
     st.stop()
 
+linked = st.session_state.pop(keys.LINKED_LESSON_RUNS, None)
+if linked:                              # a lesson link with its runs: the trained lesson, reopened
+    problem = where.open_lesson(lesson, linked, st.session_state.get(keys.LINKED_KEY))
+    if problem:
+        st.warning(f"This link's runs could not be opened ({problem}); the lesson starts afresh.")
 runs = where.lesson(lesson)
+locked = any(run.read_only for run in runs.values())
 first = next(iter(runs.values()))
 task = first.trainer.task
 st.markdown(f"### {lesson.title}")
@@ -61,10 +67,12 @@ st.markdown(f"**Press** {lesson.press}  \n**Look at** {lesson.look}  \n**Expect*
 st.caption(f"Source: {lesson.source}")
 
 train, pause, again = st.columns(3)
-if train.button("Train all", type="primary", width="stretch", key="lesson_train"):
+if locked:
+    st.info("Read-only: this link shows the lesson's saved runs. **Start over** trains the lesson yourself.")
+if train.button("Train all", type="primary", width="stretch", key="lesson_train", disabled=locked):
     for run in runs.values():
         run.start()
-if pause.button("Pause all", width="stretch", key="lesson_pause"):
+if pause.button("Pause all", width="stretch", key="lesson_pause", disabled=locked):
     for run in runs.values():
         run.pause()
     for run in runs.values():

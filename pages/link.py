@@ -1,9 +1,13 @@
 """The app's state in its URL, so a link reproduces what its sender sees: every setting that
 differs from the default, the sequence, layer, unit and step picked, the lesson and
-presentation mode (the page is the URL's path). Parameters from a URL are untrusted: each is
-checked by Config's own rules, and what is rejected is named on the page, never raised.
+presentation mode (the page is the URL's path), and the run: `run=<id>&key=<owner key>` (a
+lesson's: `runs=<id>.<id>...`), so a reload reattaches to it or reopens it from the store.
+Parameters from a URL are untrusted: each is checked by Config's own rules (ids and keys by
+their form), and what is rejected is named on the page, never raised.
 """
 from __future__ import annotations
+
+import re
 
 import streamlit as st
 
@@ -15,6 +19,7 @@ from pages import keys
 VIEW = {"seq": keys.PICK_SEQUENCE, "layer": keys.PICK_LAYER, "unit": keys.STEP_UNIT, "t": keys.STEP_T}
 NOT_SHARED = {"csv_path"}          # a file on the sender's server: meaningless to anyone else
 TRUE = ("1", "true", "yes", "on")
+TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")    # a run id or owner key (explorer.store.new_id)
 
 
 def read_link() -> tuple[dict, list[str]]:
@@ -39,6 +44,13 @@ def read_link() -> tuple[dict, list[str]]:
             st.session_state[keys.PRESENT] = value.lower() in TRUE
         elif name == "lesson":
             st.session_state[keys.LESSON] = value       # the Lessons page checks it against its lessons
+        elif name in ("run", "key", "runs"):
+            tokens = value.split(".") if name == "runs" else [value]
+            if all(TOKEN.match(t) for t in tokens):
+                st.session_state[{"run": keys.LINKED_RUN, "key": keys.LINKED_KEY, "runs": keys.LINKED_LESSON_RUNS}[name]] = \
+                    tokens if name == "runs" else value
+            else:
+                problems.append(f"{name}: not a run id or key")
         else:
             problems.append(f"{name}: not a setting of this app")
     try:
@@ -49,12 +61,35 @@ def read_link() -> tuple[dict, list[str]]:
     return draft, problems
 
 
-def write_link(config: Config | None) -> None:
-    """Put the current state in the URL (only what differs from the defaults)."""
+def settings_params(config: Config | None) -> dict[str, str]:
+    """The settings that differ from the defaults, as URL parameters: a link that trains the
+    same curve from scratch."""
+    if config is None:
+        return {}
+    defaults = Config().to_dict()
+    return {k: str(v) for k, v in config.to_dict().items() if v != defaults[k] and k not in NOT_SHARED}
+
+
+def run_params(run, lesson_runs: dict) -> dict[str, str]:
+    """The session's run (and a lesson's runs) by id, with the owner key where it owns them.
+    A run that has not stepped is left out: there is nothing saved to reopen."""
     params = {}
-    if config is not None:
-        defaults = Config().to_dict()
-        params = {k: str(v) for k, v in config.to_dict().items() if v != defaults[k] and k not in NOT_SHARED}
+    if run is not None and run.id and (run.trainer.steps_done or run.read_only):
+        params["run"] = run.id
+        if not run.read_only:
+            params["key"] = run.owner_key
+    lesson = [r for r in lesson_runs.values() if r.id]
+    if lesson and len(lesson) == len(lesson_runs) and any(r.trainer.steps_done for r in lesson):
+        params["runs"] = ".".join(r.id for r in lesson)
+        params.setdefault("key", next((r.owner_key for r in lesson if not r.read_only), None))
+        if params["key"] is None:
+            del params["key"]
+    return params
+
+
+def write_link(config: Config | None, run=None, lesson_runs: dict | None = None) -> None:
+    """Put the current state in the URL (only what differs from the defaults)."""
+    params = {**settings_params(config), **run_params(run, lesson_runs or {})}
     kept = st.session_state.get(keys.KEPT, {})
     for name, key in VIEW.items():
         if kept.get(key):                            # 0, the default, is left out

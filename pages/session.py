@@ -1,19 +1,24 @@
-"""This browser session's runs: its own run and a lesson's, kept in a session-scoped resource,
-so they survive page switches and stop when the browser session ends."""
+"""This browser session's runs, and the server's: a session's own run and a lesson's, kept in a
+session-scoped resource (they survive page switches); every run with an id is also in the
+server's `live_runs()`, so a reload (a new session) can take it back while it trains. Runs are
+saved in the server's `run_store()` as they train."""
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, field
 
 import streamlit as st
 import torch
 
 from explorer import Config, DataError, Run, Status
+from explorer.store import RunStore, StoreError
+from pages.identity import browser_key
 
 IDLE_TIMEOUT = 600   # seconds without a page polling before a run pauses itself
-ERRORS = (ValueError, DataError, OSError, RuntimeError)
+ERRORS = (ValueError, DataError, OSError, RuntimeError, StoreError)
 
 # Leave a core to the server and the browser. On a small machine, OpenMP threads that must
 # wait for a core held by the UI stall every operator: measured here on 2 cores, a default
@@ -21,59 +26,180 @@ ERRORS = (ValueError, DataError, OSError, RuntimeError)
 torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
 
 
+@st.cache_resource(show_spinner=False)
+def _store() -> RunStore | str:
+    try:
+        return RunStore()
+    except StoreError as error:
+        return str(error)
+
+
+def run_store() -> RunStore | None:
+    """The server's run store (GATE_EXPLORER_DB or the user's data folder); None if it cannot
+    be opened, which the app says (runs then live only as long as the server)."""
+    store = _store()
+    return store if isinstance(store, RunStore) else None
+
+
+def store_problem() -> str | None:
+    store = _store()
+    return None if isinstance(store, RunStore) else store
+
+
+class LiveRuns:
+    """The runs in this server's memory, by id, and the sessions holding each. A run no session
+    holds is stopped (it is saved) once it is not training; one that trains goes on, so a
+    reload finds it, and pauses itself when nobody has looked at it for IDLE_TIMEOUT."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._held: dict[str, tuple[Run, set[int]]] = {}
+
+    def hold(self, run: Run, holder: object) -> None:
+        with self._lock:
+            self._held.setdefault(run.id, (run, set()))[1].add(id(holder))
+        self._prune()
+
+    def get(self, run_id: str) -> Run | None:
+        self._prune()
+        with self._lock:
+            entry = self._held.get(run_id)
+        return entry[0] if entry else None
+
+    def release(self, run: Run, holder: object) -> None:
+        with self._lock:
+            entry = self._held.get(run.id)
+            if entry:
+                entry[1].discard(id(holder))
+        self._prune()
+
+    def drop(self, run: Run) -> None:
+        with self._lock:
+            self._held.pop(run.id, None)
+
+    def _prune(self) -> None:
+        with self._lock:
+            orphans = [run for run, holders in self._held.values() if not holders and run.status != Status.RUNNING]
+            for run in orphans:
+                del self._held[run.id]
+        for run in orphans:
+            run.stop()
+
+
+@st.cache_resource(show_spinner=False)
+def live_runs() -> LiveRuns:
+    return LiveRuns()
+
+
 @dataclass
 class Session:
-    """One browser session's run, and the folder its uploaded CSV files live in."""
+    """One browser session's runs, its owner key, and the folder its uploaded CSV files live in."""
 
+    owner_key: str = ""
     run: Run | None = None
     upload_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="gate-explorer-"))
     lesson_key: str | None = None
     lesson_runs: dict[str, Run] = field(default_factory=dict)   # variant label -> its run
 
+    def new_run(self, config: Config, name: str | None = None) -> Run:
+        store = run_store()
+        run = Run(config, idle_timeout=IDLE_TIMEOUT, store=store, owner_key=self.owner_key if store else None,
+                  name=name)
+        if run.id:
+            live_runs().hold(run, self)
+        return run
+
     def replace(self, config: Config) -> str | None:
         """Start over with a new run of config; on failure keep the old run, return why."""
         try:
-            run = Run(config, idle_timeout=IDLE_TIMEOUT)
+            run = self.new_run(config)
         except ERRORS as error:
             return str(error)
         old, self.run = self.run, run
         self._retire(old)
         return None
 
+    def open(self, run_id: str, owner_key: str | None) -> tuple[Run | None, str | None]:
+        """A run by id: the live one (with its owner key, full control), else the saved one
+        (paused; read-only without the key). Returns (run, None) or (None, why not)."""
+        live = live_runs().get(run_id)
+        if live is not None and owner_key and live.owner_key == owner_key:
+            live_runs().hold(live, self)
+            return live, None
+        store = run_store()
+        if store is None:
+            return None, f"runs cannot be reopened here: {store_problem()}"
+        try:
+            run = Run.open(store, run_id, owner_key, idle_timeout=IDLE_TIMEOUT)
+        except ERRORS as error:
+            return None, str(error)
+        if not run.read_only:
+            # owned: the one live copy (a stale one left paused in memory is replaced)
+            if live is not None:
+                live_runs().drop(live)
+                live.stop()
+            live_runs().hold(run, self)
+        return run, None
+
+    def adopt(self, run: Run) -> None:
+        """Make run the session's run (a lesson's variant, a run opened from the Runs page)."""
+        old, self.run = self.run, run
+        self._retire(old)
+
     def lesson(self, lesson, fresh: bool = False) -> dict[str, Run]:
         """The runs of lesson's variants, made when the lesson is new here (or fresh is asked)."""
         if fresh or self.lesson_key != lesson.key:
             self.stop_lesson()
-            self.lesson_runs = {v.label: Run(v.config, idle_timeout=IDLE_TIMEOUT) for v in lesson.variants}
+            self.lesson_runs = {v.label: self.new_run(v.config, name=f"{lesson.title}: {v.label}")
+                                for v in lesson.variants}
             self.lesson_key = lesson.key
         return self.lesson_runs
+
+    def open_lesson(self, lesson, run_ids: list[str], owner_key: str | None) -> str | None:
+        """The lesson's variants from saved runs (a lesson link with runs=); None or why not."""
+        if len(run_ids) != len(lesson.variants):
+            return f"the link names {len(run_ids)} runs for a lesson of {len(lesson.variants)} variants"
+        opened = {}
+        for variant, run_id in zip(lesson.variants, run_ids):
+            run, problem = self.open(run_id, owner_key)
+            if problem:
+                for done in opened.values():
+                    self._retire(done)
+                return problem
+            opened[variant.label] = run
+        self.stop_lesson()
+        self.lesson_runs, self.lesson_key = opened, lesson.key
+        return None
 
     def stop_lesson(self) -> None:
         old, self.lesson_runs, self.lesson_key = self.lesson_runs, {}, None
         for run in old.values():
             self._retire(run)
 
-    def adopt(self, run: Run) -> None:
-        """Make run (a lesson's variant) the session's run, for the other pages to explore."""
-        old, self.run = self.run, run
-        self._retire(old)
-
     def _retire(self, run: Run | None) -> None:
-        """Stop a run this session let go of, unless it still holds it in its other role (a
-        lesson's variant adopted as the session's run, or the reverse)."""
+        """Stop a run this session let go of (it is saved), unless it still holds it in its
+        other role (a lesson's variant adopted as the session's run, or the reverse)."""
         if run is not None and run is not self.run and run not in self.lesson_runs.values():
+            if run.id:
+                live_runs().release(run, self)
+                live_runs().drop(run)
             run.stop()
 
     def close(self) -> None:
-        if self.run is not None:
-            self.run.stop()
-        self.stop_lesson()
+        """The browser session ended (a closed tab, a reload): save everything; a run that is
+        training keeps training for a reload to find, the others stop."""
+        for run in {id(r): r for r in [self.run, *self.lesson_runs.values()] if r is not None}.values():
+            run.save()
+            if run.id:
+                live_runs().release(run, self)
+            else:
+                run.stop()
         shutil.rmtree(self.upload_dir, ignore_errors=True)
 
 
 @st.cache_resource(scope="session", on_release=Session.close, show_spinner=False)
 def session() -> Session:
-    return Session()
+    return Session(owner_key=browser_key())
 
 
 def current_run(config: Config | None) -> Run | None:
@@ -81,7 +207,8 @@ def current_run(config: Config | None) -> Run | None:
     trained a step (so changing a setting before pressing Train just takes effect)."""
     where = session()
     run = where.run
-    untouched = run is not None and run.trainer.steps_done == 0 and run.snapshot().status == Status.IDLE
+    untouched = (run is not None and not run.read_only and run.trainer.steps_done == 0
+                 and run.status == Status.IDLE)
     if config is not None and (run is None or (untouched and run.trainer.config != config)):
         problem = where.replace(config)
         if problem:

@@ -15,6 +15,7 @@ from pages import keys
 from pages.link import read_link
 from pages.multipage import inside_app
 from pages.session import Session, session
+from pages.share import share_menu
 
 # Sidebar groups, in order; a field shows only where `_relevant` says it matters.
 GROUPS = {
@@ -96,16 +97,18 @@ def _csv_upload(draft: dict, where: Session) -> None:
 
 def sidebar() -> Config | None:
     """Draw the configuration; return it validated, or None after showing what is wrong."""
+    where = session()
     if keys.DRAFT not in st.session_state:           # a session's first run: start from its link
         st.session_state[keys.DRAFT], rejected = read_link()
         if rejected:
             st.warning("Some settings in this link were not used (the defaults stand in): " + "; ".join(rejected))
+        _open_linked_run(where)
     draft = st.session_state[keys.DRAFT]
-    where = session()
     with st.sidebar:
         present = st.toggle("Presentation mode", key=keys.PRESENT,
                             help="Hide the settings and enlarge text and charts for a projector. "
                                  "The link keeps it: send it to show the lesson, locked.")
+        share_slot = st.container()        # filled once the settings are read, below
         if present:
             st.caption("Settings hidden. Switch presentation mode off to change them.")
         else:
@@ -121,14 +124,31 @@ def sidebar() -> Config | None:
             config = Config.from_dict(draft)
         except ValueError as error:
             st.error(f"Invalid setting: {error}")
-            st.session_state[keys.CONFIG] = None
-            return None
+            config = None
         st.session_state[keys.CONFIG] = config
+        with share_slot:
+            share_menu(where.run, config)
+        if config is None:
+            return None
         run = where.run
         if run is not None and run.trainer.config != config and run.trainer.steps_done:
             st.info("These settings differ from the running model's. Press **Reset** on the "
                     "Train page to start a new run with them.")
     return config
+
+
+def _open_linked_run(where: Session) -> None:
+    """The run a link names (run=<id>, with key=<owner key> for control): the live one or the
+    saved one becomes this session's run, and its settings the sidebar's."""
+    run_id = st.session_state.pop(keys.LINKED_RUN, None)
+    if run_id is None:
+        return
+    run, problem = where.open(run_id, st.session_state.get(keys.LINKED_KEY))
+    if run is None:
+        st.warning(f"This link's run could not be opened ({problem}); a new run starts instead.")
+        return
+    where.adopt(run)
+    st.session_state[keys.DRAFT] = run.trainer.config.to_dict()
 
 
 def applied_config() -> Config | None:

@@ -22,21 +22,27 @@ cfg = run.trainer.config
 st.markdown(f"#### {task.name.capitalize()} · {cfg.cell.upper()}({cfg.hidden}) × {cfg.layers} · "
             f"T = {task.seq_len} · baseline: {task.baseline_name} ({task.loss_name} {task.baseline_loss:.3g})")
 
+if run.read_only:
+    st.info(f"Read-only: this link shows the saved run “{run.name}” as it was saved. Only its owner can train "
+            "it; **Reset** starts a run of your own with the sidebar's settings.")
+if run.name:
+    st.caption(f"Run “{run.name}” · saved as it trains · reopen it from the Runs page or with this page's address")
 train, pause, resume, step, size, reset = st.columns([1, 1, 1, 1, 1.2, 1], vertical_alignment="bottom")
 ended = run.snapshot().ended
-if train.button("Train", type="primary", width="stretch", help="Train until the run's last step."):
+locked = run.read_only
+if train.button("Train", type="primary", width="stretch", help="Train until the run's last step.", disabled=locked):
     if ended:
         st.toast("This run has ended. Press Reset to start a new one.")
     else:
         run.start()
-if pause.button("Pause", width="stretch"):
+if pause.button("Pause", width="stretch", disabled=locked):
     run.pause()
     # Let the step in flight land, so this rerun draws the step the run holds at.
     run.wait_until_idle(timeout=2.0)
-if resume.button("Resume", width="stretch", help="Continue from the step where it paused."):
+if resume.button("Resume", width="stretch", help="Continue from the step where it paused.", disabled=locked):
     run.resume()
 step_size = size.selectbox("steps per Step", (1, 10, 100), key="step_size")
-if step.button("Step", width="stretch", help="Do that many steps, then pause."):
+if step.button("Step", width="stretch", help="Do that many steps, then pause.", disabled=locked):
     run.step(step_size)
 if reset.button("Reset", width="stretch",
                 help="Start over: a new, untrained model with the sidebar's settings."):

@@ -22,9 +22,12 @@ SMALL = dict(seq_len=12, hidden=8, batch_size=8, probe_every=5, eval_every=5, pr
 
 
 @pytest.fixture(autouse=True)
-def fresh_session():
+def fresh_session(tmp_path, monkeypatch):
     """AppTest gives every instance in a process the same session id, so the session's run
-    (a session-scoped resource) would carry over from test to test: release it after each."""
+    (a session-scoped resource) would carry over from test to test: release it after each.
+    Each test saves its runs in a store of its own."""
+    monkeypatch.setenv("GATE_EXPLORER_DB", str(tmp_path / "runs.sqlite"))
+    st.cache_resource.clear()
     yield
     st.cache_resource.clear()
 
@@ -425,3 +428,109 @@ def test_the_session_stops_only_the_runs_it_no_longer_holds():
         assert all(run.snapshot().status != "stopped" for run in where.lesson_runs.values())
     finally:
         where.close()
+
+
+# --- runs that outlive the tab ------------------------------------------------------------------
+
+def end_session() -> None:
+    """The browser session ends (a closed tab or a reload): Streamlit releases its resources."""
+    st.cache_resource.clear()
+
+
+def test_a_trained_run_reopens_from_the_address_bar_paused_at_its_step_with_control():
+    at = step(app(), 10)
+    params = dict(at.query_params)
+    assert len(params["run"]) >= 22 and len(params["key"]) >= 22 and params["run"] != params["key"]
+    end_session()
+    again = linked({"run": params["run"], "key": params["key"]})
+    no_exception(again)
+    assert metric(again, "Step") == "10" and metric(again, "Status") == "paused"
+    assert not any("Read-only" in i.value for i in again.info)
+    loss = next(t for t in figures(again)["loss_plot"]["data"] if t["name"] == "training loss")
+    np.testing.assert_array_equal(values(loss["x"]), np.arange(1, 11))          # its charts, from the store
+    step(again, 1)                                                              # and it trains on
+    assert metric(again, "Step") == "11"
+
+
+def test_a_run_link_without_the_key_is_read_only_and_says_so():
+    at = step(app(), 10)
+    run_id = at.query_params["run"]
+    end_session()
+    viewer = linked({"run": run_id})
+    no_exception(viewer)
+    assert metric(viewer, "Step") == "10"
+    assert any("Read-only" in i.value for i in viewer.info)
+    assert button(viewer, "Train").disabled and button(viewer, "Step").disabled
+    assert "key" not in viewer.query_params and viewer.query_params["run"] == run_id
+
+
+def test_a_link_to_an_unknown_run_is_a_message_and_a_fresh_run():
+    at = linked({"run": "A" * 22, "key": "B" * 22})
+    no_exception(at)
+    assert any("could not be opened" in w.value and "no saved run" in w.value for w in at.warning)
+    assert metric(at, "Step") == "0"
+    bad = linked({"run": "../../etc/passwd"})
+    assert any("run: not a run id or key" in w.value for w in bad.warning)
+
+
+def test_the_share_menu_offers_a_read_only_link_and_a_settings_link():
+    at = step(app(cell="gru"), 10)
+    codes = [c.value for c in at.sidebar.code]
+    run_id = at.query_params["run"]
+    assert any(f"run={run_id}" in c and "key=" not in c for c in codes)
+    assert any("cell=gru" in c and "run=" not in c for c in codes)
+
+
+def test_the_runs_page_lists_renames_opens_and_deletes_a_saved_run():
+    at = step(app(cell="gru"), 10)
+    run_id = at.query_params["run"]
+    at.switch_page("pages/runs.py").run()
+    no_exception(at)
+    table = at.dataframe[0].value
+    assert list(table["cell"]) == ["gru"] and list(table["steps"]) == [10]
+    at.selectbox(key="runs_cell").set_value("lstm").run()
+    assert not at.dataframe                                  # filtered out
+    at.selectbox(key="runs_cell").set_value("gru").run()
+    at.selectbox(key="runs_pick").set_value(at.selectbox(key="runs_pick").options[0]).run()
+    assert run_id in at.caption[0].value or any(run_id in c.value for c in at.caption)
+    name_box = next(t for t in at.text_input if t.key.startswith("runs_name_"))
+    name_box.set_value("my first GRU").run()
+    no_exception(at)
+    assert list(at.dataframe[0].value["name"]) == ["my first GRU"]
+    at.button(key="runs_delete").click().run()               # the confirm button, inside the popover
+    assert any("Reset it on the Train page" in e.value for e in at.error)     # not the run on show
+    assert len(at.dataframe[0].value) == 1
+    end_session()                                              # a new browser: not the owner any more
+    other = app()
+    other.switch_page("pages/runs.py").run()
+    assert any("No saved runs here yet" in i.value for i in other.info)
+    other.toggle(key="runs_everyone").set_value(True).run()
+    assert list(other.dataframe[0].value["name"]) == ["my first GRU"]
+    assert any("read-only: made in another browser" in c.value for c in other.caption)
+    assert not [t for t in other.text_input if t.key.startswith("runs_name_")]      # no rename
+    button(other, "View it").click().run()
+    no_exception(other)
+    assert metric(other, "Step") == "10" and any("Read-only" in i.value for i in other.info)
+
+
+def test_the_owner_continues_a_saved_run_from_the_runs_page_and_deletes_another():
+    at = step(app(), 10)
+    first = at.query_params["run"]
+    button(at, "Reset").click().run()
+    step(at, 1)
+    at.switch_page("pages/runs.py").run()
+    options = at.selectbox(key="runs_pick").options
+    assert len(options) == 2
+    at.selectbox(key="runs_pick").set_value(next(o for o in options if first in o)).run()
+    button(at, "Continue it").click().run()
+    no_exception(at)
+    assert metric(at, "Step") == "10" and at.query_params["run"] == first
+    at.switch_page("pages/train.py").run()                  # AppTest's own page, after switch_page
+    step(at, 1)
+    assert metric(at, "Step") == "11"
+    at.switch_page("pages/runs.py").run()
+    other = next(o for o in at.selectbox(key="runs_pick").options if first not in o)
+    at.selectbox(key="runs_pick").set_value(other).run()
+    at.button(key="runs_delete").click().run()
+    no_exception(at)
+    assert len(at.selectbox(key="runs_pick").options) == 1
