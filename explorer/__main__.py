@@ -1,4 +1,5 @@
-"""Command line: `python -m explorer train ...` trains one run; `python -m explorer bench` measures.
+"""Command line: `python -m explorer train ...` trains one run; `python -m explorer bench` measures;
+`python -m explorer app` starts the browser app. Installed, `gate-explorer` is the same command.
 
 Every Config field is an option (--seq-len for seq_len), validated by Config itself, so
 the CLI accepts exactly what the app and the URL accept. A bad argument prints one line
@@ -9,16 +10,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from .bench import run_benchmark
 from .config import FIELDS, Config
-from .data import DataError
+from .data import DataError, app_dir
 from .trainer import Trainer
 
 HELDOUT_SIZE = 1000
+# What .streamlit/config.toml sets for a checkout, as flags: an installed app is started from
+# anywhere, where that file is not read. Without static serving the charts stay blank.
+APP_FLAGS = ("--server.enableStaticServing", "true", "--client.toolbarMode", "minimal",
+             "--runner.postScriptGC", "false", "--browser.gatherUsageStats", "false",
+             "--server.headless", "true")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,20 +56,40 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=int, default=300, help="training steps of each loop")
     bench.add_argument("--chunk", type=int, default=10, help="steps per turn when the loops take turns")
     bench.add_argument("--json", dest="json_path", metavar="PATH", help="also write the JSON here")
+    sub.add_parser("app", help="start the browser app; further arguments go to `streamlit run` "
+                              "(e.g. --server.port 8600)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     try:
-        args = _parser().parse_args(argv)
+        # Known args only: `app` hands the rest to Streamlit, whose flags argparse cannot know.
+        args, rest = parser.parse_known_args(argv)
+        if rest and args.command != "app":
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    if args.command == "app":
+        _app(rest)                        # does not return: this process becomes Streamlit
     if args.command == "bench":
         if args.steps < 1 or args.chunk < 1:
             return _fail("--steps and --chunk must be at least 1")
         result = run_benchmark(steps=args.steps, chunk=args.chunk)
         return _emit(result, args.json_path)
     return _train(args)
+
+
+def _app(streamlit_args: list[str]) -> NoReturn:
+    """Become `streamlit run app.py` with the app's settings; later flags override them.
+
+    Exec, not a child process: the server is this very process, so a signal (Ctrl-C, a test
+    stopping it by pid) reaches Streamlit, Streamlit's exit status is the command's, and explorer/
+    never imports Streamlit.
+    """
+    command = [sys.executable, "-m", "streamlit", "run", str(app_dir() / "app.py"), *APP_FLAGS,
+               *streamlit_args]
+    os.execv(sys.executable, command)
 
 
 def _train(args) -> int:

@@ -13,7 +13,15 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+def app_dir(package: Path = Path(__file__).resolve().parent) -> Path:
+    """The folder holding app.py, pages/ and assets/: explorer/_app in an installed package
+    (pyproject.toml puts them there), else the checkout's root, beside explorer/."""
+    installed = package / "_app"
+    return installed if installed.is_dir() else package.parent
+
+
+ASSETS = app_dir() / "assets"
 SHIPPED_SERIES = ("co2", "sunspots", "elnino")
 MNIST_FILES = (
     "train-images-idx3-ubyte",

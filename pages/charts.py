@@ -6,7 +6,9 @@ keeps one Plotly graph per key and hands it each new figure through Plotly.react
 redraws only what changed and keeps zoom and pan wherever the figure's uirevision holds.
 
 Plotly's JavaScript (assets/' cartesian bundle, or the plotly package's own) is copied into
-static/ at start-up and served by Streamlit (server.enableStaticServing), loaded once per tab.
+static/ beside app.py at start-up and served by Streamlit (server.enableStaticServing), loaded
+once per tab. If the copy fails or static serving is off the charts stay blank, so the sidebar
+says why.
 """
 from __future__ import annotations
 
@@ -20,26 +22,35 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs_version
 import streamlit as st
 
+from explorer.data import ASSETS
 from pages import keys
 
-REPO = Path(__file__).resolve().parents[1]
-STATIC = REPO / "static"
+# Streamlit serves static/ from the main script's folder: the checkout, or explorer/_app when
+# installed (where a virtual environment's site-packages is writable).
+STATIC = Path(__file__).resolve().parents[1] / "static"
 # The cartesian partial bundle (1.5 MB) parses in a third of the full one's time; it must be
 # the plotly.js the installed plotly writes figures for, else the full bundle is used.
-CARTESIAN = REPO / "assets" / f"plotly-cartesian-{get_plotlyjs_version()}.min.js"
+CARTESIAN = ASSETS / f"plotly-cartesian-{get_plotlyjs_version()}.min.js"
 SOURCE = CARTESIAN if CARTESIAN.exists() else Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 SCRIPT = f"{SOURCE.stem}-{plotly.__version__}.js"   # versioned: a new plotly is never a stale cache
 CONFIG = {"displaylogo": False, "responsive": True}
 PRESENT_FONT = 20                      # the builders' 14, for presentation mode
 
 
-def _install_script() -> None:
+def _install_script() -> str | None:
+    """Put Plotly's JavaScript in static/; return why it could not be, or None."""
     target = STATIC / SCRIPT
-    if not target.exists() or target.stat().st_size != SOURCE.stat().st_size:
-        STATIC.mkdir(exist_ok=True)
-        partial = target.with_suffix(".part")
-        shutil.copyfile(SOURCE, partial)
-        partial.replace(target)            # atomic: a tab never loads half a file
+    try:
+        if not target.exists() or target.stat().st_size != SOURCE.stat().st_size:
+            STATIC.mkdir(exist_ok=True)
+            partial = target.with_suffix(".part")
+            shutil.copyfile(SOURCE, partial)
+            partial.replace(target)        # atomic: a tab never loads half a file
+    except OSError as error:
+        return (f"The charts cannot be drawn: Plotly's JavaScript could not be copied into {STATIC} "
+                f"({error.strerror or error}). Make that folder writable for the user running the "
+                "app (or install the app into a virtual environment), then restart it.")
+    return None
 
 
 JS = """
@@ -81,7 +92,7 @@ export default function ({ data, parentElement }) {
 }
 """
 
-_install_script()
+_SCRIPT_PROBLEM = _install_script()
 _component = st.components.v2.component(
     "gate_explorer.live_chart", js=JS % {"script": SCRIPT, "config": json.dumps(CONFIG)},
     css=".live-chart { width: 100%; }", isolate_styles=False)
@@ -110,5 +121,11 @@ def chart(figure: go.Figure | Callable[[], go.Figure], key: str, version: Hashab
 
 
 def preload() -> None:
-    """Start loading Plotly's JavaScript as soon as the sidebar draws, before any chart."""
+    """Start loading Plotly's JavaScript as soon as the sidebar draws, before any chart; say
+    why the charts will stay blank if that cannot work."""
+    if _SCRIPT_PROBLEM:
+        st.error(_SCRIPT_PROBLEM)
+    if not st.get_option("server.enableStaticServing"):
+        st.error("The charts cannot be drawn: Streamlit is not serving static files. Start the app "
+                 "with `gate-explorer app`, or add `--server.enableStaticServing true` to `streamlit run`.")
     _component(data="preload", key="plotly_preload", height=0)

@@ -1,7 +1,9 @@
 """The CLI as a user runs it: a real `python -m explorer` process."""
 import json
+import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,25 @@ def test_bench_reports_the_three_loops_side_by_side():
         assert result[key] > 0
     assert result["trainer_over_bare"] == pytest.approx(result["trainer_steps_per_s"] / result["bare_steps_per_s"])
     assert result["probe_in_bare_steps"] == pytest.approx(result["probe_seconds"] / result["bare_step_seconds"])
+
+
+def test_app_becomes_streamlit_with_the_checkout_s_settings_then_the_user_s_flags(monkeypatch):
+    started = []
+
+    def execv(path, argv):
+        started.append(argv)
+        raise SystemExit(0)        # as if the process had become Streamlit
+
+    monkeypatch.setattr(os, "execv", execv)
+    with pytest.raises(SystemExit):
+        main(["app", "--server.port", "8600"])
+    (argv,) = started
+    assert argv[:4] == [sys.executable, "-m", "streamlit", "run"] and Path(argv[4]) == ROOT / "app.py"
+    flags = dict(zip(argv[5::2], argv[6::2]))
+    # An installed app does not read .streamlit/config.toml: every setting in it must be a flag.
+    settings = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    for section, values in settings.items():
+        for name, value in values.items():
+            assert flags.get(f"--{section}.{name}") == str(value).lower(), f"{section}.{name}"
+    assert flags["--server.headless"] == "true"
+    assert argv[-2:] == ["--server.port", "8600"]   # last, so the user's flags win

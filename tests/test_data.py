@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.data import (ASSETS, MNIST_FILES, SHIPPED_SERIES, DataError, load_csv,
+from explorer.data import (ASSETS, MNIST_FILES, SHIPPED_SERIES, DataError, app_dir, load_csv,
                            load_digits, load_mnist, load_series, stdlib_corpus)
 from explorer.tasks import make_task
 
@@ -34,6 +34,16 @@ def test_assets_readme_documents_every_shipped_file():
     for name in ["digits.csv.gz", *(f"series/{s}.csv" for s in SHIPPED_SERIES)]:
         assert (ASSETS / name).is_file() and name in readme
     assert "CC BY 4.0" in readme and "public domain" in readme.lower()
+
+
+def test_assets_are_found_in_a_checkout_and_in_an_installed_package(tmp_path):
+    checkout = tmp_path / "checkout"
+    (checkout / "explorer").mkdir(parents=True)
+    assert app_dir(checkout / "explorer") == checkout
+    installed = tmp_path / "site-packages" / "explorer" / "_app"   # where pyproject.toml puts them
+    installed.mkdir(parents=True)
+    assert app_dir(installed.parent) == installed
+    assert ASSETS == app_dir() / "assets" and (ASSETS / "digits.csv.gz").is_file()
 
 
 def test_unknown_series_lists_the_shipped_ones():

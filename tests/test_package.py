@@ -1,9 +1,15 @@
-"""The library's promise to notebook users: importing it never pulls in Streamlit."""
+"""The library's promise to notebook users: importing it never pulls in Streamlit. And the
+package as pip installs it: the library, the `gate-explorer` command and the app's files, all
+working from outside the checkout."""
+import json
 import pkgutil
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+from _install import install_package, installed_env
 
 import explorer
 
@@ -29,4 +35,54 @@ def test_pages_name_shared_session_state_keys_only_through_pages_keys():
             if re.search(r"session_state(\[|\.get\(|\.setdefault\(|\.pop\()\s*[\"']", line):
                 spelt.append(f"{path.name}:{number}: {line.strip()}")
     assert not spelt, "\n".join(spelt)
+
+
+# The package as pip installs it, used from outside the checkout.
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    return install_package(tmp_path_factory.mktemp("package"))
+
+
+def installed_run(installed: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run args in cwd, a folder outside the checkout, so nothing can be imported from there."""
+    return subprocess.run(list(args), cwd=cwd, env=installed_env(installed), capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_the_install_ships_the_app_its_pages_and_its_assets(installed):
+    app = installed / "explorer" / "_app"
+    assert (app / "app.py").read_text() == (ROOT / "app.py").read_text()
+    for folder in ("pages", "assets"):
+        shipped = {p.relative_to(ROOT / folder) for p in (ROOT / folder).rglob("*")
+                   if p.is_file() and "__pycache__" not in p.parts}
+        assert shipped and all((app / folder / name).is_file() for name in shipped), folder
+    assert (app / "static").is_dir()    # where the app puts Plotly's JavaScript at start-up
+
+
+def test_explorer_imports_from_the_install_and_loads_its_assets(installed, tmp_path):
+    code = ("import explorer, explorer.data as d; from explorer.tasks import make_task; "
+            "task = make_task('digits', 8); print(explorer.__file__, d.ASSETS, task.name, len(d.load_series('co2')))")
+    done = installed_run(installed, tmp_path, sys.executable, "-c", code)
+    assert done.returncode == 0, done.stderr
+    module, assets, task, co2 = done.stdout.split()
+    assert Path(module) == installed / "explorer" / "__init__.py"
+    assert Path(assets) == installed / "explorer" / "_app" / "assets"
+    assert (task, co2) == ("digits", "2284")
+
+
+def test_gate_explorer_help_lists_every_command(installed, tmp_path):
+    done = installed_run(installed, tmp_path, str(installed / "bin" / "gate-explorer"), "--help")
+    assert done.returncode == 0, done.stderr
+    assert "{train,bench,app}" in done.stdout
+
+
+def test_gate_explorer_trains_and_its_exit_status_is_the_cli_s(installed, tmp_path):
+    script = str(installed / "bin" / "gate-explorer")
+    done = installed_run(installed, tmp_path, script, "train", "--task", "adding", "--seq-len", "10",
+                         "--hidden", "8", "--steps", "5", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["steps"] == 5
+    bad = installed_run(installed, tmp_path, script, "train", "--hidden", "0")
+    assert bad.returncode == 2 and "hidden must be between" in bad.stderr
 

@@ -32,10 +32,13 @@ def free_port() -> int:
 
 
 class Server:
-    """`streamlit run app.py` on a free port, its output in log_path."""
+    """`streamlit run app.py` (or launch: another command that runs it, taking its flags) on a
+    free port, its output in log_path."""
 
-    def __init__(self, log_path: Path, app: str = "app.py", cwd: Path = REPO, env: dict | None = None):
-        self.log_path, self.app, self.cwd = Path(log_path), app, cwd
+    def __init__(self, log_path: Path, app: str = "app.py", cwd: Path = REPO, env: dict | None = None,
+                 launch: list[str] | None = None):
+        self.log_path, self.cwd = Path(log_path), cwd
+        self.launch = launch or [sys.executable, "-m", "streamlit", "run", app]
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.port = 0
@@ -47,7 +50,7 @@ class Server:
     def start(self, timeout: float = 90.0) -> "Server":
         self.port = free_port()
         # No file watcher: the server serves the code as it was at start.
-        cmd = [sys.executable, "-m", "streamlit", "run", self.app, "--server.headless", "true",
+        cmd = [*self.launch, "--server.headless", "true",
                "--server.address", "127.0.0.1", "--server.port", str(self.port),
                "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
