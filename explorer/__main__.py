@@ -1,9 +1,11 @@
 """Command line: `python -m explorer train ...` trains one run; `python -m explorer bench` measures;
-`python -m explorer app` starts the browser app. Installed, `gate-explorer` is the same command.
+`python -m explorer runs` lists, exports and deletes the runs in the run store; `python -m explorer app`
+starts the browser app. Installed, `gate-explorer` is the same command.
 
 Every Config field is an option (--seq-len for seq_len), validated by Config itself, so
-the CLI accepts exactly what the app and the URL accept. A bad argument prints one line
-and exits with status 2.
+the CLI accepts exactly what the app and the URL accept. A bad argument, or any other
+failure (an unknown run id, a locked or damaged store...), prints one line and exits with
+status 2.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from typing import NoReturn
 from .bench import run_benchmark
 from .config import FIELDS, Config
 from .data import DataError, app_dir
+from .run import Status
+from .store import RunStore, StoreError, check_name, new_id, new_key
 from .trainer import Trainer
 
 HELDOUT_SIZE = 1000
@@ -27,6 +31,10 @@ HELDOUT_SIZE = 1000
 APP_FLAGS = ("--server.enableStaticServing", "true", "--client.toolbarMode", "minimal",
              "--runner.postScriptGC", "false", "--browser.gatherUsageStats", "false",
              "--server.headless", "true")
+# A command waits this long for another program's transaction (the app saving a run), not
+# the store's 30 s: at a terminal, an error that says "locked" beats a silent half minute.
+STORE_TIMEOUT_S = 5.0
+RUN_COLUMNS = ("id", "name", "task", "cell", "steps", "eval_loss", "eval_metric", "created")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,13 +60,32 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--text-file", help="text task: read the text to model from this UTF-8 file")
     train.add_argument("--json", dest="json_path", metavar="PATH", help="write the results as JSON here")
     train.add_argument("--quiet", action="store_true", help="no progress lines")
+    train.add_argument("--save", action="store_true",
+                       help="keep the run in the run store (GATE_EXPLORER_DB) and add its run_id to the JSON")
+    train.add_argument("--name", help="with --save: the saved run's name")
     bench = sub.add_parser("bench", help="compare the trainer with a bare PyTorch loop and a hand-written cell loop")
     bench.add_argument("--steps", type=int, default=300, help="training steps of each loop")
     bench.add_argument("--chunk", type=int, default=10, help="steps per turn when the loops take turns")
     bench.add_argument("--json", dest="json_path", metavar="PATH", help="also write the JSON here")
     sub.add_parser("app", help="start the browser app; further arguments go to `streamlit run` "
                               "(e.g. --server.port 8600)")
+    _add_runs_parser(sub)
     return parser
+
+
+def _add_runs_parser(sub) -> None:
+    runs = sub.add_parser("runs", help="list the saved runs (newest first); export or delete one")
+    runs.add_argument("--json", action="store_true", help="print the list as JSON")
+    runs.add_argument("--task", help="only this task's runs")
+    runs.add_argument("--cell", help="only this cell's runs")
+    action = runs.add_subparsers(dest="runs_command", metavar="{export,delete}")
+    export = action.add_parser("export", help="write a run's metrics and probe traces as files")
+    export.add_argument("id", help="the run's id (see: python -m explorer runs)")
+    export.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="default: parquet")
+    export.add_argument("--out", required=True, metavar="DIR",
+                        help="folder for metrics.<ext> and traces.<ext>, created if missing")
+    delete = action.add_parser("delete", help="delete a saved run")
+    delete.add_argument("id", help="the run's id")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             return _fail("--steps and --chunk must be at least 1")
         result = run_benchmark(steps=args.steps, chunk=args.chunk)
         return _emit(result, args.json_path)
+    if args.command == "runs":
+        return _runs(args)
     return _train(args)
 
 
@@ -93,6 +122,8 @@ def _app(streamlit_args: list[str]) -> NoReturn:
 
 
 def _train(args) -> int:
+    if args.name is not None and not args.save:
+        return _fail("--name needs --save")
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
               if getattr(args, f.name) is not None}
     try:
@@ -105,6 +136,14 @@ def _train(args) -> int:
         trainer = Trainer(config)
     except (ValueError, DataError) as error:
         return _fail(str(error))
+    store = name = None
+    if args.save:
+        try:
+            name = check_name(args.name) if args.name is not None else None
+            # Opened before training, so a store that cannot be opened fails now, not after it.
+            store = RunStore(timeout=STORE_TIMEOUT_S)
+        except StoreError as error:
+            return _fail(str(error))
     if trainer.device_warning:
         print(f"warning: {trainer.device_warning}", file=sys.stderr)
 
@@ -139,15 +178,77 @@ def _train(args) -> int:
         "diverged": trainer.diverged,
         "message": trainer.divergence_message,
     }
+    if store is not None:
+        run_id = new_id()
+        # The owner key is the app's, for a browser session; nobody holds this one, so the
+        # app opens a CLI run read-only.
+        try:
+            store.save(run_id, trainer, owner_key=new_key(), name=name,
+                       status=Status.DIVERGED if trainer.diverged else Status.FINISHED)
+        except StoreError as error:
+            return _fail(str(error))
+        result["run_id"] = run_id
     return _emit(result, args.json_path)
+
+
+def _runs(args) -> int:
+    try:
+        store = RunStore(timeout=STORE_TIMEOUT_S)
+        if args.runs_command == "export":
+            return _runs_export(store, args)
+        if args.runs_command == "delete":
+            return _runs_delete(store, args)
+        return _runs_list(store, args)
+    except StoreError as error:
+        return _fail(str(error))
+
+
+def _runs_list(store: RunStore, args) -> int:
+    runs = [info.to_dict() for info in store.list(task=args.task, cell=args.cell)]
+    if args.json:
+        _print(json.dumps(runs, indent=2))
+    else:
+        _print(_table(runs) if runs else "No saved runs.")
+    return 0
+
+
+def _table(runs: list[dict]) -> str:
+    """Runs as aligned columns, one row each; numbers right-aligned."""
+    def cell(value) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    rows = [RUN_COLUMNS, *([cell(run[column]) for column in RUN_COLUMNS] for run in runs)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(RUN_COLUMNS))]
+    numeric = {"steps", "eval_loss", "eval_metric"}
+    return "\n".join("  ".join(value.rjust(width) if column in numeric else value.ljust(width)
+                               for column, value, width in zip(RUN_COLUMNS, row, widths)).rstrip()
+                     for row in rows)
+
+
+def _runs_export(store: RunStore, args) -> int:
+    _print("\n".join(str(path) for path in store.export(args.id, args.format, args.out)))
+    return 0
+
+
+def _runs_delete(store: RunStore, args) -> int:
+    name = store.info(args.id).name
+    store.delete(args.id)
+    _print(f"deleted run {args.id} ({name})")
+    return 0
+
+
+def _print(text: str) -> None:
+    try:
+        print(text)
+    except BrokenPipeError:  # e.g. piped into `head`; what comes after the print still happens
+        sys.stdout = None
 
 
 def _emit(result: dict, json_path: str | None) -> int:
     text = json.dumps(result, indent=2)
-    try:
-        print(text)
-    except BrokenPipeError:  # e.g. piped into `head`; the JSON file is still written
-        sys.stdout = None
+    _print(text)
     if json_path:
         try:
             Path(json_path).write_text(text + "\n")

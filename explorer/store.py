@@ -320,11 +320,7 @@ class RunStore:
 
     # -- changing ----------------------------------------------------------------------------
     def rename(self, run_id: str, name: str) -> None:
-        name = name.strip()
-        if not name:
-            raise StoreError("a run's name cannot be empty")
-        if len(name) > 200:
-            raise StoreError("a run's name can have at most 200 characters")
+        name = check_name(name)
         with self._connect() as db:
             if db.execute("UPDATE runs SET name = ? WHERE id = ?", (name, run_id)).rowcount == 0:
                 raise _not_found(run_id)
@@ -378,6 +374,16 @@ class _Connection:
 
 def _not_found(run_id: str) -> RunNotFound:
     return RunNotFound(f"no saved run has the id {run_id!r}")
+
+
+def check_name(name: str) -> str:
+    """A run's name as stored (stripped); StoreError if it is empty or too long."""
+    name = name.strip()
+    if not name:
+        raise StoreError("a run's name cannot be empty")
+    if len(name) > 200:
+        raise StoreError("a run's name can have at most 200 characters")
+    return name
 
 
 def default_name(config: Config) -> str:

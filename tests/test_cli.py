@@ -1,16 +1,34 @@
-"""The CLI as a user runs it: a real `python -m explorer` process."""
+"""The CLI as a user runs it: a real `python -m explorer` process, or main() in this one."""
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tomllib
+from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+import explorer.__main__ as cli
 from explorer.__main__ import main
+from explorer.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
+RUN_KEYS = ["id", "name", "task", "cell", "steps", "eval_loss", "eval_metric", "created"]
+SMALL = ("--task", "adding", "--cell", "gru", "--seq-len", "12", "--hidden", "8", "--batch-size", "8",
+         "--steps", "20", "--probe-every", "5", "--eval-every", "5", "--probe-count", "3", "--seed", "3",
+         "--device", "cpu", "--quiet")
+
+
+@pytest.fixture(autouse=True)
+def store_path(tmp_path, monkeypatch):
+    """Every test's run store is its own file (subprocesses inherit the variable), never the
+    user's real one; in a folder not yet made, so a test can see whether it was created."""
+    path = tmp_path / "store" / "runs.sqlite"
+    monkeypatch.setenv("GATE_EXPLORER_DB", str(path))
+    return path
 
 
 def explorer(*args, timeout=120):
@@ -32,6 +50,7 @@ def test_train_writes_the_promised_json(tmp_path):
     assert result["baseline_loss"] == pytest.approx(1 / 6)
     assert 0 < result["eval_loss"] < 10 and 0 <= result["eval_metric"] <= 1
     assert result["steps_per_second"] > 0 and result["diverged"] is False
+    assert "run_id" not in result
 
 
 def test_same_seed_gives_the_same_result():
@@ -43,11 +62,12 @@ def test_same_seed_gives_the_same_result():
 
 def test_divergence_is_reported_not_raised():
     done = explorer("train", "--cell", "rnn-relu", "--seq-len", "30", "--hidden", "64", "--optimizer", "sgd",
-                    "--lr", "10", "--steps", "50", "--batch-size", "16", "--quiet")
+                    "--lr", "10", "--steps", "50", "--batch-size", "16", "--quiet", "--save")
     assert done.returncode == 0
     result = json.loads(done.stdout)
     assert result["diverged"] is True and result["steps"] < 50
     assert "diverged" in done.stderr
+    assert RunStore().info(result["run_id"]).status == "diverged"
 
 
 @pytest.mark.parametrize("args, words", [
@@ -111,3 +131,149 @@ def test_app_becomes_streamlit_with_the_checkout_s_settings_then_the_user_s_flag
             assert flags.get(f"--{section}.{name}") == str(value).lower(), f"{section}.{name}"
     assert flags["--server.headless"] == "true"
     assert argv[-2:] == ["--server.port", "8600"]   # last, so the user's flags win
+
+
+# -- the run store: train --save, runs, runs export, runs delete --------------------------------
+
+def run(capsys, *args) -> str:
+    """main(args) in this process; its stdout, after checking it succeeded."""
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out
+
+
+def saved_run(capsys, tmp_path, name="my gru") -> dict:
+    out = run(capsys, "train", *SMALL, "--save", "--name", name, "--json", tmp_path / "run.json")
+    result = json.loads(out)
+    assert result == json.loads((tmp_path / "run.json").read_text())
+    return result
+
+
+def fails(capsys, *args, words: str) -> None:
+    """main(args) fails as promised: status 2, one line on stderr that says what went wrong."""
+    assert main([str(a) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error:") and "Traceback" not in err, err
+    assert words in err, err
+
+
+def test_train_without_save_leaves_the_store_alone(capsys, store_path):
+    result = json.loads(run(capsys, "train", *SMALL, "--steps", "2"))
+    assert "run_id" not in result
+    assert not store_path.parent.exists()
+
+
+def test_a_saved_run_is_listed_with_exactly_the_promised_keys(capsys, tmp_path):
+    result = saved_run(capsys, tmp_path)
+    runs = json.loads(run(capsys, "runs", "--json"))
+    assert len(runs) == 1 and list(runs[0]) == RUN_KEYS
+    listed = runs[0]
+    assert (listed["id"], listed["name"], listed["task"], listed["cell"], listed["steps"]) == (
+        result["run_id"], "my gru", "adding", "gru", 20)
+    assert datetime.fromisoformat(listed["created"]).tzinfo is not None
+    assert isinstance(listed["eval_loss"], float) and isinstance(listed["eval_metric"], float)
+    assert RunStore().info(result["run_id"]).status == "finished"
+
+
+def test_runs_are_listed_newest_first_and_filtered(capsys, tmp_path):
+    first = saved_run(capsys, tmp_path, name="first")["run_id"]
+    second = saved_run(capsys, tmp_path, name="second")["run_id"]
+    assert [r["id"] for r in json.loads(run(capsys, "runs", "--json"))] == [second, first]
+    assert len(json.loads(run(capsys, "runs", "--json", "--task", "adding", "--cell", "gru"))) == 2
+    assert json.loads(run(capsys, "runs", "--json", "--cell", "lstm")) == []
+    assert run(capsys, "runs", "--task", "copy") == "No saved runs.\n"
+
+
+def test_runs_prints_an_aligned_table(capsys, tmp_path):
+    assert run(capsys, "runs") == "No saved runs.\n"
+    run_id = saved_run(capsys, tmp_path, name="table run")["run_id"]
+    header, row = run(capsys, "runs").splitlines()
+    assert header.split() == RUN_KEYS
+    assert row.startswith(run_id) and "table run" in row and " adding " in row and " 20 " in row
+    assert row.index("table run") == header.index("name") and row.index("gru") == header.index("cell")
+
+
+@pytest.mark.parametrize("fmt, read", [("parquet", pd.read_parquet), ("csv", pd.read_csv)])
+def test_export_writes_metrics_and_traces(capsys, tmp_path, fmt, read):
+    run_id = saved_run(capsys, tmp_path)["run_id"]
+    out = tmp_path / "not" / "yet" / "made"
+    paths = run(capsys, "runs", "export", run_id, "--format", fmt, "--out", out).splitlines()
+    assert paths == [str(out / f"metrics.{fmt}"), str(out / f"traces.{fmt}")]
+    metrics, traces = read(paths[0]), read(paths[1])
+    assert len(metrics) == 20 and list(metrics["step"]) == list(range(1, 21))
+    assert {"loss", "metric", "eval_loss"} <= set(metrics.columns)
+    assert sorted(set(traces["step"])) == [0, 5, 10, 15, 20]
+    assert {"layer", "sequence", "t", "unit", "quantity", "value"} <= set(traces.columns)
+
+
+def test_delete_removes_the_run(capsys, tmp_path):
+    kept = saved_run(capsys, tmp_path, name="kept")["run_id"]
+    gone = saved_run(capsys, tmp_path, name="gone")["run_id"]
+    said = run(capsys, "runs", "delete", gone)
+    assert said.count("\n") == 1 and gone in said
+    assert [r["id"] for r in json.loads(run(capsys, "runs", "--json"))] == [kept]
+    fails(capsys, "runs", "delete", gone, words="no saved run has the id")
+
+
+@pytest.mark.parametrize("args, words", [
+    (("runs", "export", "no-such-id", "--out", "{tmp}/out"), "no saved run has the id 'no-such-id'"),
+    (("runs", "delete", "no-such-id"), "no saved run has the id 'no-such-id'"),
+    (("runs", "export", "x", "--format", "xlsx", "--out", "{tmp}/out"), "invalid choice: 'xlsx'"),
+    (("runs", "export", "x"), "--out"),
+    (("runs", "rename", "x"), "invalid choice"),
+    (("train", "--name", "lonely"), "--name needs --save"),
+    (("train", "--save", "--name", "  "), "name cannot be empty"),
+])
+def test_bad_runs_arguments_print_one_line(args, words, capsys, tmp_path):
+    fails(capsys, *(a.format(tmp=tmp_path) for a in args), words=words)
+
+
+@pytest.mark.parametrize("args", [("runs",), ("runs", "--json"), ("runs", "delete", "x"),
+                                  ("train", *SMALL, "--save")])
+def test_a_corrupt_store_is_one_line_not_a_traceback(args, capsys, store_path):
+    store_path.parent.mkdir()
+    store_path.write_text("this is not SQLite, " * 100)
+    fails(capsys, *args, words="not a database")
+
+
+@pytest.mark.parametrize("args", [("runs", "--json"), ("train", *SMALL, "--save")])
+def test_a_store_folder_that_cannot_be_made_is_one_line(args, capsys, tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("GATE_EXPLORER_DB", str(tmp_path / "a-file" / "runs.sqlite"))
+    fails(capsys, *args, words="cannot create the folder for the run store")
+
+
+def test_a_locked_store_is_one_line_after_a_short_wait(capsys, tmp_path, store_path, monkeypatch):
+    run_id = saved_run(capsys, tmp_path)["run_id"]
+    monkeypatch.setattr(cli, "STORE_TIMEOUT_S", 0.2)
+    holder = sqlite3.connect(store_path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        for args in (("runs", "--json"), ("runs", "delete", run_id), ("train", *SMALL, "--save")):
+            fails(capsys, *args, words="locked")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert [r["id"] for r in json.loads(run(capsys, "runs", "--json"))] == [run_id]
+
+
+def test_export_into_a_folder_that_cannot_be_written_is_one_line(capsys, tmp_path):
+    run_id = saved_run(capsys, tmp_path)["run_id"]
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    # Tests run as root, whom permissions do not stop: a folder can be made neither where
+    # a file is, nor under one.
+    fails(capsys, "runs", "export", run_id, "--out", a_file, words=f"cannot write into {a_file}")
+    fails(capsys, "runs", "export", run_id, "--out", a_file / "sub", words="cannot write into")
+
+
+def test_runs_json_as_a_process(capsys, tmp_path, store_path):
+    run_id = saved_run(capsys, tmp_path)["run_id"]
+    done = explorer("runs", "--json")
+    assert done.returncode == 0 and done.stderr == ""
+    assert [r["id"] for r in json.loads(done.stdout)] == [run_id]
+    store_path.write_bytes(b"not SQLite" * 100)
+    done = explorer("runs", "--json")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error:") and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
