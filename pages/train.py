@@ -25,7 +25,7 @@ st.markdown(f"#### {task.name.capitalize()} · {cfg.cell.upper()}({cfg.hidden}) 
 if run.read_only:
     st.info(f"Read-only: this link shows the saved run “{run.name}” as it was saved. Only its owner can train "
             "it; **Reset** starts a run of your own with the sidebar's settings.")
-if run.name:
+elif run.name:
     st.caption(f"Run “{run.name}” · saved as it trains · reopen it from the Runs page or with this page's address")
 train, pause, resume, step, size, reset = st.columns([1, 1, 1, 1, 1.2, 1], vertical_alignment="bottom")
 ended = run.snapshot().ended
