@@ -4,6 +4,7 @@ server's `live_runs()`, so a reload (a new session) can take it back while it tr
 saved in the server's `run_store()` as they train."""
 from __future__ import annotations
 
+import hmac
 import os
 import shutil
 import tempfile
@@ -123,7 +124,7 @@ class Session:
         """A run by id: the live one (with its owner key, full control), else the saved one
         (paused; read-only without the key). Returns (run, None) or (None, why not)."""
         live = live_runs().get(run_id)
-        if live is not None and owner_key and live.owner_key == owner_key:
+        if live is not None and owner_key and live.owner_key and hmac.compare_digest(live.owner_key, owner_key):
             live_runs().hold(live, self)
             return live, None
         store = run_store()
