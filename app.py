@@ -31,6 +31,8 @@ PAGES = [
 def main() -> None:
     st.set_page_config(page_title="RNN Gate Explorer", page_icon=":material/cycle:", layout="wide")
     page = st.navigation(PAGES, position="top")
+    if st.session_state.get(keys.GO_TO):   # a callback can't switch pages itself
+        st.switch_page(st.session_state.pop(keys.GO_TO))
     st.html(f"<style>{PAGE_CSS}</style>")
     where = session()
     with st.sidebar:

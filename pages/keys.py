@@ -11,11 +11,10 @@ PRESENT = "present"          # presentation mode (also the toggle's widget key)
 LESSON = "lesson"            # the key of the lesson loaded on the Lessons page
 KEPT = "kept"                # values of widgets that survive page switches (pages/sequence.kept)
 CHARTS = "_charts"           # figures already built, by chart key (pages/charts.chart)
-GO_EXPLORE = "go_explore"    # Lessons -> Gates after "Explore <variant>"
+GO_TO = "go_to"              # the page a button's callback sends the user to (app.main switches)
 LINKED_RUN = "linked_run"    # run=<id> of the session's first URL, until the run is opened
 LINKED_KEY = "linked_key"    # key=<owner key> of the session's first URL
 LINKED_LESSON_RUNS = "linked_lesson_runs"   # runs=<id>.<id>... of a lesson link
-RUNS_GO = "runs_go"          # Runs -> Train after "Continue it" / "View it"
 RUNS_PROBLEM = "runs_problem"   # why the run picked on the Runs page could not be opened
 
 # Widget keys that other modules set, restore or link to

@@ -8,7 +8,7 @@ from explorer.lessons import ALIASES, LESSONS
 from pages.charts import chart
 from pages import keys
 from pages.session import session
-from pages.sidebar import applied_config, forget_settings
+from pages.sidebar import applied_config, take_settings
 
 REFRESH_SECONDS = 0.5
 KNOWN = {lesson.key: lesson for lesson in LESSONS}
@@ -25,13 +25,8 @@ def _explore(label: str) -> None:
     """Hand one variant (trained as far as it got) to the other pages, settings included."""
     run = where.lesson_runs[label]
     where.adopt(run)
-    st.session_state[keys.DRAFT] = run.trainer.config.to_dict()
-    forget_settings()                      # the sidebar's widgets take the variant's values
-    st.session_state[keys.GO_EXPLORE] = True
-
-
-if st.session_state.pop(keys.GO_EXPLORE, False):
-    st.switch_page("pages/gates.py")
+    take_settings(run)
+    st.session_state[keys.GO_TO] = "pages/gates.py"
 
 wanted = ALIASES.get(st.session_state.get(keys.LESSON), st.session_state.get(keys.LESSON))
 st.session_state[keys.LESSON] = wanted           # a former key: the link gets the current one

@@ -12,7 +12,7 @@ from explorer.store import StoreError
 from explorer.tasks import TASKS
 from pages import keys
 from pages.session import run_store, session, store_problem
-from pages.sidebar import applied_config, forget_settings
+from pages.sidebar import applied_config, take_settings
 
 applied_config()                        # runs the page inside the app's shell
 where = session()
@@ -53,13 +53,10 @@ def _open(run_id: str) -> None:
         st.session_state[keys.RUNS_PROBLEM] = problem
         return
     where.adopt(run)
-    st.session_state[keys.DRAFT] = run.trainer.config.to_dict()
-    forget_settings()                      # the sidebar's widgets take the run's settings
-    st.session_state[keys.RUNS_GO] = True
+    take_settings(run)
+    st.session_state[keys.GO_TO] = "pages/train.py"
 
 
-if st.session_state.pop(keys.RUNS_GO, False):
-    st.switch_page("pages/train.py")
 if st.session_state.get(keys.RUNS_PROBLEM):
     st.error(f"Could not open that run: {st.session_state.pop(keys.RUNS_PROBLEM)}")
 

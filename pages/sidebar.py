@@ -148,7 +148,7 @@ def _open_linked_run(where: Session) -> None:
         st.warning(f"This link's run could not be opened ({problem}); a new run starts instead.")
         return
     where.adopt(run)
-    st.session_state[keys.DRAFT] = run.trainer.config.to_dict()
+    take_settings(run)
 
 
 def applied_config() -> Config | None:
@@ -157,7 +157,9 @@ def applied_config() -> Config | None:
     return st.session_state.get(keys.CONFIG)
 
 
-def forget_settings() -> None:
-    """Drop the sidebar widgets' values, so they show the draft afresh (a variant's settings)."""
+def take_settings(run) -> None:
+    """The sidebar shows run's settings: the draft becomes its config, and the widgets drop
+    the values they held, so they show it afresh."""
+    st.session_state[keys.DRAFT] = run.trainer.config.to_dict()
     for key in [k for k in st.session_state if str(k).startswith(keys.CONFIG_WIDGET)]:
         del st.session_state[key]
