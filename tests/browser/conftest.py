@@ -33,8 +33,10 @@ def shots():
 
 
 @pytest.fixture(scope="session")
-def server(shots):
-    srv = Server(shots / "streamlit.log")
+def server(shots, tmp_path_factory):
+    # The server saves runs as they train: into a fresh store of its own, never the user's.
+    store = tmp_path_factory.mktemp("store") / "runs.sqlite"
+    srv = Server(shots / "streamlit.log", env={"GATE_EXPLORER_DB": str(store)})
     try:
         srv.start()
     except RuntimeError as error:
