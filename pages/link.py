@@ -11,7 +11,7 @@ import re
 
 import streamlit as st
 
-from explorer import Config
+from explorer import Config, Status
 from explorer.config import FIELDS
 from pages import keys
 
@@ -72,14 +72,17 @@ def settings_params(config: Config | None) -> dict[str, str]:
 
 def run_params(run, lesson_runs: dict) -> dict[str, str]:
     """The session's run (and a lesson's runs) by id, with the owner key where it owns them.
-    A run that has not stepped is left out: there is nothing saved to reopen."""
+    A run that has neither stepped nor started is left out: there is nothing to reopen. One
+    that has just started is in: the rerun of the Train press is the last full rerun before a
+    reload, while only the live charts refresh."""
     params = {}
-    if run is not None and run.id and (run.trainer.steps_done or run.read_only):
+    if run is not None and run.id and (run.trainer.steps_done or run.read_only or run.status == Status.RUNNING):
         params["run"] = run.id
         if not run.read_only:
             params["key"] = run.owner_key
     lesson = [r for r in lesson_runs.values() if r.id]
-    if lesson and len(lesson) == len(lesson_runs) and any(r.trainer.steps_done for r in lesson):
+    if lesson and len(lesson) == len(lesson_runs) and any(r.trainer.steps_done or r.status == Status.RUNNING
+                                                          for r in lesson):
         params["runs"] = ".".join(r.id for r in lesson)
         params.setdefault("key", next((r.owner_key for r in lesson if not r.read_only), None))
         if params["key"] is None:

@@ -101,17 +101,18 @@ def _traces() -> bytes:
     return out.getvalue()
 
 
-# Built when a button is pressed (a run's traces are millions of rows), not on every rerun.
+# Built when a button is pressed (a run's traces are millions of rows), not on every rerun;
+# a download reruns nothing, so the other buttons' deferred data stays valid.
 files[0].download_button("Metrics (CSV)", lambda: store.metrics_frame(info.id).to_csv(index=False),
-                         f"{slug}-metrics.csv", "text/csv", key="dl_metrics",
+                         f"{slug}-metrics.csv", "text/csv", key="dl_metrics", on_click="ignore",
                          help="One row per step: losses, metric, gradient norms, each parameter's.")
 files[1].download_button("Traces (Parquet)", _traces, f"{slug}-traces.parquet",
-                         "application/vnd.apache.parquet", key="dl_traces",
+                         "application/vnd.apache.parquet", key="dl_traces", on_click="ignore",
                          help="Every stored probe: layer, sequence, t, unit, quantity, value, and its step.")
 files[2].download_button("Config (JSON)", lambda: json.dumps(store.config(info.id).to_dict(), indent=2),
-                         f"{slug}-config.json", "application/json", key="dl_config")
+                         f"{slug}-config.json", "application/json", key="dl_config", on_click="ignore")
 files[3].download_button("Weights (.safetensors)", lambda: store.weights(info.id), f"{slug}.safetensors",
                          "application/octet-stream",
-                         key="dl_weights", help="The model's state_dict (recurrent stack and head).")
+                         key="dl_weights", on_click="ignore", help="The model's state_dict (recurrent stack and head).")
 st.caption("In a notebook: `pd.read_parquet(traces)`; the same tables from the command line: "
            "`python -m explorer runs export ID --format parquet --out DIR`.")

@@ -13,7 +13,7 @@ from pages.link import settings_params
 def _link(params: dict[str, str]) -> str:
     # st.context.url is the page's address as the browser has it (with its path, the page)
     parts = urlsplit(st.context.url or "")
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(params), ""))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", urlencode(params), ""))
 
 
 def share_menu(run, config: Config | None) -> None:

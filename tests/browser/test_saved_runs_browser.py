@@ -168,17 +168,10 @@ def reload_finds_it_training(app, run_id: str, before: int, shot: str) -> None:
 
 # Steps of over a second here: the first lands after the rerun that pressing Train makes.
 SLOW = {"seq_len": 1000, "hidden": 128, "batch_size": 64, "steps": 100_000, "probe_count": 2}
-BUG_URL_WHILE_TRAINING = (
-    "app bug: the address bar gets run=<id>&key=<key> only at the end of a full rerun (app.py's "
-    "write_link), and run_params leaves out a run with 0 steps. While a run trains only the Train "
-    "page's live fragment reruns, so a run whose first step had not landed by the end of the rerun "
-    "that pressing Train made is never named in the URL while it trains: a reload opens a fresh run at "
-    "step 0 (idle), and the first run trains on unseen, held by no session, for IDLE_TIMEOUT (600 s). "
-    "With fast steps it is a race (the rerun usually, not always, ends after the first step); with "
-    "steps slower than a page draw it always happens")
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_URL_WHILE_TRAINING)
+# Steps slower than a page draw (about 1.2 s each here): the run must be named in the address
+# bar before its first step lands, from the rerun that pressing Train makes.
 def test_reload_while_training_finds_the_run_still_training(app):
     before = start_training(app, above=1, settings=SLOW)
     run_id = app.wait_until(lambda: url_params(app.page).get("run"), 5,
