@@ -273,3 +273,25 @@ def test_the_runs_page_downloads_the_runs_traces_metrics_and_config(app, tmp_pat
     assert weights and all(v.size for v in weights.values())
     assert not app.problems()
     app.shot("runs-page")
+
+
+def test_the_same_browser_later_finds_its_runs_on_the_runs_page_and_continues_one(app):
+    # "Close the browser, reopen the next day": a new tab at the app's root, no run in its
+    # address; only the browser's cookie (its owner key) says whose runs these are.
+    start_training(app, above=10)
+    held = pause_and_hold(app)
+    run_id = wait_for_run_in_url(app)["run"]
+    later = AppPage(app.page.context.new_page(), app.url, app.shots)
+    app.page.close()
+    later.page.goto(f"{later.url}/runs")
+    wait_ready(later.page, '.st-key-runs_pick')
+    choose(later, "Run", re.compile(re.escape(run_id)))
+    later.page.get_by_role("button", name="Continue it", exact=True).click()
+    wait_ready(later.page, STEP)
+    assert later.step() == held and url_params(later.page).get("run") == run_id
+    assert "Read-only" not in later.page.locator('[data-testid="stMain"]').inner_text()
+    later.press("Resume")
+    later.wait_step_above(held)
+    assert not later.problems()
+    later.shot("saved-run-continued-later")
+    later.press("Pause")
