@@ -534,3 +534,24 @@ def test_the_owner_continues_a_saved_run_from_the_runs_page_and_deletes_another(
     at.button(key="runs_delete").click().run()
     no_exception(at)
     assert len(at.selectbox(key="runs_pick").options) == 1
+
+
+def test_a_trained_lesson_reopens_from_its_link_with_its_runs_and_verdict():
+    at = linked({"lesson": "clipping"})
+    at.switch_page("pages/lessons.py").run()
+    at.button(key="lesson_train").click().run()
+    deadline = time.monotonic() + 120
+    while not any(s.value.startswith("The claim holds") for s in at.success):
+        assert time.monotonic() < deadline, "the clipping lesson did not finish"
+        time.sleep(0.5)
+        at.run()
+    params = dict(at.query_params)
+    assert params["lesson"] == "clipping" and len(params["runs"].split(".")) == 2 and params["key"]
+    steps = [m.value for m in at.metric]
+    end_session()
+    again = linked(params)
+    again.switch_page("pages/lessons.py").run()
+    no_exception(again)
+    assert [m.value for m in again.metric] == steps                  # both variants, as trained
+    assert any(s.value.startswith("The claim holds") for s in again.success)
+    assert again.query_params["runs"] == params["runs"]
