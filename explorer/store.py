@@ -69,13 +69,14 @@ def default_path() -> Path:
 
 
 def new_id() -> str:
-    """A run id: 128 random bits, URL-safe."""
-    return secrets.token_urlsafe(16)
+    """A run id: 128 random bits as 32 hex digits (URL-safe, and never starting with "-",
+    which a command line would take for an option)."""
+    return secrets.token_hex(16)
 
 
 def new_key() -> str:
-    """An owner key: 128 random bits, URL-safe; whoever holds it controls the run."""
-    return secrets.token_urlsafe(16)
+    """An owner key: 128 random bits as 32 hex digits; whoever holds it controls the run."""
+    return secrets.token_hex(16)
 
 
 def _key_hash(key: str) -> str:

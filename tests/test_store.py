@@ -39,7 +39,8 @@ def trained(steps: int, **config) -> Trainer:
 def test_ids_and_keys_are_128_bit_random_and_distinct():
     ids = {new_id() for _ in range(200)} | {new_key() for _ in range(200)}
     assert len(ids) == 400
-    assert all(len(i) >= 22 for i in ids)               # 16 bytes, URL-safe base64
+    # 16 random bytes as hex: URL-safe, and no id starts with "-" (the CLI would read an option)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
 
 
 def test_a_reopened_run_equals_the_saved_one(store):
