@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -98,8 +99,11 @@ class Run:
         self._last_poll = time.monotonic()
         self._thread: threading.Thread | None = None
         # Held by the worker for each step, so a trace the UI asks for never reads
-        # weights halfway through an optimiser update.
+        # weights halfway through an optimiser update. A Lock is not fair: the worker would
+        # take it back straight after each step and starve a page (or a save) waiting for
+        # it, so whoever waits says so (`_between_steps`) and the worker lets them in first.
         self._model_lock = threading.Lock()
+        self._waiting = 0
 
     @classmethod
     def open(cls, store: RunStore, run_id: str, owner_key: str | None = None,
@@ -177,7 +181,7 @@ class Run:
         """Save now, between steps (a run without a store, or read-only, has nothing to save)."""
         if self.store is None or self.read_only:
             return
-        with self._model_lock:
+        with self._between_steps():
             self._save_now()
 
     def _writable(self) -> None:
@@ -221,13 +225,26 @@ class Run:
 
     def trace(self, x: Tensor, y: Tensor | None = None) -> Trace:
         """Trace the current model on any sequences (e.g. built by hand), between steps."""
-        with self._model_lock:
+        with self._between_steps():
             return self.trainer.trace(x, y)
 
     def inspect(self, fn):
         """Call fn(model) between steps, e.g. to read weights that are not half-updated."""
-        with self._model_lock:
+        with self._between_steps():
             return fn(self.trainer.model)
+
+    @contextmanager
+    def _between_steps(self):
+        """The model lock, for a caller other than the worker: it waits at most one step."""
+        with self._cond:
+            self._waiting += 1
+        try:
+            with self._model_lock:
+                yield
+        finally:
+            with self._cond:
+                self._waiting -= 1
+                self._cond.notify_all()
 
     # -- the worker ----------------------------------------------------------------------
     def _busy(self) -> bool:
@@ -275,6 +292,8 @@ class Run:
                     if trainer.finished:
                         self._end(Status.FINISHED, f"Finished {trainer.steps_done} steps.")
                         return
+                    while self._waiting:        # a page or a save asked for the model first
+                        self._cond.wait(0.05)
                     self._status = Status.RUNNING
                     self._stepping = True
                 with self._model_lock:

@@ -188,14 +188,20 @@ class Session:
 
     def close(self) -> None:
         """The browser session ended (a closed tab, a reload): save everything; a run that is
-        training keeps training for a reload to find, the others stop."""
-        for run in {id(r): r for r in [self.run, *self.lesson_runs.values()] if r is not None}.values():
+        training keeps training for a reload to find, the others stop. Streamlit calls this on
+        its event loop, so the work (waiting for a step in flight, saving) is done on a thread
+        of its own: the reloading tab's new session must not wait for it."""
+        runs = list({id(r): r for r in [self.run, *self.lesson_runs.values()] if r is not None}.values())
+        threading.Thread(target=self._let_go, args=(runs,), name="gate-explorer-close", daemon=True).start()
+
+    def _let_go(self, runs: list[Run]) -> None:
+        for run in runs:
             run.save()
             if run.id:
                 live_runs().release(run, self)
             else:
                 run.stop()
-        shutil.rmtree(self.upload_dir, ignore_errors=True)
+        shutil.rmtree(self.upload_dir, ignore_errors=True)   # after the saves: a CSV run keeps its file
 
 
 @st.cache_resource(scope="session", on_release=Session.close, show_spinner=False)
