@@ -1,6 +1,7 @@
 """Command line: `python -m explorer train ...` trains one run; `python -m explorer bench` measures;
-`python -m explorer runs` lists, exports and deletes the runs in the run store; `python -m explorer app`
-starts the browser app. Installed, `gate-explorer` is the same command.
+`python -m explorer runs` lists, exports and deletes the runs in the run store; `python -m explorer
+trace MODEL INPUT --out PATH.parquet` traces your own model's state_dict on your sequences;
+`python -m explorer app` starts the browser app. Installed, `gate-explorer` is the same command.
 
 Every Config field is an option (--seq-len for seq_len), validated by Config itself, so
 the CLI accepts exactly what the app and the URL accept. A bad argument, or any other
@@ -18,11 +19,15 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
+import torch
+
 from .bench import run_benchmark
 from .config import FIELDS, Config
 from .data import DataError, app_dir
+from .loading import NONLINEARITIES, cell_name, check_inputs, load_module, parse_loss, read_sequences, unit_loss
 from .run import Status
 from .store import RunStore, StoreError, check_name, new_id, new_key
+from .trace import trace
 from .trainer import Trainer
 
 HELDOUT_SIZE = 1000
@@ -70,7 +75,27 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("app", help="start the browser app; further arguments go to `streamlit run` "
                               "(e.g. --server.port 8600)")
     _add_runs_parser(sub)
+    _add_trace_parser(sub)
     return parser
+
+
+def _add_trace_parser(sub) -> None:
+    tr = sub.add_parser("trace", help="trace your own nn.LSTM/GRU/RNN state_dict on your sequences into a "
+                                      "Parquet table (layer, sequence, t, unit, quantity, value)")
+    tr.add_argument("model", metavar="MODEL", help="the module's state_dict: .safetensors, or .pt/.pth "
+                                                   "(read with weights_only=True: no code is run)")
+    tr.add_argument("input", metavar="INPUT", help="sequences: a .npy array, 3-D (batch, time, features; "
+                                                   "time first with --time-first) or 2-D (time, features); or "
+                                                   "a CSV of one sequence, a row per step, a header")
+    tr.add_argument("--out", required=True, metavar="PATH.parquet", help="where to write the table")
+    tr.add_argument("--time-first", action="store_true", help="INPUT's 3-D array is (time, batch, features)")
+    tr.add_argument("--nonlinearity", choices=NONLINEARITIES, default="tanh",
+                    help="a plain RNN's activation, which a state_dict does not record (default: tanh)")
+    tr.add_argument("--loss", default="last", metavar="last|UNIT@STEP",
+                    help="the loss whose gradient is traced: last (default; the sum of the top layer's "
+                         "output at the last step) or UNIT@STEP, one top-layer unit's h at one step")
+    tr.add_argument("--prefix", help="which recurrent module, when the state_dict holds several "
+                                     "(e.g. encoder.)")
 
 
 def _add_runs_parser(sub) -> None:
@@ -106,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         return _emit(result, args.json_path)
     if args.command == "runs":
         return _runs(args)
+    if args.command == "trace":
+        return _trace(args)
     return _train(args)
 
 
@@ -189,6 +216,33 @@ def _train(args) -> int:
             return _fail(str(error))
         result["run_id"] = run_id
     return _emit(result, args.json_path)
+
+
+def _trace(args) -> int:
+    """Trace a state_dict on sequences into a Parquet file; every failure is one line."""
+    out = Path(args.out)
+    if out.suffix.lower() != ".parquet":
+        return _fail(f"--out must name a .parquet file, not {out.name}")
+    try:
+        module = load_module(args.model, args.nonlinearity, batch_first=not args.time_first, prefix=args.prefix)
+        x, _ = read_sequences(args.input, time_first=args.time_first)       # (batch, time, features)
+        check_inputs(x, module, Path(args.input).name)
+        chosen = parse_loss(args.loss)
+        # Handed over in the file's own layout, as the module (built with that layout) reads it.
+        xs = x.transpose(1, 0, 2) if args.time_first else x
+        if chosen is None:
+            loss_fn = None
+        else:
+            loss_fn = unit_loss(*chosen, hidden=module.hidden_size, steps=x.shape[1], batch_first=not args.time_first)
+        result = trace(module, torch.from_numpy(xs), loss_fn=loss_fn)
+        result.to_frame().to_parquet(out, index=False)
+    except (ValueError, DataError) as error:
+        return _fail(str(error))
+    except OSError as error:
+        return _fail(f"cannot write {args.out}: {error.strerror or error}")
+    _print(f"traced {x.shape[0]} sequence{'s' * (x.shape[0] > 1)} × {x.shape[1]} steps through "
+           f"{cell_name(module)} ({module.num_layers} × {module.hidden_size} units), loss {result.loss:.6g}: {out}")
+    return 0
 
 
 def _runs(args) -> int:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .cells import CELLS
+from .loading import parse_loss
 from .tasks import TASKS
 
 TASK_NAMES = tuple(TASKS)
@@ -70,6 +71,9 @@ FIELDS: dict[str, Field] = {
     "probe_every": Field(1, 100_000, help="Trace the gates of the probe sequences every this many steps."),
     "probe_count": Field(1, 64, help="How many fixed held-out sequences are traced at each probe."),
     "eval_every": Field(1, 100_000, help="Measure the held-out loss every this many steps."),
+    "trace_loss": Field(help="Your model: the loss whose gradient is traced, 'last' (the top layer's h at "
+                             "the last step, summed) or UNIT@STEP (one unit of the top layer at one step, "
+                             "e.g. 3@10)."),
 }
 
 
@@ -102,6 +106,7 @@ class Config:
     probe_every: int = 100
     probe_count: int = 8
     eval_every: int = 100
+    trace_loss: str = "last"
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -166,5 +171,7 @@ def _check(name: str, value: Any, kind: str) -> None:
         raise ValueError(f"{name} must be one of {', '.join(spec.choices)}; got {value!r}")
     if spec.lo is not None and not spec.lo <= value <= spec.hi:
         raise ValueError(f"{name} must be between {spec.lo:g} and {spec.hi:g}; got {value!r}")
+    if name == "trace_loss":
+        parse_loss(value)
     if kind == "str" and len(value) > 200_000:
         raise ValueError(f"{name} is too long ({len(value)} characters; at most 200000)")

@@ -184,9 +184,18 @@ class Run:
         with self._between_steps():
             self._save_now()
 
+
+    def retrace(self, config: Config) -> None:
+        """Your model traced with config's loss (Trainer.retrace), then saved if it is yours."""
+        with self._between_steps():
+            self.trainer.retrace(config)
+        self.save()
+
     def _writable(self) -> None:
         if self.read_only:
             raise ReadOnly("this run was opened read-only (without its owner key): it cannot be trained")
+        if not self.trainer.task.trainable:
+            raise ReadOnly("your own model is looked at here, not trained")
 
     def _save_now(self) -> None:
         """Save the trainer as it stands; the caller holds the model lock. A failed save is
@@ -323,4 +332,3 @@ class Run:
         self._status, self._message = status, message
         self._free, self._pending = False, 0
         self._cond.notify_all()
-

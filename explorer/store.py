@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import json
 import os
 import secrets
@@ -196,14 +195,16 @@ class RunStore:
                                (run_id, _key_hash(owner_key), name or default_name(config), json.dumps(config.to_dict()),
                                 config.task, config.cell, trainer.steps_done, str(status), eval_loss, eval_metric,
                                 now, now))
-                    data = _data_of(config)
+                    data = _data_of(config, trainer.task)
                 else:
                     if not hmac.compare_digest(row[0], _key_hash(owner_key)):
                         raise StoreError("this run belongs to someone else: only its owner key saves it")
-                    db.execute("UPDATE runs SET steps = ?, status = ?, eval_loss = ?, eval_metric = ?, updated = ? "
-                               "WHERE id = ?", (trainer.steps_done, str(status), eval_loss, eval_metric, now, run_id))
+                    # The config too: your model's traced loss can change (Run.retrace).
+                    db.execute("UPDATE runs SET config = ?, steps = ?, status = ?, eval_loss = ?, eval_metric = ?, "
+                               "updated = ? WHERE id = ?", (json.dumps(config.to_dict()), trainer.steps_done,
+                                                            str(status), eval_loss, eval_metric, now, run_id))
                     data = db.execute("SELECT data FROM state WHERE run_id = ?", (run_id,)).fetchone()
-                    data = data[0] if data else _data_of(config)
+                    data = data[0] if data else _data_of(config, trainer.task)
                 db.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                            (run_id, weights, optimizer, optimizer_meta, rng, history, meta, data))
                 kept = {step for step, _ in view.traces}
@@ -391,8 +392,12 @@ def default_name(config: Config) -> str:
     return f"{config.cell} on {config.task}, {time.strftime('%Y-%m-%d %H:%M')}"
 
 
-def _data_of(config: Config) -> bytes | None:
-    """The bytes of a CSV run's file, so the run continues after the upload is cleaned up."""
+def _data_of(config: Config, task: Task) -> bytes | None:
+    """What the run needs besides its config to rebuild its task, compressed: the bytes of a
+    CSV run's file (the upload is cleaned up), your model and its sequences."""
+    own = task.kept_bytes()
+    if own is not None:
+        return zlib.compress(own)
     if "csv_path" not in TASKS[config.task].fields or not config.csv_path:
         return None
     try:
@@ -405,14 +410,10 @@ def _data_of(config: Config) -> bytes | None:
 
 
 def _task(config: Config, data: bytes | None) -> Task | None:
-    """The saved run's task, from the kept bytes of its CSV where there are some."""
+    """The saved run's task from the bytes it kept, where it kept some."""
     if data is None:
         return None                       # Trainer builds it from the config
-    spec = TASKS[config.task]
-    options = spec.options(config)
-    options["source"] = io.BytesIO(zlib.decompress(data))
-    options["source"].name = Path(config.csv_path).name
-    return spec.make(config.seq_len, **options)
+    return TASKS[config.task].restore(config, zlib.decompress(data))
 
 
 # -- optimiser state: tensors to safetensors, the rest to JSON -------------------------------------

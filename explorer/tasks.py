@@ -8,6 +8,7 @@ subclass and one entry in TASKS."""
 from __future__ import annotations
 
 import inspect
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -126,6 +127,16 @@ class Task:
     baseline_loss: float
     baseline_metric: float
     options: dict  # the task's own parameters, JSON-able
+    trainable = True  # False: a model to look at, not to train (your uploaded model)
+
+    def own_model(self):
+        """The model this task brings (your uploaded model); None: the Trainer builds one."""
+        return None
+
+    def kept_bytes(self) -> bytes | None:
+        """What a saved run must keep to rebuild this task once its source is gone; None:
+        its Config is enough (a CSV's file is kept by the store itself)."""
+        return None
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -648,6 +659,9 @@ class TaskSpec:
     fields: tuple[str, ...]                     # the Config fields it reads, besides task
     make: Callable[..., Task]                   # make(seq_len, **options)
     options: Callable[[Config], dict] = lambda config: {}   # make's options from a Config
+    # A task whose Config alone cannot rebuild it: from the bytes its saved run kept.
+    restore: Callable[[Config, bytes], Task] | None = None
+    trainable: bool = True                      # offered as a task to train (the sidebar)
 
 
 def _digits_options(config: Config) -> dict:
@@ -660,6 +674,23 @@ def _csv_options(config: Config) -> dict:
     columns = [c.strip() for c in config.csv_columns.split(",") if c.strip()]
     return {"source": config.csv_path, "horizon": config.horizon, "columns": columns or None,
             "target": config.csv_target or None}
+
+
+def _csv_restore(config: Config, data: bytes) -> Task:
+    """A CSV run's task from the file's kept bytes (the upload may be long gone)."""
+    source = io.BytesIO(data)
+    source.name = Path(config.csv_path).name
+    return TASKS["csv"].make(config.seq_len, **{**_csv_options(config), "source": source})
+
+
+def _model_options(config: Config) -> dict:
+    raise ValueError("your model is opened from its link or the Runs page (Look inside your model); "
+                     "a model cannot be made from settings")
+
+
+def _model_restore(config: Config, data: bytes) -> Task:
+    from explorer.yours import ModelTask    # yours.py builds on this module
+    return ModelTask.from_bytes(data, config)
 
 
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
@@ -676,7 +707,9 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec("text", "Predict each next character of Python's source or a pasted text.",
              ("seq_len", "text"), TextTask, lambda config: {"text": config.text or None}),
     TaskSpec("csv", "Forecast a column of your own CSV file a few rows past a window of T rows.",
-             ("seq_len", "horizon", "csv_path", "csv_columns", "csv_target"), _csv, _csv_options),
+             ("seq_len", "horizon", "csv_path", "csv_columns", "csv_target"), _csv, _csv_options, _csv_restore),
+    TaskSpec("model", "Your own model, uploaded on the Runs page: its gates and gradients on your sequences.",
+             ("trace_loss",), _model_options, _model_options, _model_restore, trainable=False),
 )}
 
 

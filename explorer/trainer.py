@@ -43,8 +43,10 @@ class Trainer:
         self.device, self.device_warning = resolve_device(config.device)
         self.task = task if task is not None else task_for(config)
         torch.manual_seed(config.seed)
-        self.model = SequenceModel(config, self.task.input_size, self.task.output_size,
-                                   self.task.output_mode).to(self.device)
+        own = self.task.own_model()
+        model = own if own is not None else SequenceModel(config, self.task.input_size, self.task.output_size,
+                                                          self.task.output_mode)
+        self.model = model.to(self.device)
         self.optimizer = _optimizer(config, self.model.parameters())
         self.param_names = [n for n, _ in self.model.named_parameters()]
         self.history = History(self.param_names, max_traces=max_traces)
@@ -70,6 +72,8 @@ class Trainer:
         """
         if self.diverged:
             return None
+        if not self.task.trainable:
+            raise ValueError(f"the {self.task.name} task is looked at, not trained")
         started = time.perf_counter()
         model, params = self.model, list(self.model.parameters())
         model.train()
@@ -159,4 +163,14 @@ class Trainer:
 
     @property
     def finished(self) -> bool:
-        return self.steps_done >= self.config.steps
+        return self.steps_done >= self.config.steps or not self.task.trainable
+
+    def retrace(self, config: Config) -> None:
+        """Your model with another traced loss (config differs from the run's in trace_loss
+        only): the probe is traced again. ValueError, and nothing changed, if it does not fit."""
+        if not hasattr(self.task, "set_loss"):
+            raise ValueError("only your own model's traced loss can be changed")
+        self.task.set_loss(config.trace_loss)
+        self.config = config
+        self.history = History(self.param_names, max_traces=self.history.max_traces)
+        self.probe()

@@ -67,7 +67,9 @@ def _check_batch(task, x, y, n):
 
 
 def test_tasks_list_names_all_seven_and_series_includes_shipped():
-    assert tuple(TASKS) == ("adding", "copy", "digits", "series", "brackets", "text", "csv")
+    assert tuple(TASKS) == ("adding", "copy", "digits", "series", "brackets", "text", "csv", "model")
+    # the seven train; "model" is your own model, looked at and never trained (explorer/yours.py)
+    assert [name for name, spec in TASKS.items() if not spec.trainable] == ["model"]
     assert TASK_NAMES == tuple(TASKS) and "series" in TASKS
     assert SERIES[0] == "sine" and {"co2", "sunspots", "elnino"} <= set(SERIES)
 
@@ -75,7 +77,7 @@ def test_tasks_list_names_all_seven_and_series_includes_shipped():
 # A value for every task field other than its default, each one that some task accepts.
 OTHER_VALUES = {"seq_len": 20, "series": "co2", "horizon": 2, "text": "abc" * 100,
                 "digits_source": "mnist", "csv_path": "/nonexistent.csv", "csv_columns": "a",
-                "csv_target": "b"}
+                "csv_target": "b", "trace_loss": "0@1"}
 
 
 def test_every_field_a_task_declares_is_a_config_field():
@@ -87,6 +89,10 @@ def test_every_field_a_task_declares_is_a_config_field():
 
 def test_every_task_builds_from_a_config_and_reads_only_the_fields_it_declares(csv_path):
     for name, spec in TASKS.items():
+        if not spec.trainable:
+            with pytest.raises(ValueError, match="Runs page"):    # it needs the uploaded model
+                task_for(Config(task=name))
+            continue
         config = Config(task=name, seq_len=12, csv_path=str(csv_path) if name == "csv" else "")
         task = task_for(config)
         assert task.name == name
