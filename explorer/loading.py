@@ -103,6 +103,11 @@ def read_state_dict(path, name: str | None = None) -> dict[str, Tensor]:
     return dict(loaded)
 
 
+def recurrent_prefixes(state: dict[str, Tensor]) -> list[str]:
+    """The prefixes of the recurrent modules in a state_dict ("" for a bare module), sorted."""
+    return sorted({m["prefix"] for m in map(_PARAM.match, state) if m})
+
+
 def infer_architecture(state: dict[str, Tensor], prefix: str | None = None) -> Architecture:
     """The module a state_dict describes; ModelFileError naming what does not fit."""
     found: dict[str, dict[str, Tensor]] = {}       # prefix -> {base_lk: tensor}

@@ -172,6 +172,11 @@ class Run:
             return not self._busy()
 
     @property
+    def worth_reopening(self) -> bool:
+        """Something to reopen from a link: it has trained, or it is your model (never trained)."""
+        return bool(self.trainer.steps_done) or not self.trainer.task.trainable
+
+    @property
     def status(self) -> Status:
         """The status now, without counting as a look (snapshot() keeps an idle run alive)."""
         with self._cond:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 
 import numpy as np
@@ -26,6 +27,18 @@ MAX_PROBES = int(FIELDS["probe_count"].hi)          # sequences traced and shown
 MAX_STEPS = int(FIELDS["seq_len"].hi)
 MAX_HIDDEN, MAX_LAYERS = int(FIELDS["hidden"].hi), int(FIELDS["layers"].hi)
 WAVE_COUNT = 8                                      # the probe set made when no sequences are given
+UPLOAD_ENV = "GATE_EXPLORER_MAX_UPLOAD_MB"
+DEFAULT_MAX_UPLOAD_MB = 64.0      # a 4-layer LSTM of 512 units (the run caps) is about 34 MB in float32
+
+
+def max_upload_mb() -> float:
+    """The app's cap on one uploaded file: GATE_EXPLORER_MAX_UPLOAD_MB, else 64 MB (an
+    unreadable value falls back to the default)."""
+    try:
+        value = float(os.environ.get(UPLOAD_ENV, DEFAULT_MAX_UPLOAD_MB))
+    except ValueError:
+        return DEFAULT_MAX_UPLOAD_MB
+    return value if math.isfinite(value) and value > 0 else DEFAULT_MAX_UPLOAD_MB
 
 
 class YourModel(nn.Module):

@@ -4,7 +4,7 @@ import streamlit as st
 
 from explorer import analysis, plots
 from pages.charts import chart
-from pages.sequence import kept, picked, resolve
+from pages.sequence import kept, picked, resolve, weights_note
 
 run, choice, run_every = picked()
 task = run.trainer.task
@@ -19,7 +19,7 @@ def view() -> None:
     tr, b, k, x = shown.trace, shown.sequence, choice.layer, shown.x
     layer = tr.layers[k]
     labels, features = task.time_labels(x), task.feature_names()
-    st.caption(f"Weights as of training step {shown.step}. Rows are units, columns time steps; "
+    st.caption(f"{weights_note(run, shown.step)}. Rows are units, columns time steps; "
                "the input is drawn on the same time axis on top.")
     with st.container(key="gate_heatmaps"):
         chart(plots.gate_figure(tr, b, k, x, time_labels=labels, feature_names=features), key="gate_heatmaps_plot")

@@ -4,7 +4,7 @@ import streamlit as st
 
 from explorer import analysis, plots
 from pages.charts import chart
-from pages.sequence import kept, picked, resolve
+from pages.sequence import kept, picked, resolve, weights_note
 
 run, choice, run_every = picked()
 task = run.trainer.task
@@ -18,21 +18,23 @@ def view() -> None:
         return
     tr, b, k = shown.trace, shown.sequence, choice.layer
     st.subheader("Gradient norm at every time step")
-    st.caption(f"Weights as of training step {shown.step}. The loss is the task's, on this sequence; "
+    loss = "the task's" if task.trainable else task.loss_name
+    st.caption(f"{weights_note(run, shown.step)}. The loss is {loss}, on this sequence; "
                "a line that falls towards t = 0 is a gradient vanishing on its way back in time.")
     with st.container(key="grad_time"):
         chart(plots.grad_time_figure(tr, b), key="grad_time_plot")
 
-    st.subheader("Over training")
-    if shown.recorded is None:
-        st.info("Recorded at every probe for the probe sequences only; pick one to see this.")
-    else:
-        quantities = ("grad_hidden", "grad_cell") if tr.layers[k].grad_cell is not None else ("grad_hidden",)
-        quantity = kept(st.radio, "Quantity", quantities, key="grad_quantity", default="grad_hidden",
-                        horizontal=True, format_func={"grad_hidden": "‖∂L/∂h_t‖", "grad_cell": "‖∂L/∂c_t‖"}.get)
-        st.caption(f"Layer {k + 1}, one row per recorded probe: as the model learns, the gradient "
-                   "should reach further back (or not).")
-        chart(plots.grad_history_figure(shown.recorded, b, k, quantity), key="grad_history_plot")
+    if task.trainable:                  # (your model was not trained here: it has no history)
+        st.subheader("Over training")
+        if shown.recorded is None:
+            st.info("Recorded at every probe for the probe sequences only; pick one to see this.")
+        else:
+            quantities = ("grad_hidden", "grad_cell") if tr.layers[k].grad_cell is not None else ("grad_hidden",)
+            quantity = kept(st.radio, "Quantity", quantities, key="grad_quantity", default="grad_hidden",
+                            horizontal=True, format_func={"grad_hidden": "‖∂L/∂h_t‖", "grad_cell": "‖∂L/∂c_t‖"}.get)
+            st.caption(f"Layer {k + 1}, one row per recorded probe: as the model learns, the gradient "
+                       "should reach further back (or not).")
+            chart(plots.grad_history_figure(shown.recorded, b, k, quantity), key="grad_history_plot")
 
     st.subheader("Input connectivity ‖∂L/∂x_t‖")
     st.caption("How much each input step moves the loss (Distill, 'Memorization in RNNs').")

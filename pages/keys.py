@@ -16,6 +16,7 @@ LINKED_RUN = "linked_run"    # run=<id> of the session's first URL, until the ru
 LINKED_KEY = "linked_key"    # key=<owner key> of the session's first URL
 LINKED_LESSON_RUNS = "linked_lesson_runs"   # runs=<id>.<id>... of a lesson link
 RUNS_PROBLEM = "runs_problem"   # why the run picked on the Runs page could not be opened
+YOURS_NOTE = "yours_note"    # what of your uploaded sequences was left out (said once, in the sidebar)
 
 # Widget keys that other modules set, restore or link to
 CONFIG_WIDGET = "cfg_"       # prefix of the sidebar's widgets: cfg_<field>
@@ -26,6 +27,15 @@ PICK_FOLLOW = "pick_follow"
 PICK_REPLAY = "pick_replay"
 STEP_T = "step_t"
 STEP_UNIT = "step_unit"
+# Look inside your own model (pages/your_model.py)
+YOURS_MODEL_FILE = "yours_model_file"
+YOURS_SEQUENCES_FILE = "yours_sequences_file"
+YOURS_PREFIX = "yours_prefix"
+YOURS_NONLINEARITY = "yours_nonlinearity"
+YOURS_LAYOUT = "yours_layout"
+YOURS_STEPS = "yours_steps"
+YOURS_LOSS = "yours_loss"
+YOURS_NAME = "yours_name"
 
 
 def config_widget(field: str) -> str:

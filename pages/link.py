@@ -76,7 +76,7 @@ def run_params(run, lesson_runs: dict) -> dict[str, str]:
     that has just started is in: the rerun of the Train press is the last full rerun before a
     reload, while only the live charts refresh."""
     params = {}
-    if run is not None and run.id and (run.trainer.steps_done or run.read_only or run.status == Status.RUNNING):
+    if run is not None and run.id and (run.worth_reopening or run.read_only or run.status == Status.RUNNING):
         params["run"] = run.id
         if not run.read_only:
             params["key"] = run.owner_key

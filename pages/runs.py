@@ -1,6 +1,6 @@
 """Runs: the saved runs. Filter by task and cell; open one on every page (continue it if it is
 yours); rename or delete yours; download its metrics (CSV), traces (Parquet), config (JSON)
-and weights (safetensors)."""
+and weights (safetensors). Above them: look inside your own model (pages/your_model.py)."""
 import io
 import json
 
@@ -13,9 +13,13 @@ from explorer.tasks import TASKS
 from pages import keys
 from pages.session import run_store, session, store_problem
 from pages.sidebar import applied_config, take_settings
+from pages.your_model import your_model_form
 
 applied_config()                        # runs the page inside the app's shell
 where = session()
+with st.expander("Look inside your own model", icon=":material/upload_file:",
+                 expanded=st.session_state.get(keys.YOURS_MODEL_FILE) is not None):
+    your_model_form(where)
 store = run_store()
 if store is None:
     st.error(f"Saved runs are not available on this server: {store_problem()}")
@@ -54,7 +58,8 @@ def _open(run_id: str) -> None:
         return
     where.adopt(run)
     take_settings(run)
-    st.session_state[keys.GO_TO] = "pages/train.py"
+    # your own model is never trained: it opens where it is looked at
+    st.session_state[keys.GO_TO] = "pages/train.py" if run.trainer.task.trainable else "pages/gates.py"
 
 
 if st.session_state.get(keys.RUNS_PROBLEM):
@@ -64,9 +69,11 @@ st.markdown(f"### {info.name}")
 st.caption(f"{info.task} · {info.cell} · {info.steps} steps · {info.status} · created {info.created} · id {info.id}"
            + ("" if mine else " · read-only: made in another browser"))
 open_col, rename_col, delete_col = st.columns([1, 2, 1.2], vertical_alignment="bottom")
-open_col.button("Continue it" if mine else "View it", type="primary", key="runs_open", on_click=_open,
+trainable = TASKS[info.task].trainable if info.task in TASKS else True
+open_col.button("Look inside" if not trainable else "Continue it" if mine else "View it", type="primary", key="runs_open", on_click=_open,
                 args=(info.id,), width="stretch",
-                help="Make it this session's run: every page shows it" + (", and Train continues it." if mine else "."))
+                help="Make it this session's run: every page shows it"
+                     + (", and Train continues it." if mine and trainable else "."))
 if mine:
     new_name = rename_col.text_input("Name", value=info.name, key=f"runs_name_{info.id}", max_chars=200)
     if new_name.strip() and new_name != info.name:

@@ -97,7 +97,7 @@ def choose(run: Run, replay: bool = True) -> Choice:
     probe_x, probe_y = trainer.probe_set
     sequence = kept(top[1].selectbox, "Probe sequence", tuple(range(len(probe_x))), key=keys.PICK_SEQUENCE,
                     default=0, format_func=lambda b: f"{b}: {task.describe_sequence(probe_x[b].cpu(), probe_y[b].cpu())}")
-    if not replay:
+    if not replay or not task.trainable:            # your model has one probe: nothing to follow
         return Choice(sequence, None, layer, True, None)
     steps = [step for step, _ in run.snapshot().history.traces]
     follow = kept(top[3].toggle, "Follow training (newest probe)", key=keys.PICK_FOLLOW, default=True)
@@ -107,6 +107,11 @@ def choose(run: Run, replay: bool = True) -> Choice:
             st.session_state[keys.PICK_REPLAY] = steps[-1]
         replay = st.select_slider("Replay: the probe recorded at training step", steps, key=keys.PICK_REPLAY)
     return Choice(sequence, None, layer, follow, replay)
+
+
+def weights_note(run: Run, step: int) -> str:
+    """Which weights a chart shows: a training step's, or your model's as uploaded."""
+    return f"Weights as of training step {step}" if run.trainer.task.trainable else "Your model's weights as uploaded"
 
 
 def resolve(run: Run, choice: Choice) -> Shown | None:

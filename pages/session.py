@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import streamlit as st
 import torch
 
-from explorer import Config, DataError, Run, Status
+from explorer import Config, DataError, Run, Status, Trainer
 from explorer.store import RunStore, StoreError
 from pages.identity import browser_key
 
@@ -108,6 +108,19 @@ class Session:
                   name=name)
         if run.id:
             live_runs().hold(run, self)
+        return run
+
+    def look_inside(self, config: Config, task, name: str) -> Run:
+        """Your model (explorer.yours) as this session's run: traced now, saved at once (it has
+        no training to save it later), reopened by its link like any run."""
+        store = run_store()
+        trainer = Trainer(config, task=task)
+        run = Run(config, IDLE_TIMEOUT, trainer, store, owner_key=self.owner_key if store else None,
+                  name=name, status=Status.FINISHED)
+        run.save()
+        if run.id:
+            live_runs().hold(run, self)
+        self.adopt(run)
         return run
 
     def replace(self, config: Config) -> str | None:

@@ -18,7 +18,7 @@ def _link(params: dict[str, str]) -> str:
 
 def share_menu(run, config: Config | None) -> None:
     with st.popover("Share", icon=":material/share:", width="stretch"):
-        if run is not None and run.id and run.trainer.steps_done:
+        if run is not None and run.id and run.worth_reopening:
             st.markdown("**This run**, read-only: opens it as last saved (it saves as it trains).")
             st.code(_link({"run": run.id}), language=None, wrap_lines=True)
         else:

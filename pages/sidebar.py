@@ -2,6 +2,7 @@
 field grouped and with its help, shown only where the task and cell read it."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import streamlit as st
@@ -30,7 +31,7 @@ LABELS = {
     "lr": "learning rate", "batch_size": "batch size", "clip": "clip gradient norm at",
     "weight_decay": "weight decay (L2)", "l1": "L1 penalty", "init": "initialisation",
     "probe_every": "trace gates every (steps)", "probe_count": "probe sequences",
-    "eval_every": "held-out loss every (steps)",
+    "eval_every": "held-out loss every (steps)", "trace_loss": "traced loss (last or UNIT@STEP)",
 }
 FLOAT_STEPS = {"lr": 0.001, "dropout": 0.1, "clip": 0.5, "weight_decay": 0.0001, "l1": 0.0001,
                "forget_bias": 0.5}
@@ -62,6 +63,10 @@ def _widget(name: str, draft: dict) -> None:
         # Every device is offered, so a shared configuration or a habit from another machine
         # still works here: one that is absent says so, and the run warns and uses the CPU.
         st.selectbox(label, DEVICES, key=key, help=spec.help, format_func=_device_label)
+    elif name == "task":
+        # Your own model (an untrainable task) is opened from the Runs page, not chosen here.
+        st.selectbox(label, [t for t, s in TASKS.items() if s.trainable], key=key, help=spec.help)
+        st.caption(TASKS[st.session_state[key]].help)
     elif spec.choices is not None:
         st.selectbox(label, spec.choices, key=key, help=spec.help)
         if name == "task":
@@ -111,6 +116,8 @@ def sidebar() -> Config | None:
         share_slot = st.container()        # filled once the settings are read, below
         if present:
             st.caption("Settings hidden. Switch presentation mode off to change them.")
+        elif not TASKS[draft["task"]].trainable:
+            _your_model_card(draft, where)
         else:
             st.subheader("Run configuration")
             for group, names in GROUPS.items():
@@ -131,10 +138,46 @@ def sidebar() -> Config | None:
         if config is None:
             return None
         run = where.run
-        if run is not None and run.trainer.config != config and run.trainer.steps_done:
+        if _traced_loss_changed(run, config):
+            try:
+                run.retrace(config)
+            except ValueError as error:
+                st.error(f"That loss can't be traced: {error}")
+        elif run is not None and run.trainer.config != config and run.trainer.steps_done:
             st.info("These settings differ from the running model's. Press **Reset** on the "
                     "Train page to start a new run with them.")
     return config
+
+
+def _your_model_card(draft: dict, where: Session) -> None:
+    """Your model instead of the settings: what it is, its traced loss, and the way back."""
+    st.subheader("Your model")
+    run = where.run
+    if run is not None and not run.trainer.task.trainable:
+        task, cfg = run.trainer.task, run.trainer.config
+        st.markdown(f"**{run.name}**  \n{cfg.cell.upper()}, {cfg.layers} × {cfg.hidden} units · "
+                    f"{len(task.x)} sequence{'s' * (len(task.x) > 1)} × {task.seq_len} steps from "
+                    f"{task.options['source']}")
+        if st.session_state.get(keys.YOURS_NOTE):
+            st.info(st.session_state.pop(keys.YOURS_NOTE))
+        _widget("trace_loss", draft)
+    else:
+        st.info("No model is open: look inside one from the Runs page.")
+    st.button("Train a model instead", key="yours_leave", on_click=_leave_model, args=(where,),
+              help="A new run of the default settings; your model stays saved on the Runs page.")
+
+
+def _leave_model(where: Session) -> None:
+    problem = where.replace(Config())
+    if problem is None:
+        take_settings(where.run)
+
+
+def _traced_loss_changed(run, config: Config) -> bool:
+    """The sidebar asks for your model with another traced loss (and nothing else changed)."""
+    if run is None or run.trainer.task.trainable or run.trainer.config == config:
+        return False
+    return dataclasses.replace(run.trainer.config, trace_loss=config.trace_loss) == config
 
 
 def _open_linked_run(where: Session) -> None:

@@ -6,7 +6,7 @@ from explorer.stepthrough import StepThrough, step_through
 from pages import keys
 from pages.session import current_run
 from pages.sidebar import applied_config
-from pages.sequence import choose, kept
+from pages.sequence import choose, kept, weights_note
 
 run = current_run(applied_config())
 if run is None:
@@ -45,8 +45,8 @@ def _worked(model) -> tuple[StepThrough, int]:
 s, weights_step = run.inspect(_worked)
 labels = task.time_labels(x[0].cpu().numpy())
 at = f" (input “{labels[t]}”)" if labels else ""
-st.caption(f"Layer {choice.layer + 1}, unit {unit}, time step t = {t}{at}, weights as of training step "
-           f"{weights_step}. Each W·v is that unit's row of the weight matrix times the vector; "
+st.caption(f"Layer {choice.layer + 1}, unit {unit}, time step t = {t}{at}; "
+           f"{weights_note(run, weights_step).lower()}. Each W·v is that unit's row of the weight matrix times the vector; "
            f"‖x_t‖ = {s.input_norm:.4g} for this layer's input.")
 
 for line in s.lines:

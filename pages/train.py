@@ -19,103 +19,115 @@ if run is None:
 task = run.trainer.task
 cfg = run.trainer.config
 
-st.markdown(f"#### {task.name.capitalize()} · {cfg.cell.upper()}({cfg.hidden}) × {cfg.layers} · "
-            f"T = {task.seq_len} · baseline: {task.baseline_name} ({task.loss_name} {task.baseline_loss:.3g})")
+# Your own model: nothing to train, so this page says where to look instead (no st.stop: the
+# app writes the page's link after it).
+if not task.trainable:
+    st.markdown(f"#### Your model · {cfg.cell.upper()}({cfg.hidden}) × {cfg.layers} · T = {task.seq_len}")
+    st.info(f"“{run.name}” was trained elsewhere: it is looked at here, not trained. Its traced loss is "
+            f"{task.loss_name} (change it in the sidebar).")
+    for page, label, icon in (("pages/gates.py", "Gates: every gate, c_t and h_t over time", ":material/grid_on:"),
+                              ("pages/gradients.py", "Gradients: ‖∂L/∂h_t‖ at every step", ":material/trending_down:"),
+                              ("pages/step.py", "Step through: one unit's equations with its numbers",
+                               ":material/calculate:")):
+        st.page_link(page, label=label, icon=icon)
+else:
+    st.markdown(f"#### {task.name.capitalize()} · {cfg.cell.upper()}({cfg.hidden}) × {cfg.layers} · "
+                f"T = {task.seq_len} · baseline: {task.baseline_name} ({task.loss_name} {task.baseline_loss:.3g})")
 
-if run.read_only:
-    st.info(f"Read-only: this link shows the saved run “{run.name}” as it was saved. Only its owner can train "
-            "it; **Reset** starts a run of your own with the sidebar's settings.")
-elif run.name:
-    st.caption(f"Run “{run.name}” · saved as it trains · reopen it from the Runs page or with this page's address")
-train, pause, resume, step, size, reset = st.columns([1, 1, 1, 1, 1.2, 1], vertical_alignment="bottom")
-ended = run.snapshot().ended
-locked = run.read_only
-if train.button("Train", type="primary", width="stretch", help="Train until the run's last step.", disabled=locked):
-    if ended:
-        st.toast("This run has ended. Press Reset to start a new one.")
-    else:
-        run.start()
-if pause.button("Pause", width="stretch", disabled=locked):
-    run.pause()
-    # Let the step in flight land, so this rerun draws the step the run holds at.
-    run.wait_until_idle(timeout=2.0)
-if resume.button("Resume", width="stretch", help="Continue from the step where it paused.", disabled=locked):
-    run.resume()
-step_size = size.selectbox("steps per Step", (1, 10, 100), key="step_size")
-if step.button("Step", width="stretch", help="Do that many steps, then pause.", disabled=locked):
-    run.step(step_size)
-if reset.button("Reset", width="stretch",
-                help="Start over: a new, untrained model with the sidebar's settings."):
-    if config is None:
-        st.error("Fix the settings in the sidebar first; the current run is kept.")
-    else:
-        problem = session().replace(config)
-        if problem:
-            st.error(f"Could not reset: {problem}. The current run is kept.")
+    if run.read_only:
+        st.info(f"Read-only: this link shows the saved run “{run.name}” as it was saved. Only its owner can train "
+                "it; **Reset** starts a run of your own with the sidebar's settings.")
+    elif run.name:
+        st.caption(f"Run “{run.name}” · saved as it trains · reopen it from the Runs page or with this page's address")
+    train, pause, resume, step, size, reset = st.columns([1, 1, 1, 1, 1.2, 1], vertical_alignment="bottom")
+    ended = run.snapshot().ended
+    locked = run.read_only
+    if train.button("Train", type="primary", width="stretch", help="Train until the run's last step.", disabled=locked):
+        if ended:
+            st.toast("This run has ended. Press Reset to start a new one.")
         else:
-            st.rerun()                  # draw the page, header included, from the new run
+            run.start()
+    if pause.button("Pause", width="stretch", disabled=locked):
+        run.pause()
+        # Let the step in flight land, so this rerun draws the step the run holds at.
+        run.wait_until_idle(timeout=2.0)
+    if resume.button("Resume", width="stretch", help="Continue from the step where it paused.", disabled=locked):
+        run.resume()
+    step_size = size.selectbox("steps per Step", (1, 10, 100), key="step_size")
+    if step.button("Step", width="stretch", help="Do that many steps, then pause.", disabled=locked):
+        run.step(step_size)
+    if reset.button("Reset", width="stretch",
+                    help="Start over: a new, untrained model with the sidebar's settings."):
+        if config is None:
+            st.error("Fix the settings in the sidebar first; the current run is kept.")
+        else:
+            problem = session().replace(config)
+            if problem:
+                st.error(f"Could not reset: {problem}. The current run is kept.")
+            else:
+                st.rerun()                  # draw the page, header included, from the new run
 
-polling = run.snapshot().running
-
-
-@st.fragment(run_every=REFRESH_SECONDS if polling else None)
-def live() -> None:
-    snap = run.snapshot()
-    if polling and not snap.running:
-        st.rerun()                      # stop polling: redraw the page once, quietly
-    left, middle, right, far = st.columns(4)
-    with left.container(key="step_counter"):
-        st.metric("Step", str(snap.step))
-    middle.metric("Steps per second", f"{snap.steps_per_second:.1f}")
-    right.metric("Device", str(run.trainer.device))
-    far.metric("Status", snap.status)
-    st.progress(min(snap.step / snap.total_steps, 1.0),
-                text=f"{snap.step} of {snap.total_steps} steps")
-    if run.trainer.device_warning:
-        st.warning(run.trainer.device_warning)
-    if snap.status in (Status.DIVERGED, Status.ERROR):
-        st.error(snap.message)
-    elif snap.status == Status.FINISHED:
-        st.success(snap.message)
-    elif snap.message and snap.message != run.trainer.device_warning:
-        st.info(snap.message)
-    view = snap.history
-    one, two = st.columns(2)
-    with one.container(key="loss_chart"):
-        chart(plots.loss_figure(view, task.baseline_loss, task.loss_name, task.baseline_name, LIVE_POINTS),
-              key="loss_plot")
-    with two.container(key="metric_chart"):
-        chart(plots.metric_figure(view, task.baseline_metric, task.metric_name, task.baseline_name, LIVE_POINTS),
-              key="metric_plot")
-    three, four = st.columns(2)
-    with three.container(key="grad_norm_chart"):
-        chart(plots.grad_norm_figure(view, cfg.clip, LIVE_POINTS), key="grad_norm_plot")
-    with four.container(key="param_grad_chart"):
-        chart(plots.param_grad_figure(view, LIVE_POINTS), key="param_grad_plot")
-    strip(snap)
+    polling = run.snapshot().running
 
 
-def strip(snap) -> None:
-    """One gate of one probe sequence, as of the newest probe."""
-    if not snap.history.traces:
-        return
-    probe_step, tr = snap.history.traces[-1]
-    pick, which = st.columns([1, 3])
-    gate = pick.selectbox("Gate", list(tr.layers[0].gates) or ["hidden"], key="strip_gate")
-    sequence = which.selectbox("Probe sequence", range(len(tr.grad_input)), key="strip_sequence",
-                               format_func=lambda b: f"{b}: " + task.describe_sequence(*probe(b)))
-    x = probe(sequence)[0].cpu().numpy()
-    st.caption(f"Layer 1, as of the probe at step {probe_step}. The Gates page shows every gate and layer.")
-    with st.container(key="gate_strip"):
-        # Rebuilt only when a new probe (a new trace object), gate or sequence is shown.
-        chart(lambda: plots.gate_figure(tr, sequence, 0, x, quantities=[gate], time_labels=task.time_labels(x),
-                                        feature_names=task.feature_names()),
-              key="gate_strip_plot", version=(id(tr), gate, sequence))
+    @st.fragment(run_every=REFRESH_SECONDS if polling else None)
+    def live() -> None:
+        snap = run.snapshot()
+        if polling and not snap.running:
+            st.rerun()                      # stop polling: redraw the page once, quietly
+        left, middle, right, far = st.columns(4)
+        with left.container(key="step_counter"):
+            st.metric("Step", str(snap.step))
+        middle.metric("Steps per second", f"{snap.steps_per_second:.1f}")
+        right.metric("Device", str(run.trainer.device))
+        far.metric("Status", snap.status)
+        st.progress(min(snap.step / snap.total_steps, 1.0),
+                    text=f"{snap.step} of {snap.total_steps} steps")
+        if run.trainer.device_warning:
+            st.warning(run.trainer.device_warning)
+        if snap.status in (Status.DIVERGED, Status.ERROR):
+            st.error(snap.message)
+        elif snap.status == Status.FINISHED:
+            st.success(snap.message)
+        elif snap.message and snap.message != run.trainer.device_warning:
+            st.info(snap.message)
+        view = snap.history
+        one, two = st.columns(2)
+        with one.container(key="loss_chart"):
+            chart(plots.loss_figure(view, task.baseline_loss, task.loss_name, task.baseline_name, LIVE_POINTS),
+                  key="loss_plot")
+        with two.container(key="metric_chart"):
+            chart(plots.metric_figure(view, task.baseline_metric, task.metric_name, task.baseline_name, LIVE_POINTS),
+                  key="metric_plot")
+        three, four = st.columns(2)
+        with three.container(key="grad_norm_chart"):
+            chart(plots.grad_norm_figure(view, cfg.clip, LIVE_POINTS), key="grad_norm_plot")
+        with four.container(key="param_grad_chart"):
+            chart(plots.param_grad_figure(view, LIVE_POINTS), key="param_grad_plot")
+        strip(snap)
 
 
-def probe(b: int):
-    x, y = run.trainer.probe_set
-    return x[b].cpu(), y[b].cpu()
+    def strip(snap) -> None:
+        """One gate of one probe sequence, as of the newest probe."""
+        if not snap.history.traces:
+            return
+        probe_step, tr = snap.history.traces[-1]
+        pick, which = st.columns([1, 3])
+        gate = pick.selectbox("Gate", list(tr.layers[0].gates) or ["hidden"], key="strip_gate")
+        sequence = which.selectbox("Probe sequence", range(len(tr.grad_input)), key="strip_sequence",
+                                   format_func=lambda b: f"{b}: " + task.describe_sequence(*probe(b)))
+        x = probe(sequence)[0].cpu().numpy()
+        st.caption(f"Layer 1, as of the probe at step {probe_step}. The Gates page shows every gate and layer.")
+        with st.container(key="gate_strip"):
+            # Rebuilt only when a new probe (a new trace object), gate or sequence is shown.
+            chart(lambda: plots.gate_figure(tr, sequence, 0, x, quantities=[gate], time_labels=task.time_labels(x),
+                                            feature_names=task.feature_names()),
+                  key="gate_strip_plot", version=(id(tr), gate, sequence))
 
 
-live()
+    def probe(b: int):
+        x, y = run.trainer.probe_set
+        return x[b].cpu(), y[b].cpu()
+
+
+    live()
