@@ -85,11 +85,13 @@ def read_state_dict(path, name: str | None = None) -> dict[str, Tensor]:
     try:
         loaded = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        # torch's own message advises weights_only=False, which is exactly what must not be
+        # done with a file from someone else: only its reason is kept.
+        reason = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", str(error), re.S)
+        detail = " ".join(reason[1].split())[:200] if reason else "not a tensor pickle"
         raise ModelFileError(
-            f"{Path(label).name} was refused: it holds Python objects other than tensors, which are "
-            f"never run here (torch.load weights_only=True). Save `module.state_dict()`, not the "
-            f"module or optimiser. ({first[:200]})") from None
+            f"{Path(label).name} was refused: it is not a plain state_dict of tensors ({detail}). "
+            f"Nothing in it was run. Save `module.state_dict()`, not the module or optimiser.") from None
     except (RuntimeError, EOFError, ValueError, OSError) as error:
         detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise ModelFileError(f"{Path(label).name} is not a readable PyTorch file: {detail}") from None

@@ -4,6 +4,7 @@ and the model becomes this session's run: Gates, Gradients and Step through show
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import streamlit as st
@@ -42,11 +43,12 @@ def your_model_form(where: Session) -> None:
     left, right = st.columns(2)
     model_file = left.file_uploader("Model: its state_dict (.safetensors, .pt or .pth)",
                                     type=["safetensors", "pt", "pth"], key=keys.YOURS_MODEL_FILE,
+                                    max_upload_size=math.ceil(max_upload_mb()),
                                     help="torch.save(module.state_dict(), 'model.pt') or safetensors' save_file. "
                                          "A whole model's state_dict works too: the recurrent module is found "
                                          "by its parameter names (weight_ih_l0...).")
     sequences_file = right.file_uploader("Sequences (.npy or .csv), optional", type=["npy", "csv"],
-                                         key=keys.YOURS_SEQUENCES_FILE,
+                                         key=keys.YOURS_SEQUENCES_FILE, max_upload_size=math.ceil(max_upload_mb()),
                                          help="A .npy array, 3-D (several sequences) or 2-D (time, features: one "
                                               "sequence); or a CSV of one sequence, a row per step, a column per "
                                               "feature, a header. Without one: sine waves; the Gates page also "
