@@ -14,6 +14,7 @@ import csv
 import io
 import pickle
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +84,11 @@ def read_state_dict(path, name: str | None = None) -> dict[str, Tensor]:
         except (SafetensorError, ValueError) as error:
             raise ModelFileError(f"{Path(label).name} is not a readable .safetensors file: {error}") from None
     try:
-        loaded = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        # A plain pickle (not torch.save's zip) makes torch warn about its protocol: the refusal
+        # below says all there is, and the CLI promises one line.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ModelFileError(
