@@ -90,11 +90,10 @@ def read_state_dict(path, name: str | None = None) -> dict[str, Tensor]:
             warnings.simplefilter("ignore")
             loaded = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ModelFileError(
             f"{Path(label).name} was refused: it holds Python objects other than tensors, which are "
             f"never run here (torch.load weights_only=True). Save `module.state_dict()`, not the "
-            f"module or optimiser. ({first[:200]})") from None
+            f"module or optimiser. ({_refused_object(error)})") from None
     except (RuntimeError, EOFError, ValueError, OSError) as error:
         detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise ModelFileError(f"{Path(label).name} is not a readable PyTorch file: {detail}") from None
@@ -292,6 +291,17 @@ def unit_loss(unit: int, step: int, hidden: int, steps: int, batch_first: bool =
             return output[step, unit]
         return (output[:, step, unit] if batch_first else output[step, :, unit]).sum()
     return loss_fn
+
+
+def _refused_object(error: Exception) -> str:
+    """What torch.load refused (the class or pickle operand), without the advice its message
+    opens with: terminal escape codes, and how to load the file with weights_only=False."""
+    text = str(error)
+    found = re.search(r"[Uu]nsupported (?:global: )?(?:GLOBAL [\w.]+|operand \d+)", text)
+    if found:
+        return found[0]
+    first = re.sub(r"\x1b\[[0-9;]*m", "", text.strip().splitlines()[0]) if text.strip() else ""
+    return first[:200]
 
 
 def _layer_order(key: str):
