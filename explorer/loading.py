@@ -14,6 +14,7 @@ import csv
 import io
 import pickle
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,15 +84,16 @@ def read_state_dict(path, name: str | None = None) -> dict[str, Tensor]:
         except (SafetensorError, ValueError) as error:
             raise ModelFileError(f"{Path(label).name} is not a readable .safetensors file: {error}") from None
     try:
-        loaded = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        # A plain pickle (not torch.save's zip) makes torch warn about its protocol: the refusal
+        # below says all there is, and the CLI promises one line.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        # torch's own message advises weights_only=False, which is exactly what must not be
-        # done with a file from someone else: only its reason is kept.
-        reason = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", str(error), re.S)
-        detail = " ".join(reason[1].split())[:200] if reason else "not a tensor pickle"
         raise ModelFileError(
-            f"{Path(label).name} was refused: it is not a plain state_dict of tensors ({detail}). "
-            f"Nothing in it was run. Save `module.state_dict()`, not the module or optimiser.") from None
+            f"{Path(label).name} was refused: it is not a plain state_dict of tensors ({_refused_object(error)}), "
+            f"and code in a file is never run here. Save `module.state_dict()`, not the module or "
+            f"optimiser.") from None
     except (RuntimeError, EOFError, ValueError, OSError) as error:
         detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise ModelFileError(f"{Path(label).name} is not a readable PyTorch file: {detail}") from None
@@ -294,6 +296,18 @@ def unit_loss(unit: int, step: int, hidden: int, steps: int, batch_first: bool =
             return output[step, unit]
         return (output[:, step, unit] if batch_first else output[step, :, unit]).sum()
     return loss_fn
+
+
+def _refused_object(error: Exception) -> str:
+    """What torch.load refused (the class or pickle operand), without the advice its message
+    opens with (how to load the file with weights_only=False)."""
+    text = str(error)
+    found = re.search(r"[Uu]nsupported (?:global: )?(?:GLOBAL [\w.]+|operand \d+)", text)
+    if found:
+        return found[0]
+    # torch's first line advises weights_only=False: never repeated to someone holding a file
+    # from elsewhere
+    return "not a pickle of tensors"
 
 
 def _layer_order(key: str):

@@ -189,7 +189,7 @@ class RunStore:
         with self._connect() as db:
             try:
                 db.execute("BEGIN IMMEDIATE")
-                row = db.execute("SELECT owner_hash FROM runs WHERE id = ?", (run_id,)).fetchone()
+                row = db.execute("SELECT owner_hash, config FROM runs WHERE id = ?", (run_id,)).fetchone()
                 if row is None:
                     db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                (run_id, _key_hash(owner_key), name or default_name(config), json.dumps(config.to_dict()),
@@ -203,6 +203,9 @@ class RunStore:
                     db.execute("UPDATE runs SET config = ?, steps = ?, status = ?, eval_loss = ?, eval_metric = ?, "
                                "updated = ? WHERE id = ?", (json.dumps(config.to_dict()), trainer.steps_done,
                                                             str(status), eval_loss, eval_metric, now, run_id))
+                    if json.loads(row[1]) != config.to_dict():
+                        # Retraced with another loss: every stored trace is of the old one.
+                        db.execute("DELETE FROM traces WHERE run_id = ?", (run_id,))
                     data = db.execute("SELECT data FROM state WHERE run_id = ?", (run_id,)).fetchone()
                     data = data[0] if data else _data_of(config, trainer.task)
                 db.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
