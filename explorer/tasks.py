@@ -684,8 +684,8 @@ def _csv_restore(config: Config, data: bytes) -> Task:
 
 
 def _model_options(config: Config) -> dict:
-    raise ValueError("your model is opened from its link or the Runs page (Look inside your model); "
-                     "a model cannot be made from settings")
+    raise ValueError("the model task is your own model, looked at and never trained: upload it on the "
+                     "Runs page (Look inside your own model), or trace it with `python -m explorer trace`")
 
 
 def _model_restore(config: Config, data: bytes) -> Task:
