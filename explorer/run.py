@@ -183,12 +183,12 @@ class Run:
             return self._status
 
     def save(self) -> None:
-        """Save now, between steps (a run without a store, or read-only, has nothing to save)."""
-        if self.store is None or self.read_only:
+        """Save now, between steps. A run without a store, read-only, or that has not trained
+        a step (every visitor's untouched default run) has nothing to save."""
+        if self.store is None or self.read_only or not self.worth_reopening:
             return
         with self._between_steps():
             self._save_now()
-
 
     def retrace(self, config: Config) -> None:
         """Your model traced with config's loss (Trainer.retrace), then saved if it is yours."""
