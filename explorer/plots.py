@@ -317,6 +317,52 @@ def compare_grad_time_figure(traces: dict[str, Trace], sequence: int, layer: int
                    legend=_LEGEND_ON_TOP)
 
 
+def compare_heldout_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], baselines: list[tuple[float, str]],
+                           y_title: str, max_points: int = 400) -> go.Figure:
+    """Held-out loss (steps, values) of each run, one colour per run, with a dashed line per
+    baseline (value, label); a log axis where every value is positive."""
+    data = []
+    for k, (label, (step, loss)) in enumerate(curves.items()):
+        data.append(_line(label, _bucket_mean(step, max_points), _bucket_mean(loss, max_points), markers=True,
+                          color=_COLORS[k % len(_COLORS)]))
+    log = all(bool(np.all(np.asarray(y) > 0)) for _, y in curves.values()) and all(v > 0 for v, _ in baselines)
+    layout = _axes("training step", y_title, log)
+    layout["shapes"] = _baseline_lines(baselines)
+    return _figure(data, layout, "compare-heldout", legend=_LEGEND_ON_TOP)
+
+
+def compare_gates_figure(summaries: dict[str, dict[str, tuple[float, float, float]]],
+                         cells: dict[str, str]) -> go.Figure:
+    """Three panels side by side, gates along x and one bar per run: each gate's mean value,
+    the fraction of its values below 0.1 (shut) and above 0.9 (open).
+
+    summaries: run label -> gate -> (mean, fraction < 0.1, fraction > 0.9), as
+    explorer.compare.gate_summary gives them; cells: run label -> its cell, which names the
+    gates (an LSTM's input/forget/output, a GRU's reset/update). A run with no gates has no bars.
+    """
+    names: dict[str, str] = {}                         # gate -> its title, first cell to have it
+    for label, gates in summaries.items():
+        for gate in gates:
+            names.setdefault(gate, quantity_title(cells[label], gate).replace(" gate", ""))
+    panels = ("mean gate value", "fraction of values < 0.1 (shut)", "fraction > 0.9 (open)")
+    gap = 0.07
+    width = (1 - 2 * gap) / 3
+    data, layout = [], {}
+    for i, title in enumerate(panels):
+        x0 = i * (width + gap)
+        for k, (label, gates) in enumerate(summaries.items()):
+            data.append(_on_row({"type": "bar", "name": label, "legendgroup": label, "showlegend": i == 0,
+                                 "x": [names[g] for g in gates], "y": [values[i] for values in gates.values()],
+                                 "marker": {"color": _COLORS[k % len(_COLORS)]},
+                                 "hovertemplate": f"{label}<br>%{{x}}: %{{y:.2f}}<extra></extra>"}, i))
+        layout[_axis_name("x", i)] = {"domain": [x0, x0 + width], "anchor": _ref("y", i), "type": "category",
+                                      "categoryorder": "array", "categoryarray": list(names.values())}
+        layout[_axis_name("y", i)] = {"domain": [0, 1], "range": [0, 1], "anchor": _ref("x", i),
+                                      "title": {"text": title}}
+    layout.update(barmode="group", bargap=0.25, height=400)
+    return _figure(data, layout, "compare-gates", legend=_LEGEND_ON_TOP)
+
+
 # -- helpers --------------------------------------------------------------------------
 
 def _figure(data: list[dict], layout: dict, uirevision: str, legend: dict | None = None) -> go.Figure:
