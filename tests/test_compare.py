@@ -1,15 +1,21 @@
-"""Comparing runs: explorer.compare on small runs trained for real and saved."""
+"""Comparing runs: explorer.compare on small runs trained for real and saved, and the Compare page
+under AppTest (its runs picked by hand and from a link, its charts, its messages)."""
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+import streamlit as st
 import torch
+from streamlit.testing.v1 import AppTest
 
 from explorer import Config, Trainer
 from explorer.compare import (NOT_READ, baselines, common_steps, comparability, differing_fields, from_store,
                               gate_summary, labels, relative_losses, same_probes)
 from explorer.store import RunStore, new_id, new_key
 
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
 SMALL = dict(task="adding", seq_len=10, hidden=8, steps=30, probe_every=10, eval_every=10, batch_size=8)
 
 
@@ -135,3 +141,100 @@ def test_labels_tell_apart_runs_that_share_a_name(saved):
     named = labels([saved["lstm"], twin, saved["copy"]])
     assert named[saved["copy"].id] == "copy"
     assert named[saved["lstm"].id] != named[twin.id] and named[twin.id].startswith("lstm (")
+
+
+# --- the Compare page ------------------------------------------------------------------------
+
+@pytest.fixture
+def page_store(tmp_path, monkeypatch) -> RunStore:
+    """The app's store for this test (as tests/test_app.py sets it), and a fresh session."""
+    monkeypatch.setenv("GATE_EXPLORER_DB", str(tmp_path / "runs.sqlite"))
+    st.cache_resource.clear()
+    yield RunStore(tmp_path / "runs.sqlite")
+    st.cache_resource.clear()
+
+
+def opened(params: dict | None = None) -> AppTest:
+    """The app from a link with params, switched to the Compare page."""
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update(params or {})
+    at.run()
+    return at.switch_page("pages/compare.py").run()
+
+
+def figures(at: AppTest) -> dict[str, dict]:
+    """key -> the Plotly figure (as JSON) of each live chart on the page."""
+    out = {}
+    for element in at.get("bidi_component"):
+        key = element.proto.id.split("-", 2)[2]
+        if element.proto.component_name == "gate_explorer.live_chart" and key != "plotly_preload":
+            out[key] = json.loads(json.loads(element.proto.json))
+    return out
+
+
+def no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_two_saved_runs_picked_draw_every_section(trainers, page_store):
+    lstm, gru = save(page_store, trainers["lstm"], "LSTM run"), save(page_store, trainers["gru"], "GRU run")
+    at = opened()
+    no_exception(at)
+    assert any("No runs to compare yet" in i.value for i in at.info)     # none made in this browser
+    at.toggle(key="compare_everyone").set_value(True).run()            # made by another browser
+    assert set(at.multiselect(key="compare_pick").options) == {"LSTM run · adding · lstm · 30 steps",
+                                                                "GRU run · adding · gru · 30 steps"}
+    assert any("Pick two to four runs" in i.value for i in at.info)
+    at.multiselect(key="compare_pick").set_value([lstm, gru]).run()
+    no_exception(at)
+    charts = figures(at)
+    loss = charts["compare_loss_plot"]
+    assert [t["name"] for t in loss["data"]] == ["LSTM run", "GRU run"]
+    assert [s["y0"] for s in loss["layout"]["shapes"]] == [pytest.approx(1 / 6)]
+    assert loss["layout"]["yaxis"]["title"]["text"] == "MSE"
+    grad = charts["compare_grad_plot"]
+    assert grad["layout"]["yaxis"]["type"] == "log" and [t["name"] for t in grad["data"]] == ["LSTM run", "GRU run"]
+    gates = charts["compare_gates_plot"]
+    assert {t["name"] for t in gates["data"]} == {"LSTM run", "GRU run"}
+    table = at.dataframe[0].value
+    assert "cell" in table.index and "task" not in table.index
+    assert table.loc["cell"].tolist() == ["lstm", "gru"]
+    assert at.query_params["compare"] == f"{lstm}.{gru}"                 # the page's link holds them
+    assert any(f"compare={lstm}.{gru}" in c.value for c in at.code)
+
+
+def test_a_compare_link_preselects_its_runs_and_warns_of_an_unknown_one(trainers, page_store):
+    lstm, copy = save(page_store, trainers["lstm"], "LSTM run"), save(page_store, trainers["copy"], "copy run")
+    unknown = "0" * 32
+    at = opened({"compare": f"{lstm}.{unknown}.{copy}"})
+    no_exception(at)
+    assert at.multiselect(key="compare_pick").value == [lstm, copy]
+    assert any(unknown in w.value and "does not have" in w.value for w in at.warning)
+    loss = figures(at)["compare_loss_plot"]
+    assert [t["name"] for t in loss["data"]] == ["LSTM run", "copy run"]
+    assert [s["y0"] for s in loss["layout"]["shapes"]] == [1.0]          # relative: one line for every baseline
+    assert "÷" in loss["layout"]["yaxis"]["title"]["text"]
+    assert any("divided by its own task's baseline" in c.value for c in at.caption)
+    assert any("different tasks" in c.value for c in at.caption)        # probe sequence b differs
+    assert at.query_params["compare"] == f"{lstm}.{copy}"
+
+
+def test_a_compare_param_that_is_not_run_ids_is_reported(page_store):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update({"compare": "../etc.passwd"})
+    at.switch_page("pages/compare.py").run()                          # the link's own page, first
+    no_exception(at)
+    assert any("compare: not a list of run ids" in w.value for w in at.warning)
+    assert any("Pick two to four runs" in i.value for i in at.info) or any("No runs" in i.value for i in at.info)
+    assert "compare" not in at.query_params
+
+
+def test_the_compare_link_is_left_off_the_other_pages(trainers, page_store):
+    lstm, gru = save(page_store, trainers["lstm"], "LSTM run"), save(page_store, trainers["gru"], "GRU run")
+    at = opened({"compare": f"{lstm}.{gru}"})
+    assert at.query_params["compare"] == f"{lstm}.{gru}"
+    at.switch_page("pages/train.py").run()
+    assert "compare" not in at.query_params
+    at.switch_page("pages/compare.py").run()                           # the choice is kept
+    assert at.multiselect(key="compare_pick").value == [lstm, gru]
+    assert at.query_params["compare"] == f"{lstm}.{gru}"
