@@ -435,14 +435,26 @@ def test_compare_gates_figure_puts_each_runs_gate_means_and_saturation_side_by_s
     fig = plots.compare_gates_figure(summaries, {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn"})
     assert len(fig.data) == 3 * 3 and fig.layout.barmode == "group"       # 3 panels x 3 runs
     assert [t.showlegend for t in fig.data] == [True] * 3 + [False] * 6
-    assert list(fig.layout.xaxis.categoryarray) == ["input i_t", "forget f_t", "output o_t", "reset r_t",
-                                                    "update z_t"]
+    assert list(fig.layout.xaxis.categoryarray) == ["input<br>i_t", "forget<br>f_t", "output<br>o_t", "reset<br>r_t",
+                                                    "update<br>z_t"]
     mean, shut, open_ = fig.data[0], fig.data[3], fig.data[6]            # the LSTM's bars in each panel
     forget = lstm_trace.layers[0].gates["forget"]
-    assert mean.x[1] == "forget f_t" and mean.y[1] == pytest.approx(float(forget.mean()), rel=1e-5)
+    assert mean.x[1] == "forget<br>f_t" and mean.y[1] == pytest.approx(float(forget.mean()), rel=1e-5)
     assert shut.y[1] == pytest.approx(float((forget < 0.1).mean())) and shut.xaxis == "x2"
     assert open_.y[1] == pytest.approx(float((forget > 0.9).mean())) and open_.xaxis == "x3"
     update = gru_trace.layers[0].gates["update"]
-    assert fig.data[1].x[1] == "update z_t" and fig.data[1].y[1] == pytest.approx(float(update.mean()), rel=1e-5)
+    assert fig.data[1].x[1] == "update<br>z_t" and fig.data[1].y[1] == pytest.approx(float(update.mean()), rel=1e-5)
     assert len(fig.data[2].x) == 0                                          # a plain RNN: no gates, no bars
     assert [fig.layout[f"yaxis{i}"].range for i in ("", "2", "3")] == [(0, 1)] * 3
+
+
+def test_compare_log_axes_label_each_power_of_ten_once_the_lines_span_two():
+    steep, flat = synthetic_trace(6, 2), synthetic_trace(6, 2)
+    steep.layers[0].grad_hidden[0] = np.logspace(-4, 0, 6, dtype=np.float32)   # 4 decades
+    flat.layers[0].grad_hidden[0] = np.linspace(0.2, 0.9, 6, dtype=np.float32)
+    assert plots.compare_grad_time_figure({"a": steep, "b": flat}, 0).layout.yaxis.dtick == 1
+    assert plots.compare_grad_time_figure({"b": flat}, 0).layout.yaxis.dtick is None
+    # the loss figure counts its baselines in: 0.3 to 5 spans over one power of ten
+    loss = plots.compare_heldout_figure({"a": (np.array([1, 2]), np.array([0.3, 0.9]))}, [(5.0, "b")], "loss")
+    assert list(loss.layout.yaxis.tickvals) == pytest.approx([0.5, 1, 2, 5])
+    assert list(loss.layout.yaxis.ticktext) == ["0.5", "1", "2", "5"]
