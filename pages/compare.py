@@ -119,14 +119,39 @@ def comparison(picked: list[str], live: dict) -> None:
         st.info("Fewer than two of these runs can be read: pick others.")
         return
     names = labels(runs)
+    probe = _probe(runs)
     loss_column, grad_column = st.columns(2, gap="large")
     with loss_column:
         _loss(runs, names)
     with grad_column:
-        step, layer = _gradients(runs, names)
-    if step is not None:
-        _gates(runs, names, step, layer)
+        _gradients(runs, names, probe)
+    if probe is not None:
+        _gates(runs, names, probe)
     _settings(runs, names)
+
+
+def _probe(runs: list[Compared]) -> tuple[int, int, int] | None:
+    """A row of pickers for the gradients and gates: (probe sequence, layer, training step),
+    at a step every run recorded; None (after saying why) where there is none."""
+    steps = common_steps(runs)
+    if not steps:
+        st.warning("These runs kept no probe at a common training step (their 'trace gates every' settings "
+                   "never meet): their gradients and gates cannot be matched.")
+        return None
+    sequences = min(run.config.probe_count for run in runs)
+    layers = min(run.config.layers for run in runs)
+    pick_seq, pick_layer, pick_step = st.columns([1, 0.6, 2.4], gap="large")
+    sequence = kept(pick_seq.selectbox, "Probe sequence (gradients)", tuple(range(sequences)),
+                    key="compare_sequence", default=0)
+    layer = kept(pick_layer.selectbox, "Layer", tuple(range(layers)), key="compare_layer", default=0,
+                 format_func=lambda k: f"layer {k + 1}", disabled=layers == 1)
+    if len(steps) > 1:
+        step = kept(pick_step.select_slider, "Gradients and gates at training step (one every run recorded)",
+                    steps, key="compare_step", default=steps[-1])
+    else:
+        step = steps[0]
+        pick_step.caption(f"Gradients and gates at training step {step}, the only one every run recorded.")
+    return sequence, layer, step
 
 
 def _loss(runs: list[Compared], names: dict[str, str]) -> None:
@@ -146,39 +171,25 @@ def _loss(runs: list[Compared], names: dict[str, str]) -> None:
         st.caption(f"No held-out loss yet from {', '.join(waiting)}: it is measured every eval_every steps.")
 
 
-def _gradients(runs: list[Compared], names: dict[str, str]) -> tuple[int | None, int]:
+def _gradients(runs: list[Compared], names: dict[str, str], probe: tuple[int, int, int] | None) -> None:
     st.subheader("Gradients through time")
-    steps = common_steps(runs)
-    if not steps:
-        st.warning("These runs kept no probe at a common training step (their 'trace gates every' settings "
-                   "never meet): their gradients and gates cannot be matched.")
-        return None, 0
-    sequences = min(run.config.probe_count for run in runs)
-    layers = min(run.config.layers for run in runs)
-    pick_seq, pick_layer, pick_step = st.columns([1.2, 0.8, 2])
-    sequence = kept(pick_seq.selectbox, "Probe sequence", tuple(range(sequences)), key="compare_sequence", default=0)
-    layer = kept(pick_layer.selectbox, "Layer", tuple(range(layers)), key="compare_layer", default=0,
-                 format_func=lambda k: f"layer {k + 1}", disabled=layers == 1)
-    if len(steps) > 1:
-        step = kept(pick_step.select_slider, "At training step (recorded by every run)", steps,
-                    key="compare_step", default=steps[-1])
-    else:
-        step = steps[0]
-        pick_step.caption(f"At training step {step}, the only one every run recorded.")
-    traces = {names[run.id]: run.trace_at(step) for run in runs}
+    if probe is None:
+        return
+    sequence, layer, step = probe
     st.caption(f"‖∂L/∂h_t‖ of probe sequence {sequence} at step {step}: lines that fall towards t = 0 are "
                "gradients vanishing on their way back.")
+    traces = {names[run.id]: run.trace_at(step) for run in runs}
     with st.container(key="compare_grad"):
         chart(plots.compare_grad_time_figure(traces, sequence, layer), key="compare_grad_plot")
     if not same_probes(runs):
         differ = "tasks" if len({run.task for run in runs}) > 1 else "task settings, T or seeds"
         st.caption(f"These runs have different {differ}, so probe sequence {sequence} is a different sequence in "
                    "each (and T may differ): compare the lines' slopes, not their values at one t.")
-    return step, layer
 
 
-def _gates(runs: list[Compared], names: dict[str, str], step: int, layer: int) -> None:
+def _gates(runs: list[Compared], names: dict[str, str], probe: tuple[int, int, int]) -> None:
     st.subheader("Gates")
+    _, layer, step = probe
     summaries = {names[run.id]: gate_summary(run.trace_at(step), layer) for run in runs}
     plain = [label for label, gates in summaries.items() if not gates]
     if len(plain) == len(runs):
@@ -202,7 +213,7 @@ def _settings(runs: list[Compared], names: dict[str, str]) -> None:
                    "or trained on another machine).")
         return
     st.caption("Only the settings that differ; — where a run's task or cell does not read the setting.")
-    st.dataframe(table, width="stretch", key="compare_settings")
+    st.table(table)
 
 
 live, saved = _offered()

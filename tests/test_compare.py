@@ -196,7 +196,7 @@ def test_two_saved_runs_picked_draw_every_section(trainers, page_store):
     assert grad["layout"]["yaxis"]["type"] == "log" and [t["name"] for t in grad["data"]] == ["LSTM run", "GRU run"]
     gates = charts["compare_gates_plot"]
     assert {t["name"] for t in gates["data"]} == {"LSTM run", "GRU run"}
-    table = at.dataframe[0].value
+    table = at.table[0].value
     assert "cell" in table.index and "task" not in table.index
     assert table.loc["cell"].tolist() == ["lstm", "gru"]
     assert at.query_params["compare"] == f"{lstm}.{gru}"                 # the page's link holds them
