@@ -1,7 +1,9 @@
 """Comparing runs: explorer.compare on small runs trained for real and saved, and the Compare page
 under AppTest (its runs picked by hand and from a link, its charts, its messages)."""
+import base64
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +174,13 @@ def figures(at: AppTest) -> dict[str, dict]:
     return out
 
 
+def values(array) -> np.ndarray:
+    """A figure's array, plain or as Plotly's base64 typed array."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"]))
+    return np.asarray(array, dtype=float)
+
+
 def no_exception(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
@@ -238,3 +247,32 @@ def test_the_compare_link_is_left_off_the_other_pages(trainers, page_store):
     at.switch_page("pages/compare.py").run()                           # the choice is kept
     assert at.multiselect(key="compare_pick").value == [lstm, gru]
     assert at.query_params["compare"] == f"{lstm}.{gru}"
+
+
+def test_the_sessions_live_run_compares_with_a_saved_one_and_reading_changes_nothing(trainers, page_store):
+    saved_id = save(page_store, trainers["gru"], "GRU run")
+    before = page_store.info(saved_id)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["draft"] = Config(**{**SMALL, "probe_every": 5, "eval_every": 5}).to_dict()
+    at.run()
+    at.selectbox(key="step_size").set_value(10).run()
+    next(b for b in at.button if b.label == "Step").click().run()
+    deadline = time.monotonic() + 60
+    while next(m.value for m in at.metric if m.label == "Step") != "10":
+        assert time.monotonic() < deadline, "the Step button's steps never landed"
+        time.sleep(0.1)
+        at.run()
+    live_id = at.query_params["run"]
+    at.switch_page("pages/compare.py").run()
+    at.toggle(key="compare_everyone").set_value(True).run()
+    options = at.multiselect(key="compare_pick").options
+    assert any(o.endswith("· adding · lstm · 10 steps · this session's run") for o in options), options
+    at.multiselect(key="compare_pick").set_value([live_id, saved_id]).run()
+    no_exception(at)
+    loss = figures(at)["compare_loss_plot"]
+    live = loss["data"][0]
+    assert live["name"] != "GRU run" and loss["data"][1]["name"] == "GRU run"
+    assert list(values(live["x"])) == [5, 10]                             # its evals, from memory
+    assert at.query_params["compare"] == f"{live_id}.{saved_id}" and at.query_params["run"] == live_id
+    after = page_store.info(saved_id)
+    assert (after.steps, after.updated, after.status) == (before.steps, before.updated, before.status)
