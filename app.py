@@ -25,6 +25,7 @@ PAGES = [
     st.Page("pages/step.py", title="Step through", icon=":material/calculate:", url_path="step"),
     st.Page("pages/lessons.py", title="Lessons", icon=":material/school:", url_path="lessons"),
     st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:", url_path="runs"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
 ]
 
 
@@ -46,7 +47,7 @@ def main() -> None:
     current_run(config)
     page.run()
     # after the page: its choices (sequence, unit...) and the run it left the session with
-    write_link(config, where.run, where.lesson_runs)
+    write_link(config, where.run, where.lesson_runs, page.url_path)
 
 
 if __name__ == "__main__":

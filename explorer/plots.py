@@ -313,8 +313,60 @@ def compare_grad_time_figure(traces: dict[str, Trace], sequence: int, layer: int
         grad = trace.layers[layer].grad_hidden[sequence]                       # (time,)
         data.append(_line(label, _bucket_mean(np.arange(len(grad)), _MAX_TIME),
                           _positive(_bucket_mean(grad, _MAX_TIME)), color=_COLORS[k % len(_COLORS)]))
-    return _figure(data, _axes("time step t", f"‖∂L/∂h_t‖ (layer {layer + 1})", log=True), "compare-grad-time",
-                   legend=_LEGEND_ON_TOP)
+    layout = _axes("time step t", f"‖∂L/∂h_t‖ (layer {layer + 1})", log=True)
+    layout["yaxis"].update(_log_ticks([d["y"] for d in data]))
+    return _figure(data, layout, "compare-grad-time", legend=_LEGEND_ON_TOP)
+
+
+def compare_heldout_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], baselines: list[tuple[float, str]],
+                           y_title: str, max_points: int = 400) -> go.Figure:
+    """Held-out loss (steps, values) of each run, one colour per run, with a dashed line per
+    baseline (value, label); a log axis where every value is positive."""
+    data = []
+    for k, (label, (step, loss)) in enumerate(curves.items()):
+        data.append(_line(label, _bucket_mean(step, max_points), _bucket_mean(loss, max_points), markers=True,
+                          color=_COLORS[k % len(_COLORS)]))
+    log = all(bool(np.all(np.asarray(y) > 0)) for _, y in curves.values()) and all(v > 0 for v, _ in baselines)
+    layout = _axes("training step", y_title, log)
+    if log:
+        layout["yaxis"].update(_log_ticks([y for _, y in curves.values()] + [np.array([v for v, _ in baselines])]))
+    # labelled at the left, where the losses start, above the baseline: at the right, they
+    # close in on it
+    layout["shapes"] = _baseline_lines(baselines, at="start")
+    return _figure(data, layout, "compare-heldout", legend=_LEGEND_ON_TOP)
+
+
+def compare_gates_figure(summaries: dict[str, dict[str, tuple[float, float, float]]],
+                         cells: dict[str, str]) -> go.Figure:
+    """Three panels side by side, gates along x and one bar per run: each gate's mean value,
+    the fraction of its values below 0.1 (shut) and above 0.9 (open).
+
+    summaries: run label -> gate -> (mean, fraction < 0.1, fraction > 0.9), as
+    explorer.compare.gate_summary gives them; cells: run label -> its cell, which names the
+    gates (an LSTM's input/forget/output, a GRU's reset/update). A run with no gates has no bars.
+    """
+    names: dict[str, str] = {}                         # gate -> its title, first cell to have it
+    for label, gates in summaries.items():
+        for gate in gates:
+            names.setdefault(gate, quantity_title(cells[label], gate).replace(" gate", "").replace(" ", "<br>", 1))
+    panels = ("mean gate value", "fraction of values < 0.1 (shut)", "fraction > 0.9 (open)")
+    gap = 0.07
+    width = (1 - 2 * gap) / 3
+    data, layout = [], {}
+    for i, title in enumerate(panels):
+        x0 = i * (width + gap)
+        for k, (label, gates) in enumerate(summaries.items()):
+            data.append(_on_row({"type": "bar", "name": label, "legendgroup": label, "showlegend": i == 0,
+                                 "x": [names[g] for g in gates], "y": [values[i] for values in gates.values()],
+                                 "marker": {"color": _COLORS[k % len(_COLORS)]},
+                                 "hovertemplate": f"{label}<br>%{{x}}: %{{y:.2f}}<extra></extra>"}, i))
+        layout[_axis_name("x", i)] = {"domain": [x0, x0 + width], "anchor": _ref("y", i), "type": "category",
+                                      "categoryorder": "array", "categoryarray": list(names.values()),
+                                      "tickangle": 0}
+        layout[_axis_name("y", i)] = {"domain": [0, 1], "range": [0, 1], "anchor": _ref("x", i),
+                                      "title": {"text": title}}
+    layout.update(barmode="group", bargap=0.25, height=400)
+    return _figure(data, layout, "compare-gates", legend=_LEGEND_ON_TOP)
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -347,6 +399,24 @@ def _line(name: str, x: np.ndarray, y: np.ndarray, width: float = 2, markers: bo
     return trace
 
 
+def _log_ticks(values: list[np.ndarray]) -> dict:
+    """Tick settings for a log axis over values, legible from the back of a room: over two
+    powers of ten or more, one label per power (10⁻³, 10⁻²...); over one, 1, 2 and 5 times
+    each power, written out (Plotly's own would write 0.5 as a small "5"); below that Plotly's."""
+    shown = np.concatenate([np.asarray(v, np.float64).ravel() for v in values]) if values else np.zeros(0)
+    shown = shown[np.isfinite(shown) & (shown > 0)]
+    if not len(shown):
+        return {}
+    low, high = np.log10(shown.min()), np.log10(shown.max())
+    if high - low >= 2:
+        return {"dtick": 1, "exponentformat": "power"}
+    if high - low < 1:
+        return {}
+    ticks = [m * 10.0 ** k for k in range(int(np.floor(low)), int(np.ceil(high)) + 1) for m in (1, 2, 5)]
+    ticks = [t for t in ticks if shown.min() / 1.2 <= t <= shown.max() * 1.2]
+    return {"tickmode": "array", "tickvals": ticks, "ticktext": [f"{t:g}" for t in ticks]}
+
+
 def _baseline_label(name: str, value: float) -> str:
     return f"baseline ({value:.3g})" if name in ("", "baseline") else f"baseline: {name} ({value:.3g})"
 
@@ -356,11 +426,11 @@ def _bound_label(bound: float) -> str:
     return f"1/γ = {bound:g}{kind}"
 
 
-def _baseline_lines(lines: list[tuple[float, str]]) -> list[dict]:
-    """Dashed horizontal lines across the plot, each labelled at its right end."""
+def _baseline_lines(lines: list[tuple[float, str]], at: str = "end") -> list[dict]:
+    """Dashed horizontal lines across the plot, each labelled at its right end (or at="start")."""
     return [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": y, "y1": y,
              "line": {"dash": "dash", "color": "#444", "width": 1.5},
-             "label": {"text": text, "textposition": "end", "yanchor": "bottom", "font": {"size": 13}}}
+             "label": {"text": text, "textposition": at, "yanchor": "bottom", "font": {"size": 13}}}
             for y, text in lines if np.isfinite(y)]
 
 

@@ -1,7 +1,8 @@
 """The app's state in its URL, so a link reproduces what its sender sees: every setting that
 differs from the default, the sequence, layer, unit and step picked, the lesson and
 presentation mode (the page is the URL's path), and the run: `run=<id>&key=<owner key>` (a
-lesson's: `runs=<id>.<id>...`), so a reload reattaches to it or reopens it from the store.
+lesson's: `runs=<id>.<id>...`), so a reload reattaches to it or reopens it from the store. On
+the Compare page, `compare=<id>.<id>...`: the runs it compares.
 Parameters from a URL are untrusted: each is checked by Config's own rules (ids and keys by
 their form), and what is rejected is named on the page, never raised.
 """
@@ -44,6 +45,12 @@ def read_link() -> tuple[dict, list[str]]:
             st.session_state[keys.PRESENT] = value.lower() in TRUE
         elif name == "lesson":
             st.session_state[keys.LESSON] = value       # the Lessons page checks it against its lessons
+        elif name == "compare":
+            tokens = value.split(".")
+            if all(TOKEN.match(t) for t in tokens):
+                st.session_state[keys.LINKED_COMPARE] = tokens      # the Compare page looks them up
+            else:
+                problems.append("compare: not a list of run ids (<id>.<id>...)")
         elif name in ("run", "key", "runs"):
             tokens = value.split(".") if name == "runs" else [value]
             if all(TOKEN.match(t) for t in tokens):
@@ -90,10 +97,13 @@ def run_params(run, lesson_runs: dict) -> dict[str, str]:
     return params
 
 
-def write_link(config: Config | None, run=None, lesson_runs: dict | None = None) -> None:
-    """Put the current state in the URL (only what differs from the defaults)."""
+def write_link(config: Config | None, run=None, lesson_runs: dict | None = None, page: str = "") -> None:
+    """Put the current state in the URL (only what differs from the defaults). `page` is the
+    page's url_path: only the Compare page's link names the runs it compares."""
     params = {**settings_params(config), **run_params(run, lesson_runs or {})}
     kept = st.session_state.get(keys.KEPT, {})
+    if page == "compare" and kept.get(keys.COMPARE_PICK):
+        params["compare"] = ".".join(kept[keys.COMPARE_PICK])
     for name, key in VIEW.items():
         if kept.get(key):                            # 0, the default, is left out
             params[name] = str(kept[key])

@@ -7,6 +7,7 @@ import pytest
 
 from explorer import Config, Trainer
 from explorer import plots
+from explorer.compare import gate_summary
 from explorer.history import History, HistoryView
 from explorer.trace import LayerTrace, Trace
 
@@ -364,7 +365,9 @@ def test_every_figure_keeps_the_users_zoom_with_a_stable_uirevision(lstm):
                plots.gate_figure(trace, 0, 0, x), plots.unit_lines_figure(trace, 0, 0, [1]),
                plots.saturation_figure({"forget": (np.zeros(2), np.ones(2))}), plots.grad_time_figure(trace, 0),
                plots.grad_history_figure(view.traces, 0, 0), plots.input_grad_figure(trace, 0, x),
-               plots.singular_values_figure([])]
+               plots.singular_values_figure([]), plots.compare_grad_time_figure({"a": trace}, 0),
+               plots.compare_heldout_figure({"a": (view.evals["step"], view.evals["eval_loss"])}, [], "MSE"),
+               plots.compare_gates_figure({"a": {"forget": (0.5, 0.1, 0.2)}}, {"a": "lstm"})]
     revisions = [f.layout.uirevision for f in figures]
     assert all(isinstance(r, str) and r for r in revisions)
     assert len(set(revisions)) == len(figures)
@@ -384,7 +387,11 @@ def test_every_figure_passes_plotlys_validation(lstm, gru):
                    plots.unit_lines_figure(trace, 0, 0, [1, 2]), plots.grad_time_figure(trace, 0),
                    plots.saturation_figure({"update": (np.zeros(2), np.ones(2))}),
                    plots.grad_history_figure(view.traces, 0, 0), plots.input_grad_figure(trace, 0, x),
-                   plots.singular_values_figure(spectra)]
+                   plots.singular_values_figure(spectra),
+                   plots.compare_heldout_figure({"a": (view.evals["step"], view.evals["eval_loss"])},
+                                                [(0.1, "baseline")], "MSE"),
+                   plots.compare_gates_figure({"a": gate_summary(trace), "rnn": {}},
+                                              {"a": trace.cell, "rnn": "rnn"})]
         for figure in figures:
             # The validating constructor raises on any error, and must change nothing: what it
             # would rewrite (a colour scale's name, say) plotly.js might read otherwise.
@@ -406,3 +413,48 @@ def test_compare_figures_draw_one_colour_per_run_from_each_runs_numbers(lstm, gr
     assert grad.layout.yaxis.type == "log" and "layer 1" in grad.layout.yaxis.title.text
     for figure in (fig, grad):
         assert json.loads(go.Figure(figure.to_plotly_json()).to_json()) == json.loads(figure.to_json())
+
+
+def test_compare_heldout_figure_draws_each_runs_loss_and_one_dashed_line_per_baseline(lstm, gru):
+    curves = {"LSTM": (lstm.history.view().evals["step"], lstm.history.view().evals["eval_loss"]),
+              "GRU": (gru.history.view().evals["step"], gru.history.view().evals["eval_loss"])}
+    fig = plots.compare_heldout_figure(curves, [(1 / 6, "baseline: predict 1"), (0.5, "another task's")], "MSE")
+    assert [t.name for t in fig.data] == ["LSTM", "GRU"] and fig.data[0].line.color != fig.data[1].line.color
+    np.testing.assert_array_equal(fig.data[1].x, [5, 10, 15, 20])           # eval_every = 5, 20 steps
+    np.testing.assert_allclose(fig.data[1].y, [gru.history.view().evals["eval_loss"][i] for i in range(4)], rtol=1e-6)
+    assert [(s.y0, s.line.dash, s.label.text) for s in fig.layout.shapes] == [
+        (pytest.approx(1 / 6), "dash", "baseline: predict 1"), (0.5, "dash", "another task's")]
+    assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.title.text == "MSE"
+    flat = plots.compare_heldout_figure({"a": (np.array([1, 2]), np.array([0.0, 1.0]))}, [(1.0, "b")], "loss")
+    assert flat.layout.yaxis.type == "linear"                             # a zero has no logarithm
+
+
+def test_compare_gates_figure_puts_each_runs_gate_means_and_saturation_side_by_side(lstm, gru):
+    lstm_trace, gru_trace = latest(lstm), latest(gru)
+    summaries = {"LSTM": gate_summary(lstm_trace), "GRU": gate_summary(gru_trace), "RNN": {}}
+    fig = plots.compare_gates_figure(summaries, {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn"})
+    assert len(fig.data) == 3 * 3 and fig.layout.barmode == "group"       # 3 panels x 3 runs
+    assert [t.showlegend for t in fig.data] == [True] * 3 + [False] * 6
+    assert list(fig.layout.xaxis.categoryarray) == ["input<br>i_t", "forget<br>f_t", "output<br>o_t", "reset<br>r_t",
+                                                    "update<br>z_t"]
+    mean, shut, open_ = fig.data[0], fig.data[3], fig.data[6]            # the LSTM's bars in each panel
+    forget = lstm_trace.layers[0].gates["forget"]
+    assert mean.x[1] == "forget<br>f_t" and mean.y[1] == pytest.approx(float(forget.mean()), rel=1e-5)
+    assert shut.y[1] == pytest.approx(float((forget < 0.1).mean())) and shut.xaxis == "x2"
+    assert open_.y[1] == pytest.approx(float((forget > 0.9).mean())) and open_.xaxis == "x3"
+    update = gru_trace.layers[0].gates["update"]
+    assert fig.data[1].x[1] == "update<br>z_t" and fig.data[1].y[1] == pytest.approx(float(update.mean()), rel=1e-5)
+    assert len(fig.data[2].x) == 0                                          # a plain RNN: no gates, no bars
+    assert [fig.layout[f"yaxis{i}"].range for i in ("", "2", "3")] == [(0, 1)] * 3
+
+
+def test_compare_log_axes_label_each_power_of_ten_once_the_lines_span_two():
+    steep, flat = synthetic_trace(6, 2), synthetic_trace(6, 2)
+    steep.layers[0].grad_hidden[0] = np.logspace(-4, 0, 6, dtype=np.float32)   # 4 decades
+    flat.layers[0].grad_hidden[0] = np.linspace(0.2, 0.9, 6, dtype=np.float32)
+    assert plots.compare_grad_time_figure({"a": steep, "b": flat}, 0).layout.yaxis.dtick == 1
+    assert plots.compare_grad_time_figure({"b": flat}, 0).layout.yaxis.dtick is None
+    # the loss figure counts its baselines in: 0.3 to 5 spans over one power of ten
+    loss = plots.compare_heldout_figure({"a": (np.array([1, 2]), np.array([0.3, 0.9]))}, [(5.0, "b")], "loss")
+    assert list(loss.layout.yaxis.tickvals) == pytest.approx([0.5, 1, 2, 5])
+    assert list(loss.layout.yaxis.ticktext) == ["0.5", "1", "2", "5"]

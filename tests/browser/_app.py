@@ -12,7 +12,7 @@ STEP = '.st-key-step_counter [data-testid="stMetricValue"]'
 EXCEPTION = '[data-testid="stException"]'
 # title: url path; the default page is also served at the root
 PAGES = {"Train": "(train)?", "Gates": "gates", "Gradients": "gradients", "Step through": "step",
-         "Lessons": "lessons", "Runs": "runs"}
+         "Lessons": "lessons", "Runs": "runs", "Compare": "compare"}
 TIMEOUT_MS = 60_000   # generous: two noisy cores, and torch warming up in the server
 
 

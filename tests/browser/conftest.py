@@ -33,10 +33,15 @@ def shots():
 
 
 @pytest.fixture(scope="session")
-def server(shots, tmp_path_factory):
-    # The server saves runs as they train: into a fresh store of its own, never the user's.
-    store = tmp_path_factory.mktemp("store") / "runs.sqlite"
-    srv = Server(shots / "streamlit.log", env={"GATE_EXPLORER_DB": str(store)})
+def server_store(tmp_path_factory):
+    """The run store the server saves into: a fresh one of its own, never the user's. A test
+    may save runs into it too (SQLite in WAL mode serves both processes)."""
+    return tmp_path_factory.mktemp("store") / "runs.sqlite"
+
+
+@pytest.fixture(scope="session")
+def server(shots, server_store):
+    srv = Server(shots / "streamlit.log", env={"GATE_EXPLORER_DB": str(server_store)})
     try:
         srv.start()
     except RuntimeError as error:
