@@ -440,9 +440,17 @@ class WindowTask(Task):
                             f"needs at least {shortest} (the last 20% is held out and must hold a "
                             f"full window and its target too). Shorten the window or the horizon.")
         cut = _split(len(values), self.train_fraction)
-        mean, std = values[:cut].mean(axis=0), values[:cut].std(axis=0)
-        std[std == 0] = 1.0  # a constant column carries no signal; leave it at zero
-        normalised = torch.tensor((values - mean) / std, dtype=torch.float32)  # (rows, columns)
+        with np.errstate(over="ignore", invalid="ignore"):   # checked just below
+            mean, std = values[:cut].mean(axis=0), values[:cut].std(axis=0)
+            std[std == 0] = 1.0  # a constant column carries no signal; leave it at zero
+            normalised = (values - mean) / std  # (rows, columns)
+        if not (np.isfinite(normalised).all() and np.isfinite(std).all()):
+            largest = np.abs(values).max(axis=0)  # (columns,)
+            column = int(np.argmax(largest))
+            raise DataError(f"Column {columns[column]!r} of {label} holds numbers too large to normalise "
+                            f"(up to {largest[column]:.3g}): their sum overflows. Divide the column by "
+                            f"a power of ten.")
+        normalised = torch.tensor(normalised, dtype=torch.float32)
         self.train, self.test = normalised[:cut], normalised[cut:]
         self.target_index = columns.index(target)
         self.target_std = float(std[self.target_index])
