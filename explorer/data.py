@@ -1,10 +1,14 @@
 """Loaders for the real data the tasks train on: shipped assets, MNIST files, the
 stdlib text corpus and users' CSVs. Every problem a user can fix raises DataError."""
 
+import codecs
+import csv
 import gzip
 import importlib.util
 import io
+import itertools
 import os
+import re
 import struct
 import warnings
 from pathlib import Path
@@ -131,8 +135,15 @@ class CsvTable(NamedTuple):
     target: str
 
 
+# Byte-order marks of the encodings a spreadsheet writes besides UTF-8 (Excel's "Unicode
+# Text" is UTF-16 with a BOM); UTF-32's come first, since UTF-32-LE's starts with UTF-16-LE's.
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
 def _read_text(source) -> tuple[str, str]:
-    """The CSV's text and a name for messages, refusing binary and non-UTF-8 files."""
+    """The CSV's text and a name for messages: UTF-8, or UTF-16/32 with a byte-order mark;
+    binary and other encodings are refused."""
     if isinstance(source, (str, Path)):
         label = str(source)
         try:
@@ -148,12 +159,19 @@ def _read_text(source) -> tuple[str, str]:
         raw = source.read()
     if isinstance(raw, str):
         text = raw
+    elif encoding := next((name for bom, name in BOMS if raw.startswith(bom)), None):
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError:
+            raise DataError(f"{label} starts as {encoding.upper()} text (its byte-order mark) but is "
+                            f"not valid {encoding.upper()}; re-save it as 'CSV UTF-8'.") from None
     else:
         head = raw[:4096]
         controls = sum(b < 32 and b not in b"\t\n\r\f" for b in head)
         if b"\x00" in head or controls > 0.05 * len(head):
             raise DataError(f"{label} holds binary data, not CSV text. Export a spreadsheet as "
-                            f"'CSV UTF-8'; a UTF-16 file must be re-saved as UTF-8.")
+                            f"'CSV UTF-8'; a UTF-16 file is read only with its byte-order mark, "
+                            f"so re-save one without it as UTF-8.")
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as error:
@@ -166,27 +184,79 @@ def _read_text(source) -> tuple[str, str]:
     return text, label
 
 
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+SNIFF_ROWS = 50          # rows that show the delimiter
+SNIFF_CHARS = 65_536     # characters that show the decimal mark
+
+
+def _delimiter(text: str) -> str:
+    """The delimiter that splits the first rows into the most columns, the same number in
+    each (a European Excel export is semicolon-separated, its "Unicode Text" tab-separated);
+    failing that, the one that splits the header into the most (so a broken row is reported
+    against the right columns); a comma when none splits anything."""
+    consistent, header = (1, ","), (1, ",")
+    for delimiter in DELIMITERS:
+        try:
+            rows = [row for row in itertools.islice(csv.reader(io.StringIO(text), delimiter=delimiter),
+                                                    SNIFF_ROWS) if row]
+        except csv.Error:         # e.g. a field longer than csv's limit: not this delimiter's table
+            continue
+        widths = {len(row) for row in rows}
+        if len(widths) == 1 and len(rows[0]) > consistent[0]:
+            consistent = (len(rows[0]), delimiter)
+        if rows and len(rows[0]) > header[0]:
+            header = (len(rows[0]), delimiter)
+    return consistent[1] if consistent[0] > 1 else header[1]
+
+
+def _decimal(text: str, delimiter: str) -> str:
+    """A semicolon- or tab-separated file written with decimal commas (3,5) reads them as such."""
+    head = text[:SNIFF_CHARS]
+    if delimiter == ",":
+        return "."
+    return "," if len(re.findall(r"\d,\d", head)) > len(re.findall(r"\d\.\d", head)) else "."
+
+
+def _mostly_numbers(values: pd.Series) -> bool:
+    """At least half of the column's values are numbers (the rest text, not gaps)."""
+    given = values.notna().sum()
+    return bool(given) and pd.to_numeric(values, errors="coerce").notna().sum() * 2 >= given
+
+
+def _not_numeric(frame: pd.DataFrame, column: str, label: str, numeric: list[str]) -> DataError:
+    values = frame[column]
+    bad = (pd.to_numeric(values, errors="coerce").isna() & values.notna()).to_numpy()
+    row = int(np.argmax(bad))
+    return DataError(f"Column {column!r} of {label} is not numeric (data row {row + 1} holds "
+                     f"{values.iloc[row]!r}); numeric columns: {', '.join(numeric) or 'none'}. "
+                     f"Fix that value, or choose the input columns.")
+
+
 def load_csv(source, columns: list[str] | None = None, target: str | None = None) -> CsvTable:
     """Read a CSV (path or file object) and keep numeric columns: `columns` (default: every
     numeric one) plus `target` (default: the last of them). The target is always kept as an
-    input too, since forecasting it needs its own past."""
+    input too, since forecasting it needs its own past. The delimiter (comma, semicolon, tab or
+    pipe) and decimal commas are detected."""
     text, label = _read_text(source)
     if not text.strip():
         raise DataError(f"{label} is empty.")
+    delimiter = _delimiter(text)
+    read_as = "" if delimiter == "," else f" (read as {DELIMITERS[delimiter]}-separated)"
     try:
         with warnings.catch_warnings():
             # pandas only warns (and drops fields) when a row is longer than the header
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = pd.read_csv(io.StringIO(text), index_col=False)
+            frame = pd.read_csv(io.StringIO(text), sep=delimiter, decimal=_decimal(text, delimiter),
+                                index_col=False)
     except pd.errors.EmptyDataError:
         raise DataError(f"{label} is empty.") from None
     except pd.errors.ParserWarning:
-        raise DataError(f"{label} is not a well-formed CSV: a data row has more fields than the "
-                        f"header. Every row needs one value per header column.") from None
+        raise DataError(f"{label} is not a well-formed CSV{read_as}: a data row has more fields than "
+                        f"the header. Every row needs one value per header column.") from None
     except (pd.errors.ParserError, ValueError) as error:
         detail = str(error).strip().splitlines()[0].rstrip(".")
-        raise DataError(f"{label} is not a well-formed CSV: {detail}. Every row needs one value "
-                        f"per header column.") from None
+        raise DataError(f"{label} is not a well-formed CSV{read_as}: {detail}. Every row needs one "
+                        f"value per header column.") from None
     if frame.empty:
         raise DataError(f"{label} has a header ({', '.join(map(str, frame.columns))}) "
                         f"but no data rows.")
@@ -200,18 +270,19 @@ def load_csv(source, columns: list[str] | None = None, target: str | None = None
     if unknown:
         raise DataError(f"{label} has no column {', '.join(map(repr, unknown))}; "
                         f"its columns are {', '.join(frame.columns)}.")
+    if columns is None:
+        # A column of numbers with a stray word in it is a typo, not a text column: say so
+        # rather than leave it out unseen.
+        for column in frame.columns:
+            if column not in numeric and _mostly_numbers(frame[column]):
+                raise _not_numeric(frame, column, label, numeric)
     if not wanted:
         problem = f"{label} has no numeric columns" if columns is None else "No column was chosen"
-        raise DataError(f"{problem} (the columns of {label} are {', '.join(frame.columns)}); "
+        raise DataError(f"{problem}{read_as} (the columns of {label} are {', '.join(frame.columns)}); "
                         f"choose numeric columns to forecast.")
     for column in wanted:
         if column not in numeric:
-            values = frame[column]
-            bad = (pd.to_numeric(values, errors="coerce").isna() & values.notna()).to_numpy()
-            row = int(np.argmax(bad))
-            raise DataError(f"Column {column!r} of {label} is not numeric (data row {row + 1} "
-                            f"holds {values.iloc[row]!r}); numeric columns: "
-                            f"{', '.join(numeric) or 'none'}.")
+            raise _not_numeric(frame, column, label, numeric)
     chosen = frame[wanted].astype(np.float64)
     for column in wanted:
         values = chosen[column].to_numpy()

@@ -3,7 +3,7 @@
 A UI reads `Run.snapshot()`, which is a copy, and never calls into the worker thread.
 With a RunStore, a run saves itself (autosave): every SAVE_EVERY_STEPS steps or
 SAVE_EVERY_SECONDS seconds of training, whichever comes first, whenever it stops stepping
-(pause, finish, divergence, stop), and on `save()`.
+(pause, finish, divergence, failure, stop), and on `save()`.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+import torch
 from torch import Tensor
 
 from .config import Config
@@ -88,7 +89,7 @@ class Run:
         self.owner_key = owner_key or (new_key() if store is not None and not read_only else None)
         self.name = name or (default_name(config) if store is not None else None)
         self.read_only = read_only
-        self._saved = (self.trainer.steps_done, time.monotonic())   # (step, when) of the last save
+        self._saved = (self.trainer.steps_done, time.monotonic(), status)   # (step, when, status) of the last save
         self._cond = threading.Condition()
         self._status = status
         self._message = self.trainer.device_warning or ""
@@ -211,16 +212,21 @@ class Run:
             self.store.save(self.id, self.trainer, owner_key=self.owner_key, status=status, name=self.name)
         except (StoreError, OSError) as error:
             with self._cond:
-                self._message = f"Could not save this run: {error}"
+                problem = f"Could not save this run: {error}"
+                # a run that ended keeps why it ended
+                self._message = f"{self._message} {problem}" if self._status in ENDED else problem
             return
-        self._saved = (self.trainer.steps_done, time.monotonic())
+        self._saved = (self.trainer.steps_done, time.monotonic(), status)
 
     def _save_due(self, stopping: bool) -> bool:
         if self.store is None or self.read_only:
             return False
-        step, when = self._saved
+        step, when, status = self._saved
         if self.trainer.steps_done == step:
-            return False
+            # Nothing new trained, but a saved run that has just diverged or failed says so.
+            with self._cond:
+                ended_badly = self._status in (Status.DIVERGED, Status.ERROR) and self._status != status
+            return stopping and step > 0 and ended_badly
         return (stopping or self.trainer.steps_done - step >= SAVE_EVERY_STEPS
                 or time.monotonic() - when >= SAVE_EVERY_SECONDS)
 
@@ -282,6 +288,8 @@ class Run:
         finally:
             # paused, finished, diverged, stopped, idle or failed: the thread ends saved
             with self._model_lock:
+                if self.status == Status.ERROR:
+                    self.trainer.free_memory()     # (the failed step's frames are gone by now)
                 if self._save_due(stopping=True):
                     self._save_now()
 
@@ -328,7 +336,21 @@ class Run:
         except Exception as error:  # noqa: BLE001 - a UI must see why its run stopped
             with self._cond:
                 self._stepping = False
-                self._end(Status.ERROR, f"Training stopped with an error: {error}")
+                self._end(Status.ERROR, self._failure(error))
+
+    def _failure(self, error: Exception) -> str:
+        """What the run's message says about the exception that ended it."""
+        if not out_of_memory(error):
+            return f"Training stopped with an error: {error}"
+        trainer, cfg = self.trainer, self.trainer.config
+        memory = "memory" if trainer.device.type == "cpu" else "GPU memory"
+        done = trainer.steps_done
+        saved = self.store is not None and not self.read_only and done > 0
+        return (f"Training ran out of {memory} {f'after step {done}' if done else 'at its first step'} "
+                f"(batch_size {cfg.batch_size}, seq_len {trainer.task.seq_len}, hidden {cfg.hidden}, layers "
+                f"{cfg.layers}, probe_count {cfg.probe_count})."
+                + (" The run is saved as it stood after that step." if saved else "")
+                + " Lower batch_size, seq_len, hidden or layers (or probe_count), then press Reset.")
 
     def _idle(self) -> bool:
         return time.monotonic() - self._last_poll > self.idle_timeout
@@ -337,3 +359,12 @@ class Run:
         self._status, self._message = status, message
         self._free, self._pending = False, 0
         self._cond.notify_all()
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """torch's CUDA (or other accelerator) OutOfMemoryError, Python's MemoryError, or a
+    RuntimeError that says so: the CPU allocator's "not enough memory", MPS's "out of memory"."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "not enough memory" in text)

@@ -435,14 +435,22 @@ class WindowTask(Task):
         needed = self.seq_len + self.horizon
         shortest = _min_length(needed, self.train_fraction)
         if len(values) < shortest:
-            raise DataError(f"{label} has {len(values)} rows; window {self.seq_len} + horizon "
-                            f"{self.horizon} needs at least {shortest} (the last 20% is held out "
-                            f"and must hold a full window and its target too). Shorten the "
-                            f"window or the horizon.")
+            rows = f"{len(values)} row{'s' * (len(values) != 1)}"
+            raise DataError(f"{label} has {rows}; window {self.seq_len} + horizon {self.horizon} "
+                            f"needs at least {shortest} (the last 20% is held out and must hold a "
+                            f"full window and its target too). Shorten the window or the horizon.")
         cut = _split(len(values), self.train_fraction)
-        mean, std = values[:cut].mean(axis=0), values[:cut].std(axis=0)
-        std[std == 0] = 1.0  # a constant column carries no signal; leave it at zero
-        normalised = torch.tensor((values - mean) / std, dtype=torch.float32)  # (rows, columns)
+        with np.errstate(over="ignore", invalid="ignore"):   # checked just below
+            mean, std = values[:cut].mean(axis=0), values[:cut].std(axis=0)
+            std[std == 0] = 1.0  # a constant column carries no signal; leave it at zero
+            normalised = (values - mean) / std  # (rows, columns)
+        if not (np.isfinite(normalised).all() and np.isfinite(std).all()):
+            largest = np.abs(values).max(axis=0)  # (columns,)
+            column = int(np.argmax(largest))
+            raise DataError(f"Column {columns[column]!r} of {label} holds numbers too large to normalise "
+                            f"(up to {largest[column]:.3g}): their sum overflows. Divide the column by "
+                            f"a power of ten.")
+        normalised = torch.tensor(normalised, dtype=torch.float32)
         self.train, self.test = normalised[:cut], normalised[cut:]
         self.target_index = columns.index(target)
         self.target_std = float(std[self.target_index])
@@ -580,6 +588,11 @@ class TextTask(Task):
                             f"shorten seq_len.")
         codes = _codepoints(corpus)
         printable = np.unique(codes[(codes == 10) | ((codes >= 32) & (codes <= 126))])
+        if not len(printable):
+            raise DataError("The text has no printable ASCII character: the text task models letters, "
+                            "digits, punctuation, spaces and newlines, and reads every other character "
+                            "(accents, emoji, control characters) as one unknown symbol, so there would "
+                            "be nothing to learn. Paste a text written mostly in ASCII.")
         self.vocab = "".join(map(chr, printable)) + UNKNOWN
         self._lookup = np.full(128, len(self.vocab) - 1, dtype=np.int64)  # ASCII -> index
         self._lookup[printable] = np.arange(len(printable))

@@ -107,22 +107,31 @@ class Trainer:
                 for p, b in zip(params, before):
                     p.copy_(b)
             return self._diverge(f"the weights became non-finite at step {self.steps_done + 1}")
-        metric = self.task.metric(output.detach(), y)
-        self.steps_done += 1
-        if self.steps_done % self.config.eval_every == 0:
-            self.evaluate_and_record()
-        if self.steps_done % self.config.probe_every == 0:
-            self.probe()
         record = {
-            "loss": task_loss.item(), "metric": metric, "grad_norm": grad_norm.item(),
-            "grad_norm_clipped": clipped.item(),
+            "loss": task_loss.item(), "metric": self.task.metric(output.detach(), y),
+            "grad_norm": grad_norm.item(), "grad_norm_clipped": clipped.item(),
             "param_grad_norm": param_grad_norm.cpu().numpy(),
             "update_ratio": (update / weight.clamp_min(1e-12)).cpu().numpy(),
-            # Wall time of the whole step, its eval and probe included: what steps/s means.
-            "seconds": time.perf_counter() - started,
         }
-        self.history.record_step(self.steps_done, record)
+        self.steps_done += 1
+        try:
+            if self.steps_done % self.config.eval_every == 0:
+                self.evaluate_and_record()
+            if self.steps_done % self.config.probe_every == 0:
+                self.probe()
+        finally:
+            # The update is made: it is recorded even when its eval or probe fails (out of
+            # memory, say), so a run saved after the failure is a whole step.
+            # Wall time of the whole step, its eval and probe included: what steps/s means.
+            record["seconds"] = time.perf_counter() - started
+            self.history.record_step(self.steps_done, record)
         return record
+
+    def free_memory(self) -> None:
+        """Let go of what a failed step left: the gradients, and on a GPU its cached blocks."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def _diverge(self, why: str) -> None:
         self.optimizer.zero_grad()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
+import re
+from pathlib import Path
 
 import streamlit as st
 
@@ -12,6 +15,7 @@ from explorer.cells import CELLS
 from explorer.config import DEVICES, FIELDS
 from explorer.models import resolve_device
 from explorer.tasks import SERIES, TASKS
+from explorer.yours import UPLOAD_ENV, max_upload_mb
 from pages import keys
 from pages.link import read_link
 from pages.multipage import inside_app
@@ -86,16 +90,31 @@ def _widget(name: str, draft: dict) -> None:
     draft[name] = st.session_state[key]
 
 
+def _file_name(name: str) -> str:
+    """An uploaded file's name, safe as one path component on the server."""
+    safe = re.sub(r"[^\w.-]+", "_", Path(name).name).strip("._")[-100:]
+    return safe or "upload.csv"
+
+
 def _csv_upload(draft: dict, where: Session) -> None:
+    cap = max_upload_mb()
     upload = st.file_uploader("CSV file", type=["csv", "txt"], key=keys.config_widget("csv_upload"),
+                              max_upload_size=math.ceil(cap),
                               help="Your own time series: one row per time step, a header row "
-                                   "naming the columns.")
-    if upload is not None:
-        # Named by the upload, so the path (part of the config) is stable across reruns.
-        path = f"{where.upload_dir}/{hashlib.sha1(upload.file_id.encode()).hexdigest()[:16]}.csv"
-        with open(path, "wb") as out:
-            out.write(upload.getbuffer())
-        draft["csv_path"] = path
+                                   "naming the columns; comma, semicolon or tab between values; "
+                                   f"UTF-8 or UTF-16. Up to {cap:g} MB.")
+    if upload is not None and upload.size > cap * 2**20:
+        # The browser enforces the uploader's cap too, but a client's word is not a check.
+        st.error(f"The CSV file {upload.name} is {upload.size / 2**20:.1f} MB; uploads here are capped at "
+                 f"{cap:g} MB ({UPLOAD_ENV} on the server). Nothing was read; the run keeps its data.")
+    elif upload is not None:
+        # In a folder named by the upload, so the path (part of the config) is stable across
+        # reruns; under the file's own name, so messages about it name the file the user chose.
+        folder = Path(where.upload_dir) / hashlib.sha1(upload.file_id.encode()).hexdigest()[:16]
+        folder.mkdir(exist_ok=True)
+        path = folder / _file_name(upload.name)
+        path.write_bytes(upload.getbuffer())
+        draft["csv_path"] = str(path)
     if not draft["csv_path"]:
         st.info("Upload a CSV file to train on it.")
 

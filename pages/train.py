@@ -63,7 +63,7 @@ else:
         else:
             problem = session().replace(config)
             if problem:
-                st.error(f"Could not reset: {problem}. The current run is kept.")
+                st.error(f"Could not reset: {problem.rstrip('.')}. The current run is kept.")
             else:
                 st.rerun()                  # draw the page, header included, from the new run
 

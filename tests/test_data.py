@@ -99,7 +99,7 @@ BAD_CSVS = {
     "minus inf": (b"a,b\n-inf,2\n", {}, ["'a'", "infinite", "row 1"]),
     "latin-1": (LATIN1, {}, ["not UTF-8", "line 2", "UTF-8"]),
     "binary": (JUNK, {}, ["binary", "not CSV text"]),
-    "utf-16": ("a,b\n1,2\n".encode("utf-16"), {}, ["binary", "UTF-16"]),
+    "utf-16 without its BOM": ("a,b\n1,2\n".encode("utf-16-le"), {}, ["binary", "UTF-16", "byte-order mark"]),
     "unknown column": (b"a,b\n1,2\n", {"columns": ["a", "zz"]}, ["'zz'", "columns are a, b"]),
     "unknown target": (b"a,b\n1,2\n", {"target": "c"}, ["'c'", "columns are a, b"]),
     "long row": (b"a,b\n1,2\n1,2,3,4\n", {}, ["well-formed", "header"]),
