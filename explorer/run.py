@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 import torch
 from torch import Tensor
 
+from .admission import Admission
 from .config import Config
 from .history import HistoryView
 from .store import RunStore, StoreError, default_name, new_id, new_key
@@ -53,6 +54,7 @@ class Snapshot:
     message: str
     history: HistoryView
     latest: dict = field(default_factory=dict)
+    queue_place: int | None = None     # waiting to train: 1 = next (explorer.admission)
 
     @property
     def running(self) -> bool:
@@ -81,7 +83,8 @@ class Run:
 
     def __init__(self, config: Config, idle_timeout: float = 300.0, trainer: Trainer | None = None,
                  store: RunStore | None = None, run_id: str | None = None, owner_key: str | None = None,
-                 name: str | None = None, status: Status = Status.IDLE, read_only: bool = False):
+                 name: str | None = None, status: Status = Status.IDLE, read_only: bool = False,
+                 admission: Admission | None = None):
         self.trainer = trainer if trainer is not None else Trainer(config)
         self.idle_timeout = idle_timeout
         self.store = store
@@ -89,6 +92,8 @@ class Run:
         self.owner_key = owner_key or (new_key() if store is not None and not read_only else None)
         self.name = name or (default_name(config) if store is not None else None)
         self.read_only = read_only
+        self.admission = admission           # the server's: how many runs train at once
+        self._queue_place: int | None = None
         self._saved = (self.trainer.steps_done, time.monotonic(), status)   # (step, when, status) of the last save
         self._cond = threading.Condition()
         self._status = status
@@ -108,7 +113,7 @@ class Run:
 
     @classmethod
     def open(cls, store: RunStore, run_id: str, owner_key: str | None = None,
-             idle_timeout: float = 300.0) -> "Run":
+             idle_timeout: float = 300.0, admission: Admission | None = None) -> "Run":
         """A saved run, ready to Resume where it was saved: with its owner key in full
         control; without it read-only (seen on every page, never trained or saved)."""
         info = store.info(run_id)
@@ -122,7 +127,7 @@ class Run:
         if status == Status.PAUSED and trainer.finished:
             status = Status.FINISHED
         run = cls(trainer.config, idle_timeout, trainer, store, run_id, owner_key if owned else None,
-                  info.name, status, read_only=not owned)
+                  info.name, status, read_only=not owned, admission=admission)
         return run
 
     # -- controls (any thread) ----------------------------------------------------------
@@ -233,7 +238,7 @@ class Run:
     def snapshot(self) -> Snapshot:
         with self._cond:
             self._last_poll = time.monotonic()
-            status, message = self._status, self._message
+            status, message, queue_place = self._status, self._message, self._queue_place
         view = self.trainer.history.view()
         recent = view.steps["seconds"][-50:]
         latest = {k: float(v[-1]) for k, v in view.steps.items() if v.ndim == 1 and len(v)}
@@ -241,7 +246,7 @@ class Run:
         return Snapshot(status=status, step=int(view.steps["step"][-1]) if len(view.steps["step"]) else 0,
                         total_steps=self.trainer.config.steps,
                         steps_per_second=float(len(recent) / recent.sum()) if len(recent) else 0.0,
-                        message=message, history=view, latest=latest)
+                        message=message, history=view, latest=latest, queue_place=queue_place)
 
     def trace(self, x: Tensor, y: Tensor | None = None) -> Trace:
         """Trace the current model on any sequences (e.g. built by hand), between steps."""
@@ -286,6 +291,8 @@ class Run:
         try:
             self._loop()
         finally:
+            with self._cond:
+                self._leave_queue()
             # paused, finished, diverged, stopped, idle or failed: the thread ends saved
             with self._model_lock:
                 if self.status == Status.ERROR:
@@ -299,6 +306,7 @@ class Run:
             while True:
                 with self._cond:
                     while not (self._stop or self._free or self._pending > 0 or self._idle()):
+                        self._leave_queue()         # paused: its place (or slot) goes to the next run
                         self._status = Status.PAUSED if trainer.steps_done else Status.IDLE
                         self._cond.notify_all()
                         self._cond.wait(0.25)
@@ -314,11 +322,14 @@ class Run:
                     if trainer.finished:
                         self._end(Status.FINISHED, f"Finished {trainer.steps_done} steps.")
                         return
+                    if not self._admitted():
+                        self._cond.wait(0.2)        # queued: wakes for a pause, a stop, or its turn
+                        continue
                     while self._waiting:        # a page or a save asked for the model first
                         self._cond.wait(0.05)
                     self._status = Status.RUNNING
                     self._stepping = True
-                with self._model_lock:
+                with self._turn(), self._model_lock:
                     record = trainer.step()
                     with self._cond:
                         self._stepping = False
@@ -352,10 +363,32 @@ class Run:
                 + (" The run is saved as it stood after that step." if saved else "")
                 + " Lower batch_size, seq_len, hidden or layers (or probe_count), then press Reset.")
 
+    def _admitted(self) -> bool:
+        """Whether this run may step now: no admission, or its turn has come (the caller holds
+        the condition). A queued run keeps its status (it is training, waiting its turn) and
+        its place in the queue, which snapshots show."""
+        if self.admission is None:
+            return True
+        place = self.admission.ask(self)
+        self._queue_place = place or None
+        if place:
+            self._status = Status.RUNNING
+        return not place
+
+    def _turn(self):
+        """A fair turn among the admitted runs (explorer.admission), or none to wait for."""
+        return self.admission.turn(self) if self.admission is not None else nullcontext()
+
+    def _leave_queue(self) -> None:
+        if self.admission is not None:
+            self.admission.leave(self)
+        self._queue_place = None
+
     def _idle(self) -> bool:
         return time.monotonic() - self._last_poll > self.idle_timeout
 
     def _end(self, status: Status, message: str) -> None:
+        self._leave_queue()
         self._status, self._message = status, message
         self._free, self._pending = False, 0
         self._cond.notify_all()

@@ -7,7 +7,7 @@ from explorer import Status, plots
 from explorer.lessons import ALIASES, LESSONS
 from pages.charts import chart
 from pages import keys
-from pages.session import session
+from pages.session import session, waiting_note
 from pages.sidebar import applied_config, take_settings
 
 REFRESH_SECONDS = 0.5
@@ -90,6 +90,8 @@ def live() -> None:
                       f"{snap.steps_per_second:.0f} steps/s")
             if snap.status in (Status.DIVERGED, Status.ERROR):
                 st.error(snap.message)
+            elif snap.queue_place:
+                st.caption(waiting_note(snap.queue_place, runs[label].admission.slots))
     with st.container(key="lesson_loss"):
         chart(plots.compare_loss_figure({label: s.history for label, s in snaps.items()}, task.baseline_loss,
                                         task.loss_name, task.baseline_name), key="lesson_loss_plot")

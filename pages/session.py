@@ -4,6 +4,7 @@ server's `live_runs()`, so a reload (a new session) can take it back while it tr
 saved in the server's `run_store()` as they train."""
 from __future__ import annotations
 
+import gc
 import hmac
 import os
 import shutil
@@ -15,16 +16,33 @@ import streamlit as st
 import torch
 
 from explorer import Config, DataError, Run, Status, Trainer
+from explorer.admission import Admission, threads_per_run
+from explorer.memory import give_back, limit_arenas
 from explorer.store import RunStore, StoreError
 from pages.identity import browser_key
 
-IDLE_TIMEOUT = 600   # seconds without a page polling before a run pauses itself
+IDLE_ENV = "GATE_EXPLORER_IDLE_S"
 ERRORS = (ValueError, DataError, OSError, RuntimeError, StoreError)
 
-# Leave a core to the server and the browser. On a small machine, OpenMP threads that must
-# wait for a core held by the UI stall every operator: measured here on 2 cores, a default
-# run fell from ~70 to ~4 steps/s with 2 threads under load, and kept ~100 with 1.
-torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+
+def idle_timeout() -> float:
+    """Seconds without a page looking at a run before it pauses itself: the backstop for a
+    session whose end the server never hears of (GATE_EXPLORER_IDLE_S, default 600)."""
+    try:
+        value = float(os.environ.get(IDLE_ENV, "600"))
+    except ValueError:
+        return 600.0
+    return value if value > 0 else 600.0
+
+
+IDLE_TIMEOUT = idle_timeout()
+
+# Torch's intra-op threads are per process: together, the admitted runs use at most one
+# thread per core (explorer/admission.py). Oversubscribed OpenMP threads stall every operator:
+# measured on 2 cores, a default run fell from ~70 to ~4 steps/s with 2 threads under load,
+# and kept ~100 with 1.
+torch.set_num_threads(threads_per_run())
+limit_arenas()         # fewer malloc arenas: memory freed by ended runs can go back to the OS
 
 
 @st.cache_resource(show_spinner=False)
@@ -49,8 +67,10 @@ def store_problem() -> str | None:
 
 class LiveRuns:
     """The runs in this server's memory, by id, and the sessions holding each. A run no session
-    holds is stopped (it is saved) once it is not training; one that trains goes on, so a
-    reload finds it, and pauses itself when nobody has looked at it for IDLE_TIMEOUT."""
+    holds is stopped (it is saved first), training or not: its session has ended. A reload
+    still finds a training run, because Streamlit keeps the old session for its disconnected
+    TTL, and the new session holds the run before the old one lets go; a later visit reopens
+    it from the store, paused where it was saved."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -80,7 +100,7 @@ class LiveRuns:
 
     def _prune(self) -> None:
         with self._lock:
-            orphans = [run for run, holders in self._held.values() if not holders and run.status != Status.RUNNING]
+            orphans = [run for run, holders in self._held.values() if not holders]
             for run in orphans:
                 del self._held[run.id]
         for run in orphans:
@@ -90,6 +110,12 @@ class LiveRuns:
 @st.cache_resource(show_spinner=False)
 def live_runs() -> LiveRuns:
     return LiveRuns()
+
+
+@st.cache_resource(show_spinner=False)
+def admission() -> Admission:
+    """The server's admission: how many runs train at once (GATE_EXPLORER_MAX_RUNS)."""
+    return Admission()
 
 
 @dataclass
@@ -105,7 +131,7 @@ class Session:
     def new_run(self, config: Config, name: str | None = None) -> Run:
         store = run_store()
         run = Run(config, idle_timeout=IDLE_TIMEOUT, store=store, owner_key=self.owner_key if store else None,
-                  name=name)
+                  name=name, admission=admission())
         if run.id:
             live_runs().hold(run, self)
         return run
@@ -144,7 +170,7 @@ class Session:
         if store is None:
             return None, f"runs cannot be reopened here: {store_problem()}"
         try:
-            run = Run.open(store, run_id, owner_key, idle_timeout=IDLE_TIMEOUT)
+            run = Run.open(store, run_id, owner_key, idle_timeout=IDLE_TIMEOUT, admission=admission())
         except ERRORS as error:
             return None, str(error)
         if not run.read_only:
@@ -200,10 +226,11 @@ class Session:
             run.stop()
 
     def close(self) -> None:
-        """The browser session ended (a closed tab, a reload): save everything; a run that is
-        training keeps training for a reload to find, the others stop. Streamlit calls this on
-        its event loop, so the work (waiting for a step in flight, saving) is done on a thread
-        of its own: the reloading tab's new session must not wait for it."""
+        """The browser session ended (a closed tab, a reload after Streamlit's disconnected TTL):
+        save its runs, stop those no other session holds (a reload's new session holds a run it
+        took back), remove its uploads, and give the memory back. Streamlit calls this on its
+        event loop, so the work (waiting for a step in flight, saving) is done on a thread of its
+        own: the reloading tab's new session must not wait for it."""
         runs = list({id(r): r for r in [self.run, *self.lesson_runs.values()] if r is not None}.values())
         threading.Thread(target=self._let_go, args=(runs,), name="gate-explorer-close", daemon=True).start()
 
@@ -211,15 +238,26 @@ class Session:
         for run in runs:
             run.save()
             if run.id:
-                live_runs().release(run, self)
-            else:
+                live_runs().release(run, self)      # stopped there unless another session holds it
+            if not run.id or live_runs().get(run.id) is None:
                 run.stop()
         shutil.rmtree(self.upload_dir, ignore_errors=True)   # after the saves: a CSV run keeps its file
+        self.run, self.lesson_runs = None, {}
+        gc.collect()             # a trainer's tensors can sit in reference cycles
+        give_back()
 
 
 @st.cache_resource(scope="session", on_release=Session.close, show_spinner=False)
 def session() -> Session:
     return Session(owner_key=browser_key())
+
+
+def waiting_note(place: int, slots: int) -> str:
+    """What a queued run's page says: its place, and that it starts by itself."""
+    ahead = place - 1
+    return (f"Waiting: {ahead} run{'s' * (ahead != 1)} ahead. This server trains {slots} "
+            f"run{'s' * (slots != 1)} at a time, so each has its share of the processor; yours starts by "
+            "itself when a place frees up (Pause leaves the queue).")
 
 
 def current_run(config: Config | None) -> Run | None:

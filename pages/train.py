@@ -3,7 +3,7 @@ import streamlit as st
 
 from explorer import Status, plots
 from pages.charts import chart
-from pages.session import current_run, session
+from pages.session import current_run, session, waiting_note
 from pages.sidebar import applied_config
 
 REFRESH_SECONDS = 0.4           # live charts refresh at least twice a second while training
@@ -83,6 +83,9 @@ else:
         far.metric("Status", snap.status)
         st.progress(min(snap.step / snap.total_steps, 1.0),
                     text=f"{snap.step} of {snap.total_steps} steps")
+        if snap.queue_place:
+            with st.container(key="queue_place"):
+                st.info(waiting_note(snap.queue_place, run.admission.slots))
         if run.trainer.device_warning:
             st.warning(run.trainer.device_warning)
         if snap.status in (Status.DIVERGED, Status.ERROR):

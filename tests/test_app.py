@@ -365,8 +365,9 @@ def test_presentation_mode_hides_the_settings_and_is_kept_in_the_link():
     assert at.sidebar.selectbox(key="cfg_cell").value == "gru" and "present" not in at.query_params
 
 
-def test_a_lesson_loads_with_one_click_and_trains_its_variants_side_by_side():
+def test_a_lesson_loads_with_one_click_and_trains_its_variants_side_by_side(monkeypatch):
     from explorer.lessons import LESSONS, lesson
+    monkeypatch.setenv("GATE_EXPLORER_MAX_RUNS", "2")    # the server trains two runs at a time
     at = app()
     at.switch_page("pages/lessons.py").run()
     no_exception(at)
@@ -381,7 +382,9 @@ def test_a_lesson_loads_with_one_click_and_trains_its_variants_side_by_side():
     at.run()
     names = [t["name"] for t in figures(at)["lesson_loss_plot"]["data"]]
     assert names == [f"{v.label}: {kind}" for v in chosen.variants for kind in ("training", "held-out")]
-    assert all(int(m.value.split(" / ")[0]) > 0 for m in at.metric)  # every variant is training
+    # A lesson's variants count as runs: two train, the third waits its turn and says so
+    assert [int(m.value.split(" / ")[0]) > 0 for m in at.metric] == [True, True, False]
+    assert any(c.value.startswith("Waiting: 0 runs ahead. This server trains 2 runs") for c in at.caption)
     at.button(key="lesson_pause").click().run()
     at.button(key="explore_2").click().run()                        # the GRU, to the Gates page
     no_exception(at)

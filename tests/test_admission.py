@@ -1,0 +1,126 @@
+"""A classroom on one server: at most GATE_EXPLORER_MAX_RUNS runs train at once, the others
+wait first-come and know their place, a pause leaves the queue; a session that ends stops its
+runs (saved first) unless another session holds them, and gives its memory back."""
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from explorer import Config, Run, Status
+from explorer.admission import Admission, cores, max_runs, threads_per_run
+from explorer.memory import give_back
+from explorer.store import RunStore
+from pages.session import LiveRuns, Session
+
+FAST = Config(seq_len=10, hidden=8, batch_size=8, steps=100_000, probe_every=1000, eval_every=1000)
+
+
+def wait_for(check, timeout: float = 30.0, what: str = "the condition"):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_admission_is_first_come_with_places_and_a_leaver_lets_the_next_in():
+    gate = Admission(2)
+    assert [gate.ask(name) for name in "abcd"] == [0, 0, 1, 2]
+    assert gate.ask("c") == 1 and gate.place("d") == 2          # asking again keeps the place
+    assert gate.place("e") is None
+    gate.leave("a")                                            # a slot frees: the first waiting takes it
+    assert (gate.place("c"), gate.place("d")) == (0, 1)
+    gate.leave("d")                                            # leaving the queue
+    assert gate.place("d") is None and gate.counts() == (2, 0)
+    gate.leave("b"), gate.leave("c")
+    assert gate.counts() == (0, 0)
+
+
+def test_the_defaults_fit_the_cores(monkeypatch):
+    monkeypatch.delenv("GATE_EXPLORER_MAX_RUNS", raising=False)
+    assert max_runs() == cores() and threads_per_run() == 1     # one thread per admitted run
+    monkeypatch.setenv("GATE_EXPLORER_MAX_RUNS", "1")
+    assert max_runs() == 1 and threads_per_run() == cores()    # one run may use every core
+    for bad in ("0", "-3", "many"):
+        monkeypatch.setenv("GATE_EXPLORER_MAX_RUNS", bad)
+        assert max_runs() == cores()
+    assert max_runs() * threads_per_run() <= cores()
+
+
+def test_runs_beyond_the_slots_wait_their_turn_and_start_by_themselves():
+    gate = Admission(2)
+    runs = [Run(FAST, admission=gate) for _ in range(3)]
+    try:
+        for run in runs:
+            run.start()
+        wait_for(lambda: runs[0].snapshot().step > 5 and runs[1].snapshot().step > 5, what="two runs training")
+        third = runs[2].snapshot()
+        assert third.step == 0 and third.queue_place == 1 and third.status == Status.RUNNING
+        runs[0].pause()                                        # its slot goes to the run that waited
+        wait_for(lambda: runs[2].snapshot().step > 5, what="the waiting run to start by itself")
+        assert runs[2].snapshot().queue_place is None and gate.counts() == (2, 0)
+        held = runs[0].snapshot().step
+        runs[0].start()                                        # back to the end of the queue
+        wait_for(lambda: runs[0].snapshot().queue_place == 1, what="the resumed run to queue")
+        time.sleep(0.5)
+        assert runs[0].snapshot().step == held                 # it waits: no third run steps
+        runs[0].pause()                                        # a pause leaves the queue
+        wait_for(lambda: runs[0].snapshot().queue_place is None and gate.counts() == (2, 0),
+                 what="the paused run to leave the queue")
+    finally:
+        for run in runs:
+            run.stop()
+    assert gate.counts() == (0, 0)
+    assert not any(t.name == "gate-explorer-run" and t.is_alive() for t in threading.enumerate())
+
+
+def test_admitted_runs_take_fair_turns():
+    gate = Admission(2)
+    runs = [Run(FAST, admission=gate) for _ in range(2)]
+    try:
+        for run in runs:
+            run.start()
+        wait_for(lambda: min(r.snapshot().step for r in runs) > 20, what="both runs training")
+        start = [r.snapshot().step for r in runs]
+        time.sleep(3)
+        done = [r.snapshot().step - s for r, s in zip(runs, start)]
+    finally:
+        for run in runs:
+            run.stop()
+    assert min(done) >= 0.5 * max(done), f"steps in 3 s: {done}"     # neither starves
+
+
+def test_an_ended_session_stops_its_runs_saved_unless_another_session_holds_them(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    live = LiveRuns()
+    leaving, staying = Session(owner_key="k1"), Session(owner_key="k2")
+    mine = Run(FAST, store=store, owner_key="k1")
+    shared = Run(FAST, store=store, owner_key="k1")
+    for run in (mine, shared):
+        live.hold(run, leaving)
+        run.start()
+    live.hold(shared, staying)                                  # a reload's new session took it back
+    wait_for(lambda: mine.snapshot().step > 3 and shared.snapshot().step > 3, what="training")
+    upload = Path(leaving.upload_dir)
+    (upload / "data.csv").write_text("a\n1\n")
+    leaving.run, leaving.lesson_runs = mine, {"variant": shared}
+    import pages.session as session_module
+    original = session_module.live_runs
+    session_module.live_runs = lambda: live
+    try:
+        leaving._let_go([mine, shared])
+    finally:
+        session_module.live_runs = original
+    assert mine.status == Status.STOPPED and live.get(mine.id) is None
+    assert store.info(mine.id).steps == mine.trainer.steps_done > 3     # saved before it stopped
+    assert shared.status == Status.RUNNING and live.get(shared.id) is shared
+    assert not upload.exists() and leaving.run is None
+    shared.stop()
+
+
+def test_memory_goes_back_to_the_system_on_linux():
+    import sys
+    if sys.platform.startswith("linux"):
+        assert give_back() is True
+    else:
+        assert give_back() is False
