@@ -282,6 +282,8 @@ class Run:
         self._status = Status.RUNNING
         self._message = self.trainer.device_warning or ""   # an idle pause's note no longer holds
         self._last_poll = time.monotonic()
+        if self.admission is not None:          # queued in the order Train was pressed
+            self._queue_place = self.admission.ask(self) or None
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._work, name="gate-explorer-run", daemon=True)
             self._thread.start()

@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 
 import streamlit as st
@@ -36,6 +37,17 @@ def idle_timeout() -> float:
 
 
 IDLE_TIMEOUT = idle_timeout()
+GRACE_ENV = "GATE_EXPLORER_RELOAD_GRACE_S"
+
+
+def reload_grace() -> float:
+    """Seconds a training run whose session ended keeps training for a reload to take it back
+    (GATE_EXPLORER_RELOAD_GRACE_S, default 30)."""
+    try:
+        value = float(os.environ.get(GRACE_ENV, "30"))
+    except ValueError:
+        return 30.0
+    return value if value >= 0 else 30.0
 
 # Torch's intra-op threads are per process: together, the admitted runs use at most one
 # thread per core (explorer/admission.py). Oversubscribed OpenMP threads stall every operator:
@@ -67,18 +79,21 @@ def store_problem() -> str | None:
 
 class LiveRuns:
     """The runs in this server's memory, by id, and the sessions holding each. A run no session
-    holds is stopped (it is saved first), training or not: its session has ended. A reload
-    still finds a training run, because Streamlit keeps the old session for its disconnected
-    TTL, and the new session holds the run before the old one lets go; a later visit reopens
-    it from the store, paused where it was saved."""
+    holds is stopped (it is saved first): its session has ended. One that was training gets
+    `grace` seconds first, because a reload ends the old session, and the new one must find
+    the run still training to take it back; a later visit reopens it from the store, paused
+    where it was saved."""
 
-    def __init__(self):
+    def __init__(self, grace: float | None = None):
+        self.grace = reload_grace() if grace is None else grace
         self._lock = threading.Lock()
         self._held: dict[str, tuple[Run, set[int]]] = {}
+        self._orphaned: dict[str, float] = {}         # run id -> when its last holder let go
 
     def hold(self, run: Run, holder: object) -> None:
         with self._lock:
             self._held.setdefault(run.id, (run, set()))[1].add(id(holder))
+            self._orphaned.pop(run.id, None)
         self._prune()
 
     def get(self, run_id: str) -> Run | None:
@@ -97,14 +112,28 @@ class LiveRuns:
     def drop(self, run: Run) -> None:
         with self._lock:
             self._held.pop(run.id, None)
+            self._orphaned.pop(run.id, None)
 
     def _prune(self) -> None:
+        now, later = time.monotonic(), False
         with self._lock:
-            orphans = [run for run, holders in self._held.values() if not holders]
-            for run in orphans:
-                del self._held[run.id]
+            orphans = []
+            for run_id, (run, holders) in list(self._held.items()):
+                if holders:
+                    continue
+                since = self._orphaned.setdefault(run_id, now)
+                if run.status == Status.RUNNING and now - since < self.grace:
+                    later = True                       # a reload may still take it back
+                    continue
+                orphans.append(run)
+                del self._held[run_id]
+                self._orphaned.pop(run_id, None)
         for run in orphans:
             run.stop()
+        if later:
+            timer = threading.Timer(self.grace, self._prune)
+            timer.daemon = True
+            timer.start()
 
 
 @st.cache_resource(show_spinner=False)

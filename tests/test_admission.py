@@ -92,7 +92,7 @@ def test_admitted_runs_take_fair_turns():
 
 def test_an_ended_session_stops_its_runs_saved_unless_another_session_holds_them(tmp_path):
     store = RunStore(tmp_path / "runs.sqlite")
-    live = LiveRuns()
+    live = LiveRuns(grace=0.0)
     leaving, staying = Session(owner_key="k1"), Session(owner_key="k2")
     mine = Run(FAST, store=store, owner_key="k1")
     shared = Run(FAST, store=store, owner_key="k1")
@@ -116,6 +116,24 @@ def test_an_ended_session_stops_its_runs_saved_unless_another_session_holds_them
     assert shared.status == Status.RUNNING and live.get(shared.id) is shared
     assert not upload.exists() and leaving.run is None
     shared.stop()
+
+
+def test_a_training_run_whose_session_ended_waits_a_grace_period_for_a_reload():
+    live = LiveRuns(grace=1.0)
+    old, new = Session(owner_key="k"), Session(owner_key="k")
+    run = Run(FAST, store=None)
+    run.id = "r1"
+    live.hold(run, old)
+    run.start()
+    wait_for(lambda: run.snapshot().step > 2, what="training")
+    live.release(run, old)                                     # the reload ended the old session
+    assert run.status == Status.RUNNING and live.get("r1") is run
+    live.hold(run, new)                                        # the new session takes it back
+    time.sleep(1.5)
+    assert run.status == Status.RUNNING
+    live.release(run, new)                                     # the tab is closed for good
+    wait_for(lambda: run.status == Status.STOPPED, timeout=10, what="the grace period to end it")
+    assert live.get("r1") is None
 
 
 def test_memory_goes_back_to_the_system_on_linux():
