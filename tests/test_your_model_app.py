@@ -1,7 +1,7 @@
 """Your own model in the app (AppTest): a model saved as a run opens from its link on every page,
 with the numbers of the original fused module; the sidebar changes its traced loss; the Runs
-page opens it; the way back to training works. Uploading itself runs in Chromium
-(tests/browser/test_your_model_browser.py): AppTest has no file upload."""
+page opens it; the way back to training works. Uploading, with the files a user picks, runs
+in Chromium (tests/browser/test_your_model_browser.py)."""
 import numpy as np
 import pytest
 import streamlit as st
