@@ -22,6 +22,7 @@ from typing import NoReturn
 import torch
 
 from .bench import run_benchmark
+from .budget import HELDOUT_SIZE
 from .config import FIELDS, Config
 from .data import DataError, app_dir
 from .loading import NONLINEARITIES, cell_name, check_inputs, load_module, parse_loss, read_sequences, unit_loss
@@ -30,7 +31,6 @@ from .store import RunStore, StoreError, check_name, new_id, new_key
 from .trace import trace
 from .trainer import Trainer
 
-HELDOUT_SIZE = 1000
 # What .streamlit/config.toml sets for a checkout, as flags: an installed app is started from
 # anywhere, where that file is not read. Without static serving the charts stay blank.
 APP_FLAGS = ("--server.enableStaticServing", "true", "--client.toolbarMode", "minimal",
