@@ -124,6 +124,19 @@ def test_the_cli_refuses_before_anything_is_built(monkeypatch, capsys):
     assert capsys.readouterr().err.startswith("error: this run needs an estimated")
 
 
+@pytest.mark.parametrize("error", [RuntimeError("boom\nat a place in the kernel"), MemoryError(),
+                                   torch.OutOfMemoryError("out of memory")])
+def test_a_failure_while_training_is_one_line_and_status_2(monkeypatch, capsys, error):
+    def fail(self):
+        raise error
+    monkeypatch.setattr(Trainer, "step", fail)
+    assert cli.main(["train", "--steps", "3", "--hidden", "4", "--seq-len", "5", "--device", "cpu", "--quiet"]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    expected = str(error).splitlines()[0] if str(error) else type(error).__name__
+    assert lines == [f"error: training stopped at step 0: {expected}"] and captured.out == ""
+
+
 def test_evaluating_many_sequences_in_parts_equals_evaluating_them_at_once():
     trainer = Trainer(Config(task="brackets", seq_len=10, hidden=8, device="cpu"))
     x, y = trainer.task.heldout(600, seed=1)                       # three parts of at most 256
