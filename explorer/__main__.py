@@ -4,9 +4,9 @@ trace MODEL INPUT --out PATH.parquet` traces your own model's state_dict on your
 `python -m explorer app` starts the browser app. Installed, `gate-explorer` is the same command.
 
 Every Config field is an option (--seq-len for seq_len), validated by Config itself, so
-the CLI accepts exactly what the app and the URL accept. A bad argument, or any other
-failure (an unknown run id, a locked or damaged store...), prints one line and exits with
-status 2.
+the CLI accepts exactly what the app and the URL accept, the memory budget included. A bad
+argument, or any other failure (an unknown run id, a locked or damaged store, training that
+runs out of memory...), prints one line and exits with status 2.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from typing import NoReturn
 import torch
 
 from .bench import run_benchmark
+from .budget import HELDOUT_SIZE
 from .config import FIELDS, Config
 from .data import DataError, app_dir
 from .loading import NONLINEARITIES, cell_name, check_inputs, load_module, parse_loss, read_sequences, unit_loss
@@ -30,7 +31,6 @@ from .store import RunStore, StoreError, check_name, new_id, new_key
 from .trace import trace
 from .trainer import Trainer
 
-HELDOUT_SIZE = 1000
 # What .streamlit/config.toml sets for a checkout, as flags: an installed app is started from
 # anywhere, where that file is not read. Without static serving the charts stay blank.
 APP_FLAGS = ("--server.enableStaticServing", "true", "--client.toolbarMode", "minimal",
@@ -163,6 +163,8 @@ def _train(args) -> int:
         trainer = Trainer(config)
     except (ValueError, DataError) as error:
         return _fail(str(error))
+    except (RuntimeError, MemoryError) as error:    # torch.OutOfMemoryError is a RuntimeError
+        return _fail(f"the run could not start: {_first_line(error)}")
     store = name = None
     if args.save:
         try:
@@ -174,21 +176,13 @@ def _train(args) -> int:
     if trainer.device_warning:
         print(f"warning: {trainer.device_warning}", file=sys.stderr)
 
-    every = max(1, config.steps // 10)
-    started = time.perf_counter()
-    while not trainer.finished:
-        record = trainer.step()
-        if record is None:
-            print(trainer.divergence_message, file=sys.stderr)
-            break
-        if not args.quiet and (trainer.steps_done % every == 0):
-            print(f"step {trainer.steps_done:6d}  loss {record['loss']:.4f}  "
-                  f"{trainer.task.metric_name} {record['metric']:.4f}", file=sys.stderr)
-    training_seconds = time.perf_counter() - started
-
+    try:
+        training_seconds = _train_steps(trainer, args.quiet)
+        heldout_x, heldout_y = trainer.task.heldout(HELDOUT_SIZE, config.seed)
+        eval_loss, eval_metric = trainer.evaluate(heldout_x, heldout_y)
+    except (RuntimeError, MemoryError) as error:
+        return _fail(f"training stopped at step {trainer.steps_done}: {_first_line(error)}")
     task = trainer.task
-    heldout_x, heldout_y = task.heldout(HELDOUT_SIZE, config.seed)
-    eval_loss, eval_metric = trainer.evaluate(heldout_x, heldout_y)
     result = {
         "config": config.to_dict(),
         "device": str(trainer.device),
@@ -218,6 +212,27 @@ def _train(args) -> int:
     return _emit(result, args.json_path)
 
 
+def _train_steps(trainer: Trainer, quiet: bool) -> float:
+    """Train to the end (or divergence), with progress lines; the seconds it took."""
+    every = max(1, trainer.config.steps // 10)
+    started = time.perf_counter()
+    while not trainer.finished:
+        record = trainer.step()
+        if record is None:
+            print(trainer.divergence_message, file=sys.stderr)
+            break
+        if not quiet and (trainer.steps_done % every == 0):
+            print(f"step {trainer.steps_done:6d}  loss {record['loss']:.4f}  "
+                  f"{trainer.task.metric_name} {record['metric']:.4f}", file=sys.stderr)
+    return time.perf_counter() - started
+
+
+def _first_line(error: BaseException) -> str:
+    """An exception as one line (torch's messages run to several; MemoryError's is often empty)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def _trace(args) -> int:
     """Trace a state_dict on sequences into a Parquet file; every failure is one line."""
     out = Path(args.out)
@@ -240,6 +255,8 @@ def _trace(args) -> int:
         return _fail(str(error))
     except OSError as error:
         return _fail(f"cannot write {args.out}: {error.strerror or error}")
+    except (RuntimeError, MemoryError) as error:
+        return _fail(f"tracing failed: {_first_line(error)}")
     _print(f"traced {x.shape[0]} sequence{'s' * (x.shape[0] > 1)} × {x.shape[1]} steps through "
            f"{cell_name(module)} ({module.num_layers} × {module.hidden_size} units), loss {result.loss:.6g}: {out}")
     return 0

@@ -2,7 +2,9 @@
 
 The same rules serve the sidebar, the URL and the CLI: values arrive as strings or
 numbers, `Config.from_dict` coerces them, and any value out of range raises a ValueError
-that names the field and what it accepts. The caps keep a shared server safe.
+that names the field and what it accepts. The caps keep a shared server safe, and so does the
+memory budget (explorer/budget.py): a run whose estimated peak memory is over this server's
+GATE_EXPLORER_MAX_RUN_MB is refused here, before anything is allocated.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from .budget import MB, estimate, max_run_mb
 from .cells import CELLS
 from .loading import parse_loss
 from .tasks import TASKS
@@ -117,6 +120,9 @@ class Config:
                 f"probe_count x seq_len x hidden x layers is too large: one probe trace would hold "
                 f"about {megabytes:.0f} MB (at most {MAX_PROBE_TRACE_MB} MB). Lower probe_count, "
                 f"seq_len, hidden or layers.")
+        needed, limit = estimate(self), max_run_mb()
+        if needed.total > limit * MB:
+            raise ValueError(needed.refusal(limit))
 
     @property
     def probe_trace_bytes(self) -> int:

@@ -17,6 +17,8 @@ from .trace import Trace
 
 STEP_FIELDS = ("loss", "metric", "grad_norm", "grad_norm_clipped", "seconds")
 EVAL_FIELDS = ("eval_loss", "eval_metric")
+MAX_TRACES = 48                 # the default bounds on a run's kept traces (the memory budget counts them)
+MAX_TRACE_BYTES = 256 * 2**20
 
 
 class _Columns:
@@ -64,7 +66,8 @@ class HistoryView:
 
 
 class History:
-    def __init__(self, param_names: list[str], max_traces: int = 48, max_trace_bytes: int = 256 * 2**20):
+    def __init__(self, param_names: list[str], max_traces: int = MAX_TRACES,
+                 max_trace_bytes: int = MAX_TRACE_BYTES):
         if max_traces < 2:
             raise ValueError("max_traces must be at least 2")
         self.param_names = list(param_names)
@@ -79,7 +82,8 @@ class History:
         self._trace_bytes: list[int] = []
 
     @classmethod
-    def from_view(cls, view: HistoryView, max_traces: int = 48, max_trace_bytes: int = 256 * 2**20) -> "History":
+    def from_view(cls, view: HistoryView, max_traces: int = MAX_TRACES,
+                  max_trace_bytes: int = MAX_TRACE_BYTES) -> "History":
         """A History holding what a view (of a saved run, say) holds, ready to record on."""
         history = cls(view.param_names, max_traces, max_trace_bytes)
         for columns, table in ((history._steps, view.steps), (history._evals, view.evals)):

@@ -11,17 +11,17 @@ import inspect
 import io
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from numbers import Integral
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from explorer.data import (DataError, SHIPPED_SERIES, load_csv, load_digits, load_mnist,
+from explorer.data import (CORPUS_MAX_CHARS, DataError, SHIPPED_SERIES, load_csv, load_digits, load_mnist,
                            load_series, stdlib_corpus)
 from explorer.handmade import (adding_sequence, brackets_sequence, copy_sequence, digit_sequence,
                                text_sequence, wave_sequence)
@@ -31,12 +31,15 @@ if TYPE_CHECKING:  # config.py imports this module for the task names
 
 SERIES = ("sine", *SHIPPED_SERIES)
 UNKNOWN = "\ufffd"  # the one symbol for every character outside printable ASCII + newline
+_PRINTABLE = frozenset(map(chr, (10, *range(32, 127))))   # the characters TextTask keeps as themselves
 # Held-out generators are seeded this far from the run seed, so a run's training stream
 # (seeded with the run seed) and its held-out set are different streams. torch's CPU
 # generator keeps only a seed's low 32 bits, and run seeds are below 2**31 (Config).
 HELDOUT_SEED_OFFSET = 2**31
 ADDING_TOLERANCE = 0.04  # Hochreiter & Schmidhuber (1997) count |error| < 0.04 as solved
 MAX_TIME_LABELS = 80   # beyond this, per-step tick labels are unreadable anyway
+DIGIT_SIDES = {"digits8": 8, "mnist": 28}   # a digit image's rows (its steps) and columns (its features)
+MAX_DEPTH = 8   # the brackets task's deepest nesting
 
 
 def _heldout_generator(seed: int) -> torch.Generator:
@@ -521,7 +524,7 @@ class BracketsTask(Task):
     loss_name, metric_name, higher_is_better = "cross-entropy (nats)", "accuracy", True
     baseline_name = "depth frequencies (majority depth)"
 
-    def __init__(self, seq_len: int, max_depth: int = 8):
+    def __init__(self, seq_len: int, max_depth: int = MAX_DEPTH):
         self.seq_len = _check_int("seq_len", seq_len, 2)
         if self.seq_len % 2:
             raise ValueError(f"brackets needs an even seq_len (every '(' closes), got {seq_len}.")
@@ -662,6 +665,18 @@ def _adding_by_hand(task: AddingTask, values: dict) -> tuple[Tensor, Tensor]:
                            marked=(values["a"], values["b"]))
 
 
+class TaskSizes(NamedTuple):
+    """A task's shapes as its settings fix them, known without building it or reading its data:
+    what the memory budget (explorer/budget.py) estimates a run from."""
+
+    seq_len: int          # steps per sequence
+    input_size: int       # features per step (at most: a CSV's header may name text columns)
+    output_size: int
+    output_mode: str      # "last" or "all", as Task.output_mode
+    data_bytes: int = 0   # about what the task's own data holds in memory (MNIST, a corpus, a CSV)
+    heldout: int | None = None   # the most held-out sequences it has (None: as many as asked for)
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """One task as the app sees it. Config's fields stay flat (CLI flags and URL keys keep
@@ -675,6 +690,7 @@ class TaskSpec:
     # A task whose Config alone cannot rebuild it: from the bytes its saved run kept.
     restore: Callable[[Config, bytes], Task] | None = None
     trainable: bool = True                      # offered as a task to train (the sidebar)
+    sizes: Callable[[Config], TaskSizes] = field(kw_only=True)   # cheap: no data is read
 
 
 def _digits_options(config: Config) -> dict:
@@ -696,6 +712,37 @@ def _csv_restore(config: Config, data: bytes) -> Task:
     return TASKS["csv"].make(config.seq_len, **{**_csv_options(config), "source": source})
 
 
+def _digits_sizes(config: Config) -> TaskSizes:
+    side = DIGIT_SIDES[config.digits_source]
+    # MNIST's 70,000 images as uint8, once as read and once as tensors.
+    return TaskSizes(side, side, 10, "last", 2 * 70_000 * 28 * 28 if config.digits_source == "mnist" else 0)
+
+
+def _text_sizes(config: Config) -> TaskSizes:
+    # The vocabulary TextTask builds: the text's printable ASCII characters and UNKNOWN; the
+    # standard-library corpus uses nearly all of them, so all of them are assumed.
+    text = config.text.replace("\r", "\n")
+    vocab = sum(char in text for char in _PRINTABLE) + 1 if text else len(_PRINTABLE) + 1
+    chars = len(text) or CORPUS_MAX_CHARS
+    # The text as a str, its code points and its tokens (int64 each); its held-out tenth, in windows.
+    windows = max(1, (chars // 10 + 1) // config.seq_len)
+    return TaskSizes(config.seq_len, vocab, vocab, "all", 20 * chars, windows)
+
+
+def _csv_sizes(config: Config) -> TaskSizes:
+    """The CSV's inputs at most: the chosen columns and the target, else the header's fields
+    (its first line only is read; the file is parsed when the task is built)."""
+    chosen = [c for c in config.csv_columns.split(",") if c.strip()]
+    try:
+        with open(config.csv_path, "rb") as source:
+            header, size = source.readline(2**16), os.fstat(source.fileno()).st_size
+    except OSError:                    # the task will say what is wrong with the path
+        header, size = b"", 0
+    columns = len(chosen) + 1 if chosen else header.count(b",") + 1
+    # Its text, the parsed table (float64) and the normalised rows (float32): a few copies.
+    return TaskSizes(config.seq_len, columns, 1, "last", 8 * size)
+
+
 def _model_options(config: Config) -> dict:
     raise ValueError("the model task is your own model, looked at and never trained: upload it on the "
                      "Runs page (Look inside your own model), or trace it with `python -m explorer trace`")
@@ -708,21 +755,29 @@ def _model_restore(config: Config, data: bytes) -> Task:
 
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec("adding", "Add the two marked values among T random ones: a memory across the sequence.",
-             ("seq_len",), AddingTask),
-    TaskSpec("copy", "Replay 10 symbols after a delay of T blanks.", ("seq_len",), CopyTask),
+             ("seq_len",), AddingTask,
+             sizes=lambda config: TaskSizes(config.seq_len, 2, 1, "last")),
+    TaskSpec("copy", "Replay 10 symbols after a delay of T blanks.", ("seq_len",), CopyTask,
+             sizes=lambda config: TaskSizes(config.seq_len + 2 * CopyTask.symbols, 10, 9, "all")),
     TaskSpec("digits", "Name a handwritten digit read one pixel row per step.",
-             ("digits_source",), DigitsTask, _digits_options),   # no seq_len: the images fix it
+             ("digits_source",), DigitsTask, _digits_options,   # no seq_len: the images fix it
+             sizes=_digits_sizes),
     TaskSpec("series", "Forecast a sine wave or a real series a few steps past a window of T.",
              ("seq_len", "series", "horizon"), _series,
-             lambda config: {"name": config.series, "horizon": config.horizon}),
+             lambda config: {"name": config.series, "horizon": config.horizon},
+             sizes=lambda config: TaskSizes(config.seq_len, 1, 1, "last")),
     TaskSpec("brackets", "Output the nesting depth after each bracket: a counter in the state.",
-             ("seq_len",), BracketsTask),
+             ("seq_len",), BracketsTask,
+             sizes=lambda config: TaskSizes(config.seq_len, 2, MAX_DEPTH + 1, "all")),
     TaskSpec("text", "Predict each next character of Python's source or a pasted text.",
-             ("seq_len", "text"), TextTask, lambda config: {"text": config.text or None}),
+             ("seq_len", "text"), TextTask, lambda config: {"text": config.text or None}, sizes=_text_sizes),
     TaskSpec("csv", "Forecast a column of your own CSV file a few rows past a window of T rows.",
-             ("seq_len", "horizon", "csv_path", "csv_columns", "csv_target"), _csv, _csv_options, _csv_restore),
+             ("seq_len", "horizon", "csv_path", "csv_columns", "csv_target"), _csv, _csv_options, _csv_restore,
+             sizes=_csv_sizes),
+    # Your model's input size is in its file, not its settings: the budget assumes `hidden`.
     TaskSpec("model", "Your own model, uploaded on the Runs page: its gates and gradients on your sequences.",
-             ("trace_loss",), _model_options, _model_options, _model_restore, trainable=False),
+             ("trace_loss",), _model_options, _model_options, _model_restore, trainable=False,
+             sizes=lambda config: TaskSizes(config.seq_len, config.hidden, config.hidden, "all")),
 )}
 
 

@@ -10,13 +10,12 @@ import time
 import torch
 from torch import Tensor
 
+from .budget import EVAL_SIZE
 from .config import Config
-from .history import History
+from .history import MAX_TRACES, History
 from .models import SequenceModel, resolve_device
 from .tasks import Task, task_for
 from .trace import Trace, trace
-
-EVAL_SIZE = 256   # held-out sequences behind the periodic eval_loss
 
 
 def _optimizer(config: Config, params) -> torch.optim.Optimizer:
@@ -37,7 +36,7 @@ def _norms(tensors: list[Tensor]) -> Tensor:
 class Trainer:
     """Trains config's model on config's task, one `step()` at a time."""
 
-    def __init__(self, config: Config, task: Task | None = None, max_traces: int = 48,
+    def __init__(self, config: Config, task: Task | None = None, max_traces: int = MAX_TRACES,
                  record_start: bool = True):
         self.config = config
         self.device, self.device_warning = resolve_device(config.device)
@@ -143,13 +142,19 @@ class Trainer:
     # -- measuring --------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, x: Tensor | None = None, y: Tensor | None = None) -> tuple[float, float]:
-        """Held-out (loss, metric) on the run's eval set, or on the given sequences."""
+        """Held-out (loss, metric) on the run's eval set, or on the given sequences, EVAL_SIZE
+        at a time: the memory budget counts one forward pass over that many."""
         if x is None:
             x, y = self.eval_set
         self.model.eval()
-        output = self.model(x.to(self.device))
-        y = y.to(self.device)
-        return self.task.loss(output, y).item(), self.task.metric(output, y)
+        loss = metric = 0.0
+        for start in range(0, len(x), EVAL_SIZE):
+            # Both are means over equally long sequences: weighted by each part's share.
+            xs, ys = x[start:start + EVAL_SIZE].to(self.device), y[start:start + EVAL_SIZE].to(self.device)
+            output = self.model(xs)
+            loss += self.task.loss(output, ys).item() * len(xs)
+            metric += self.task.metric(output, ys) * len(xs)
+        return loss / len(x), metric / len(x)
 
     def evaluate_and_record(self) -> None:
         self.history.record_eval(self.steps_done, *self.evaluate())
