@@ -1,0 +1,571 @@
+"""Load test: many browser sessions training at once on one app server.
+
+    python -m tests.load [--sessions 10] [--seconds 60] [--cohorts 1] [--max-runs M] [--json out.json]
+
+It starts the app's Streamlit server itself (on a free loopback port, with a fresh temporary
+run store), warms it up with one short run, and reads its baseline memory (VmRSS) and thread
+count. Then, per cohort, N Chromium contexts (N browser sessions) each open the Train page with
+the settings in the link and press Train; for the window, the step counter's values are taken
+from the websocket as the server sends them (timed on arrival: a busy browser reads its page
+late), and each page is read every second for its queue place and any error. The cohort's tabs
+then close, and after --settle seconds the server's memory and threads are read again.
+
+Per session it reports steps/s (over the window, and over the time it was admitted: its step
+counter advancing, no queue place shown), the view's refresh interval (median and p95), the
+queue places it showed, and its errors (tracebacks, st.error boxes, JS and console errors,
+timeouts, requests off the loopback interface). It also reports the server's RSS and threads
+before, during and after, and the CPU the server and the load generator (this process, the
+Playwright driver and Chromium) each used, so the browser's work is not read as the server's.
+
+It exits non-zero on any error, on starvation (an admitted run below --min-share of the fair
+share, or a run that waited over --start-grace s to train without showing its queue place), or
+on a leak (after a cohort, RSS more than --rss-slack-mb above the baseline, or threads more
+than --thread-slack above it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "browser"))
+
+from _app import EXCEPTION, IDLE, STEP, TIMEOUT_MS, AppPage, wait_ready  # noqa: E402
+from _server import OUT, Server, launch_chromium  # noqa: E402
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: E402
+
+QUEUE = ".st-key-queue_place"                       # a queued run's place (fair admission)
+ERROR_BOX = '[data-testid="stAlertContentError"]'   # st.error
+# Bounded: other values are refused. The server's idle I/O threads (anyio's, serving files) end
+# once idle 10 s, but only at its next request: so "at rest" readings come 12 s or more after a
+# cohort, just after one request.
+LIMITS = {"sessions": (1, 20), "seconds": (1, 600), "cohorts": (1, 5), "settle": (12, 120)}
+SESSION_TTL = 5        # s a closed tab's Streamlit session is kept for a reconnect (default 120)
+SAMPLE_EVERY = 1.0     # s between readings of every tab and of the server
+STAGGER = 0.25         # s between opening two tabs
+TICK = os.sysconf("SC_CLK_TCK")
+
+# What one tab reads in one round trip: its step counter, queue place, tracebacks, error boxes.
+READ_TAB = f"""() => {{
+    const text = sel => {{ const e = document.querySelector(sel); return e ? e.innerText.trim() : null; }};
+    const all = sel => [...document.querySelectorAll(sel)].map(e => e.innerText.trim());
+    return {{step: text({json.dumps(STEP)}), queue: text({json.dumps(QUEUE)}),
+             exceptions: all({json.dumps(EXCEPTION)}), errors: all({json.dumps(ERROR_BOX)})}};
+}}"""
+
+
+# --- the server's and the generator's processes, from /proc --------------------------------
+
+def _stat(pid: int) -> tuple[str, int, float] | None:
+    """(command name, parent pid, CPU seconds used: user + system) of a live process."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    name, rest = raw[raw.index("(") + 1:raw.rindex(")")], raw[raw.rindex(")") + 2:].split()
+    return name, int(rest[1]), (int(rest[11]) + int(rest[12])) / TICK
+
+
+def memory(pid: int) -> dict:
+    """The process's resident memory (MB) and thread count, from /proc/<pid>/status."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024, "threads": int(fields["Threads"])}
+
+
+def thread_names(pid: int) -> dict[str, int]:
+    """How many of the process's threads carry each name (torch's and the OS's name theirs;
+    Python's threads are all "python")."""
+    names: dict[str, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+        except OSError:
+            continue
+        names[name] = names.get(name, 0) + 1
+    return dict(sorted(names.items()))
+
+
+def tree(root: int, skip: int | None = None) -> dict[int, tuple[str, float]]:
+    """root and its descendants (not skip's branch): pid -> (command name, CPU seconds)."""
+    procs = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := _stat(int(entry))):
+            procs[int(entry)] = stat
+    children: dict[int, list[int]] = {}
+    for pid, (_, parent, _) in procs.items():
+        children.setdefault(parent, []).append(pid)
+    out, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        if pid == skip or pid not in procs:
+            continue
+        out[pid] = (procs[pid][0], procs[pid][2])
+        todo.extend(children.get(pid, []))
+    return out
+
+
+class CpuMeter:
+    """CPU time a process tree used since mark(), by kind of process. Sampled often, so a
+    process that ends between samples loses at most its last interval."""
+
+    def __init__(self, root: int, skip: int | None = None, kind=lambda pid, name: "all"):
+        self.root, self.skip, self.kind = root, skip, kind
+        self.start: dict[int, float] = {}
+        self.seen: dict[int, tuple[str, float]] = {}
+        self.since = time.monotonic()
+
+    def mark(self) -> None:
+        self.seen = {pid: (self.kind(pid, name), cpu) for pid, (name, cpu) in tree(self.root, self.skip).items()}
+        self.start = {pid: cpu for pid, (_, cpu) in self.seen.items()}
+        self.since = time.monotonic()
+
+    def sample(self) -> None:
+        for pid, (name, cpu) in tree(self.root, self.skip).items():
+            self.seen[pid] = (self.kind(pid, name), cpu)
+
+    def cores(self) -> dict[str, float]:
+        """Cores used since mark(), in all and by kind."""
+        self.sample()
+        took = max(time.monotonic() - self.since, 1e-9)
+        used: dict[str, float] = {}
+        for pid, (kind, cpu) in self.seen.items():
+            used[kind] = used.get(kind, 0.0) + (cpu - self.start.get(pid, 0.0)) / took
+        return {"total": round(sum(used.values()), 3), **{k: round(v, 3) for k, v in sorted(used.items())}}
+
+
+def generator_kind(pid: int, name: str) -> str:
+    if pid == os.getpid():
+        return "driver"          # this Python process
+    if name.startswith("node"):
+        return "playwright"      # Playwright's driver
+    return "chromium" if name.startswith("chrom") else "other"
+
+
+# --- one browser session ------------------------------------------------------------------
+
+@dataclass
+class Tab:
+    """One browser session in a cohort: the step counter's values as the server sent them,
+    what its page showed every second, and what went wrong."""
+
+    number: int
+    app: AppPage
+    context: object
+    pressed_at: float | None = None
+    start_step: int = 0
+    steps: list[tuple[float, int]] = field(default_factory=list)                        # (arrival, step)
+    samples: list[tuple[float, int | None, str | None]] = field(default_factory=list)   # (time, step, queue)
+    errors: dict[str, int] = field(default_factory=dict)                                 # text -> times seen
+    first_seen: dict[str, float] = field(default_factory=dict)                           # text -> when
+    refused: dict[str, int] = field(default_factory=dict)      # URL off loopback -> times refused
+
+    def error(self, text: str) -> None:
+        text = text.strip()[:500]
+        self.errors[text] = self.errors.get(text, 0) + 1
+        self.first_seen.setdefault(text, time.monotonic())
+
+    def frame(self, payload) -> None:
+        """A websocket frame: keep the step counter's value if it carries it. Timed on arrival,
+        so a busy browser (which reads its DOM late) does not blur the rates."""
+        data = payload if isinstance(payload, bytes) else payload.encode()
+        if b"Step" not in data:
+            return
+        msg = ForwardMsg()
+        try:
+            msg.ParseFromString(data)
+        except Exception:   # noqa: BLE001 - not a ForwardMsg
+            return
+        element = msg.delta.new_element
+        if element.WhichOneof("type") == "metric" and element.metric.label == "Step" and element.metric.body.isdigit():
+            self.steps.append((time.monotonic(), int(element.metric.body)))
+
+    def read(self) -> None:
+        try:
+            seen = self.app.page.evaluate(READ_TAB)
+        except Exception as problem:   # noqa: BLE001 - a tab that cannot be read is an error, not a crash
+            self.error(f"reading the tab: {problem}")
+            return
+        for text in seen["exceptions"]:
+            self.error(f"traceback: {text}")
+        for text in seen["errors"]:
+            self.error(f"st.error: {text}")
+        step = int(seen["step"]) if seen["step"] and seen["step"].isdigit() else None
+        self.samples.append((time.monotonic(), step, seen["queue"]))
+
+    def close_errors(self) -> None:
+        for text in self.app.js_errors:
+            self.error(f"JS error: {text}")
+        self.app.js_errors.clear()
+
+
+def open_tab(browser, url: str, number: int, shots: Path) -> Tab:
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    context.set_default_timeout(TIMEOUT_MS)
+    tab = Tab(number, AppPage(context.new_page(), url.split("/?")[0], shots), context)
+    # Loopback only: a request elsewhere (the browser fetches a Material page icon from Google's
+    # font server) is refused and reported, and its failure is not counted as the app's error.
+    host = re.escape(url.split("/?")[0])
+
+    def refuse(route) -> None:
+        tab.refused[route.request.url] = tab.refused.get(route.request.url, 0) + 1
+        route.abort()
+
+    def console(msg) -> None:
+        if msg.type == "error" and msg.location.get("url") not in tab.refused:
+            tab.error(f"console: {msg.text}")
+
+    context.route(re.compile(rf"^(?!{host}(/|$))"), refuse)
+    page = tab.app.page
+    page.on("console", console)
+    page.on("websocket", lambda ws: "/_stcore/stream" in ws.url and ws.on("framereceived", tab.frame))
+    page.goto(url, wait_until="commit")
+    return tab
+
+
+def step_at(steps: list[tuple[float, int]], t: float) -> tuple[float, int] | None:
+    """The last (arrival, step) at or before t."""
+    before = [event for event in steps if event[0] <= t]
+    return before[-1] if before else None
+
+
+def summarise(tab: Tab, since: float, until: float, grace: float) -> dict:
+    """A tab's figures over the window [since, until]."""
+    out = {"session": tab.number, "errors": dict(tab.errors), "refused": dict(tab.refused)}
+    events = [(t, s) for t, s in tab.steps if since <= t <= until]
+    first, last = step_at(tab.steps, since) or (events[0] if events else None), step_at(tab.steps, until)
+    # Over the whole window: a page that stops hearing from the server shows a low rate.
+    out["steps_per_second"] = (last[1] - first[1]) / (until - max(since, first[0])) if first and last else None
+    # Admitted: from the first refresh that shows the step advancing to the last, leaving out any
+    # stretch in which it did not advance while the page showed a queue place. Counting from a
+    # refresh (not from Train) keeps a slow first refresh out of the rate.
+    places = [(t, q) for t, _, q in tab.samples if q]
+    advanced = [i for i in range(1, len(events)) if events[i][1] > events[i - 1][1]]
+    admitted_s = admitted_steps = 0.0
+    for i in range(advanced[0] + 1, advanced[-1] + 1) if advanced else ():
+        (t0, s0), (t1, s1) = events[i - 1], events[i]
+        if s1 > s0 or not any(t0 <= t <= t1 for t, _ in places):
+            admitted_s += t1 - t0
+            admitted_steps += s1 - s0
+    out["admitted_seconds"] = round(admitted_s, 2)
+    out["admitted_steps"] = int(admitted_steps)
+    out["admitted_steps_per_second"] = admitted_steps / admitted_s if admitted_s else None
+    out["queue_seen"] = bool(places)
+    out["queue_places"] = sorted({int(m.group()) for _, q in places if (m := re.search(r"\d+", q))}, reverse=True)
+    out["queue_text"] = places[0][1] if places else None
+    # How long after Train its step first moved (as the server told the page).
+    first_move = next((t for t, s in tab.steps if tab.pressed_at and t > tab.pressed_at and s > tab.start_step), None)
+    out["start_delay"] = round(first_move - tab.pressed_at, 2) if first_move else None
+    if tab.pressed_at is not None and not places and (first_move is None or first_move - tab.pressed_at > grace):
+        tab.error(f"waited {'the whole window' if first_move is None else f'{first_move - tab.pressed_at:.1f} s'} "
+                  "to train without showing a queue place")
+        out["errors"] = dict(tab.errors)
+    # The live view's refresh interval: between consecutive finished fragment reruns.
+    done = [t for t, status, _ in tab.app.frames.finished
+            if since <= t <= until and status == ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY]
+    gaps = sorted(b - a for a, b in zip(done, done[1:]))
+    out["refreshes"] = len(done)
+    out["refresh_median_s"] = round(statistics.median(gaps), 3) if gaps else None
+    out["refresh_p95_s"] = round(gaps[min(len(gaps) - 1, int(0.95 * len(gaps)))], 3) if gaps else None
+    out["errors_first_seen"] = {text: round(t - since, 2) for text, t in tab.first_seen.items()}   # s in the window
+    out["pressed_at"] = round(tab.pressed_at - since, 2) if tab.pressed_at else None
+    out["step_events"] = [(round(t - since, 2), s) for t, s in tab.steps]
+    # What the page showed each second (time in the window, step, queue place): a cross-check.
+    out["page_readings"] = [(round(t - since, 2), s, q) for t, s, q in tab.samples]
+    return out
+
+
+# --- a cohort -----------------------------------------------------------------------------
+
+class Watch:
+    """The server's memory and threads, and both sides' CPU, sampled every second."""
+
+    def __init__(self, server_pid: int):
+        self.pid = server_pid
+        self.server_cpu = CpuMeter(server_pid)
+        self.generator_cpu = CpuMeter(os.getpid(), skip=server_pid, kind=generator_kind)
+        self.readings: list[dict] = []
+
+    def mark(self) -> None:
+        self.server_cpu.mark()
+        self.generator_cpu.mark()
+        self.readings = []
+
+    def sample(self) -> dict:
+        reading = {"t": time.monotonic(), **memory(self.pid)}
+        self.readings.append(reading)
+        self.server_cpu.sample()
+        self.generator_cpu.sample()
+        return reading
+
+    def during(self) -> dict:
+        rss, threads = [r["rss_mb"] for r in self.readings], [r["threads"] for r in self.readings]
+        return {"rss_mb_max": round(max(rss), 1), "rss_mb_mean": round(statistics.mean(rss), 1),
+                "threads_max": max(threads), "threads_mean": round(statistics.mean(threads), 1)}
+
+    def cpu(self) -> dict:
+        return {"server_cores": self.server_cpu.cores(), "generator_cores": self.generator_cpu.cores()}
+
+
+def set_up(tabs: list[Tab], watch: Watch, timeout: float) -> None:
+    """Press Train in each tab as soon as its page is ready (first come, first served), reading
+    the tabs already pressed every second meanwhile, so each one's start delay is seen."""
+    waiting, pressed, deadline, next_read = list(tabs), [], time.monotonic() + timeout, 0.0
+    while waiting and time.monotonic() < deadline:
+        for tab in list(waiting):
+            try:
+                if tab.app.page.locator(IDLE).count() and tab.app.page.locator(STEP).first.is_visible():
+                    tab.read()
+                    tab.start_step = tab.steps[-1][1] if tab.steps else 0
+                    tab.app.page.get_by_role("button", name="Train", exact=True).click()
+                    tab.pressed_at = time.monotonic()
+                    waiting.remove(tab)
+                    pressed.append(tab)
+            except Exception as problem:   # noqa: BLE001 - a timeout is one of the errors the test reports
+                tab.error(f"pressing Train: {problem}")
+                waiting.remove(tab)
+        if time.monotonic() >= next_read:
+            next_read = time.monotonic() + SAMPLE_EVERY
+            for tab in pressed:
+                tab.read()
+            watch.sample()
+        tabs[0].app.page.wait_for_timeout(200)
+    for tab in waiting:
+        tab.error(f"the Train page was not ready {timeout:g} s after the cohort began")
+
+
+def wait(page, seconds: float, watch: Watch, tabs: list[Tab] = ()) -> None:
+    """Sample the tabs and the server every SAMPLE_EVERY for `seconds`, waiting with a page's
+    clock so Playwright keeps delivering websocket frames meanwhile."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        tick = time.monotonic()
+        for tab in tabs:
+            tab.read()
+        watch.sample()
+        page.wait_for_timeout(max(0.0, min(left, SAMPLE_EVERY - (time.monotonic() - tick))) * 1000)
+
+
+def settle(watch: Watch, seconds: float, url: str) -> dict:
+    """After a cohort: wait, sampling; the server's memory and threads at rest, and its CPU use
+    over the last half of the wait (a run that trains on after its tab closed shows here)."""
+    watch.mark()
+    end, half = time.monotonic() + seconds, time.monotonic() + seconds / 2
+    while time.monotonic() < end:
+        if time.monotonic() >= half:
+            watch.server_cpu.mark()
+            half = float("inf")
+        watch.sample()
+        time.sleep(min(SAMPLE_EVERY, max(0.0, end - time.monotonic())))
+    with urllib.request.urlopen(url + "/", timeout=10) as response:   # lets idle I/O threads end
+        response.read()
+    time.sleep(1)
+    return {**memory(watch.pid), "thread_names": thread_names(watch.pid),
+            "server_cores_at_rest": watch.server_cpu.cores()["total"],
+            "readings": [{**r, "t": round(r["t"] - watch.readings[0]["t"], 2)} for r in watch.readings]}
+
+
+def warm_up(browser, server: Server, shots: Path, settings: str) -> None:
+    """One short run, paused and closed: the server imports torch, builds a model and trains
+    before its baseline is read, so the baseline is that of a warm, idle server."""
+    tab = open_tab(browser, f"{server.url}/?{settings}", 0, shots)
+    try:
+        wait_ready(tab.app.page, STEP)
+        tab.app.press("Train")
+        tab.app.wait_step_above(0)
+        tab.app.press("Pause")
+        tab.read()
+        tab.close_errors()
+        if tab.errors:
+            raise RuntimeError(f"the warm-up session failed: {tab.errors}")
+    finally:
+        tab.context.close()
+
+
+def cohort(browser, server: Server, options: argparse.Namespace, watch: Watch, number: int) -> dict:
+    before = memory(server.proc.pid)
+    tabs: list[Tab] = []
+    try:
+        for i in range(options.sessions):
+            tabs.append(open_tab(browser, f"{server.url}/?{options.settings}", i + 1, options.shots))
+            tabs[-1].app.page.wait_for_timeout(STAGGER * 1000)
+        set_up(tabs, watch, TIMEOUT_MS / 1000 + 3 * options.sessions)
+        watch.mark()
+        since = time.monotonic()
+        wait(tabs[0].app.page, options.seconds, watch, tabs)
+        until = time.monotonic()
+        during, cpu = {**watch.during(), "thread_names": thread_names(server.proc.pid)}, watch.cpu()
+        for tab in tabs:
+            tab.close_errors()
+        sessions = [summarise(tab, since, until, options.start_grace) for tab in tabs]
+    finally:
+        for tab in tabs:
+            try:
+                tab.context.close()
+            except Exception:   # noqa: BLE001 - closing the rest matters more
+                pass
+    after = settle(watch, options.settle, server.url)
+    return {"cohort": number, "window_seconds": round(until - since, 2), "before": before, "during": during,
+            "after": after, "cpu": cpu, "sessions": sessions}
+
+
+# --- verdict and report -------------------------------------------------------------------
+
+def judge(result: dict, baseline: dict, options: argparse.Namespace) -> list[str]:
+    """What fails this cohort: errors, starvation, leaks."""
+    failures = []
+    sessions = result["sessions"]
+    for s in sessions:
+        for text, count in s["errors"].items():
+            failures.append(f"session {s['session']}: {text}" + (f" (×{count})" if count > 1 else ""))
+    judged = [s for s in sessions if s["admitted_seconds"] >= options.min_admitted]
+    # The fair share of an admitted run: all admitted steps over all admitted run-seconds,
+    # i.e. the machine's training rate divided by the number of runs training at a time.
+    seconds = sum(s["admitted_seconds"] for s in judged)
+    fair = sum(s["admitted_steps"] for s in judged) / seconds if seconds else None
+    result["fair_share_steps_per_second"] = round(fair, 2) if fair else None
+    for s in judged:
+        s["share"] = round(s["admitted_steps_per_second"] / fair, 3) if fair else None
+        if fair and s["admitted_steps_per_second"] < options.min_share * fair:
+            failures.append(f"session {s['session']}: starved, {s['admitted_steps_per_second']:.1f} steps/s admitted, "
+                            f"{s['share']:.2f}× the fair share of {fair:.1f}")
+    after = result["after"]
+    if after["rss_mb"] - baseline["rss_mb"] > options.rss_slack_mb:
+        failures.append(f"leak: RSS {after['rss_mb']:.0f} MB after the cohort left, "
+                        f"{after['rss_mb'] - baseline['rss_mb']:+.0f} MB on the baseline {baseline['rss_mb']:.0f} MB")
+    if after["threads"] > baseline["threads"] + options.thread_slack:
+        failures.append(f"leak: {after['threads']} threads after the cohort left, baseline {baseline['threads']}")
+    return failures
+
+
+def _n(value, digits=1, scale=1.0) -> str:
+    return "-" if value is None else f"{value * scale:.{digits}f}"
+
+
+def report(result: dict, baseline: dict, options: argparse.Namespace) -> str:
+    lines = [f"cohort {result['cohort']}: {len(result['sessions'])} sessions, {result['window_seconds']:.0f} s window, "
+             f"fair share {_n(result['fair_share_steps_per_second'])} steps/s per admitted run",
+             f"{'session':>7} {'admitted s':>10} {'steps/s':>8} {'admitted':>9} {'share':>6} "
+             f"{'refresh ms med/p95':>19} {'queue':>12} {'errors':>6}"]
+    for s in result["sessions"]:
+        queue = ("place " + "→".join(map(str, s["queue_places"]))) if s["queue_places"] else (
+            "shown" if s["queue_seen"] else "-")
+        lines.append(f"{s['session']:>7} {s['admitted_seconds']:>10.1f} {_n(s['steps_per_second']):>8} "
+                     f"{_n(s['admitted_steps_per_second']):>9} {_n(s.get('share'), 2):>6} "
+                     f"{_n(s['refresh_median_s'], 0, 1e3) + ' / ' + _n(s['refresh_p95_s'], 0, 1e3):>19} "
+                     f"{queue:>12} {sum(s['errors'].values()):>6}")
+    b, d, a, cpu = result["before"], result["during"], result["after"], result["cpu"]
+    lines += [f"server RSS MB: baseline {baseline['rss_mb']:.0f}, before {b['rss_mb']:.0f}, during max "
+              f"{d['rss_mb_max']:.0f} mean {d['rss_mb_mean']:.0f}, after {a['rss_mb']:.0f} "
+              f"({a['rss_mb'] - baseline['rss_mb']:+.0f} on the baseline)",
+              f"server threads: baseline {baseline['threads']}, before {b['threads']}, during max {d['threads_max']} "
+              f"mean {d['threads_mean']:.0f}, after {a['threads']}",
+              "CPU over the window, in cores: server " + _n(cpu["server_cores"]["total"], 2) + ", load generator "
+              + _n(cpu["generator_cores"]["total"], 2) + " (" + ", ".join(
+                  f"{k} {v:.2f}" for k, v in cpu["generator_cores"].items() if k != "total") + ")"
+              + f"; server after the cohort left: {a['server_cores_at_rest']:.2f}"]
+    refused = sorted({url for s in result["sessions"] for url in s["refused"]})
+    if refused:
+        lines.append(f"requests off loopback refused (not counted as errors): {', '.join(refused)}")
+    failures = result["failures"]
+    lines.append("verdict: ok" if not failures else "verdict: FAIL\n  " + "\n  ".join(failures))
+    return "\n".join(lines)
+
+
+# --- the whole test -----------------------------------------------------------------------
+
+def run(options: argparse.Namespace, browser=None, echo=print) -> dict:
+    """Start a server, warm it, run the cohorts; return everything measured, with `failures`.
+    Uses `browser` (a Playwright Chromium) if given, else starts one of its own."""
+    options.shots = Path(getattr(options, "shots", None) or OUT.parent / "load")
+    options.shots.mkdir(parents=True, exist_ok=True)
+    store = Path(tempfile.mkdtemp(prefix="gate-explorer-load-")) / "runs.sqlite"
+    env = {"GATE_EXPLORER_DB": str(store)}
+    if options.max_runs:
+        env["GATE_EXPLORER_MAX_RUNS"] = str(options.max_runs)
+    server = Server(options.shots / "streamlit.log", env=env,
+                    launch=[sys.executable, "-m", "streamlit", "run", "app.py",
+                            "--server.disconnectedSessionTTL", str(SESSION_TTL)])
+    results = {"options": {k: v for k, v in vars(options).items() if k != "shots"}, "cohorts": [],
+               "server_log": str(server.log_path), "store": str(store)}
+    playwright = None
+    try:
+        server.start()
+        pid = server.proc.pid
+        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+        assert exe.startswith("python") and b"streamlit" in Path(f"/proc/{pid}/cmdline").read_bytes(), \
+            f"pid {pid} is {exe}, not the Streamlit server's Python"
+        if browser is None:
+            from playwright.sync_api import sync_playwright
+            playwright = sync_playwright().start()
+            browser = launch_chromium(playwright)
+        watch = Watch(pid)
+        warm_up(browser, server, options.shots, options.settings)
+        results["baseline"] = baseline = {k: v for k, v in settle(watch, options.settle, server.url).items() if k != "readings"}
+        echo(f"server pid {pid} on {server.url}: baseline RSS {baseline['rss_mb']:.0f} MB, "
+             f"{baseline['threads']} threads (after a warm-up run and {options.settle:g} s)")
+        for number in range(1, options.cohorts + 1):
+            result = cohort(browser, server, options, watch, number)
+            result["failures"] = judge(result, baseline, options)
+            results["cohorts"].append(result)
+            echo(report(result, baseline, options))
+    finally:
+        if playwright is not None:
+            if browser is not None:
+                browser.close()
+            playwright.stop()
+        server.stop()
+    results["failures"] = [f"cohort {c['cohort']}: {f}" for c in results["cohorts"] for f in c["failures"]]
+    return results
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tests.load", description=__doc__.split("\n\n")[0])
+    p.add_argument("--sessions", type=int, default=10, help="browser sessions per cohort, each training")
+    p.add_argument("--seconds", type=float, default=60.0, help="the measured training window per cohort")
+    p.add_argument("--cohorts", type=int, default=1, help="cohorts one after another (the memory check wants 3)")
+    p.add_argument("--settle", type=float, default=15.0,
+                   help=f"seconds after a cohort's tabs close before 'after' is read (sessions are kept {SESSION_TTL} s)")
+    p.add_argument("--max-runs", type=int, help="GATE_EXPLORER_MAX_RUNS for the server: runs training at once")
+    p.add_argument("--settings", default="steps=100000",
+                   help="the run's settings as link parameters (default: the defaults, long enough not to finish)")
+    p.add_argument("--min-share", type=float, default=0.8, help="an admitted run's least share of the fair share")
+    p.add_argument("--min-admitted", type=float, default=5.0,
+                   help="seconds admitted before a run's share is judged (shorter is too noisy to call)")
+    p.add_argument("--start-grace", type=float, default=15.0,
+                   help="seconds after Train a run may take to start without showing a queue place")
+    p.add_argument("--rss-slack-mb", type=float, default=50.0, help="RSS after a cohort may exceed the baseline by this")
+    p.add_argument("--thread-slack", type=int, default=2,
+                   help="threads after a cohort may exceed the baseline by this (the server's I/O thread pool grows)")
+    p.add_argument("--json", type=Path, help="write everything measured here")
+    return p
+
+
+def options(argv: list[str] | None = None) -> argparse.Namespace:
+    p = parser()
+    args = p.parse_args(argv)
+    for name, (low, top) in LIMITS.items():
+        if not low <= getattr(args, name) <= top:
+            p.error(f"--{name} must be from {low} to {top}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = options(argv)
+    results = run(args)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+    print("load test: " + ("ok" if not results["failures"] else f"FAIL ({len(results['failures'])} problems)"))
+    return 1 if results["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
