@@ -50,6 +50,7 @@ ERROR_BOX = '[data-testid="stAlertContentError"]'   # st.error
 # cohort, just after one request.
 LIMITS = {"sessions": (1, 20), "seconds": (1, 600), "cohorts": (1, 5), "settle": (12, 120)}
 SESSION_TTL = 5        # s a closed tab's Streamlit session is kept for a reconnect (default 120)
+RELOAD_GRACE = 2       # s a closed session's training run waits for a reload (default 30)
 SAMPLE_EVERY = 1.0     # s between readings of every tab and of the server
 STAGGER = 0.25         # s between opening two tabs
 TICK = os.sysconf("SC_CLK_TCK")
@@ -488,7 +489,9 @@ def run(options: argparse.Namespace, browser=None, echo=print) -> dict:
     options.shots = Path(getattr(options, "shots", None) or OUT.parent / "load")
     options.shots.mkdir(parents=True, exist_ok=True)
     store = Path(tempfile.mkdtemp(prefix="gate-explorer-load-")) / "runs.sqlite"
-    env = {"GATE_EXPLORER_DB": str(store)}
+    # A closed tab's training run keeps going RELOAD_GRACE s for a reload (pages/session.py):
+    # short here, so "after" is read once the runs of the cohort have ended.
+    env = {"GATE_EXPLORER_DB": str(store), "GATE_EXPLORER_RELOAD_GRACE_S": str(RELOAD_GRACE)}
     if options.max_runs:
         env["GATE_EXPLORER_MAX_RUNS"] = str(options.max_runs)
     server = Server(options.shots / "streamlit.log", env=env,
