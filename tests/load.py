@@ -458,7 +458,7 @@ def judge(result: dict, baseline: dict, options: argparse.Namespace) -> list[str
         # Its share: while admitted if it was queued for part of the window; else over the
         # whole window, as its page showed no queue place (a view that froze counts against it).
         rate = s["admitted_steps_per_second"] if s["queue_seen_in_window"] else s["steps_per_second"]
-        judged_here = s["admitted_seconds"] >= options.min_admitted or not s["queue_seen_in_window"]
+        judged_here = s["pressed"] and (s["admitted_seconds"] >= options.min_admitted or not s["queue_seen_in_window"])
         s["share"] = round(rate / fair, 3) if fair and rate is not None and judged_here else None
         if not s["pressed"]:
             continue                                # its error says why
