@@ -238,7 +238,7 @@ def step_at(steps: list[tuple[float, int]], t: float) -> tuple[float, int] | Non
     return before[-1] if before else None
 
 
-def summarise(tab: Tab, since: float, until: float, grace: float) -> dict:
+def summarise(tab: Tab, since: float, until: float) -> dict:
     """A tab's figures over the window [since, until]."""
     out = {"session": tab.number, "errors": dict(tab.errors), "refused": dict(tab.refused)}
     events = [(t, s) for t, s in tab.steps if since <= t <= until]
@@ -260,20 +260,20 @@ def summarise(tab: Tab, since: float, until: float, grace: float) -> dict:
     out["admitted_steps"] = int(admitted_steps)
     out["admitted_steps_per_second"] = admitted_steps / admitted_s if admitted_s else None
     out["queue_seen"] = bool(places)
+    out["queue_seen_in_window"] = any(since <= t <= until for t, _ in places)
+    out["moved_in_window"] = bool(first and last and last[1] > first[1])
     out["queue_places"] = sorted({int(m.group()) for _, q in places if (m := re.search(r"\d+", q))}, reverse=True)
     out["queue_text"] = places[0][1] if places else None
     # How long after Train its step first moved (as the server told the page).
     first_move = next((t for t, s in tab.steps if tab.pressed_at and t > tab.pressed_at and s > tab.start_step), None)
+    out["pressed"] = tab.pressed_at is not None
     out["start_delay"] = round(first_move - tab.pressed_at, 2) if first_move else None
-    if tab.pressed_at is not None and not places and (first_move is None or first_move - tab.pressed_at > grace):
-        tab.error(f"waited {'the whole window' if first_move is None else f'{first_move - tab.pressed_at:.1f} s'} "
-                  "to train without showing a queue place")
-        out["errors"] = dict(tab.errors)
-    # The live view's refresh interval: between consecutive finished fragment reruns.
-    done = [t for t, status, _ in tab.app.frames.finished
-            if since <= t <= until and status == ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY]
-    gaps = sorted(b - a for a, b in zip(done, done[1:]))
-    out["refreshes"] = len(done)
+    # The live view's refresh interval: between consecutive finished fragment reruns, from the
+    # last one before the window to the window's end (so a view that froze shows its wait).
+    done = [t for t, status, _ in tab.app.frames.finished if status == ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY]
+    edges = [t for t in done if t < since][-1:] + [t for t in done if since <= t <= until] + [until]
+    gaps = sorted(b - a for a, b in zip(edges, edges[1:]))
+    out["refreshes"] = sum(since <= t <= until for t in done)
     out["refresh_median_s"] = round(statistics.median(gaps), 3) if gaps else None
     out["refresh_p95_s"] = round(gaps[min(len(gaps) - 1, int(0.95 * len(gaps)))], 3) if gaps else None
     out["errors_first_seen"] = {text: round(t - since, 2) for text, t in tab.first_seen.items()}   # s in the window
@@ -391,8 +391,25 @@ def warm_up(browser, server: Server, shots: Path, settings: str) -> None:
         tab.context.close()
 
 
+def server_errors(log: str) -> list[str]:
+    """Each traceback in the server's log, as the line before it (what failed) and its
+    exception; a chained one ("During handling of the above exception...") joins the last."""
+    lines = [line for line in log.splitlines() if line.strip()]
+    found = []
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback (most recent call last)"):
+            before = lines[i - 1] if i else ""
+            last = next((x for x in lines[i + 1:] if not x.startswith((" ", "Traceback"))), "")
+            if before.startswith(("During handling", "The above exception")) and found:
+                found[-1] += f" → {last}"
+            else:
+                found.append(f"{before}: {last}" if before and not before.startswith(" ") else last)
+    return found
+
+
 def cohort(browser, server: Server, options: argparse.Namespace, watch: Watch, number: int) -> dict:
     before = memory(server.proc.pid)
+    log_start = server.log_path.stat().st_size
     tabs: list[Tab] = []
     try:
         for i in range(options.sessions):
@@ -406,7 +423,7 @@ def cohort(browser, server: Server, options: argparse.Namespace, watch: Watch, n
         during, cpu = {**watch.during(), "thread_names": thread_names(server.proc.pid)}, watch.cpu()
         for tab in tabs:
             tab.close_errors()
-        sessions = [summarise(tab, since, until, options.start_grace) for tab in tabs]
+        sessions = [summarise(tab, since, until) for tab in tabs]
     finally:
         for tab in tabs:
             try:
@@ -414,8 +431,11 @@ def cohort(browser, server: Server, options: argparse.Namespace, watch: Watch, n
             except Exception:   # noqa: BLE001 - closing the rest matters more
                 pass
     after = settle(watch, options.settle, server.url)
+    with open(server.log_path, "rb") as log:
+        log.seek(log_start)
+        errors = server_errors(log.read().decode(errors="replace"))
     return {"cohort": number, "window_seconds": round(until - since, 2), "before": before, "during": during,
-            "after": after, "cpu": cpu, "sessions": sessions}
+            "after": after, "cpu": cpu, "sessions": sessions, "server_errors": errors}
 
 
 # --- verdict and report -------------------------------------------------------------------
@@ -433,11 +453,27 @@ def judge(result: dict, baseline: dict, options: argparse.Namespace) -> list[str
     seconds = sum(s["admitted_seconds"] for s in judged)
     fair = sum(s["admitted_steps"] for s in judged) / seconds if seconds else None
     result["fair_share_steps_per_second"] = round(fair, 2) if fair else None
-    for s in judged:
-        s["share"] = round(s["admitted_steps_per_second"] / fair, 3) if fair else None
-        if fair and s["admitted_steps_per_second"] < options.min_share * fair:
-            failures.append(f"session {s['session']}: starved, {s['admitted_steps_per_second']:.1f} steps/s admitted, "
+    window = result["window_seconds"]
+    for s in sessions:
+        name = f"session {s['session']}"
+        # Its share: while admitted if it was queued for part of the window; else over the
+        # whole window, as its page showed no queue place (a view that froze counts against it).
+        rate = s["admitted_steps_per_second"] if s["queue_seen_in_window"] else s["steps_per_second"]
+        judged_here = s["pressed"] and (s["admitted_seconds"] >= options.min_admitted or not s["queue_seen_in_window"])
+        s["share"] = round(rate / fair, 3) if fair and rate is not None and judged_here else None
+        if not s["pressed"]:
+            continue                                # its error says why
+        if not s["queue_seen"] and (s["start_delay"] is None or s["start_delay"] > options.start_grace):
+            waited = "the whole test" if s["start_delay"] is None else f"{s['start_delay']:.1f} s"
+            failures.append(f"{name}: waited {waited} after Train to start training, without showing a queue place")
+        elif not s["queue_seen_in_window"] and not s["moved_in_window"]:
+            failures.append(f"{name}: its step counter did not move in the {window:.0f} s window, "
+                            "and it showed no queue place")
+        elif s["share"] is not None and s["share"] < options.min_share:
+            failures.append(f"{name}: starved, {rate:.1f} steps/s "
+                            f"{'while admitted' if s['queue_seen_in_window'] else 'over the window'}, "
                             f"{s['share']:.2f}× the fair share of {fair:.1f}")
+    failures += [f"server log: {text}" for text in result["server_errors"]]
     after = result["after"]
     if after["rss_mb"] - baseline["rss_mb"] > options.rss_slack_mb:
         failures.append(f"leak: RSS {after['rss_mb']:.0f} MB after the cohort left, "
@@ -547,7 +583,8 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds after Train a run may take to start without showing a queue place")
     p.add_argument("--rss-slack-mb", type=float, default=50.0, help="RSS after a cohort may exceed the baseline by this")
     p.add_argument("--thread-slack", type=int, default=2,
-                   help="threads after a cohort may exceed the baseline by this (the server's I/O thread pool grows)")
+                   help="threads after a cohort may exceed the baseline by this: a closed session's thread still "
+                        "saving, a second I/O worker if two requests overlapped (each run that trains holds one)")
     p.add_argument("--json", type=Path, help="write everything measured here")
     return p
 
