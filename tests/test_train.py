@@ -369,7 +369,7 @@ def test_history_keeps_its_traces_within_the_byte_budget():
 def test_config_refuses_a_probe_trace_too_large_for_a_shared_server():
     with pytest.raises(ValueError, match="probe trace would hold about .* MB"):
         Config(seq_len=1000, hidden=512, layers=4, probe_count=64)
-    assert Config(seq_len=1000, hidden=256, probe_count=8).probe_trace_bytes < 64 * 2**20
+    assert Config(seq_len=1000, hidden=256, probe_count=8, batch_size=16).probe_trace_bytes < 64 * 2**20
 
 
 def test_run_traces_hand_built_sequences_between_steps_while_training():
