@@ -89,6 +89,7 @@ class LiveRuns:
         self._lock = threading.Lock()
         self._held: dict[str, tuple[Run, set[int]]] = {}
         self._orphaned: dict[str, float] = {}         # run id -> when its last holder let go
+        self._timer: threading.Timer | None = None    # the one pending look at orphans
 
     def hold(self, run: Run, holder: object) -> None:
         with self._lock:
@@ -115,7 +116,7 @@ class LiveRuns:
             self._orphaned.pop(run.id, None)
 
     def _prune(self) -> None:
-        now, later = time.monotonic(), False
+        now, later = time.monotonic(), []
         with self._lock:
             orphans = []
             for run_id, (run, holders) in list(self._held.items()):
@@ -123,17 +124,19 @@ class LiveRuns:
                     continue
                 since = self._orphaned.setdefault(run_id, now)
                 if run.status == Status.RUNNING and now - since < self.grace:
-                    later = True                       # a reload may still take it back
+                    later.append(since + self.grace - now)   # a reload may still take it back
                     continue
                 orphans.append(run)
                 del self._held[run_id]
                 self._orphaned.pop(run_id, None)
+            # One timer at a time, for the first grace to end (this may be that timer's own call).
+            timer = self._timer
+            if later and (timer is None or not timer.is_alive() or timer is threading.current_thread()):
+                self._timer = threading.Timer(min(later) + 0.05, self._prune)
+                self._timer.daemon = True
+                self._timer.start()
         for run in orphans:
             run.stop()
-        if later:
-            timer = threading.Timer(self.grace, self._prune)
-            timer.daemon = True
-            timer.start()
 
 
 @st.cache_resource(show_spinner=False)

@@ -131,9 +131,18 @@ def test_a_training_run_whose_session_ended_waits_a_grace_period_for_a_reload():
     live.hold(run, new)                                        # the new session takes it back
     time.sleep(1.5)
     assert run.status == Status.RUNNING
+    other = Run(FAST, store=None)
+    other.id = "r2"
+    live.hold(other, old)
+    other.start()
+    wait_for(lambda: other.snapshot().step > 2, what="the second run training")
+    live.release(other, old)                                   # two orphans, let go at different times
+    time.sleep(0.5)
     live.release(run, new)                                     # the tab is closed for good
-    wait_for(lambda: run.status == Status.STOPPED, timeout=10, what="the grace period to end it")
-    assert live.get("r1") is None
+    # no call prunes from here on: the timers alone end both, each after its own grace
+    wait_for(lambda: other.status == Status.STOPPED, timeout=10, what="the first grace to end")
+    wait_for(lambda: run.status == Status.STOPPED, timeout=10, what="the second grace to end")
+    assert live.get("r1") is None and live.get("r2") is None
 
 
 def test_memory_goes_back_to_the_system_on_linux():
