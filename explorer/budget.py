@@ -44,14 +44,13 @@ class CellCost:
 
 
 COSTS = {
-    "lstm": CellCost(6.5, 12.0, 0.8, 2.3),
-    "gru": CellCost(8.5, 7.0, 0.4, 6.2),
-    "rnn": CellCost(3.7, 3.0, 1.6, 3.2),
-    "rnn-relu": CellCost(3.7, 3.0, 1.6, 3.2),
-    "peephole": CellCost(20.0, 6.0, 3.5, 8.2),
-    "cifg": CellCost(11.5, 3.0, 3.4, 6.2),
+    "lstm": CellCost(8.5, 11.0, 0.8, 2.3),
+    "gru": CellCost(8.5, 7.5, 0.4, 6.2),
+    "rnn": CellCost(5.0, 2.5, 1.6, 3.2),
+    "rnn-relu": CellCost(5.0, 2.5, 1.6, 3.2),
+    "peephole": CellCost(21.0, 5.0, 3.5, 8.2),
+    "cifg": CellCost(9.0, 8.5, 3.4, 6.2),
 }
-UNMEASURED = CellCost(*(max(column) for column in zip(*map(astuple, COSTS.values()))))
 OPTIMIZER_COPIES = {"sgd": 0, "momentum": 1, "rmsprop": 1, "adam": 2}   # state per weight
 # PyTorch's kernels paged in and its allocator's pools once a run trains: 88 to 104 MB measured
 # for a run of one sequence of two steps, whatever the cell.
@@ -117,7 +116,7 @@ def estimate(config: Config, sizes: TaskSizes | None = None) -> Estimate:
     spec = TASKS[config.task]
     T, inputs, outputs, mode, data, most = sizes if sizes is not None else spec.sizes(config)
     B, H, L = config.batch_size, config.hidden, config.layers
-    cell, cost = CELLS[config.cell], COSTS.get(config.cell, UNMEASURED)
+    cell, cost = CELLS[config.cell], COSTS[config.cell]
     every_step = mode == "all"
 
     # Each layer's W_ih, W_hh and biases, a few per-unit weights (peepholes), and the head; with

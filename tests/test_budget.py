@@ -11,7 +11,7 @@ import torch
 
 import explorer.__main__ as cli
 from explorer import Config, Trainer
-from explorer.budget import DEFAULT_MAX_RUN_MB, MAX_RUN_ENV, MB, PARTS, estimate, max_run_mb
+from explorer.budget import COSTS, DEFAULT_MAX_RUN_MB, MAX_RUN_ENV, MB, PARTS, estimate, max_run_mb
 from explorer.cells import CELLS
 from explorer.lessons import LESSONS
 from explorer.tasks import TASKS, task_for
@@ -79,6 +79,10 @@ def test_the_estimate_grows_with_each_size(field, small, large, cell, task):
     smaller, larger = (estimate(dataclasses.replace(base, **{field: n})) for n in (small, large))
     assert larger.total > smaller.total
     assert larger.activations > smaller.activations
+
+
+def test_every_cell_has_measured_costs():
+    assert set(COSTS) == set(CELLS)
 
 
 def test_adam_costs_more_than_sgd():
