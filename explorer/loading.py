@@ -72,10 +72,7 @@ def read_state_dict(path, name: str | None = None) -> dict[str, Tensor]:
     if suffix not in SUFFIXES:
         raise ModelFileError(f"{Path(label).name}: a model file must be .safetensors or .pt/.pth "
                              f"(a state_dict), not {suffix or 'a file without a suffix'}")
-    try:
-        raw = path.read() if hasattr(path, "read") else Path(path).read_bytes()
-    except OSError as error:
-        raise ModelFileError(f"cannot read {label}: {error.strerror or error}") from None
+    raw = _read_bytes(path, label)
     if suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load
@@ -220,10 +217,7 @@ def read_sequences(source, time_first: bool = False, name: str | None = None) ->
     feature, under a header. ModelFileError names what is wrong."""
     label = name or str(source)
     suffix = Path(label).suffix.lower()
-    try:
-        raw = source.read() if hasattr(source, "read") else Path(source).read_bytes()
-    except OSError as error:
-        raise ModelFileError(f"cannot read {label}: {error.strerror or error}") from None
+    raw = _read_bytes(source, label)
     if suffix == ".npy":
         try:
             x = np.load(io.BytesIO(raw), allow_pickle=False)
@@ -308,6 +302,14 @@ def _refused_object(error: Exception) -> str:
     # torch's first line advises weights_only=False: never repeated to someone holding a file
     # from elsewhere
     return "not a pickle of tensors"
+
+
+def _read_bytes(source, label: str) -> bytes:
+    """A path's or a file object's bytes; ModelFileError when they cannot be read."""
+    try:
+        return source.read() if hasattr(source, "read") else Path(source).read_bytes()
+    except OSError as error:
+        raise ModelFileError(f"cannot read {label}: {error.strerror or error}") from None
 
 
 def _layer_order(key: str):
