@@ -7,12 +7,11 @@ RSS it grew by. The estimate must never be under the measurement, nor more than 
 """
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import astuple, dataclass, fields
 from typing import TYPE_CHECKING
 
 from .cells import CELLS
+from .data import env_number
 from .history import MAX_TRACE_BYTES, MAX_TRACES, STEP_FIELDS
 from .tasks import TASKS, TaskSizes
 
@@ -103,11 +102,7 @@ class Estimate:
 
 def max_run_mb() -> float:
     """This server's memory per run: GATE_EXPLORER_MAX_RUN_MB, else 2048 (also when invalid)."""
-    try:
-        value = float(os.environ.get(MAX_RUN_ENV, DEFAULT_MAX_RUN_MB))
-    except ValueError:
-        return DEFAULT_MAX_RUN_MB
-    return value if math.isfinite(value) and value > 0 else DEFAULT_MAX_RUN_MB
+    return env_number(MAX_RUN_ENV, DEFAULT_MAX_RUN_MB)
 
 
 def estimate(config: Config, sizes: TaskSizes | None = None) -> Estimate:

@@ -7,6 +7,7 @@ import gzip
 import importlib.util
 import io
 import itertools
+import math
 import os
 import re
 import struct
@@ -16,6 +17,17 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+
+
+def env_number(name: str, default: float, *, allow_zero: bool = False) -> float:
+    """A server setting from the environment: the default when it is unset, unreadable, not
+    finite, negative, or zero (unless allow_zero)."""
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    usable = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    return value if usable else default
 
 
 def app_dir(package: Path = Path(__file__).resolve().parent) -> Path:

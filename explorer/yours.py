@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 
 import numpy as np
@@ -20,6 +19,7 @@ from safetensors.torch import save as save_tensors
 from torch import Tensor, nn
 
 from .config import FIELDS, MAX_PROBE_TRACE_MB, Config
+from .data import env_number
 from .loading import ModelFileError, build_module, cell_name, check_inputs, parse_loss, unit_loss
 from .tasks import Control, HandMade, Task
 
@@ -34,11 +34,7 @@ DEFAULT_MAX_UPLOAD_MB = 64.0      # a 4-layer LSTM of 512 units (the run caps) i
 def max_upload_mb() -> float:
     """The app's cap on one uploaded file: GATE_EXPLORER_MAX_UPLOAD_MB, else 64 MB (an
     unreadable value falls back to the default)."""
-    try:
-        value = float(os.environ.get(UPLOAD_ENV, DEFAULT_MAX_UPLOAD_MB))
-    except ValueError:
-        return DEFAULT_MAX_UPLOAD_MB
-    return value if math.isfinite(value) and value > 0 else DEFAULT_MAX_UPLOAD_MB
+    return env_number(UPLOAD_ENV, DEFAULT_MAX_UPLOAD_MB)
 
 
 class YourModel(nn.Module):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gc
 import hmac
-import os
 import shutil
 import tempfile
 import threading
@@ -18,6 +17,7 @@ import torch
 
 from explorer import Config, DataError, Run, Status, Trainer
 from explorer.admission import Admission, threads_per_run
+from explorer.data import env_number
 from explorer.memory import give_back, limit_arenas
 from explorer.store import RunStore, StoreError
 from pages.identity import browser_key
@@ -29,11 +29,7 @@ ERRORS = (ValueError, DataError, OSError, RuntimeError, StoreError)
 def idle_timeout() -> float:
     """Seconds without a page looking at a run before it pauses itself: the backstop for a
     session whose end the server never hears of (GATE_EXPLORER_IDLE_S, default 600)."""
-    try:
-        value = float(os.environ.get(IDLE_ENV, "600"))
-    except ValueError:
-        return 600.0
-    return value if value > 0 else 600.0
+    return env_number(IDLE_ENV, 600.0)
 
 
 IDLE_TIMEOUT = idle_timeout()
@@ -43,11 +39,7 @@ GRACE_ENV = "GATE_EXPLORER_RELOAD_GRACE_S"
 def reload_grace() -> float:
     """Seconds a training run whose session ended keeps training for a reload to take it back
     (GATE_EXPLORER_RELOAD_GRACE_S, default 30)."""
-    try:
-        value = float(os.environ.get(GRACE_ENV, "30"))
-    except ValueError:
-        return 30.0
-    return value if value >= 0 else 30.0
+    return env_number(GRACE_ENV, 30.0, allow_zero=True)
 
 # Torch's intra-op threads are per process: together, the admitted runs use at most one
 # thread per core (explorer/admission.py). Oversubscribed OpenMP threads stall every operator:
