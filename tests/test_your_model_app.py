@@ -4,23 +4,14 @@ page opens it; the way back to training works. Uploading, with the files a user 
 in Chromium (tests/browser/test_your_model_browser.py)."""
 import numpy as np
 import pytest
-import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
-from test_app import APP, figures, no_exception, values
+from test_app import APP, figures, fresh_session, no_exception, values  # noqa: F401 (autouse: a store per test)
 from torch import nn
 
 from explorer import Run, Status, Trainer, trace
 from explorer.store import RunStore, new_key
 from explorer.yours import look_inside
-
-
-@pytest.fixture(autouse=True)
-def fresh_session(tmp_path, monkeypatch):
-    monkeypatch.setenv("GATE_EXPLORER_DB", str(tmp_path / "runs.sqlite"))
-    st.cache_resource.clear()
-    yield
-    st.cache_resource.clear()
 
 
 @pytest.fixture
