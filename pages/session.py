@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import hmac
+import logging
 import shutil
 import tempfile
 import threading
@@ -18,7 +19,7 @@ import torch
 from explorer import Config, DataError, Run, Status, Trainer
 from explorer.admission import Admission, threads_per_run
 from explorer.data import env_number
-from explorer.memory import give_back, limit_arenas
+from explorer.memory import arena_hint, give_back, settle_allocator
 from explorer.store import RunStore, StoreError
 from pages.identity import browser_key
 
@@ -33,6 +34,7 @@ def idle_timeout() -> float:
 
 
 IDLE_TIMEOUT = idle_timeout()
+TRIM_AGAIN_S = 5.0       # after a session's end, when Streamlit has let go of it too
 GRACE_ENV = "GATE_EXPLORER_RELOAD_GRACE_S"
 
 
@@ -46,7 +48,9 @@ def reload_grace() -> float:
 # measured on 2 cores, a default run fell from ~70 to ~4 steps/s with 2 threads under load,
 # and kept ~100 with 1.
 torch.set_num_threads(threads_per_run())
-limit_arenas()         # fewer malloc arenas: memory freed by ended runs can go back to the OS
+settle_allocator()     # memory freed by ended runs goes back to the OS (explorer/memory.py)
+if arena_hint():
+    logging.getLogger("gate_explorer").warning(arena_hint())
 
 
 @st.cache_resource(show_spinner=False)
@@ -269,6 +273,11 @@ class Session:
         self.run, self.lesson_runs = None, {}
         gc.collect()             # a trainer's tensors can sit in reference cycles
         give_back()
+        # Streamlit frees the session itself (its state, messages, connection) after this
+        # callback returns: trim once more when that is done.
+        later = threading.Timer(TRIM_AGAIN_S, give_back)
+        later.daemon = True
+        later.start()
 
 
 @st.cache_resource(scope="session", on_release=Session.close, show_spinner=False)

@@ -43,6 +43,8 @@ from _app import EXCEPTION, IDLE, STEP, TIMEOUT_MS, AppPage, wait_ready  # noqa:
 from _server import OUT, Server, launch_chromium  # noqa: E402
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: E402
 
+from explorer.memory import ARENAS, ARENAS_ENV  # noqa: E402
+
 QUEUE = ".st-key-queue_place"                       # a queued run's place (fair admission)
 ERROR_BOX = '[data-testid="stAlertContentError"]'   # st.error
 # Bounded: other values are refused. The server's idle I/O threads (anyio's, serving files) end
@@ -527,7 +529,9 @@ def run(options: argparse.Namespace, browser=None, echo=print) -> dict:
     store = Path(tempfile.mkdtemp(prefix="gate-explorer-load-")) / "runs.sqlite"
     # A closed tab's training run keeps going RELOAD_GRACE s for a reload (pages/session.py):
     # short here, so "after" is read once the runs of the cohort have ended.
-    env = {"GATE_EXPLORER_DB": str(store), "GATE_EXPLORER_RELOAD_GRACE_S": str(RELOAD_GRACE)}
+    # The arena cap is part of how the README starts the server (explorer/memory.py).
+    env = {"GATE_EXPLORER_DB": str(store), "GATE_EXPLORER_RELOAD_GRACE_S": str(RELOAD_GRACE),
+           ARENAS_ENV: str(ARENAS)}
     if options.max_runs:
         env["GATE_EXPLORER_MAX_RUNS"] = str(options.max_runs)
     server = Server(options.shots / "streamlit.log", env=env,

@@ -9,7 +9,7 @@ import pytest
 
 from explorer import Config, Run, Status
 from explorer.admission import Admission, cores, max_runs, threads_per_run
-from explorer.memory import give_back
+from explorer.memory import ARENAS_ENV, arena_hint, give_back, settle_allocator
 from explorer.store import RunStore
 from pages.session import LiveRuns, Session
 
@@ -145,9 +145,12 @@ def test_a_training_run_whose_session_ended_waits_a_grace_period_for_a_reload():
     assert live.get("r1") is None and live.get("r2") is None
 
 
-def test_memory_goes_back_to_the_system_on_linux():
+def test_memory_goes_back_to_the_system_on_linux(monkeypatch):
     import sys
-    if sys.platform.startswith("linux"):
-        assert give_back() is True
-    else:
-        assert give_back() is False
+    linux = sys.platform.startswith("linux")
+    assert give_back() is linux and settle_allocator() is linux
+    # the operator is told when the arena cap is missing, and only then
+    monkeypatch.setenv(ARENAS_ENV, "2")
+    assert arena_hint() is None
+    monkeypatch.delenv(ARENAS_ENV)
+    assert (arena_hint() is not None and "MALLOC_ARENA_MAX=2" in arena_hint()) is linux
