@@ -3,7 +3,7 @@ import streamlit as st
 
 from explorer import Status, plots
 from pages.charts import chart
-from pages.session import current_run, session, waiting_note
+from pages.session import current_run, refresh_every, session, waiting_note
 from pages.sidebar import applied_config
 
 REFRESH_SECONDS = 0.4           # live charts refresh at least twice a second while training
@@ -70,7 +70,7 @@ else:
     polling = run.snapshot().running
 
 
-    @st.fragment(run_every=REFRESH_SECONDS if polling else None)
+    @st.fragment(run_every=refresh_every(REFRESH_SECONDS) if polling else None)
     def live() -> None:
         snap = run.snapshot()
         if polling and not snap.running:
@@ -95,18 +95,20 @@ else:
         elif snap.message and snap.message != run.trainer.device_warning:
             st.info(snap.message)
         view = snap.history
+        # The figures change only with the steps: a queued or paused run's refresh reuses them.
+        drawn = (id(run), cfg, snap.step)
         one, two = st.columns(2)
         with one.container(key="loss_chart"):
-            chart(plots.loss_figure(view, task.baseline_loss, task.loss_name, task.baseline_name, LIVE_POINTS),
-                  key="loss_plot")
+            chart(lambda: plots.loss_figure(view, task.baseline_loss, task.loss_name, task.baseline_name, LIVE_POINTS),
+                  key="loss_plot", version=drawn)
         with two.container(key="metric_chart"):
-            chart(plots.metric_figure(view, task.baseline_metric, task.metric_name, task.baseline_name, LIVE_POINTS),
-                  key="metric_plot")
+            chart(lambda: plots.metric_figure(view, task.baseline_metric, task.metric_name, task.baseline_name,
+                                              LIVE_POINTS), key="metric_plot", version=drawn)
         three, four = st.columns(2)
         with three.container(key="grad_norm_chart"):
-            chart(plots.grad_norm_figure(view, cfg.clip, LIVE_POINTS), key="grad_norm_plot")
+            chart(lambda: plots.grad_norm_figure(view, cfg.clip, LIVE_POINTS), key="grad_norm_plot", version=drawn)
         with four.container(key="param_grad_chart"):
-            chart(plots.param_grad_figure(view, LIVE_POINTS), key="param_grad_plot")
+            chart(lambda: plots.param_grad_figure(view, LIVE_POINTS), key="param_grad_plot", version=drawn)
         strip(snap)
 
 
