@@ -16,7 +16,7 @@ from explorer.store import RunStore, StoreError
 from pages import keys
 from pages.charts import chart
 from pages.sequence import kept
-from pages.session import ERRORS, run_store, session, store_problem
+from pages.session import ERRORS, refresh_every, run_store, session, store_problem
 from pages.share import link_to
 from pages.sidebar import applied_config
 
@@ -220,6 +220,6 @@ live, saved = _offered()
 picked = _pick(live, saved)
 if len(picked) >= 2:
     polling = any(run_id in live and live[run_id][0].snapshot().running for run_id in picked)
-    st.fragment(comparison, run_every=REFRESH_SECONDS if polling else None)(picked, live)
+    st.fragment(comparison, run_every=refresh_every(REFRESH_SECONDS) if polling else None)(picked, live)
     st.caption("A link to this comparison (read-only: it opens these runs as last saved):")
     st.code(link_to({"compare": ".".join(picked)}), language=None, wrap_lines=True)

@@ -7,7 +7,7 @@ from explorer import Status, plots
 from explorer.lessons import ALIASES, LESSONS
 from pages.charts import chart
 from pages import keys
-from pages.session import session, waiting_note
+from pages.session import refresh_every, session, waiting_note
 from pages.sidebar import applied_config, take_settings
 
 REFRESH_SECONDS = 0.5
@@ -79,7 +79,7 @@ if again.button("Start over", width="stretch", key="lesson_again"):
 polling = any(run.snapshot().running for run in runs.values())
 
 
-@st.fragment(run_every=REFRESH_SECONDS if polling else None)
+@st.fragment(run_every=refresh_every(REFRESH_SECONDS) if polling else None)
 def live() -> None:
     snaps = {label: run.snapshot() for label, run in runs.items()}
     if polling and not any(s.running for s in snaps.values()):

@@ -11,7 +11,7 @@ import streamlit as st
 from explorer import Run, Trace
 from explorer.tasks import HandMade, Task
 from pages import keys
-from pages.session import current_run
+from pages.session import current_run, refresh_every
 from pages.sidebar import applied_config
 
 REFRESH_SECONDS = 1.0   # how often a page following a training run redraws its newest probe
@@ -137,4 +137,4 @@ def picked() -> tuple[Run, Choice, float | None]:
         st.stop()
     choice = choose(run)
     following = choice.follow and run.snapshot().running
-    return run, choice, REFRESH_SECONDS if following else None
+    return run, choice, refresh_every(REFRESH_SECONDS) if following else None

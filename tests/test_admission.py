@@ -154,3 +154,20 @@ def test_memory_goes_back_to_the_system_on_linux(monkeypatch):
     assert arena_hint() is None
     monkeypatch.delenv(ARENAS_ENV)
     assert (arena_hint() is not None and "MALLOC_ARENA_MAX=2" in arena_hint()) is linux
+
+
+def test_live_pages_refresh_less_often_as_runs_crowd_the_places(monkeypatch):
+    import pages.session as where
+    places = Admission(2)
+    monkeypatch.setattr(where, "admission", lambda: places)
+    assert where.refresh_every(0.4) == pytest.approx(0.4)          # an empty server
+    runs = [object() for _ in range(10)]
+    for run in runs[:2]:
+        places.ask(run)
+    assert where.refresh_every(0.4) == pytest.approx(0.4)          # as many runs as places
+    for run in runs[2:]:
+        places.ask(run)
+    assert where.refresh_every(0.4) == pytest.approx(2.0)          # 10 runs on 2 places
+    for run in runs:
+        places.leave(run)
+    assert where.refresh_every(0.4) == pytest.approx(0.4)
