@@ -49,8 +49,8 @@ def reload_grace() -> float:
 # and kept ~100 with 1.
 torch.set_num_threads(threads_per_run())
 settle_allocator()     # memory freed by ended runs goes back to the OS (explorer/memory.py)
-if arena_hint():
-    logging.getLogger("gate_explorer").warning(arena_hint())
+if (hint := arena_hint()) is not None:
+    logging.getLogger("gate_explorer").warning(hint)
 
 
 @st.cache_resource(show_spinner=False)
@@ -291,8 +291,9 @@ def refresh_every(seconds: float) -> float:
     share the processor with the training instead of taking it: measured on 2 cores with
     10 sessions refreshing every 0.4 s, the pages redrew every 20 to 60 s and the runs
     their views showed barely moved."""
-    admitted, waiting = admission().counts()
-    return seconds * max(1.0, (admitted + waiting) / admission().slots)
+    places = admission()
+    admitted, waiting = places.counts()
+    return seconds * max(1.0, (admitted + waiting) / places.slots)
 
 
 def waiting_note(place: int, slots: int) -> str:
