@@ -26,6 +26,7 @@ from .budget import HELDOUT_SIZE
 from .config import FIELDS, Config
 from .data import DataError, app_dir
 from .loading import NONLINEARITIES, cell_name, check_inputs, load_module, parse_loss, read_sequences, unit_loss
+from .memory import ARENAS, ARENAS_ENV
 from .run import Status
 from .store import RunStore, StoreError, check_name, new_id, new_key
 from .trace import trace
@@ -141,11 +142,12 @@ def _app(streamlit_args: list[str]) -> NoReturn:
 
     Exec, not a child process: the server is this very process, so a signal (Ctrl-C, a test
     stopping it by pid) reaches Streamlit, Streamlit's exit status is the command's, and explorer/
-    never imports Streamlit.
+    never imports Streamlit. The new process starts with glibc's arenas capped (unless the
+    environment already says), which glibc reads only at start (explorer/memory.py).
     """
     command = [sys.executable, "-m", "streamlit", "run", str(app_dir() / "app.py"), *APP_FLAGS,
                *streamlit_args]
-    os.execv(sys.executable, command)
+    os.execve(sys.executable, command, {ARENAS_ENV: str(ARENAS), **os.environ})
 
 
 def _train(args) -> int:

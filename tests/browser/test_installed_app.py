@@ -1,10 +1,15 @@
 """The app as a user of the package starts it: `gate-explorer app` from a non-editable install,
 in a folder outside the checkout, where .streamlit/config.toml is not read. Its charts must
 draw (they need the static serving that the command turns on) and Train must train."""
+import os
+from pathlib import Path
+
 import pytest
 from _app import TIMEOUT_MS, AppPage, plot
 from _install import install_package, installed_env
 from _server import Server
+
+from explorer.memory import ARENAS, ARENAS_ENV
 
 BLANK = "The charts cannot be drawn"   # pages/charts.py's message when Plotly cannot load
 
@@ -40,3 +45,12 @@ def test_the_installed_app_draws_its_charts_and_trains(installed_server, browser
         app.press("Pause")
     finally:
         context.close()
+
+
+def test_the_installed_app_starts_with_the_arena_cap(installed_server):
+    server, _ = installed_server
+    # `gate-explorer app` execs Streamlit in its own process (same pid) with the cap set,
+    # unless the environment already chose one.
+    environ = Path(f"/proc/{server.proc.pid}/environ").read_bytes().split(b"\0")
+    expected = os.environ.get(ARENAS_ENV, str(ARENAS))
+    assert f"{ARENAS_ENV}={expected}".encode() in environ
