@@ -114,14 +114,16 @@ def test_bench_reports_the_three_loops_side_by_side():
 def test_app_becomes_streamlit_with_the_checkout_s_settings_then_the_user_s_flags(monkeypatch):
     started = []
 
-    def execv(path, argv):
-        started.append(argv)
+    def execve(path, argv, env):
+        started.append((argv, env))
         raise SystemExit(0)        # as if the process had become Streamlit
 
-    monkeypatch.setattr(os, "execv", execv)
+    monkeypatch.setattr(os, "execve", execve)
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     with pytest.raises(SystemExit):
         main(["app", "--server.port", "8600"])
-    (argv,) = started
+    ((argv, env),) = started
+    assert env["MALLOC_ARENA_MAX"] == "2"   # glibc reads the arena cap only at start
     assert argv[:4] == [sys.executable, "-m", "streamlit", "run"] and Path(argv[4]) == ROOT / "app.py"
     flags = dict(zip(argv[5::2], argv[6::2]))
     # An installed app does not read .streamlit/config.toml: every setting in it must be a flag.
