@@ -4,10 +4,11 @@
 
 It starts the app's Streamlit server itself (on a free loopback port, with a fresh temporary
 run store), warms it up with one short run, and reads its baseline memory (VmRSS) and thread
-count. Then, per cohort, N Chromium contexts (N browser sessions) each open the Train page with
-the settings in the link and press Train; for the window, the step counter's values are taken
-from the websocket as the server sends them (timed on arrival: a busy browser reads its page
-late), and each page is read every second for its queue place and any error. The cohort's tabs
+count. Then, per cohort, N Chromium contexts (N browser sessions) open the Train page with the
+settings in the link and press Train, one after another (the next opens once one has pressed:
+the browser shares the machine with the server). For the window, the step counter's values are
+taken from the websocket as the server sends them (timed on arrival: a busy browser reads its
+page late), and each page is read every second for its queue place and any error. The cohort's tabs
 then close, and after --settle seconds the server's memory and threads are read again.
 
 Per session it reports steps/s (over the window, and over the time it was admitted: its step
@@ -54,7 +55,6 @@ LIMITS = {"sessions": (1, 20), "seconds": (1, 600), "cohorts": (1, 5), "settle":
 SESSION_TTL = 5        # s a closed tab's Streamlit session is kept for a reconnect (default 120)
 RELOAD_GRACE = 2       # s a closed session's training run waits for a reload (default 30)
 SAMPLE_EVERY = 1.0     # s between readings of every tab and of the server
-STAGGER = 0.25         # s between opening two tabs
 TICK = os.sysconf("SC_CLK_TCK")
 
 # What one tab reads in one round trip: its step counter, queue place, tracebacks, error boxes.
@@ -318,31 +318,29 @@ class Watch:
         return {"server_cores": self.server_cpu.cores(), "generator_cores": self.generator_cpu.cores()}
 
 
-def set_up(tabs: list[Tab], watch: Watch, timeout: float) -> None:
-    """Press Train in each tab as soon as its page is ready (first come, first served), reading
-    the tabs already pressed every second meanwhile, so each one's start delay is seen."""
-    waiting, pressed, deadline, next_read = list(tabs), [], time.monotonic() + timeout, 0.0
-    while waiting and time.monotonic() < deadline:
-        for tab in list(waiting):
-            try:
-                if tab.app.page.locator(IDLE).count() and tab.app.page.locator(STEP).first.is_visible():
-                    tab.read()
-                    tab.start_step = tab.steps[-1][1] if tab.steps else 0
-                    tab.app.page.get_by_role("button", name="Train", exact=True).click()
-                    tab.pressed_at = time.monotonic()
-                    waiting.remove(tab)
-                    pressed.append(tab)
-            except Exception as problem:   # noqa: BLE001 - a timeout is one of the errors the test reports
-                tab.error(f"pressing Train: {problem}")
-                waiting.remove(tab)
+def set_up(tab: Tab, pressed: list[Tab], watch: Watch, timeout: float) -> None:
+    """Press Train in `tab` as soon as its page is ready, reading the tabs already pressed every
+    second meanwhile (so each one's start delay is seen); a pressed tab joins `pressed`."""
+    deadline, next_read = time.monotonic() + timeout, 0.0
+    while time.monotonic() < deadline:
+        try:
+            if tab.app.page.locator(IDLE).count() and tab.app.page.locator(STEP).first.is_visible():
+                tab.read()
+                tab.start_step = tab.steps[-1][1] if tab.steps else 0
+                tab.app.page.get_by_role("button", name="Train", exact=True).click()
+                tab.pressed_at = time.monotonic()
+                pressed.append(tab)
+                return
+        except Exception as problem:   # noqa: BLE001 - a timeout is one of the errors the test reports
+            tab.error(f"pressing Train: {problem}")
+            return
         if time.monotonic() >= next_read:
             next_read = time.monotonic() + SAMPLE_EVERY
-            for tab in pressed:
-                tab.read()
+            for other in pressed:
+                other.read()
             watch.sample()
-        tabs[0].app.page.wait_for_timeout(200)
-    for tab in waiting:
-        tab.error(f"the Train page was not ready {timeout:g} s after the cohort began")
+        tab.app.page.wait_for_timeout(200)
+    tab.error(f"the Train page was not ready {timeout:g} s after the tab opened")
 
 
 def wait(page, seconds: float, watch: Watch, tabs: list[Tab] = ()) -> None:
@@ -414,10 +412,13 @@ def cohort(browser, server: Server, options: argparse.Namespace, watch: Watch, n
     log_start = server.log_path.stat().st_size
     tabs: list[Tab] = []
     try:
+        # One tab at a time: the generator's Chromium shares this machine's cores with the server,
+        # and ten front-ends loading at once starved its own first tabs (their fragment timers and
+        # websocket frames ran 20-40 s late while the server answered in milliseconds).
+        pressed: list[Tab] = []
         for i in range(options.sessions):
             tabs.append(open_tab(browser, f"{server.url}/?{options.settings}", i + 1, options.shots))
-            tabs[-1].app.page.wait_for_timeout(STAGGER * 1000)
-        set_up(tabs, watch, TIMEOUT_MS / 1000 + 3 * options.sessions)
+            set_up(tabs[-1], pressed, watch, TIMEOUT_MS / 1000)
         watch.mark()
         since = time.monotonic()
         wait(tabs[0].app.page, options.seconds, watch, tabs)
