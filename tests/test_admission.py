@@ -114,6 +114,8 @@ def test_an_ended_session_stops_its_runs_saved_unless_another_session_holds_them
     assert mine.status == Status.STOPPED and live.get(mine.id) is None
     assert store.info(mine.id).steps == mine.trainer.steps_done > 3     # saved before it stopped
     assert shared.status == Status.RUNNING and live.get(shared.id) is shared
+    # Streamlit may keep the ended session's objects: the stopped run has let go of its history
+    assert len(mine.trainer.history) == 0 and mine.snapshot().step == 0 and len(shared.trainer.history) > 3
     assert not upload.exists() and leaving.run is None
     shared.stop()
 
@@ -143,6 +145,9 @@ def test_a_training_run_whose_session_ended_waits_a_grace_period_for_a_reload():
     wait_for(lambda: other.status == Status.STOPPED, timeout=10, what="the first grace to end")
     wait_for(lambda: run.status == Status.STOPPED, timeout=10, what="the second grace to end")
     assert live.get("r1") is None and live.get("r2") is None
+    # an orphan nobody can take back has let go of its history too
+    wait_for(lambda: len(run.trainer.history) == 0 and len(other.trainer.history) == 0, timeout=10,
+             what="the orphans' histories let go")
 
 
 def test_allocator_calls_take_effect_on_linux_and_a_missing_arena_cap_is_named(monkeypatch):
