@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from starlette.websockets import WebSocket
@@ -14,6 +15,13 @@ from pages.serverlog import ASGI_LOGGER, CLOSED_TAB, WEBSOCKET_LOGGER, ClosedTab
 
 SCOPE = {"type": "websocket", "path": "/_stcore/stream", "headers": [(b"host", b"127.0.0.1:8501")],
          "query_string": b"", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8501), "scheme": "ws"}
+
+
+def run_async(coro) -> None:
+    """Run coro on a thread of its own: an earlier test (Playwright's sync API) can leave this
+    thread's event loop running, and asyncio.run refuses to start inside it."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coro).result()
 
 
 class Records(logging.Handler):
@@ -116,7 +124,7 @@ def without_filter() -> None:
 def test_without_the_filter_streamlit_logs_the_closed_tab_as_an_error_with_a_traceback(websocket_log):
     logger, records = websocket_log
     without_filter()
-    asyncio.run(send_after_close())
+    run_async(send_after_close())
     (record,) = records
     assert record.levelno == logging.ERROR and record.exc_info
     assert type(record.exc_info[1]).__name__ == "WebSocketDisconnected"
@@ -129,7 +137,7 @@ def test_with_the_filter_it_is_one_info_line_and_other_errors_keep_their_traceba
     quiet_closed_tab_sends()
     quiet_closed_tab_sends()                                    # installed once
     assert sum(isinstance(f, ClosedTabSend) for f in logger.filters) == 1
-    asyncio.run(send_after_close())
+    run_async(send_after_close())
     (record,) = records
     assert record.levelno == logging.INFO and record.exc_info is None
     assert logging.Formatter().format(record) == CLOSED_TAB     # one line, no traceback
@@ -144,14 +152,14 @@ def test_the_endpoint_tripping_over_a_gone_tab_is_one_info_line_and_the_session_
     _, records = websocket_log
     without_filter()
     runtime = Runtime()
-    asyncio.run(endpoint_after_the_tab_went(runtime))
+    run_async(endpoint_after_the_tab_went(runtime))
     assert runtime.disconnected == ["session-1"]                # Streamlit's finally ran: nothing kept
     (record,) = [r for r in records if r.name == ASGI_LOGGER]
     assert record.levelno == logging.ERROR and type(record.exc_info[1]).__name__ == "WebSocketDisconnected"
     records.clear()
     quiet_closed_tab_sends()
     runtime = Runtime()
-    asyncio.run(endpoint_after_the_tab_went(runtime))
+    run_async(endpoint_after_the_tab_went(runtime))
     assert runtime.disconnected == ["session-1"]
     (record,) = [r for r in records if r.name == ASGI_LOGGER]
     assert record.levelno == logging.INFO and logging.Formatter().format(record) == CLOSED_TAB
