@@ -7,6 +7,7 @@ import streamlit as st
 
 from pages import keys
 from pages.charts import preload
+from pages.follow import refused_follow
 from pages.identity import remember
 from pages.link import write_link
 from pages.session import current_run, session, store_problem
@@ -44,10 +45,12 @@ def main() -> None:
         st.html(f"<style>{PRESENT_CSS}</style>")
     if store_problem():
         st.warning(f"Runs are not saved on this server: {store_problem()}")
-    current_run(config)
-    page.run()
+    if current_run(config) is None and where.follow_token:
+        refused_follow(where)           # a revoked or unknown follow link: say so, nothing else
+    else:
+        page.run()
     # after the page: its choices (sequence, unit...) and the run it left the session with
-    write_link(config, where.run, where.lesson_runs, page.url_path)
+    write_link(config, where.run, where.lesson_runs, page.url_path, where.follow_token)
 
 
 if __name__ == "__main__":

@@ -178,6 +178,7 @@ class Run:
             trainer.history = History(trainer.param_names, trainer.history.max_traces,
                                       trainer.history.max_trace_bytes)
             trainer.optimizer.zero_grad(set_to_none=True)
+            trainer.probe_copy = None
 
     def join(self, timeout: float | None = None) -> None:
         thread = self._thread
@@ -250,9 +251,12 @@ class Run:
         return (stopping or self.trainer.steps_done - step >= SAVE_EVERY_STEPS
                 or time.monotonic() - when >= SAVE_EVERY_SECONDS)
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, look: bool = True) -> Snapshot:
+        """A copy of the run's state. It counts as a look (keeping the run from its idle pause)
+        unless look is False: a follower watching does not keep a run alive that its owner left."""
         with self._cond:
-            self._last_poll = time.monotonic()
+            if look:
+                self._last_poll = time.monotonic()
             status, message, queue_place = self._status, self._message, self._queue_place
         view = self.trainer.history.view()
         recent = view.steps["seconds"][-50:]

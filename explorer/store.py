@@ -14,6 +14,10 @@ arrays are safetensors, compressed with zlib; the rest is JSON.
   layer's `hidden`.
 - Identity: run ids and owner keys are random, 128 bits each (`secrets`). The store keeps
   only a hash of the owner key; `owns(run_id, key)` checks one.
+- Follow links: a follow token (128 random bits) names a run its followers watch, read-only. It
+  is kept as is (its owner's Share menu shows it again after a reload), with a hash of its
+  owner's key: only that key revokes it or points it at the owner's next run (Reset, "keep
+  followers"). A run it names may not be saved yet (one that has not trained a step).
 """
 from __future__ import annotations
 
@@ -45,7 +49,7 @@ from .trace import LayerTrace, Trace
 from .trainer import Trainer
 
 DB_ENV = "GATE_EXPLORER_DB"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_DATA_BYTES = 32 * 2**20      # a CSV kept with its run; larger files are read from their path
 BUSY_TIMEOUT_S = 30.0            # how long a save waits for another process's transaction
 
@@ -57,6 +61,10 @@ class StoreError(Exception):
 class RunNotFound(StoreError, KeyError):
     def __str__(self) -> str:
         return self.args[0]
+
+
+class FollowRefused(StoreError):
+    """A follow link that does not open: unknown, or revoked by its owner."""
 
 
 def default_path() -> Path:
@@ -116,6 +124,12 @@ MIGRATIONS = {
     CREATE TABLE traces (
         run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, step INTEGER NOT NULL,
         arrays BLOB NOT NULL, meta TEXT NOT NULL, PRIMARY KEY (run_id, step));
+    """,
+    2: """
+    CREATE TABLE follows (
+        token TEXT PRIMARY KEY, run_id TEXT NOT NULL, owner_hash TEXT NOT NULL,
+        created TEXT NOT NULL, revoked TEXT);
+    CREATE INDEX follows_by_run ON follows (run_id);
     """,
 }
 
@@ -283,6 +297,7 @@ class RunStore:
         trainer.steps_done = meta["steps_done"]
         trainer.diverged = meta["diverged"]
         trainer.divergence_message = meta["divergence_message"]
+        trainer.keep_probe_copy()
         return trainer
 
     def weights(self, run_id: str) -> bytes:
@@ -334,6 +349,48 @@ class RunStore:
         with self._connect() as db:
             if db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount == 0:
                 raise _not_found(run_id)
+
+    # -- follow links --------------------------------------------------------------------
+    def create_follow(self, run_id: str, owner_key: str) -> str:
+        """A new follow token for run_id, owned by owner_key (the caller has checked that the
+        key controls the run: a run not yet saved is not in this store to check against)."""
+        token = secrets.token_hex(16)
+        with self._connect() as db:
+            db.execute("INSERT INTO follows VALUES (?, ?, ?, ?, NULL)", (token, run_id, _key_hash(owner_key), _now()))
+        return token
+
+    def follow_of(self, run_id: str, owner_key: str) -> str | None:
+        """The newest follow token of run_id that owner_key made and has not revoked."""
+        with self._connect() as db:
+            row = db.execute("SELECT token FROM follows WHERE run_id = ? AND owner_hash = ? AND revoked IS NULL "
+                             "ORDER BY created DESC, rowid DESC LIMIT 1", (run_id, _key_hash(owner_key))).fetchone()
+        return row[0] if row else None
+
+    def followed(self, token: str) -> str:
+        """The run id a follow token names; FollowRefused if it is unknown or revoked."""
+        with self._connect() as db:
+            row = db.execute("SELECT run_id, revoked FROM follows WHERE token = ?", (token,)).fetchone()
+        if row is None:
+            raise FollowRefused("this follow link is not known here: check that it was copied whole")
+        if row[1] is not None:
+            raise FollowRefused("the run's owner has revoked this follow link: ask them for a new one")
+        return row[0]
+
+    def revoke_follow(self, token: str, owner_key: str) -> None:
+        self._owned_follow(token, owner_key, "UPDATE follows SET revoked = ? WHERE token = ?", (_now(), token))
+
+    def move_follow(self, token: str, run_id: str, owner_key: str) -> None:
+        """Point a follow token at another run of its owner's (a Reset that keeps followers)."""
+        self._owned_follow(token, owner_key, "UPDATE follows SET run_id = ? WHERE token = ?", (run_id, token))
+
+    def _owned_follow(self, token: str, owner_key: str, sql: str, args: tuple) -> None:
+        with self._connect() as db:
+            row = db.execute("SELECT owner_hash FROM follows WHERE token = ?", (token,)).fetchone()
+            if row is None:
+                raise FollowRefused("this follow link is not known here")
+            if not owner_key or not hmac.compare_digest(row[0], _key_hash(owner_key)):
+                raise StoreError("only the owner of a follow link can change it")
+            db.execute(sql, args)
 
     def export(self, run_id: str, fmt: str, out_dir: str | Path) -> list[Path]:
         """Write metrics.<ext> and traces.<ext> (parquet or csv) into out_dir; their paths."""

@@ -5,10 +5,11 @@ explorer.run drives it on a thread for a UI.
 """
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .budget import EVAL_SIZE
 from .config import Config
@@ -58,6 +59,9 @@ class Trainer:
         self.steps_done = 0
         self.diverged = False
         self.divergence_message = ""
+        # (step, a copy of the model as of that step's probe): what a run's followers trace their
+        # own sequences with, so they never wait for, or hold up, the training thread.
+        self.probe_copy: tuple[int, nn.Module] | None = None
         if record_start:              # (a run restored from the store has its own record)
             self.probe()              # the untrained network's gates, before any step
 
@@ -173,7 +177,16 @@ class Trainer:
         """Trace the fixed probe sequences now and keep the trace in the history."""
         tr = self.trace(*self.probe_set)
         self.history.record_trace(self.steps_done, tr)
+        self.keep_probe_copy()
         return tr
+
+    def keep_probe_copy(self) -> None:
+        """Copy the model as it stands into `probe_copy` (call it where it is not stepping). A
+        copy costs far less than the probe's trace; frozen and in eval mode, it is only traced."""
+        model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        for p in model.parameters():
+            p.grad = None
+        self.probe_copy = (self.steps_done, model)
 
     @property
     def finished(self) -> bool:

@@ -98,26 +98,40 @@ _component = st.components.v2.component(
     css=".live-chart { width: 100%; }", isolate_styles=False)
 
 
-def chart(figure: go.Figure | Callable[[], go.Figure], key: str, version: Hashable = None) -> None:
+def chart(figure: go.Figure | Callable[[], go.Figure], key: str, version: Hashable = None,
+          shared: Hashable = None) -> None:
     """Draw figure under key; later calls with the same key update that chart in place.
 
     With a version, figure may be a function that builds it: it is called only when the
     version differs from the one this chart last drew, so a live page refreshing a figure
     that only changes now and then (a gate strip, between probes) does not rebuild it.
+
+    With `shared` (what the figure shows, whoever looks: run id, step, choices), figure may
+    be a function too, and the figure is built once on this server for every session that
+    shows the same (key, shared): a class following one run (pages/follow.py) shares it.
     """
-    built = st.session_state.setdefault(keys.CHARTS, {})
     present = bool(st.session_state.get(keys.PRESENT))
-    if version is not None and key in built and built[key][0] == (version, present):
-        spec = built[key][1]
+    if shared is not None:
+        from pages.follow import figure_cache
+        spec = figure_cache().get((key, shared, present), lambda: _spec(figure, present))
     else:
-        figure = figure() if callable(figure) else figure
-        if present:                       # a projector: larger type, taller charts
-            layout = figure.layout
-            figure.update_layout(font_size=PRESENT_FONT, height=int((layout.height or 450) * 1.2))
-        spec = figure.to_json()
-        if version is not None:
-            built[key] = ((version, present), spec)
+        built = st.session_state.setdefault(keys.CHARTS, {})
+        if version is not None and key in built and built[key][0] == (version, present):
+            spec = built[key][1]
+        else:
+            spec = _spec(figure, present)
+            if version is not None:
+                built[key] = ((version, present), spec)
     _component(data=spec, key=key, width="stretch")
+
+
+def _spec(figure: go.Figure | Callable[[], go.Figure], present: bool) -> str:
+    """The figure's JSON, enlarged for a projector in presentation mode."""
+    figure = figure() if callable(figure) else figure
+    if present:                       # a projector: larger type, taller charts
+        layout = figure.layout
+        figure.update_layout(font_size=PRESENT_FONT, height=int((layout.height or 450) * 1.2))
+    return figure.to_json()
 
 
 def preload() -> None:

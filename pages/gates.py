@@ -22,21 +22,23 @@ def view() -> None:
     st.caption(f"{weights_note(run, shown.step)}. Rows are units, columns time steps; "
                "the input is drawn on the same time axis on top.")
     with st.container(key="gate_heatmaps"):
-        chart(plots.gate_figure(tr, b, k, x, time_labels=labels, feature_names=features), key="gate_heatmaps_plot")
+        chart(lambda: plots.gate_figure(tr, b, k, x, time_labels=labels, feature_names=features),
+              key="gate_heatmaps_plot", shared=shown.shared(run, k))
 
     hidden = layer.hidden.shape[-1]
     st.subheader("Units over time")
     units = kept(st.multiselect, "Units", tuple(range(hidden)), key="gates_units", default=[0, 1, 2][:hidden],
                  max_selections=12, valid=lambda us: all(u < hidden for u in us))
     if units:
-        chart(plots.unit_lines_figure(tr, b, k, list(units)), key="unit_lines_plot")
+        chart(lambda: plots.unit_lines_figure(tr, b, k, list(units)), key="unit_lines_plot",
+              shared=shown.shared(run, k, tuple(units)))
 
     st.subheader("Saturation")
     saturation = analysis.gate_saturation(layer, tr.cell)
     if saturation:
         st.caption("Each dot is a unit: how often its gate is nearly shut (< 0.1) and nearly open (> 0.9) "
                    f"over {'the probe sequences' if shown.recorded else 'this sequence'} (Karpathy et al. 2015).")
-        chart(plots.saturation_figure(saturation, tr.cell), key="saturation_plot")
+        chart(lambda: plots.saturation_figure(saturation, tr.cell), key="saturation_plot", shared=shown.shared(run, k))
     else:
         st.info("A plain RNN has no gates to saturate.")
 

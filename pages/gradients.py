@@ -3,6 +3,7 @@ same over training, the input's connectivity, and the recurrent weights' singula
 import streamlit as st
 
 from explorer import analysis, plots
+from explorer.follow import Followed
 from pages.charts import chart
 from pages.sequence import kept, picked, resolve, weights_note
 
@@ -22,7 +23,7 @@ def view() -> None:
     st.caption(f"{weights_note(run, shown.step)}. The loss is {loss}, on this sequence; "
                "a line that falls towards t = 0 is a gradient vanishing on its way back in time.")
     with st.container(key="grad_time"):
-        chart(plots.grad_time_figure(tr, b), key="grad_time_plot")
+        chart(lambda: plots.grad_time_figure(tr, b), key="grad_time_plot", shared=shown.shared(run))
 
     if task.trainable:                  # (your model was not trained here: it has no history)
         st.subheader("Over training")
@@ -34,18 +35,23 @@ def view() -> None:
                             horizontal=True, format_func={"grad_hidden": "‖∂L/∂h_t‖", "grad_cell": "‖∂L/∂c_t‖"}.get)
             st.caption(f"Layer {k + 1}, one row per recorded probe: as the model learns, the gradient "
                        "should reach further back (or not).")
-            chart(plots.grad_history_figure(shown.recorded, b, k, quantity), key="grad_history_plot")
+            chart(lambda: plots.grad_history_figure(shown.recorded, b, k, quantity), key="grad_history_plot",
+                  shared=shown.shared(run, k, quantity))
 
     st.subheader("Input connectivity ‖∂L/∂x_t‖")
     st.caption("How much each input step moves the loss (Distill, 'Memorization in RNNs').")
-    chart(plots.input_grad_figure(tr, b, shown.x, time_labels=task.time_labels(shown.x),
-                                            feature_names=task.feature_names()), key="input_grad_plot")
+    chart(lambda: plots.input_grad_figure(tr, b, shown.x, time_labels=task.time_labels(shown.x),
+                                          feature_names=task.feature_names()),
+          key="input_grad_plot", shared=shown.shared(run))
 
     st.subheader("Singular values of the recurrent weights")
     st.caption("Now, per layer and gate block of W_hh. Pascanu et al. (2013): when the largest singular "
                "value is below 1/γ (γ bounds the activation's slope), the gradient must vanish over long "
                "spans. Exact for a plain RNN; for gated cells a guide per block.")
-    chart(plots.singular_values_figure(run.inspect(lambda model: analysis.recurrent_spectra(model.rnn))), key="spectra_plot")
+    # The owner's are of the weights now; a follower's, of the copy at the newest probe (shared).
+    weights_step = run.trainer.steps_done if isinstance(run, Followed) else None
+    chart(lambda: plots.singular_values_figure(run.inspect(lambda model: analysis.recurrent_spectra(model.rnn))),
+          key="spectra_plot", shared=(run.id, weights_step) if weights_step is not None and run.id else None)
 
 
 view()

@@ -15,6 +15,7 @@ GO_TO = "go_to"              # the page a button's callback sends the user to (a
 LINKED_RUN = "linked_run"    # run=<id> of the session's first URL, until the run is opened
 LINKED_KEY = "linked_key"    # key=<owner key> of the session's first URL
 LINKED_LESSON_RUNS = "linked_lesson_runs"   # runs=<id>.<id>... of a lesson link
+LINKED_FOLLOW = "linked_follow"   # follow=<token> of a follow link, until the session follows it
 LINKED_COMPARE = "linked_compare"   # compare=<id>.<id>... of a Compare link, until the page reads it
 RUNS_PROBLEM = "runs_problem"   # why the run picked on the Runs page could not be opened
 YOURS_NOTE = "yours_note"    # what of your uploaded sequences was left out (said once, in the sidebar)

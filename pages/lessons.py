@@ -15,6 +15,10 @@ KNOWN = {lesson.key: lesson for lesson in LESSONS}
 
 applied_config()                        # runs the page inside the app's shell
 where = session()
+if where.follow_token:
+    st.info("You are following a run: lessons train runs of their own. Stop following (in the sidebar) "
+            "to load one.")
+    st.stop()
 
 
 def _load(key: str) -> None:

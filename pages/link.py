@@ -2,7 +2,8 @@
 differs from the default, the sequence, layer, unit and step picked, the lesson and
 presentation mode (the page is the URL's path), and the run: `run=<id>&key=<owner key>` (a
 lesson's: `runs=<id>.<id>...`), so a reload reattaches to it or reopens it from the store. On
-the Compare page, `compare=<id>.<id>...`: the runs it compares.
+the Compare page, `compare=<id>.<id>...`: the runs it compares. A follower's link holds
+`follow=<token>` (pages/follow.py) and its own view choices, no settings and no run.
 Parameters from a URL are untrusted: each is checked by Config's own rules (ids and keys by
 their form), and what is rejected is named on the page, never raised.
 """
@@ -51,6 +52,11 @@ def read_link() -> tuple[dict, list[str]]:
                 st.session_state[keys.LINKED_COMPARE] = tokens      # the Compare page looks them up
             else:
                 problems.append("compare: not a list of run ids (<id>.<id>...)")
+        elif name == "follow":
+            if TOKEN.match(value):
+                st.session_state[keys.LINKED_FOLLOW] = value
+            else:
+                problems.append("follow: not a follow token")
         elif name in ("run", "key", "runs"):
             tokens = value.split(".") if name == "runs" else [value]
             if all(TOKEN.match(t) for t in tokens):
@@ -97,10 +103,12 @@ def run_params(run, lesson_runs: dict) -> dict[str, str]:
     return params
 
 
-def write_link(config: Config | None, run=None, lesson_runs: dict | None = None, page: str = "") -> None:
+def write_link(config: Config | None, run=None, lesson_runs: dict | None = None, page: str = "",
+               follow: str | None = None) -> None:
     """Put the current state in the URL (only what differs from the defaults). `page` is the
-    page's url_path: only the Compare page's link names the runs it compares."""
-    params = {**settings_params(config), **run_params(run, lesson_runs or {})}
+    page's url_path: only the Compare page's link names the runs it compares. A follower's
+    (`follow`: its token) holds the token instead of settings and runs."""
+    params = {"follow": follow} if follow else {**settings_params(config), **run_params(run, lesson_runs or {})}
     kept = st.session_state.get(keys.KEPT, {})
     if page == "compare" and kept.get(keys.COMPARE_PICK):
         params["compare"] = ".".join(kept[keys.COMPARE_PICK])

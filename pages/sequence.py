@@ -8,9 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-from explorer import Run, Trace
+from explorer import Run, Status, Trace
+from explorer.follow import Followed
 from explorer.tasks import HandMade, Task
 from pages import keys
+from pages.follow import follow_every
 from pages.session import current_run, refresh_every
 from pages.sidebar import applied_config
 
@@ -29,6 +31,7 @@ class Choice:
     layer: int
     follow: bool                        # show the newest probe rather than a replayed one
     replay_step: int | None
+    drawn_status: Status | None = None  # the run's status when the page was drawn
 
 
 @dataclass
@@ -38,6 +41,11 @@ class Shown:
     x: np.ndarray                       # (time, features) the input as drawn
     step: int                           # training step of the weights traced
     recorded: list | None               # the probe traces over training; None if hand-built
+
+    def shared(self, run, *view) -> tuple | None:
+        """The key under which this view's figure is shared (pages/charts.chart): a probe
+        sequence's, of a saved run; None for a sequence built by hand."""
+        return (run.id, self.step, self.sequence, *view) if run.id and self.recorded is not None else None
 
 
 def kept(widget, label, options=None, *, key: str, default, valid=None, **kwargs):
@@ -115,7 +123,11 @@ def weights_note(run: Run, step: int) -> str:
 
 
 def resolve(run: Run, choice: Choice) -> Shown | None:
+    """What to draw, as the run stands. A follower's page is drawn again when the followed run
+    starts or stops (its refresh interval changes)."""
     snap = run.snapshot()
+    if isinstance(run, Followed) and snap.status != choice.drawn_status:
+        st.rerun()
     if choice.built is not None:
         x, y = choice.built
         return Shown(run.trace(x, y), 0, x[0].cpu().numpy(), snap.step, None)
@@ -136,5 +148,8 @@ def picked() -> tuple[Run, Choice, float | None]:
     if run is None:
         st.stop()
     choice = choose(run)
-    following = choice.follow and run.snapshot().running
+    choice.drawn_status = run.snapshot().status
+    if isinstance(run, Followed):       # watching: always refreshing, to see its owner press Train
+        return run, choice, follow_every(run)
+    following = choice.follow and choice.drawn_status == Status.RUNNING
     return run, choice, refresh_every(REFRESH_SECONDS) if following else None

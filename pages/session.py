@@ -157,6 +157,25 @@ class Session:
     upload_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="gate-explorer-"))
     lesson_key: str | None = None
     lesson_runs: dict[str, Run] = field(default_factory=dict)   # variant label -> its run
+    follow_token: str | None = None     # the follow link this session follows (pages/follow.py)
+    followed_id: str | None = None      # the run it named last time
+    watching: object | None = None      # that run's read-only view (explorer.follow.Followed)
+
+    def follow(self, token: str) -> None:
+        """Follow the run a follow link names, instead of training one's own."""
+        from pages.follow import follow_board
+        self.unfollow()
+        self.follow_token = token
+        if (board := follow_board()) is not None:
+            board.join(token, self)
+        old, self.run = self.run, None
+        self._retire(old)
+
+    def unfollow(self) -> None:
+        from pages.follow import follow_board
+        if self.follow_token and (board := follow_board()) is not None:
+            board.leave(self.follow_token, self)
+        self.follow_token = self.followed_id = self.watching = None
 
     def new_run(self, config: Config, name: str | None = None) -> Run:
         store = run_store()
@@ -212,7 +231,9 @@ class Session:
         return run, None
 
     def adopt(self, run: Run) -> None:
-        """Make run the session's run (a lesson's variant, a run opened from the Runs page)."""
+        """Make run the session's run (a lesson's variant, a run opened from the Runs page); a
+        follower stops following."""
+        self.unfollow()
         old, self.run = self.run, run
         self._retire(old)
 
@@ -262,6 +283,7 @@ class Session:
         event loop, so the work (waiting for a step in flight, saving) is done on a thread of its
         own: the reloading tab's new session must not wait for it."""
         runs = list({id(r): r for r in [self.run, *self.lesson_runs.values()] if r is not None}.values())
+        self.unfollow()
         threading.Thread(target=self._let_go, args=(runs,), name="gate-explorer-close", daemon=True).start()
 
     def _let_go(self, runs: list[Run]) -> None:
@@ -308,8 +330,12 @@ def waiting_note(place: int, slots: int) -> str:
 
 def current_run(config: Config | None) -> Run | None:
     """This session's run, built from config when there is none yet or when it has not
-    trained a step (so changing a setting before pressing Train just takes effect)."""
+    trained a step (so changing a setting before pressing Train just takes effect). A
+    follower's is the run it follows, read-only (None when its link is refused)."""
     where = session()
+    if where.follow_token:
+        from pages.follow import watched
+        return watched()[0]
     run = where.run
     untouched = (run is not None and not run.read_only and run.trainer.steps_done == 0
                  and run.status == Status.IDLE)

@@ -17,10 +17,11 @@ from explorer.models import resolve_device
 from explorer.tasks import SERIES, TASKS
 from explorer.yours import UPLOAD_ENV, max_upload_mb
 from pages import keys
+from pages.follow import audience, follow_card
 from pages.link import read_link
 from pages.multipage import inside_app
 from pages.session import Session, session
-from pages.share import share_menu
+from pages.share import link_to, share_menu
 
 # Sidebar groups, in order; a field shows only where `_relevant` says it matters.
 GROUPS = {
@@ -126,15 +127,26 @@ def sidebar() -> Config | None:
         st.session_state[keys.DRAFT], rejected = read_link()
         if rejected:
             st.warning("Some settings in this link were not used (the defaults stand in): " + "; ".join(rejected))
-        _open_linked_run(where)
+        if token := st.session_state.pop(keys.LINKED_FOLLOW, None):
+            where.follow(token)
+        else:
+            _open_linked_run(where)
     draft = st.session_state[keys.DRAFT]
     with st.sidebar:
         present = st.toggle("Presentation mode", key=keys.PRESENT,
                             help="Hide the settings and enlarge text and charts for a projector. "
                                  "The link keeps it: send it to show the lesson, locked.")
         share_slot = st.container()        # filled once the settings are read, below
+        if where.follow_token:             # a follower: whose run it is, no settings
+            with share_slot:
+                share_menu(None, None, following=where.follow_token)
+            follow_card(where)
+            st.session_state[keys.CONFIG] = None
+            return None
         if present:
             st.caption("Settings hidden. Switch presentation mode off to change them.")
+            if where.run is not None and where.run.trainer.task.trainable:
+                audience(where.run, link_to)
         elif not TASKS[draft["task"]].trainable:
             _your_model_card(draft, where)
         else:

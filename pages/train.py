@@ -2,7 +2,9 @@
 import streamlit as st
 
 from explorer import Status, plots
+from explorer.follow import Followed
 from pages.charts import chart
+from pages.follow import follow_every, keep_followers, follow_link, state_words
 from pages.session import current_run, refresh_every, session, waiting_note
 from pages.sidebar import applied_config
 
@@ -34,11 +36,20 @@ else:
     st.markdown(f"#### {task.name.capitalize()} · {cfg.cell.upper()}({cfg.hidden}) × {cfg.layers} · "
                 f"T = {task.seq_len} · baseline: {task.baseline_name} ({task.loss_name} {task.baseline_loss:.3g})")
 
-    if run.read_only:
+    following = isinstance(run, Followed)
+    if following:
+        with st.container(key="follow_banner"):
+            st.info(f"Following “{run.name}”: {state_words(run.status)}. Its owner trains it; this page "
+                    "shows it as it learns, and your choices on every page are your own.")
+    elif run.read_only:
         st.info(f"Read-only: this link shows the saved run “{run.name}” as it was saved. Only its owner can train "
                 "it; **Reset** starts a run of your own with the sidebar's settings.")
     elif run.name:
         st.caption(f"Run “{run.name}” · saved as it trains · reopen it from the Runs page or with this page's address")
+
+
+def controls() -> None:
+    """Train, Pause, Resume, Step and Reset: the owner's (a follower has none)."""
     train, pause, resume, step, size, reset = st.columns([1, 1, 1, 1, 1.2, 1], vertical_alignment="bottom")
     ended = run.snapshot().ended
     locked = run.read_only
@@ -56,6 +67,9 @@ else:
     step_size = size.selectbox("steps per Step", (1, 10, 100), key="step_size")
     if step.button("Step", width="stretch", help="Do that many steps, then pause.", disabled=locked):
         run.step(step_size)
+    keep = follow_link(run) is not None and size.checkbox(
+        "keep followers", value=True, key="keep_followers",
+        help="Reset moves the follow link to the new run: whoever follows this run follows the new one.")
     if reset.button("Reset", width="stretch",
                     help="Start over: a new, untrained model with the sidebar's settings."):
         if config is None:
@@ -65,16 +79,23 @@ else:
             if problem:
                 st.error(f"Could not reset: {problem.rstrip('.')}. The current run is kept.")
             else:
+                if keep:
+                    keep_followers(run, session().run)
                 st.rerun()                  # draw the page, header included, from the new run
 
-    polling = run.snapshot().running
+if task.trainable:
+    if not following:
+        controls()
+    drawn_status = run.snapshot().status
+    polling = drawn_status == Status.RUNNING
+    every = follow_every(run) if following else (refresh_every(REFRESH_SECONDS) if polling else None)
 
 
-    @st.fragment(run_every=refresh_every(REFRESH_SECONDS) if polling else None)
+    @st.fragment(run_every=every)
     def live() -> None:
         snap = run.snapshot()
-        if polling and not snap.running:
-            st.rerun()                      # stop polling: redraw the page once, quietly
+        if (polling and not snap.running) or (following and snap.status != drawn_status):
+            st.rerun()                      # polling changes: redraw the page once, quietly
         left, middle, right, far = st.columns(4)
         with left.container(key="step_counter"):
             st.metric("Step", str(snap.step))
@@ -95,20 +116,22 @@ else:
         elif snap.message and snap.message != run.trainer.device_warning:
             st.info(snap.message)
         view = snap.history
-        # The figures change only with the steps: a queued or paused run's refresh reuses them.
+        # The figures change only with the steps: a queued or paused run's refresh reuses them,
+        # and the owner and every follower of a saved run share them (pages/charts.chart).
         drawn = (id(run), cfg, snap.step)
+        shared = (run.id, snap.step) if run.id else None
         one, two = st.columns(2)
         with one.container(key="loss_chart"):
             chart(lambda: plots.loss_figure(view, task.baseline_loss, task.loss_name, task.baseline_name, LIVE_POINTS),
-                  key="loss_plot", version=drawn)
+                  key="loss_plot", version=drawn, shared=shared)
         with two.container(key="metric_chart"):
             chart(lambda: plots.metric_figure(view, task.baseline_metric, task.metric_name, task.baseline_name,
-                                              LIVE_POINTS), key="metric_plot", version=drawn)
+                                              LIVE_POINTS), key="metric_plot", version=drawn, shared=shared)
         three, four = st.columns(2)
         with three.container(key="grad_norm_chart"):
-            chart(lambda: plots.grad_norm_figure(view, cfg.clip, LIVE_POINTS), key="grad_norm_plot", version=drawn)
+            chart(lambda: plots.grad_norm_figure(view, cfg.clip, LIVE_POINTS), key="grad_norm_plot", version=drawn, shared=shared)
         with four.container(key="param_grad_chart"):
-            chart(lambda: plots.param_grad_figure(view, LIVE_POINTS), key="param_grad_plot", version=drawn)
+            chart(lambda: plots.param_grad_figure(view, LIVE_POINTS), key="param_grad_plot", version=drawn, shared=shared)
         strip(snap)
 
 
@@ -127,7 +150,8 @@ else:
             # Rebuilt only when a new probe (a new trace object), gate or sequence is shown.
             chart(lambda: plots.gate_figure(tr, sequence, 0, x, quantities=[gate], time_labels=task.time_labels(x),
                                             feature_names=task.feature_names()),
-                  key="gate_strip_plot", version=(id(tr), gate, sequence))
+                  key="gate_strip_plot", version=(id(tr), gate, sequence),
+                  shared=(run.id, probe_step, gate, sequence) if run.id else None)
 
 
     def probe(b: int):

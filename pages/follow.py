@@ -1,0 +1,160 @@
+"""Following a run from a follow link (`follow=<token>`): which run a follower sees now, the
+owner's side of the link (make, revoke, keep on Reset, the QR code), and how often a
+follower's page refreshes. The rules are explorer/follow.py's."""
+from __future__ import annotations
+
+import io
+
+import segno
+import streamlit as st
+
+from explorer import Run, Status
+from explorer.follow import FigureCache, FollowBoard, Followed
+from explorer.store import FollowRefused, StoreError
+from pages.session import live_runs, run_store, session
+
+# A follower's view redraws this often while the run trains (the figures it draws are shared,
+# so a redraw is cheap), and checks this often otherwise, to see the owner press Train.
+FOLLOW_SECONDS = 0.5
+WAIT_SECONDS = 2.0
+SAVED_TTL_S = 10.0       # a run that is no longer live is read from the store again after this
+
+
+@st.cache_resource(show_spinner=False)
+def follow_board() -> FollowBoard | None:
+    store = run_store()
+    return FollowBoard(store) if store is not None else None
+
+
+@st.cache_resource(show_spinner=False)
+def figure_cache() -> FigureCache:
+    """The server's figures, shared by every session (explorer.follow.FigureCache)."""
+    return FigureCache()
+
+
+@st.cache_resource(ttl=SAVED_TTL_S, max_entries=8, show_spinner=False)
+def _saved(run_id: str) -> Run:
+    """A run no longer in memory, as last saved: one read-only copy for all its followers."""
+    return Run.open(run_store(), run_id)
+
+
+def watched() -> tuple[Followed | None, str | None]:
+    """The run this session follows, and a note when it is not the live run: (None, why) when
+    the link is refused (revoked, unknown)."""
+    where, board = session(), follow_board()
+    if board is None:
+        return None, "follow links need the run store, which this server could not open"
+    try:
+        run_id = board.run_of(where.follow_token)
+    except FollowRefused as refused:
+        return None, str(refused)
+    note = None
+    if where.followed_id not in (None, run_id):
+        note = "Its owner started a new run and kept its followers: you follow the new one now."
+    where.followed_id = run_id
+    live = live_runs().get(run_id)
+    if live is None:
+        try:
+            live = _saved(run_id)
+        except StoreError:
+            return None, "the run this link follows has ended before it trained a step"
+        note = ("This run is not training any more (its owner left it, or started over without its "
+                "followers): you see it as last saved.")
+    if where.watching is None or where.watching.run is not live:
+        where.watching = Followed(live, where.follow_token)
+    return where.watching, note
+
+
+def follow_every(run) -> float | None:
+    """A page's refresh interval for run: None for a run of one's own (its page decides)."""
+    if not isinstance(run, Followed):
+        return None
+    return FOLLOW_SECONDS if run.status == Status.RUNNING else WAIT_SECONDS
+
+
+def state_words(status: Status) -> str:
+    return {Status.RUNNING: "live", Status.IDLE: "not started yet", Status.PAUSED: "paused"}.get(status, "finished")
+
+
+def follow_link(run, make: bool = False) -> str | None:
+    """The follow token of the session's own run (made now when make is set)."""
+    board = follow_board()
+    if board is None or run is None or run.read_only or not run.id or not run.owner_key:
+        return None
+    try:
+        return board.link(run.id, run.owner_key, make=make)
+    except StoreError:
+        return None
+
+
+def revoke(run) -> None:
+    token = follow_link(run)
+    if token:
+        follow_board().revoke(token, run.owner_key)
+
+
+def keep_followers(old, new) -> None:
+    """A Reset that keeps followers: the old run's follow link now names the new run."""
+    token = follow_link(old)
+    if token and new is not None and new.id:
+        follow_board().move(token, new.id, new.owner_key)
+
+
+def followers(run) -> int:
+    board = follow_board()
+    token = follow_link(run)
+    return board.count(token) if board is not None and token else 0
+
+
+def qr_png(url: str) -> bytes:
+    """The link as a QR code (PNG), large enough to scan from the back of a lecture room."""
+    buffer = io.BytesIO()
+    segno.make(url, error="m").save(buffer, kind="png", scale=10, border=2)
+    return buffer.getvalue()
+
+
+# --- drawn on the follower's side ------------------------------------------------------------
+
+def _stop_following(where) -> None:
+    where.unfollow()          # the next rerun gives the session a run of its own
+
+
+def refused_follow(where) -> None:
+    """The page of a follower whose link no longer opens (revoked, unknown)."""
+    why = watched()[1]
+    st.error(f"This follow link does not open: {why}.")
+    st.button("Train a run of my own", on_click=_stop_following, args=(where,), key="follow_refused_leave")
+
+
+def follow_card(where) -> None:
+    """The sidebar of a follower: whose run, its state, and the way out."""
+    run, note = watched()
+    st.subheader("Following")
+    if run is not None:
+        cfg = run.trainer.config
+        st.markdown(f"**{run.name}**: {state_words(run.status)}  \n{cfg.cell.upper()}({cfg.hidden}) × {cfg.layers} "
+                    f"on {cfg.task}")
+        st.caption("Its owner trains, pauses and resets it; you watch it learn, each page your own way: "
+                   "pick your own sequence, layer, unit and step, or build sequences of your own.")
+        if note:
+            st.info(note)
+    st.button("Stop following: train my own", on_click=_stop_following, args=(where,), key="follow_leave",
+              help="Leave this run to its owner and start a run of your own with the default settings.")
+
+
+# --- drawn on the owner's side --------------------------------------------------------------
+
+def audience(run, url_of) -> None:
+    """Presentation mode's panel: how many follow the run now, and its follow link as a QR code
+    (url_of(params) makes the link)."""
+    token = follow_link(run)
+    if not token:
+        st.caption("Make a follow link in the Share menu, and its QR code shows here for the class.")
+        return
+
+    @st.fragment(run_every=3.0)
+    def count() -> None:
+        st.metric("Students following", followers(run))
+
+    count()
+    st.image(qr_png(url_of({"follow": token})), caption="Scan to follow this run live", width="stretch")
