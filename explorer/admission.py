@@ -12,6 +12,10 @@ Admitted runs also take fair turns. Two threads of one process share the interpr
 and measured here one of two admitted runs made 48 steps while the other made 152; so each
 admitted run keeps the seconds its steps took (a virtual clock, as a fair scheduler does), and
 one that is more than QUANTUM seconds ahead of the furthest-behind waits for it to catch up.
+
+A run a class follows (a holder whose `priority` is true: one with a follow link) goes first: it
+is admitted ahead of the queue, and it never waits for its turn, while the others still wait
+for it when they are ahead of it. A lecture's run is the one twenty screens are showing.
 """
 from __future__ import annotations
 
@@ -90,7 +94,8 @@ class Admission:
         the step's duration then counts on its clock."""
         with self._lock:
             deadline = time.monotonic() + timeout
-            while id(who) in self._used and self._used[id(who)] > min(self._used.values()) + self.quantum:
+            while (id(who) in self._used and not _priority(who)
+                   and self._used[id(who)] > min(self._used.values()) + self.quantum):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -111,7 +116,8 @@ class Admission:
 
     def _fill(self) -> None:
         while self._queue and len(self._admitted) < self.slots:
-            who = self._queue.popleft()
+            who = next((w for w in self._queue if _priority(w)), self._queue[0])
+            self._queue.remove(who)
             # A newcomer starts level with the furthest behind: no debt, and no credit to spend.
             self._used[id(who)] = min(self._used.values(), default=0.0)
             self._admitted.append(who)
@@ -119,6 +125,11 @@ class Admission:
     def _place(self, who: object) -> int | None:
         if who in self._admitted:
             return 0
-        if who in self._queue:
-            return self._queue.index(who) + 1
+        if who in self._queue:        # the runs that go first, then the others, each first come
+            order = [w for w in self._queue if _priority(w)] + [w for w in self._queue if not _priority(w)]
+            return order.index(who) + 1
         return None
+
+
+def _priority(who: object) -> bool:
+    return bool(getattr(who, "priority", False))

@@ -93,6 +93,7 @@ class Run:
         self.name = name or (default_name(config) if store is not None else None)
         self.read_only = read_only
         self.admission = admission           # the server's: how many runs train at once
+        self.priority = False                # a class follows it: it goes first (explorer.admission)
         self._queue_place: int | None = None
         self._saved = (self.trainer.steps_done, time.monotonic(), status)   # (step, when, status) of the last save
         self._cond = threading.Condition()

@@ -82,15 +82,18 @@ def follow_link(run, make: bool = False) -> str | None:
     if board is None or run is None or run.read_only or not run.id or not run.owner_key:
         return None
     try:
-        return board.link(run.id, run.owner_key, make=make)
+        token = board.link(run.id, run.owner_key, make=make)
     except StoreError:
         return None
+    run.priority = token is not None     # a lecture's run trains first (explorer.admission)
+    return token
 
 
 def revoke(run) -> None:
     token = follow_link(run)
     if token:
         follow_board().revoke(token, run.owner_key)
+        run.priority = False
 
 
 def keep_followers(old, new) -> None:
@@ -98,6 +101,7 @@ def keep_followers(old, new) -> None:
     token = follow_link(old)
     if token and new is not None and new.id:
         follow_board().move(token, new.id, new.owner_key)
+        new.priority = True
 
 
 def followers(run) -> int:

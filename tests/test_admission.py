@@ -36,6 +36,36 @@ def test_admission_is_first_come_with_places_and_a_leaver_lets_the_next_in():
     assert gate.counts() == (0, 0)
 
 
+class Holder:
+    def __init__(self, name: str, priority: bool = False):
+        self.name, self.priority = name, priority
+
+
+def test_a_followed_run_goes_ahead_of_the_queue_and_never_waits_its_turn():
+    gate = Admission(1, quantum=0.01)
+    a, b, lecture, c = Holder("a"), Holder("b"), Holder("lecture", priority=True), Holder("c")
+    assert [gate.ask(h) for h in (a, b, lecture, c)] == [0, 1, 1, 3]   # b and c make way for it
+    assert gate.place(b) == 2
+    gate.leave(a)
+    assert gate.place(lecture) == 0 and (gate.place(b), gate.place(c)) == (1, 2)
+    # Fair turns: a run ahead of the others waits; the followed run does not.
+    gate = Admission(2, quantum=0.01)
+    other, lecture = Holder("other"), Holder("lecture", priority=True)
+    gate.ask(other), gate.ask(lecture)
+    with gate.turn(lecture):
+        time.sleep(0.2)                                        # the lecture's run 0.2 s ahead
+    started = time.monotonic()
+    with gate.turn(lecture, timeout=1.0):
+        pass
+    assert time.monotonic() - started < 0.1                    # it never waits
+    with gate.turn(other):
+        time.sleep(0.3)                                        # now the other is 0.1 s ahead
+    started = time.monotonic()
+    with gate.turn(other, timeout=0.5):
+        pass
+    assert time.monotonic() - started >= 0.45                  # it waits for the lecture's run
+
+
 def test_the_defaults_fit_the_cores(monkeypatch):
     monkeypatch.delenv("GATE_EXPLORER_MAX_RUNS", raising=False)
     assert max_runs() == cores() and threads_per_run() == 1     # one thread per admitted run
