@@ -20,7 +20,7 @@ from pages import keys
 from pages.follow import audience, follow_card
 from pages.link import read_link
 from pages.multipage import inside_app
-from pages.session import Session, session
+from pages.session import Session, current_run, session
 from pages.share import link_to, share_menu
 
 # Sidebar groups, in order; a field shows only where `_relevant` says it matters.
@@ -165,7 +165,7 @@ def sidebar() -> Config | None:
             config = None
         st.session_state[keys.CONFIG] = config
         with share_slot:
-            share_menu(where.run, config)
+            share_menu(current_run(config) if config is not None else where.run, config)
         if config is None:
             return None
         run = where.run

@@ -95,7 +95,7 @@ class Class:
 def teacher_link(tab: Tab) -> str:
     """Make the follow link in the teacher's Share menu; its token."""
     page = tab.app.page
-    page.get_by_role("button", name="Share").click()
+    page.get_by_role("button", name="Share", exact=True).click()
     page.get_by_role("button", name="Make a follow link").click()
     code = page.locator('[data-testid="stCode"]', has_text="follow=").first
     code.wait_for(timeout=TIMEOUT_MS)
