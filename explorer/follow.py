@@ -3,8 +3,10 @@ server, and the figures every follower shares.
 
 A class follows the teacher's run: each student looks at it their own way (page, sequence,
 layer, unit, step) but trains nothing and cannot slow it. So a follower
-- reads the run's snapshots without counting as a look (`Run.snapshot(look=False)`): a run its
-  owner left still pauses itself when idle, however many follow it;
+- reads the run's published snapshot (`Run.published`): one for every follower, taken again
+  each `tick` seconds, so followers show the same step and share its figures (a run steps far
+  more often than a page refreshes: fifty followers each on their own step would each build
+  their own figures). It is not a look: a run its owner left still pauses itself when idle;
 - traces sequences of its own on the copy of the weights the run took at its newest probe
   (`Trainer.probe_copy`), never under the run's lock;
 - draws figures from `FigureCache`, where one figure per (run, step, view) is built once and
@@ -48,9 +50,10 @@ class Followed:
     read_only = True
     owner_key = None
 
-    def __init__(self, run: Run, token: str):
+    def __init__(self, run: Run, token: str, tick: float = 0.5):
         self.run = run
         self.token = token
+        self.tick = tick
 
     @property
     def id(self) -> str | None:
@@ -83,7 +86,7 @@ class Followed:
         return Shadow(trainer, step, model)
 
     def snapshot(self) -> Snapshot:
-        return self.run.snapshot(look=False)
+        return self.run.published(self.tick)
 
     def trace(self, x, y=None) -> Trace:
         return self.trainer.trace(x, y)
@@ -165,7 +168,7 @@ class FigureCache:
     followers ask for the same figure at once, one builds it and four wait for it. The newest
     `size` figures are kept."""
 
-    def __init__(self, size: int = 256):
+    def __init__(self, size: int = 96):
         self.size = size
         self.builds = 0
         self._lock = threading.Lock()

@@ -111,6 +111,7 @@ class Run:
         # it, so whoever waits says so (`_between_steps`) and the worker lets them in first.
         self._model_lock = threading.Lock()
         self._waiting = 0
+        self._published: tuple[float, Snapshot] | None = None    # (when, the followers' snapshot)
 
     @classmethod
     def open(cls, store: RunStore, run_id: str, owner_key: str | None = None,
@@ -180,6 +181,8 @@ class Run:
                                       trainer.history.max_trace_bytes)
             trainer.optimizer.zero_grad(set_to_none=True)
             trainer.probe_copy = None
+        with self._cond:
+            self._published = None
 
     def join(self, timeout: float | None = None) -> None:
         thread = self._thread
@@ -267,6 +270,20 @@ class Run:
                         total_steps=self.trainer.config.steps,
                         steps_per_second=float(len(recent) / recent.sum()) if len(recent) else 0.0,
                         message=message, history=view, latest=latest, queue_place=queue_place)
+
+    def published(self, max_age: float) -> Snapshot:
+        """The snapshot every follower sees: one, taken again once older than max_age seconds,
+        and not counted as a look. Followers refreshing in the same moment then show the same
+        step, so the figures drawn from it are built once for all of them (explorer.follow)."""
+        now = time.monotonic()
+        with self._cond:
+            kept = self._published
+        if kept is not None and now - kept[0] < max_age:
+            return kept[1]
+        snap = self.snapshot(look=False)
+        with self._cond:
+            self._published = (now, snap)
+        return snap
 
     def trace(self, x: Tensor, y: Tensor | None = None) -> Trace:
         """Trace the current model on any sequences (e.g. built by hand), between steps."""

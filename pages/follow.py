@@ -61,7 +61,7 @@ def watched() -> tuple[Followed | None, str | None]:
         note = ("This run is not training any more (its owner left it, or started over without its "
                 "followers): you see it as last saved.")
     if where.watching is None or where.watching.run is not live:
-        where.watching = Followed(live, where.follow_token)
+        where.watching = Followed(live, where.follow_token, tick=FOLLOW_SECONDS)
     return where.watching, note
 
 

@@ -113,6 +113,22 @@ def test_a_followers_own_sequence_is_traced_on_the_probe_copy_without_the_runs_l
     run.stop()
 
 
+def test_followers_share_one_snapshot_per_tick_and_see_the_run_move_on():
+    run = small_run()
+    one, two = Followed(run, "t", tick=0.3), Followed(run, "t", tick=0.3)
+    run.start()
+    try:
+        time.sleep(0.5)
+        first = one.snapshot()
+        assert two.snapshot() is first                          # the same moment, the same step
+        time.sleep(0.4)
+        later = two.snapshot()
+        assert later is not first and later.step > first.step  # a tick later, the run's new step
+        assert one.snapshot() is later
+    finally:
+        run.stop()
+
+
 def test_a_follower_cannot_drive_the_run_and_does_not_keep_it_alive():
     run = small_run()
     watcher = Followed(run, "t")
@@ -120,7 +136,7 @@ def test_a_follower_cannot_drive_the_run_and_does_not_keep_it_alive():
         with pytest.raises(ReadOnly):
             control()
     seen = run._last_poll
-    time.sleep(0.02)
+    time.sleep(0.6)
     watcher.snapshot()
     assert run._last_poll == seen                               # a follower's look is not the owner's
     run.snapshot()
@@ -155,6 +171,8 @@ def test_five_followers_asking_at_once_build_a_figure_once():
 @pytest.fixture(autouse=True)
 def fresh_server(tmp_path, monkeypatch):
     monkeypatch.setenv("GATE_EXPLORER_DB", str(tmp_path / "runs.sqlite"))
+    # Each rerun here is one look: followers see the run's step at once, not a tick later.
+    monkeypatch.setattr("pages.follow.FOLLOW_SECONDS", 0.0)
     st.cache_resource.clear()
     yield
     st.cache_resource.clear()
