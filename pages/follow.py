@@ -125,8 +125,8 @@ def _stop_following(where) -> None:
 
 def refused_follow(where) -> None:
     """The page of a follower whose link no longer opens (revoked, unknown)."""
-    why = watched()[1]
-    st.error(f"This follow link does not open: {why}.")
+    why = watched()[1] or "this follow link does not open"
+    st.error(f"{why[0].upper()}{why[1:]}.")
     st.button("Train a run of my own", on_click=_stop_following, args=(where,), key="follow_refused_leave")
 
 

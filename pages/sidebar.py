@@ -17,7 +17,7 @@ from explorer.models import resolve_device
 from explorer.tasks import SERIES, TASKS
 from explorer.yours import UPLOAD_ENV, max_upload_mb
 from pages import keys
-from pages.follow import audience, follow_card
+from pages.follow import audience, follow_card, watched
 from pages.link import read_link
 from pages.multipage import inside_app
 from pages.session import Session, current_run, session
@@ -138,8 +138,9 @@ def sidebar() -> Config | None:
                                  "The link keeps it: send it to show the lesson, locked.")
         share_slot = st.container()        # filled once the settings are read, below
         if where.follow_token:             # a follower: whose run it is, no settings
-            with share_slot:
-                share_menu(None, None, following=where.follow_token)
+            if watched()[0] is not None:   # (a revoked link is not passed on)
+                with share_slot:
+                    share_menu(None, None, following=where.follow_token)
             follow_card(where)
             st.session_state[keys.CONFIG] = None
             return None

@@ -1,0 +1,67 @@
+"""Following a live run in Chromium: the teacher makes a follow link and trains; a student's
+tab (a browser session of its own) follows it live with no controls, looks at the Gates page
+its own way, and is locked out with a message when the teacher revokes the link. Screenshots:
+follow-teacher-presenting.png (the QR code and the count), follow-student-train.png,
+follow-student-gates.png, follow-revoked.png."""
+from _app import STEP, TIMEOUT_MS, AppPage, exceptions, wait_ready
+
+
+
+def follow_link(teacher: AppPage) -> str:
+    page = teacher.page
+    page.get_by_role("button", name="Share", exact=True).click()
+    page.get_by_role("button", name="Make a follow link").click()
+    code = page.locator('[data-testid="stCode"]', has_text="follow=").first
+    code.wait_for()
+    link = code.inner_text().strip()
+    page.keyboard.press("Escape")
+    return link
+
+
+def test_a_student_follows_the_teachers_run_live_and_is_locked_out_when_it_is_revoked(app, browser, server, shots):
+    teacher = app
+    teacher.page.goto(server.url + "/?steps=100000&hidden=16")
+    wait_ready(teacher.page, STEP)
+    link = follow_link(teacher)
+    assert "follow=" in link and "key=" not in link
+    teacher.press("Train")
+    teacher.wait_step_above(5)
+
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        student = AppPage(context.new_page(), server.url, shots)
+        student.page.goto(link)
+        wait_ready(student.page, STEP)
+        seen = student.step()
+        student.wait_step_above(seen + 20, timeout=30)             # live, with nobody pressing anything
+        assert student.page.get_by_role("button", name="Train", exact=True).count() == 0
+        assert student.page.get_by_text("Following “").count() >= 1
+        student.shot("follow-student-train")
+
+        # The teacher's projector: presentation mode, the count and the QR code.
+        teacher.page.locator('[data-testid="stSidebar"]').get_by_text("Presentation mode", exact=True).click()
+        teacher.wait_until(lambda: teacher.page.get_by_text("Students following").count() > 0, 30, "the count")
+        teacher.wait_until(lambda: teacher.page.locator('[data-testid="stMetricValue"]', has_text="1").count() > 0,
+                           30, "one student following")
+        teacher.wait_until(lambda: teacher.page.locator('[data-testid="stSidebar"] img').count() == 1, 30,
+                           "the QR code")
+        teacher.shot("follow-teacher-presenting")
+
+        student.go_to("Gates", '[data-testid="stSelectbox"]')
+        assert "follow=" in student.page.url
+        student.shot("follow-student-gates")
+        assert not student.problems() and not teacher.problems()
+
+        # Revoked: the student's page says so, and shows the run no more.
+        teacher.page.locator('[data-testid="stSidebar"]').get_by_text("Presentation mode", exact=True).click()
+        teacher.page.get_by_role("button", name="Share", exact=True).click()
+        teacher.press("Revoke the follow link")
+        student.page.reload()
+        wait_ready(student.page)
+        student.wait_until(lambda: student.page.get_by_text("revoked this follow link").count() > 0, 30,
+                           "the revocation message")
+        assert student.page.locator(STEP).count() == 0 and not exceptions(student.page)
+        student.shot("follow-revoked")
+    finally:
+        context.close()
