@@ -166,11 +166,13 @@ class FigureCache:
 
     A key names the view and the data it shows: (chart, run id, step, choices...). When five
     followers ask for the same figure at once, one builds it and four wait for it. The newest
-    `size` figures are kept."""
+    `size` figures are kept, at most `max_bytes` of them: a server's memory after a class has
+    left holds these and no more."""
 
-    def __init__(self, size: int = 96):
-        self.size = size
+    def __init__(self, size: int = 96, max_bytes: int = 16 * 2**20):
+        self.size, self.max_bytes = size, max_bytes
         self.builds = 0
+        self._bytes = 0
         self._lock = threading.Lock()
         self._done: OrderedDict[Hashable, str] = OrderedDict()
         self._building: dict[Hashable, threading.Event] = {}
@@ -190,9 +192,10 @@ class FigureCache:
             spec = build()
             with self._lock:
                 self.builds += 1
+                self._bytes += len(spec) - len(self._done.pop(key, ""))
                 self._done[key] = spec
-                while len(self._done) > self.size:
-                    self._done.popitem(last=False)
+                while len(self._done) > self.size or (self._bytes > self.max_bytes and len(self._done) > 1):
+                    self._bytes -= len(self._done.popitem(last=False)[1])
             return spec
         finally:
             with self._lock:

@@ -166,6 +166,15 @@ def test_five_followers_asking_at_once_build_a_figure_once():
     assert cache.builds == 2
 
 
+def test_the_figure_cache_keeps_the_newest_within_its_bounds():
+    cache = FigureCache(size=3, max_bytes=250)
+    for step in range(5):
+        cache.get(step, lambda: "x" * 100)
+    assert list(cache._done) == [3, 4] and cache._bytes == 200    # 250 bytes hold two
+    cache.get(3, lambda: "never built")                         # kept: not built again
+    assert cache.builds == 5
+
+
 # --- the app: an owner and followers, each in a browser session of their own --------------------
 
 @pytest.fixture(autouse=True)
