@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -41,12 +39,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "browser"))
 
 from _app import STEP, TIMEOUT_MS, wait_ready  # noqa: E402
-from _server import OUT, Server, launch_chromium  # noqa: E402
+from _server import Server  # noqa: E402
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: E402
 
-from explorer.memory import ARENAS, ARENAS_ENV  # noqa: E402
-from tests.load import (RELOAD_GRACE, SESSION_TTL, Tab, Watch, memory, open_tab, server_errors,  # noqa: E402
-                        settle, step_at, thread_names, wait, warm_up)
+from tests import load  # noqa: E402
+from tests.load import (Tab, Watch, _n, bounded, finish, memory, open_tab, server_errors,  # noqa: E402
+                        server_failures, step_at, thread_names, wait)
 from tests.wsclient import StreamlitClient  # noqa: E402
 
 LIMITS = {"followers": (0, 40), "own": (0, 20), "idle": (0, 20), "seconds": (5, 600), "solo": (5, 120),
@@ -123,7 +121,7 @@ def p95(gaps: list[float]) -> float | None:
 
 
 def client_summary(client: StreamlitClient, since: float, until: float) -> dict:
-    done = [t for t, status in client.finished if status == FRAGMENT_DONE]
+    done = [t for t, status, *_ in client.finished if status == FRAGMENT_DONE]
     gaps = intervals(done, since, until)
     steps = [(t, int(v)) for t, label, v in client.metric_times if label == "Step" and str(v).isdigit()]
     return {"name": client.name, "errors": list(client.errors),
@@ -207,21 +205,10 @@ def judge(result: dict, baseline: dict, options: argparse.Namespace) -> list[str
     if ratio is None or ratio < options.min_solo_ratio:
         failures.append(f"the followed run: {result['followed_steps_per_second']} steps/s against "
                         f"{result['solo_steps_per_second']} solo (at least {options.min_solo_ratio:g}×)")
-    failures += [f"server log: {text}" for text in result["server_errors"]]
-    after = result["after"]
-    if after["rss_mb"] - baseline["rss_mb"] > options.rss_slack_mb:
-        failures.append(f"leak: RSS {after['rss_mb']:.0f} MB after the cohort left, "
-                        f"{after['rss_mb'] - baseline['rss_mb']:+.0f} MB on the baseline {baseline['rss_mb']:.0f} MB")
-    if after["threads"] > baseline["threads"] + options.thread_slack:
-        failures.append(f"leak: {after['threads']} threads after the cohort left, baseline {baseline['threads']}")
-    return failures
+    return failures + server_failures(result, baseline, options)
 
 
-def _n(value, digits=1, scale=1.0) -> str:
-    return "-" if value is None else f"{value * scale:.{digits}f}"
-
-
-def report(result: dict, baseline: dict) -> str:
+def report(result: dict, baseline: dict, options: argparse.Namespace) -> str:
     followers, own = result["clients"]["follower"], result["clients"]["own"]
     p95s = [c["refresh_p95_s"] for c in followers if c["refresh_p95_s"] is not None]
     medians = [c["refresh_median_s"] for c in followers if c["refresh_median_s"] is not None]
@@ -249,41 +236,8 @@ def report(result: dict, baseline: dict) -> str:
 
 
 def run(options: argparse.Namespace, browser=None, echo=print) -> dict:
-    options.shots = Path(getattr(options, "shots", None) or OUT.parent / "classroom")
-    options.shots.mkdir(parents=True, exist_ok=True)
-    store = Path(tempfile.mkdtemp(prefix="gate-explorer-classroom-")) / "runs.sqlite"
-    env = {"GATE_EXPLORER_DB": str(store), "GATE_EXPLORER_RELOAD_GRACE_S": str(RELOAD_GRACE),
-           ARENAS_ENV: str(ARENAS)}
-    server = Server(options.shots / "streamlit.log", env=env,
-                    launch=[sys.executable, "-m", "streamlit", "run", "app.py",
-                            "--server.disconnectedSessionTTL", str(SESSION_TTL)])
-    results = {"options": {k: v for k, v in vars(options).items() if k != "shots"}, "cohorts": [],
-               "server_log": str(server.log_path)}
-    playwright = None
-    try:
-        server.start()
-        if browser is None:
-            from playwright.sync_api import sync_playwright
-            playwright = sync_playwright().start()
-            browser = launch_chromium(playwright)
-        watch = Watch(server.proc.pid)
-        warm_up(browser, server, options.shots, options.settings)
-        baseline = {k: v for k, v in settle(watch, options.settle, server.url).items() if k != "readings"}
-        results["baseline"] = baseline
-        echo(f"server on {server.url}: baseline RSS {baseline['rss_mb']:.0f} MB, {baseline['threads']} threads")
-        for number in range(1, options.cohorts + 1):
-            result = cohort(browser, server, options, watch, number)
-            result["failures"] = judge(result, baseline, options)
-            results["cohorts"].append(result)
-            echo(report(result, baseline))
-    finally:
-        if playwright is not None:
-            if browser is not None:
-                browser.close()
-            playwright.stop()
-        server.stop()
-    results["failures"] = [f"cohort {c['cohort']}: {f}" for c in results["cohorts"] for f in c["failures"]]
-    return results
+    """The server, its warm-up and baseline, and the cohorts, as tests/load.py runs them."""
+    return load.run(options, browser, echo, kind="classroom", cohort=cohort, judge=judge, report=report)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -307,21 +261,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def options(argv: list[str] | None = None) -> argparse.Namespace:
-    p = parser()
-    args = p.parse_args(argv)
-    for name, (low, top) in LIMITS.items():
-        if not low <= getattr(args, name) <= top:
-            p.error(f"--{name} must be from {low} to {top}")
-    return args
+    return bounded(parser(), LIMITS, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = options(argv)
-    results = run(args)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2, default=str))
-    print("classroom load test: " + ("ok" if not results["failures"] else f"FAIL ({len(results['failures'])} problems)"))
-    return 1 if results["failures"] else 0
+    return finish(args, run(args), "classroom load test")
 
 
 if __name__ == "__main__":

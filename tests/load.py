@@ -476,7 +476,12 @@ def judge(result: dict, baseline: dict, options: argparse.Namespace) -> list[str
             failures.append(f"{name}: starved, {rate:.1f} steps/s "
                             f"{'while admitted' if s['queue_seen_in_window'] else 'over the window'}, "
                             f"{s['share']:.2f}× the fair share of {fair:.1f}")
-    failures += [f"server log: {text}" for text in result["server_errors"]]
+    return failures + server_failures(result, baseline, options)
+
+
+def server_failures(result: dict, baseline: dict, options: argparse.Namespace) -> list[str]:
+    """The server's side of a cohort's verdict: its log's tracebacks, and a leak."""
+    failures = [f"server log: {text}" for text in result["server_errors"]]
     after = result["after"]
     if after["rss_mb"] - baseline["rss_mb"] > options.rss_slack_mb:
         failures.append(f"leak: RSS {after['rss_mb']:.0f} MB after the cohort left, "
@@ -522,18 +527,22 @@ def report(result: dict, baseline: dict, options: argparse.Namespace) -> str:
 
 # --- the whole test -----------------------------------------------------------------------
 
-def run(options: argparse.Namespace, browser=None, echo=print) -> dict:
+def run(options: argparse.Namespace, browser=None, echo=print, kind: str = "load", **parts) -> dict:
     """Start a server, warm it, run the cohorts; return everything measured, with `failures`.
-    Uses `browser` (a Playwright Chromium) if given, else starts one of its own."""
-    options.shots = Path(getattr(options, "shots", None) or OUT.parent / "load")
+    Uses `browser` (a Playwright Chromium) if given, else starts one of its own. `parts` may
+    replace this test's cohort, judge and report (tests/classroom.py does); `kind` names its
+    folder under out/ and its run store."""
+    cohort_of, judge_of, report_of = (parts.get(name, default) for name, default in
+                                      (("cohort", cohort), ("judge", judge), ("report", report)))
+    options.shots = Path(getattr(options, "shots", None) or OUT.parent / kind)
     options.shots.mkdir(parents=True, exist_ok=True)
-    store = Path(tempfile.mkdtemp(prefix="gate-explorer-load-")) / "runs.sqlite"
+    store = Path(tempfile.mkdtemp(prefix=f"gate-explorer-{kind}-")) / "runs.sqlite"
     # A closed tab's training run keeps going RELOAD_GRACE s for a reload (pages/session.py):
     # short here, so "after" is read once the runs of the cohort have ended.
     # The arena cap is part of how the README starts the server (explorer/memory.py).
     env = {"GATE_EXPLORER_DB": str(store), "GATE_EXPLORER_RELOAD_GRACE_S": str(RELOAD_GRACE),
            ARENAS_ENV: str(ARENAS)}
-    if options.max_runs:
+    if getattr(options, "max_runs", None):
         env["GATE_EXPLORER_MAX_RUNS"] = str(options.max_runs)
     server = Server(options.shots / "streamlit.log", env=env,
                     launch=[sys.executable, "-m", "streamlit", "run", "app.py",
@@ -557,10 +566,10 @@ def run(options: argparse.Namespace, browser=None, echo=print) -> dict:
         echo(f"server pid {pid} on {server.url}: baseline RSS {baseline['rss_mb']:.0f} MB, "
              f"{baseline['threads']} threads (after a warm-up run and {options.settle:g} s)")
         for number in range(1, options.cohorts + 1):
-            result = cohort(browser, server, options, watch, number)
-            result["failures"] = judge(result, baseline, options)
+            result = cohort_of(browser, server, options, watch, number)
+            result["failures"] = judge_of(result, baseline, options)
             results["cohorts"].append(result)
-            echo(report(result, baseline, options))
+            echo(report_of(result, baseline, options))
     finally:
         if playwright is not None:
             if browser is not None:
@@ -594,22 +603,30 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def options(argv: list[str] | None = None) -> argparse.Namespace:
-    p = parser()
+def bounded(p: argparse.ArgumentParser, limits: dict, argv: list[str] | None) -> argparse.Namespace:
+    """argv parsed by p, each option named in limits refused outside its (low, top)."""
     args = p.parse_args(argv)
-    for name, (low, top) in LIMITS.items():
+    for name, (low, top) in limits.items():
         if not low <= getattr(args, name) <= top:
             p.error(f"--{name} must be from {low} to {top}")
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = options(argv)
-    results = run(args)
+def options(argv: list[str] | None = None) -> argparse.Namespace:
+    return bounded(parser(), LIMITS, argv)
+
+
+def finish(args: argparse.Namespace, results: dict, what: str) -> int:
+    """Write the results where --json says, print the verdict; the exit status."""
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
-    print("load test: " + ("ok" if not results["failures"] else f"FAIL ({len(results['failures'])} problems)"))
+    print(f"{what}: " + ("ok" if not results["failures"] else f"FAIL ({len(results['failures'])} problems)"))
     return 1 if results["failures"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = options(argv)
+    return finish(args, run(args), "load test")
 
 
 if __name__ == "__main__":
