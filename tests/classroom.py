@@ -44,7 +44,7 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: E402
 
 from tests import load  # noqa: E402
 from tests.load import (Tab, Watch, _n, bounded, finish, memory, open_tab, server_errors,  # noqa: E402
-                        server_failures, step_at, thread_names, wait)
+                        server_failures, settle, step_at, thread_names, wait)
 from tests.wsclient import StreamlitClient  # noqa: E402
 
 LIMITS = {"followers": (0, 40), "own": (0, 20), "idle": (0, 20), "seconds": (5, 600), "solo": (5, 120),
