@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import time
+from functools import cached_property
 
 import torch
 from torch import Tensor, nn
@@ -188,6 +189,13 @@ class Trainer:
             p.grad = None
         self.probe_copy = (self.steps_done, model)
 
+    @cached_property
+    def probe_labels(self) -> list[str]:
+        """Each probe sequence in words (Task.describe_sequence), made once: the pickers of
+        every page that shows the run list them at every refresh."""
+        x, y = self.probe_set
+        return [self.task.describe_sequence(x[b].cpu(), y[b].cpu()) for b in range(len(x))]
+
     @property
     def finished(self) -> bool:
         return self.steps_done >= self.config.steps or not self.task.trainable
@@ -199,5 +207,6 @@ class Trainer:
             raise ValueError("only your own model's traced loss can be changed")
         self.task.set_loss(config.trace_loss)
         self.config = config
+        self.__dict__.pop("probe_labels", None)     # described again, under the new loss
         self.history = History(self.param_names, max_traces=self.history.max_traces)
         self.probe()

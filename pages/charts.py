@@ -72,30 +72,50 @@ function plotlyReady() {
   return window.__gateExplorerPlotly;
 }
 
-export default function ({ data, parentElement }) {
-  if (data === "preload") { plotlyReady(); return; }
-  let graph = parentElement.querySelector(".live-chart");
-  if (!graph) {
-    graph = document.createElement("div");
-    graph.className = "live-chart";
-    parentElement.appendChild(graph);
-  }
+function draw(graph, version, figure) {
   // A refresh that brings the same figure (a gate strip between probes) costs no redraw.
-  if (graph.drawnSpec === data) return;
-  graph.drawnSpec = data;
-  const figure = JSON.parse(data);
+  if (graph.drawnSpec === version) return;
+  graph.drawnSpec = version;
+  figure = figure || JSON.parse(version);
   graph.style.minHeight = (figure.layout.height || 450) + "px";   // no jump while Plotly loads
   plotlyReady().then(
     (Plotly) => Plotly.react(graph, figure.data, figure.layout, CONFIG),
     (error) => { graph.textContent = "The chart could not load Plotly: " + error.message; },
   );
 }
+
+function cell(parent, className) {
+  let element = parent.querySelector(":scope > ." + className.split(" ").join("."));
+  if (!element) {
+    element = document.createElement("div");
+    element.className = className;
+    parent.appendChild(element);
+  }
+  return element;
+}
+
+export default function ({ data, parentElement }) {
+  if (data === "preload") { plotlyReady(); return; }
+  if (data.startsWith("{\"grid\"")) {
+    // Several charts in one element, two to a row:
+    // {"grid": {name: {"version": v, "figure": {...}}}, "wide": [name]}.
+    const grid = cell(parentElement, "live-grid");
+    const parsed = JSON.parse(data);
+    for (const [name, entry] of Object.entries(parsed.grid)) {
+      const wide = parsed.wide.includes(name) ? " wide" : "";
+      draw(cell(cell(grid, "live-cell chart-" + name + wide), "live-chart"), entry.version, entry.figure);
+    }
+    return;
+  }
+  draw(cell(parentElement, "live-chart"), data, null);
+}
 """
 
 _SCRIPT_PROBLEM = _install_script()
 _component = st.components.v2.component(
     "gate_explorer.live_chart", js=JS % {"script": SCRIPT, "config": json.dumps(CONFIG)},
-    css=".live-chart { width: 100%; }", isolate_styles=False)
+    css=(".live-chart { width: 100%; } .live-grid { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); "
+         "gap: 1rem; } .live-cell.wide { grid-column: span 2; }"), isolate_styles=False)
 
 
 def chart(figure: go.Figure | Callable[[], go.Figure], key: str, version: Hashable = None,
@@ -110,19 +130,37 @@ def chart(figure: go.Figure | Callable[[], go.Figure], key: str, version: Hashab
     be a function too, and the figure is built once on this server for every session that
     shows the same (key, shared): a class following one run (pages/follow.py) shares it.
     """
+    _component(data=_built(figure, key, version, shared), key=key, width="stretch")
+
+
+def chart_grid(figures: dict[str, tuple], key: str, wide: tuple[str, ...] = ()) -> None:
+    """Several charts in one element, two to a row (the `wide` ones take a row of their own):
+    {name: (figure or builder, version, shared)}, each built (or reused) as `chart` builds it. A live page that refreshes many
+    charts at once sends them as one element: each element costs the server more than the
+    figure it carries, and a class's refreshes share the interpreter with the training."""
+    # The figures' JSON goes in as it is (escaping it into strings cost the server as much as
+    # the element), each with a version the browser compares to skip redrawing it.
+    entries = []
+    for name, (figure, version, shared) in figures.items():
+        spec = _built(figure, f"{key}.{name}", version, shared)
+        entries.append(f'{json.dumps(name)}: {{"version": "{len(spec)}-{hash(spec)}", "figure": {spec}}}')
+    data = '{"grid": {' + ", ".join(entries) + '}, "wide": ' + json.dumps(list(wide)) + "}"
+    _component(data=data, key=key, width="stretch")
+
+
+def _built(figure, key: str, version: Hashable, shared: Hashable) -> str:
+    """The figure's JSON: from the server's shared cache, this session's, or built now."""
     present = bool(st.session_state.get(keys.PRESENT))
     if shared is not None:
         from pages.follow import figure_cache
-        spec = figure_cache().get((key, shared, present), lambda: _spec(figure, present))
-    else:
-        built = st.session_state.setdefault(keys.CHARTS, {})
-        if version is not None and key in built and built[key][0] == (version, present):
-            spec = built[key][1]
-        else:
-            spec = _spec(figure, present)
-            if version is not None:
-                built[key] = ((version, present), spec)
-    _component(data=spec, key=key, width="stretch")
+        return figure_cache().get((key, shared, present), lambda: _spec(figure, present))
+    built = st.session_state.setdefault(keys.CHARTS, {})
+    if version is not None and key in built and built[key][0] == (version, present):
+        return built[key][1]
+    spec = _spec(figure, present)
+    if version is not None:
+        built[key] = ((version, present), spec)
+    return spec
 
 
 def _spec(figure: go.Figure | Callable[[], go.Figure], present: bool) -> str:

@@ -104,7 +104,7 @@ def choose(run: Run, replay: bool = True) -> Choice:
             return Choice(0, built, layer, True, None)
     probe_x, probe_y = trainer.probe_set
     sequence = kept(top[1].selectbox, "Probe sequence", tuple(range(len(probe_x))), key=keys.PICK_SEQUENCE,
-                    default=0, format_func=lambda b: f"{b}: {task.describe_sequence(probe_x[b].cpu(), probe_y[b].cpu())}")
+                    default=0, format_func=lambda b: f"{b}: {trainer.probe_labels[b]}")
     if not replay or not task.trainable:            # your model has one probe: nothing to follow
         return Choice(sequence, None, layer, True, None)
     steps = [step for step, _ in run.snapshot().history.traces]

@@ -159,6 +159,7 @@ class Session:
     lesson_runs: dict[str, Run] = field(default_factory=dict)   # variant label -> its run
     follow_token: str | None = None     # the follow link this session follows (pages/follow.py)
     followed_id: str | None = None      # the run it named last time
+    moved_at: float | None = None       # when its owner last moved it to a new run
     watching: object | None = None      # that run's read-only view (explorer.follow.Followed)
 
     def follow(self, token: str) -> None:
@@ -175,7 +176,7 @@ class Session:
         from pages.follow import follow_board
         if self.follow_token and (board := follow_board()) is not None:
             board.leave(self.follow_token, self)
-        self.follow_token = self.followed_id = self.watching = None
+        self.follow_token = self.followed_id = self.watching = self.moved_at = None
 
     def new_run(self, config: Config, name: str | None = None) -> Run:
         store = run_store()

@@ -3,8 +3,8 @@ import streamlit as st
 
 from explorer import Status, plots
 from explorer.follow import Followed
-from pages.charts import chart
-from pages.follow import follow_every, keep_followers, follow_link, state_words
+from pages.charts import chart_grid
+from pages.follow import FOLLOW_SECONDS, drawing_turn, follow_every, follow_link, keep_followers, state_words
 from pages.session import current_run, refresh_every, session, waiting_note
 from pages.sidebar import applied_config
 
@@ -93,7 +93,16 @@ if task.trainable:
 
     @st.fragment(run_every=every)
     def live() -> None:
+        with drawing_turn(run):
+            draw_live()
+
+
+    def draw_live() -> None:
         snap = run.snapshot()
+        if not following and run.priority and snap.running:
+            # A class follows this run: its owner's page shows the moment the class sees, so the
+            # figures are built once for all of them (Run.published).
+            snap = run.published(FOLLOW_SECONDS)
         if (polling and not snap.running) or (following and snap.status != drawn_status):
             st.rerun()                      # polling changes: redraw the page once, quietly
         left, middle, right, far = st.columns(4)
@@ -120,38 +129,52 @@ if task.trainable:
         # and the owner and every follower of a saved run share them (pages/charts.chart).
         drawn = (id(run), cfg, snap.step)
         shared = (run.id, snap.step) if run.id else None
-        one, two = st.columns(2)
-        with one.container(key="loss_chart"):
-            chart(lambda: plots.loss_figure(view, task.baseline_loss, task.loss_name, task.baseline_name, LIVE_POINTS),
-                  key="loss_plot", version=drawn, shared=shared)
-        with two.container(key="metric_chart"):
-            chart(lambda: plots.metric_figure(view, task.baseline_metric, task.metric_name, task.baseline_name,
-                                              LIVE_POINTS), key="metric_plot", version=drawn, shared=shared)
-        three, four = st.columns(2)
-        with three.container(key="grad_norm_chart"):
-            chart(lambda: plots.grad_norm_figure(view, cfg.clip, LIVE_POINTS), key="grad_norm_plot", version=drawn, shared=shared)
-        with four.container(key="param_grad_chart"):
-            chart(lambda: plots.param_grad_figure(view, LIVE_POINTS), key="param_grad_plot", version=drawn, shared=shared)
-        strip(snap)
+        figures = {
+            "loss_chart": (lambda: plots.loss_figure(view, task.baseline_loss, task.loss_name, task.baseline_name,
+                                                     LIVE_POINTS), drawn, shared),
+            "metric_chart": (lambda: plots.metric_figure(view, task.baseline_metric, task.metric_name,
+                                                         task.baseline_name, LIVE_POINTS), drawn, shared),
+            "grad_norm_chart": (lambda: plots.grad_norm_figure(view, cfg.clip, LIVE_POINTS), drawn, shared),
+            "param_grad_chart": (lambda: plots.param_grad_figure(view, LIVE_POINTS), drawn, shared),
+        }
+        # One element for every chart (each element costs the server more than its figure).
+        caption = strip(snap, figures)
+        chart_grid(figures, key="live_charts", wide=("gate_strip",))
+        if caption:
+            st.caption(caption)
 
 
-    def strip(snap) -> None:
-        """One gate of one probe sequence, as of the newest probe."""
+    def strip(snap, figures: dict) -> str | None:
+        """One gate of one probe sequence, as of the newest probe, added to figures; its
+        caption. Its pickers are drawn below it, outside the refreshing fragment: widgets are
+        the dearest elements to redraw."""
         if not snap.history.traces:
-            return
+            return None
         probe_step, tr = snap.history.traces[-1]
-        pick, which = st.columns([1, 3])
-        gate = pick.selectbox("Gate", list(tr.layers[0].gates) or ["hidden"], key="strip_gate")
-        sequence = which.selectbox("Probe sequence", range(len(tr.grad_input)), key="strip_sequence",
-                                   format_func=lambda b: f"{b}: " + task.describe_sequence(*probe(b)))
+        gates = list(tr.layers[0].gates) or ["hidden"]
+        gate = st.session_state.get("strip_gate", gates[0])
+        gate = gate if gate in gates else gates[0]
+        sequence = st.session_state.get("strip_sequence", 0)
+        sequence = sequence if sequence in range(len(tr.grad_input)) else 0
         x = probe(sequence)[0].cpu().numpy()
-        st.caption(f"Layer 1, as of the probe at step {probe_step}. The Gates page shows every gate and layer.")
-        with st.container(key="gate_strip"):
-            # Rebuilt only when a new probe (a new trace object), gate or sequence is shown.
-            chart(lambda: plots.gate_figure(tr, sequence, 0, x, quantities=[gate], time_labels=task.time_labels(x),
-                                            feature_names=task.feature_names()),
-                  key="gate_strip_plot", version=(id(tr), gate, sequence),
-                  shared=(run.id, probe_step, gate, sequence) if run.id else None)
+        # Rebuilt only when a new probe (a new trace object), gate or sequence is shown.
+        figures["gate_strip"] = (
+            lambda: plots.gate_figure(tr, sequence, 0, x, quantities=[gate], time_labels=task.time_labels(x),
+                                      feature_names=task.feature_names()),
+            (id(tr), gate, sequence), (run.id, probe_step, gate, sequence) if run.id else None)
+        return (f"The wide chart: layer 1's {gate} on probe sequence {sequence}, as of the probe at step "
+                f"{probe_step} (pick the gate and sequence below). The Gates page shows every gate and layer.")
+
+
+    def strip_pickers() -> None:
+        traces = run.snapshot().history.traces
+        if not traces:
+            return
+        tr = traces[-1][1]
+        pick, which = st.columns([1, 3])
+        pick.selectbox("Gate", list(tr.layers[0].gates) or ["hidden"], key="strip_gate")
+        which.selectbox("Probe sequence", range(len(tr.grad_input)), key="strip_sequence",
+                        format_func=lambda b: f"{b}: {run.trainer.probe_labels[b]}")
 
 
     def probe(b: int):
@@ -160,3 +183,4 @@ if task.trainable:
 
 
     live()
+    strip_pickers()

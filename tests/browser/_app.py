@@ -17,7 +17,9 @@ TIMEOUT_MS = 60_000   # generous: two noisy cores, and torch warming up in the s
 
 
 def plot(key: str) -> str:
-    return f".st-key-{key} .js-plotly-plot"
+    """A chart's Plotly graph: in the container keyed `key`, or the Train page's chart grid's
+    cell of that name (pages/charts.chart_grid)."""
+    return f".st-key-{key} .js-plotly-plot, .chart-{key} .js-plotly-plot"
 
 
 def wait_until(page, check, timeout: float, what: str, interval: float = 0.2):
