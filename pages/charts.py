@@ -96,7 +96,7 @@ function cell(parent, className) {
 
 export default function ({ data, parentElement }) {
   if (data === "preload") { plotlyReady(); return; }
-  if (data.startsWith("{\"grid\"")) {
+  if (data.startsWith('{"grid"')) {
     // Several charts in one element, two to a row:
     // {"grid": {name: {"version": v, "figure": {...}}}, "wide": [name]}.
     const grid = cell(parentElement, "live-grid");
