@@ -4,9 +4,7 @@ follower's page refreshes. The rules are explorer/follow.py's."""
 from __future__ import annotations
 
 import io
-import threading
 import time
-from contextlib import nullcontext
 
 import segno
 import streamlit as st
@@ -19,7 +17,7 @@ from pages.session import live_runs, run_store, session
 
 # A follower's view redraws this often while the run trains (GATE_EXPLORER_FOLLOW_S), and
 # checks this often otherwise, to see the owner press Train.
-FOLLOW_SECONDS = env_number("GATE_EXPLORER_FOLLOW_S", 0.8)
+FOLLOW_SECONDS = env_number("GATE_EXPLORER_FOLLOW_S", 0.7)
 WAIT_SECONDS = 2.0
 SAVED_TTL_S = 10.0
 MOVED_NOTE_S = 60.0      # how long a follower is told that the owner started a new run       # a run that is no longer live is read from the store again after this
@@ -70,18 +68,6 @@ def watched() -> tuple[Followed | None, str | None]:
     if where.watching is None or where.watching.run is not live:
         where.watching = Followed(live, where.follow_token, tick=FOLLOW_SECONDS)
     return where.watching, note
-
-
-# Followers' pages are drawn one at a time. Each session's script runs on a thread of its own,
-# and twenty of them asking for the interpreter lock at once leave the training thread, which
-# needs it between its operators, almost none: measured on 2 cores, the followed run fell
-# from 55 to 16 steps/s with 20 followers drawing freely.
-_DRAWING = threading.Lock()
-
-
-def drawing_turn(run):
-    """The turn a follower's page waits for before it draws (none for a run of one's own)."""
-    return _DRAWING if isinstance(run, Followed) else nullcontext()
 
 
 def follow_every(run) -> float | None:

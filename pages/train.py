@@ -4,7 +4,7 @@ import streamlit as st
 from explorer import Status, plots
 from explorer.follow import Followed
 from pages.charts import chart_grid
-from pages.follow import FOLLOW_SECONDS, drawing_turn, follow_every, follow_link, keep_followers, state_words
+from pages.follow import FOLLOW_SECONDS, follow_every, follow_link, keep_followers, state_words
 from pages.session import current_run, refresh_every, session, waiting_note
 from pages.sidebar import applied_config
 
@@ -93,11 +93,6 @@ if task.trainable:
 
     @st.fragment(run_every=every)
     def live() -> None:
-        with drawing_turn(run):
-            draw_live()
-
-
-    def draw_live() -> None:
         snap = run.snapshot()
         if not following and run.priority and snap.running:
             # A class follows this run: its owner's page shows the moment the class sees, so the
@@ -105,14 +100,22 @@ if task.trainable:
             snap = run.published(FOLLOW_SECONDS)
         if (polling and not snap.running) or (following and snap.status != drawn_status):
             st.rerun()                      # polling changes: redraw the page once, quietly
-        left, middle, right, far = st.columns(4)
-        with left.container(key="step_counter"):
-            st.metric("Step", str(snap.step))
-        middle.metric("Steps per second", f"{snap.steps_per_second:.1f}")
-        right.metric("Device", str(run.trainer.device))
-        far.metric("Status", snap.status)
-        st.progress(min(snap.step / snap.total_steps, 1.0),
-                    text=f"{snap.step} of {snap.total_steps} steps")
+        if following:
+            # The step, then the rest in one line: a class's twenty pages redraw this every
+            # refresh, and each element costs the server more than what it shows.
+            with st.container(key="step_counter"):
+                st.metric("Step", str(snap.step))
+            st.markdown(f"**{snap.steps_per_second:.1f}** steps per second · on **{run.trainer.device}** · "
+                        f"**{snap.status}** · {snap.step} of {snap.total_steps} steps")
+        else:
+            left, middle, right, far = st.columns(4)
+            with left.container(key="step_counter"):
+                st.metric("Step", str(snap.step))
+            middle.metric("Steps per second", f"{snap.steps_per_second:.1f}")
+            right.metric("Device", str(run.trainer.device))
+            far.metric("Status", snap.status)
+            st.progress(min(snap.step / snap.total_steps, 1.0),
+                        text=f"{snap.step} of {snap.total_steps} steps")
         if snap.queue_place:
             with st.container(key="queue_place"):
                 st.info(waiting_note(snap.queue_place, run.admission.slots))

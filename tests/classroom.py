@@ -1,26 +1,29 @@
 """Classroom load test: a teacher's run followed by a class, beside students training their own.
 
     python -m tests.classroom [--followers 20] [--own 10] [--idle 0] [--seconds 60] [--solo 20]
-                              [--cohorts 1] [--json out.json]
+                              [--cohorts 1] [--browser-teacher] [--json out.json]
 
 It starts the app's Streamlit server itself (a free loopback port, a fresh run store), warms it
 up and reads its baseline memory and threads, as tests/load.py does. Per cohort:
 
-1. The teacher, in Chromium (the projector's browser), opens the Train page, makes a follow link
-   in the Share menu and presses Train. For --solo seconds the teacher's run trains alone: its
-   solo steps/s.
+1. The teacher opens the Train page, makes a follow link in the Share menu and presses Train.
+   For --solo seconds the teacher's run trains alone: its solo steps/s.
 2. The class joins: --followers sessions open the follow link, --own sessions open the Train page
    and press Train (part 1's admission queues them), --idle sessions open the Train page and do
-   nothing. Thirty Chromium front-ends do not fit beside the server on two cores (ten already
-   held back the generator's own tabs, tests/load.py), so these sessions are clients of
-   Streamlit's own websocket protocol (tests/wsclient.py): they render nothing, but ask for
-   every rerun a browser would (each fragment's auto-rerun included) and send the cached
-   message hashes a browser sends.
-3. For --seconds: the teacher's steps/s (from the websocket, as the server sends the step
-   counter) against its solo figure; each follower's refresh interval (between its finished
-   fragment reruns, median and p95) and the steps it saw; each own run's steps; every error
-   (tracebacks, st.error boxes, JS errors, dropped connections, the server's log).
+   nothing.
+3. For --seconds: the teacher's steps/s (as the server sends its step counter) against its solo
+   figure; each follower's refresh interval (between its finished fragment reruns, median and
+   p95) and the steps it saw; each own run's steps; every error (tracebacks, st.error boxes,
+   dropped connections, the server's log).
 4. Everyone leaves; after --settle seconds, the server's memory and threads against the baseline.
+
+Every session is a client of Streamlit's own websocket protocol (tests/wsclient.py): it renders
+nothing, but asks for every rerun a browser would (each fragment's auto-rerun included) and
+sends the cached message hashes a browser sends. Thirty Chromium front-ends do not fit beside
+the server on two cores (ten already held back the generator's own tabs, tests/load.py), and
+even the teacher's one tab drawing five live charts took 0.7 of the two cores from the server
+it measured; in a lecture every browser runs on its own laptop. --browser-teacher puts the
+teacher in Chromium all the same.
 
 It exits non-zero on any error, a follower whose p95 refresh is over --max-follow-p95 s, a
 teacher's run below --min-solo-ratio of its solo steps/s, or a leak.
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import statistics
 import sys
 import threading
@@ -133,21 +137,87 @@ def client_summary(client: StreamlitClient, since: float, until: float) -> dict:
             "bytes": client.bytes_received, "ref_hits": client.ref_hits}
 
 
+class BrowserTeacher:
+    """The teacher in Chromium (--browser-teacher): the projector's browser, on this machine."""
+
+    def __init__(self, browser, server: Server, options: argparse.Namespace):
+        self.tab = open_tab(browser, f"{server.url}/?{options.settings}", 0, options.shots)
+
+    def start(self) -> str:
+        wait_ready(self.tab.app.page, STEP)
+        token = teacher_link(self.tab)
+        self.tab.app.press("Train")
+        self.tab.app.wait_step_above(0)
+        return token
+
+    def wait(self, seconds: float, watch: Watch) -> None:
+        wait(self.tab.app.page, seconds, watch, [self.tab])
+
+    @property
+    def steps(self) -> list[tuple[float, int]]:
+        return self.tab.steps
+
+    def errors(self) -> list[str]:
+        self.tab.close_errors()
+        return list(self.tab.errors)
+
+    def close(self) -> None:
+        self.tab.context.close()
+
+
+class ClientTeacher:
+    """The teacher as a websocket client (the default): in a lecture the teacher's browser runs
+    on the teacher's laptop, and here a Chromium tab drawing five live charts took 0.7 of the
+    machine's two cores from the server it was measuring."""
+
+    def __init__(self, crowd: Class, server: Server, options: argparse.Namespace):
+        self.crowd, self.server = crowd, server
+        self.client = StreamlitClient(server.url, query=options.settings, name="teacher")
+
+    def start(self) -> str:
+        self.crowd.call(self.client.connect())
+        self.crowd.call(self.client.click("Make a follow link"))
+        # The link is in the Share menu's code block; the run store holds it too.
+        store = sqlite3.connect(self.server.env["GATE_EXPLORER_DB"])
+        try:
+            deadline = time.monotonic() + 30
+            while (row := store.execute("SELECT token FROM follows ORDER BY rowid DESC").fetchone()) is None:
+                assert time.monotonic() < deadline, "the teacher's follow link was never made"
+                time.sleep(0.2)
+        finally:
+            store.close()
+        self.crowd.call(self.client.click("Train"))
+        self.crowd.call(self.client.wait_for(lambda c: int(c.metrics.get("Step", "0") or 0) > 0, 60))
+        return row[0]
+
+    def wait(self, seconds: float, watch: Watch) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            watch.sample()
+            time.sleep(min(left, 1.0))
+
+    @property
+    def steps(self) -> list[tuple[float, int]]:
+        return [(t, int(v)) for t, label, v in self.client.metric_times if label == "Step" and str(v).isdigit()]
+
+    def errors(self) -> list[str]:
+        return list(self.client.errors)
+
+    def close(self) -> None:
+        self.crowd.call(self.client.close(), timeout=10)
+
+
 def cohort(browser, server: Server, options: argparse.Namespace, watch: Watch, number: int) -> dict:
     before = memory(server.proc.pid)
     log_start = server.log_path.stat().st_size
     crowd = Class()
-    teacher = open_tab(browser, f"{server.url}/?{options.settings}", 0, options.shots)
+    teacher = BrowserTeacher(browser, server, options) if options.browser_teacher else ClientTeacher(crowd, server, options)
     try:
-        wait_ready(teacher.app.page, STEP)
-        token = teacher_link(teacher)
-        teacher.app.press("Train")
-        teacher.pressed_at = time.monotonic()
-        teacher.app.wait_step_above(0)
+        token = teacher.start()
         # Alone: the teacher's run, and its page.
         watch.mark()
         solo_since = time.monotonic()
-        wait(teacher.app.page, options.solo, watch, [teacher])
+        teacher.wait(options.solo, watch)
         solo_until = time.monotonic()
         solo = rate(teacher.steps, solo_since, solo_until)
         # The class joins, one session after another.
@@ -157,30 +227,30 @@ def cohort(browser, server: Server, options: argparse.Namespace, watch: Watch, n
             crowd.join(server.url, "own", options.settings, i + 1)
         for i in range(options.idle):
             crowd.join(server.url, "idle", options.settings, i + 1)
-        teacher.app.page.wait_for_timeout(options.join_grace * 1000)
+        teacher.wait(options.join_grace, watch)
         watch.mark()
         since = time.monotonic()
-        wait(teacher.app.page, options.seconds, watch, [teacher])
+        teacher.wait(options.seconds, watch)
         until = time.monotonic()
         during, cpu = {**watch.during(), "thread_names": thread_names(server.proc.pid)}, watch.cpu()
-        teacher.close_errors()
         followed = rate(teacher.steps, since, until)
         result = {
             "cohort": number, "token": token, "window_seconds": round(until - since, 2),
+            "teacher": "Chromium" if options.browser_teacher else "websocket client",
             "solo_steps_per_second": solo, "followed_steps_per_second": followed,
             "solo_ratio": followed / solo if solo and followed is not None else None,
-            "teacher_errors": dict(teacher.errors),
+            "teacher_errors": teacher.errors(),
             "clients": {role: [client_summary(c, since, until) for c in clients]
                         for role, clients in crowd.clients.items()},
             "before": before, "during": during, "cpu": cpu,
         }
     finally:
+        try:
+            teacher.close()
+        except Exception:   # noqa: BLE001 - closing the rest matters more
+            pass
         crowd.leave()
         crowd.stop()
-        try:
-            teacher.context.close()
-        except Exception:   # noqa: BLE001
-            pass
     result["after"] = settle(watch, options.settle, server.url)
     with open(server.log_path, "rb") as log:
         log.seek(log_start)
@@ -212,7 +282,7 @@ def report(result: dict, baseline: dict, options: argparse.Namespace) -> str:
     followers, own = result["clients"]["follower"], result["clients"]["own"]
     p95s = [c["refresh_p95_s"] for c in followers if c["refresh_p95_s"] is not None]
     medians = [c["refresh_median_s"] for c in followers if c["refresh_median_s"] is not None]
-    lines = [f"cohort {result['cohort']}: teacher (Chromium) + {len(followers)} followers, {len(own)} own, "
+    lines = [f"cohort {result['cohort']}: teacher ({result['teacher']}) + {len(followers)} followers, {len(own)} own, "
              f"{len(result['clients']['idle'])} idle (websocket clients); {result['window_seconds']:.0f} s window",
              f"followed run: {_n(result['followed_steps_per_second'])} steps/s with the class, "
              f"{_n(result['solo_steps_per_second'])} solo: {_n(result['solo_ratio'], 2)}×",
@@ -247,6 +317,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--idle", type=int, default=0, help="sessions that open the Train page and do nothing")
     p.add_argument("--seconds", type=float, default=60.0, help="the measured window with the class")
     p.add_argument("--solo", type=float, default=20.0, help="seconds the teacher's run trains alone first")
+    p.add_argument("--browser-teacher", action="store_true",
+                   help="the teacher in Chromium on this machine (default: a websocket client, as the class)")
     p.add_argument("--join-grace", type=float, default=5.0, help="seconds after the class joined before the window")
     p.add_argument("--cohorts", type=int, default=1, help="classes one after another (the leak check wants 3)")
     p.add_argument("--settle", type=float, default=15.0, help="seconds after a class leaves before 'after' is read")
