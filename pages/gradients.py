@@ -51,7 +51,7 @@ def view() -> None:
     # The owner's are of the weights now; a follower's, of the copy at the newest probe (shared).
     weights_step = run.trainer.steps_done if isinstance(run, Followed) else None
     chart(lambda: plots.singular_values_figure(run.inspect(lambda model: analysis.recurrent_spectra(model.rnn))),
-          key="spectra_plot", shared=(run.id, weights_step) if weights_step is not None and run.id else None)
+          key="spectra_plot", shared=(run.id, run.trainer.config, weights_step) if weights_step is not None and run.id else None)
 
 
 view()

@@ -28,6 +28,8 @@ PICK_LAYER = "pick_layer"
 PICK_FOLLOW = "pick_follow"
 PICK_REPLAY = "pick_replay"
 STEP_T = "step_t"
+STRIP_GATE = "strip_gate"           # the Train page's strip: drawn in its live fragment, picked below it
+STRIP_SEQUENCE = "strip_sequence"
 STEP_UNIT = "step_unit"
 # Look inside your own model (pages/your_model.py)
 YOURS_MODEL_FILE = "yours_model_file"

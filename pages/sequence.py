@@ -44,8 +44,11 @@ class Shown:
 
     def shared(self, run, *view) -> tuple | None:
         """The key under which this view's figure is shared (pages/charts.chart): a probe
-        sequence's, of a saved run; None for a sequence built by hand."""
-        return (run.id, self.step, self.sequence, *view) if run.id and self.recorded is not None else None
+        sequence's, of a saved run; None for a sequence built by hand. The config is in it:
+        your model traced again with another loss is another figure at the same step."""
+        if not run.id or self.recorded is None:
+            return None
+        return (run.id, run.trainer.config, self.step, self.sequence, *view)
 
 
 def kept(widget, label, options=None, *, key: str, default, valid=None, **kwargs):

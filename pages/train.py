@@ -3,6 +3,7 @@ import streamlit as st
 
 from explorer import Status, plots
 from explorer.follow import Followed
+from pages import keys
 from pages.charts import chart_grid
 from pages.follow import FOLLOW_SECONDS, follow_every, follow_link, keep_followers, state_words
 from pages.session import current_run, refresh_every, session, waiting_note
@@ -131,7 +132,7 @@ if task.trainable:
         # The figures change only with the steps: a queued or paused run's refresh reuses them,
         # and the owner and every follower of a saved run share them (pages/charts.chart).
         drawn = (id(run), cfg, snap.step)
-        shared = (run.id, snap.step) if run.id else None
+        shared = (run.id, cfg, snap.step) if run.id else None
         figures = {
             "loss_chart": (lambda: plots.loss_figure(view, task.baseline_loss, task.loss_name, task.baseline_name,
                                                      LIVE_POINTS), drawn, shared),
@@ -155,9 +156,9 @@ if task.trainable:
             return None
         probe_step, tr = snap.history.traces[-1]
         gates = list(tr.layers[0].gates) or ["hidden"]
-        gate = st.session_state.get("strip_gate", gates[0])
+        gate = st.session_state.get(keys.STRIP_GATE, gates[0])
         gate = gate if gate in gates else gates[0]
-        sequence = st.session_state.get("strip_sequence", 0)
+        sequence = st.session_state.get(keys.STRIP_SEQUENCE, 0)
         sequence = sequence if sequence in range(len(tr.grad_input)) else 0
         x = probe(sequence)[0].cpu().numpy()
         # Rebuilt only when a new probe (a new trace object), gate or sequence is shown.
@@ -175,8 +176,8 @@ if task.trainable:
             return
         tr = traces[-1][1]
         pick, which = st.columns([1, 3])
-        pick.selectbox("Gate", list(tr.layers[0].gates) or ["hidden"], key="strip_gate")
-        which.selectbox("Probe sequence", range(len(tr.grad_input)), key="strip_sequence",
+        pick.selectbox("Gate", list(tr.layers[0].gates) or ["hidden"], key=keys.STRIP_GATE)
+        which.selectbox("Probe sequence", range(len(tr.grad_input)), key=keys.STRIP_SEQUENCE,
                         format_func=lambda b: f"{b}: {run.trainer.probe_labels[b]}")
 
 
