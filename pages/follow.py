@@ -19,8 +19,8 @@ from pages.session import live_runs, run_store, session
 # checks this often otherwise, to see the owner press Train.
 FOLLOW_SECONDS = env_number("GATE_EXPLORER_FOLLOW_S", 0.7)
 WAIT_SECONDS = 2.0
-SAVED_TTL_S = 10.0
-MOVED_NOTE_S = 60.0      # how long a follower is told that the owner started a new run       # a run that is no longer live is read from the store again after this
+SAVED_TTL_S = 10.0       # a run that is no longer live is read from the store again after this
+MOVED_NOTE_S = 60.0      # how long a follower is told that the owner started a new run
 
 
 @st.cache_resource(show_spinner=False)
@@ -63,6 +63,8 @@ def watched() -> tuple[Followed | None, str | None]:
             live = _saved(run_id)
         except StoreError:
             return None, "the run this link follows has ended before it trained a step"
+        except (ValueError, OSError) as error:          # its saved data no longer loads (a CSV run's file)
+            return None, f"the run this link follows cannot be opened any more: {error}"
         note = ("This run is not training any more (its owner left it, or started over without its "
                 "followers): you see it as last saved.")
     if where.watching is None or where.watching.run is not live:
