@@ -175,13 +175,16 @@ class ClientTeacher:
         self.client = StreamlitClient(server.url, query=options.settings, name="teacher")
 
     def start(self) -> str:
+        # The link is in the Share menu's code block; the run store holds it too (this cohort's
+        # is the one made after the links of the cohorts before).
+        store = sqlite3.connect(self.server.env["GATE_EXPLORER_DB"])
+        made = store.execute("SELECT count(*) FROM follows").fetchone()[0]
         self.crowd.call(self.client.connect())
         self.crowd.call(self.client.click("Make a follow link"))
-        # The link is in the Share menu's code block; the run store holds it too.
-        store = sqlite3.connect(self.server.env["GATE_EXPLORER_DB"])
         try:
             deadline = time.monotonic() + 30
-            while (row := store.execute("SELECT token FROM follows ORDER BY rowid DESC").fetchone()) is None:
+            while (row := store.execute("SELECT token FROM follows ORDER BY rowid LIMIT 1 OFFSET ?",
+                                        (made,)).fetchone()) is None:
                 assert time.monotonic() < deadline, "the teacher's follow link was never made"
                 time.sleep(0.2)
         finally:
