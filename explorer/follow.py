@@ -21,7 +21,7 @@ from typing import Callable, Hashable
 from torch import nn
 
 from .run import ReadOnly, Run, Snapshot, Status
-from .store import FollowRefused, RunStore, StoreError
+from .store import FollowRefused, RunStore
 from .trace import Trace
 from .trainer import Trainer
 
@@ -72,10 +72,6 @@ class Followed:
         return self.run.status
 
     @property
-    def worth_reopening(self) -> bool:
-        return self.run.worth_reopening
-
-    @property
     def trainer(self) -> Shadow:
         trainer = self.run.trainer
         kept = trainer.probe_copy
@@ -93,9 +89,6 @@ class Followed:
 
     def inspect(self, fn):
         return fn(self.trainer.model)
-
-    def save(self) -> None:
-        """Only the owner saves."""
 
     def _refuse(self, *args, **kwargs):
         raise ReadOnly("this run is followed, not owned: only its owner trains it")
@@ -203,4 +196,4 @@ class FigureCache:
             pending.set()
 
 
-__all__ = ["FigureCache", "FollowBoard", "FollowRefused", "Followed", "Shadow", "StoreError"]
+__all__ = ["FigureCache", "FollowBoard", "FollowRefused", "Followed", "Shadow"]

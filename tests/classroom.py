@@ -76,7 +76,6 @@ class Class:
             self.call(client.connect())
             if role == "own":
                 self.call(client.click("Train"))
-                client.pressed_at = time.monotonic()
         except Exception as problem:   # noqa: BLE001 - reported as that session's error
             client.errors.append(f"joining: {problem!r}")
         return client
