@@ -19,20 +19,22 @@ PRESENT_CSS = "html { font-size: 20px; } [data-testid='stMetricValue'] { font-si
 # Less empty space above the page, so a projected lesson shows more of the charts.
 PAGE_CSS = "[data-testid='stMainBlockContainer'] { padding-top: 4.5rem; }"
 
-PAGES = [
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train", default=True),
-    st.Page("pages/gates.py", title="Gates", icon=":material/grid_on:", url_path="gates"),
-    st.Page("pages/gradients.py", title="Gradients", icon=":material/trending_down:", url_path="gradients"),
-    st.Page("pages/step.py", title="Step through", icon=":material/calculate:", url_path="step"),
-    st.Page("pages/lessons.py", title="Lessons", icon=":material/school:", url_path="lessons"),
-    st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:", url_path="runs"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
-]
+def pages() -> list:
+    """The app's pages (made in a script run: st.Page wants one)."""
+    return [
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train", default=True),
+        st.Page("pages/gates.py", title="Gates", icon=":material/grid_on:", url_path="gates"),
+        st.Page("pages/gradients.py", title="Gradients", icon=":material/trending_down:", url_path="gradients"),
+        st.Page("pages/step.py", title="Step through", icon=":material/calculate:", url_path="step"),
+        st.Page("pages/lessons.py", title="Lessons", icon=":material/school:", url_path="lessons"),
+        st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:", url_path="runs"),
+        st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
+    ]
 
 
 def main() -> None:
     st.set_page_config(page_title="RNN Gate Explorer", page_icon=":material/cycle:", layout="wide")
-    page = st.navigation(PAGES, position="top")
+    page = st.navigation(pages(), position="top")
     if st.session_state.get(keys.GO_TO):   # a callback can't switch pages itself
         st.switch_page(st.session_state.pop(keys.GO_TO))
     st.html(f"<style>{PAGE_CSS}</style>")
@@ -53,5 +55,12 @@ def main() -> None:
     write_link(config, where.run, where.lesson_runs, page.url_path, where.follow_token)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":          # each session's run of this script
     main()
+else:
+    # `streamlit run app.py` finds this (by reading the file) and serves it: Streamlit's own
+    # server, plus the route a follower's browser polls for the live charts (pages/live.py).
+    from explorer.memory import freeze_startup_objects
+    from pages.live import ROUTES
+    app = st.App(__file__, routes=ROUTES)
+    freeze_startup_objects()

@@ -94,18 +94,79 @@ function cell(parent, className) {
   return element;
 }
 
+function drawGrid(root, parsed, shown) {
+  // Several charts in one element, two to a row:
+  // {"grid": {name: {"version": v, "figure": {...}}}, "wide": [name], "head": {...}}.
+  // A poll's answer leaves out the charts the browser shows already.
+  if (parsed.head) drawHead(root, parsed.head.step, parsed.head.line);
+  const grid = cell(root, "live-grid");
+  for (const [name, entry] of Object.entries(parsed.grid)) {
+    const wide = parsed.wide.includes(name) ? " wide" : "";
+    draw(cell(cell(grid, "live-cell chart-" + name + wide), "live-chart"), entry.version, entry.figure);
+    shown.have[name] = entry.version;
+  }
+  if (parsed.head) shown.step = parsed.head.step;
+}
+
+function drawHead(root, step, line) {
+  // A follower's step counter and the line under it: the poll updates them with the charts.
+  let head = root.querySelector(":scope > .live-head");
+  if (!head) {
+    head = document.createElement("div");
+    head.className = "live-head";
+    head.innerHTML = "<div class='live-step'><span class='live-label'>Step</span> " +
+                     "<span class='live-value'></span></div><div class='live-line'></div>";
+    root.prepend(head);
+  }
+  head.querySelector(".live-value").textContent = step === null ? "" : String(step);
+  head.querySelector(".live-line").textContent = line;
+}
+
+function follow(root, poll, shown) {
+  // A follower's page asks the server for the newest step every poll.every_ms
+  // (pages/live.py): 200 brings the new head and the changed charts, 204 nothing new.
+  // Anything else (the link revoked, the run ended) stops it: the message shows, and the
+  // page's own next rerun says what happens now.
+  const generation = (root.__followGeneration || 0) + 1;
+  root.__followGeneration = generation;
+  clearTimeout(root.__followTimer);
+  if (!poll) return;
+  const current = () => generation === root.__followGeneration && root.isConnected;
+  const tick = async () => {
+    if (!current()) return;
+    const started = performance.now();
+    const query = new URLSearchParams(poll.query);
+    query.set("since", shown.step);
+    query.set("have", Object.values(shown.have).join("."));
+    try {
+      const response = await fetch(poll.url + "?" + query, { cache: "no-store" });
+      if (!current()) return;
+      if (response.status === 200) {
+        const fresh = await response.json();
+        drawGrid(root, fresh, shown);
+        if (fresh.head.status !== "running") return;     // paused or ended: the page reruns for that
+      } else if (response.status !== 204) {
+        const body = await response.json().catch(() => ({}));
+        if (response.status === 403) cell(root, "live-grid").replaceChildren();   // nothing of the run stays
+        drawHead(root, null, body.message || "The run could not be read (" + response.status + ").");
+        return;
+      }
+    } catch (error) {
+      // the network or the server hiccuped: ask again next time
+    }
+    if (current()) root.__followTimer = setTimeout(tick, Math.max(0, poll.every_ms - (performance.now() - started)));
+  };
+  root.__followTimer = setTimeout(tick, poll.every_ms);
+}
+
 export default function ({ data, parentElement }) {
   if (data === "preload") { plotlyReady(); return; }
   if (data.startsWith('{"grid"')) {
-    // Several charts in one element, two to a row:
-    // {"grid": {name: {"version": v, "figure": {...}}}, "wide": [name]}.
-    const grid = cell(parentElement, "live-grid");
     const parsed = JSON.parse(data);
-    for (const [name, entry] of Object.entries(parsed.grid)) {
-      const wide = parsed.wide.includes(name) ? " wide" : "";
-      draw(cell(cell(grid, "live-cell chart-" + name + wide), "live-chart"), entry.version, entry.figure);
-    }
-    return;
+    const shown = { step: -1, have: {} };
+    drawGrid(parentElement, parsed, shown);
+    follow(parentElement, parsed.poll, shown);
+    return () => follow(parentElement, null, shown);
   }
   draw(cell(parentElement, "live-chart"), data, null);
 }
@@ -115,7 +176,10 @@ _SCRIPT_PROBLEM = _install_script()
 _component = st.components.v2.component(
     "gate_explorer.live_chart", js=JS % {"script": SCRIPT, "config": json.dumps(CONFIG)},
     css=(".live-chart { width: 100%; } .live-grid { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); "
-         "gap: 1rem; } .live-cell.wide { grid-column: span 2; }"), isolate_styles=False)
+         "gap: 1rem; } .live-cell.wide { grid-column: span 2; } "
+         ".live-head { margin-bottom: 0.75rem; } .live-label { font-size: 0.875rem; } "
+         ".live-value { font-size: 2.25rem; font-weight: 600; } .live-line { font-size: 0.95rem; }"),
+    isolate_styles=False)
 
 
 def chart(figure: go.Figure | Callable[[], go.Figure], key: str, version: Hashable = None,
@@ -133,24 +197,38 @@ def chart(figure: go.Figure | Callable[[], go.Figure], key: str, version: Hashab
     _component(data=_built(figure, key, version, shared), key=key, width="stretch")
 
 
-def chart_grid(figures: dict[str, tuple], key: str, wide: tuple[str, ...] = ()) -> None:
+def chart_grid(figures: dict[str, tuple], key: str, wide: tuple[str, ...] = (), extra: dict | None = None) -> None:
     """Several charts in one element, two to a row (the `wide` ones take a row of their own):
     {name: (figure or builder, version, shared)}, each built (or reused) as `chart` builds it. A live page that refreshes many
     charts at once sends them as one element: each element costs the server more than the
-    figure it carries, and a class's refreshes share the interpreter with the training."""
+    figure it carries, and a class's refreshes share the interpreter with the training.
+    `extra` adds keys to the element's data: a follower's step line and where it polls
+    (pages/live.py)."""
+    present = bool(st.session_state.get(keys.PRESENT))
+    _component(data=grid_data(figures, wide, present, extra, prefix=key), key=key, width="stretch")
+
+
+def grid_data(figures: dict[str, tuple], wide: tuple[str, ...], present: bool, extra: dict | None = None,
+              have: frozenset[str] = frozenset(), prefix: str = "live_charts") -> str:
+    """chart_grid's data: {"grid": {name: {"version", "figure"}}, "wide": [...], **extra}.
+    Figures whose version is in `have` (the browser shows them already) are left out.
+    Outside a script run (the follow route) every figure must be `shared`."""
     # The figures' JSON goes in as it is (escaping it into strings cost the server as much as
     # the element), each with a version the browser compares to skip redrawing it.
     entries = []
     for name, (figure, version, shared) in figures.items():
-        spec = _built(figure, f"{key}.{name}", version, shared)
-        entries.append(f'{json.dumps(name)}: {{"version": "{len(spec)}-{hash(spec)}", "figure": {spec}}}')
-    data = '{"grid": {' + ", ".join(entries) + '}, "wide": ' + json.dumps(list(wide)) + "}"
-    _component(data=data, key=key, width="stretch")
+        spec = _built(figure, f"{prefix}.{name}", version, shared, present)
+        tag = f"{len(spec)}-{hash(spec)}"
+        if tag not in have:
+            entries.append(f'{json.dumps(name)}: {{"version": "{tag}", "figure": {spec}}}')
+    tail = "".join(f", {json.dumps(k)}: {json.dumps(v)}" for k, v in (extra or {}).items())
+    return '{"grid": {' + ", ".join(entries) + '}, "wide": ' + json.dumps(list(wide)) + tail + "}"
 
 
-def _built(figure, key: str, version: Hashable, shared: Hashable) -> str:
+def _built(figure, key: str, version: Hashable, shared: Hashable, present: bool | None = None) -> str:
     """The figure's JSON: from the server's shared cache, this session's, or built now."""
-    present = bool(st.session_state.get(keys.PRESENT))
+    if present is None:
+        present = bool(st.session_state.get(keys.PRESENT))
     if shared is not None:
         from pages.follow import figure_cache
         return figure_cache().get((key, shared, present), lambda: _spec(figure, present))

@@ -19,6 +19,9 @@ from pages.session import live_runs, run_store, session
 # checks this often otherwise, to see the owner press Train.
 FOLLOW_SECONDS = env_number("GATE_EXPLORER_FOLLOW_S", 0.7)
 WAIT_SECONDS = 2.0
+# A page whose charts the browser polls for (the Train page, pages/live.py) reruns this
+# often while the run trains: only to see it pause, end or move, which the poll also shows.
+POLLED_SECONDS = 10.0
 SAVED_TTL_S = 10.0       # a run that is no longer live is read from the store again after this
 MOVED_NOTE_S = 60.0      # how long a follower is told that the owner started a new run
 
@@ -72,11 +75,14 @@ def watched() -> tuple[Followed | None, str | None]:
     return where.watching, note
 
 
-def follow_every(run) -> float | None:
-    """A page's refresh interval for run: None for a run of one's own (its page decides)."""
+def follow_every(run, polled: bool = False) -> float | None:
+    """A page's refresh interval for run: None for a run of one's own (its page decides).
+    `polled`: the page's browser polls for the newest step itself (pages/live.py)."""
     if not isinstance(run, Followed):
         return None
-    return FOLLOW_SECONDS if run.status == Status.RUNNING else WAIT_SECONDS
+    if run.status != Status.RUNNING:
+        return WAIT_SECONDS
+    return POLLED_SECONDS if polled else FOLLOW_SECONDS
 
 
 def state_words(status: Status) -> str:

@@ -296,7 +296,8 @@ class Session:
                 run.retire()                        # Streamlit may keep this session's objects a while
         shutil.rmtree(self.upload_dir, ignore_errors=True)   # after the saves: a CSV run keeps its file
         self.run, self.lesson_runs = None, {}
-        gc.collect()             # a trainer's tensors can sit in reference cycles
+        if runs:                 # (a follower's session had none: a full pass would stall the training)
+            gc.collect()         # a trainer's tensors can sit in reference cycles
         give_back()
         # Streamlit frees the session itself (its state, messages, connection) after this
         # callback returns: trim once more when that is done.

@@ -1,19 +1,19 @@
 """Train: the controls, and live charts of the run as it learns."""
 import streamlit as st
 
-from explorer import Status, plots
+from explorer import Status
 from explorer.follow import Followed
 from pages import keys
 from pages.charts import chart_grid
+from pages.live import WIDE, head, poll, train_figures
 from pages.follow import FOLLOW_SECONDS, follow_every, follow_link, keep_followers, state_words
 from pages.session import current_run, refresh_every, session, waiting_note
 from pages.sidebar import applied_config
 
 REFRESH_SECONDS = 0.4           # live charts refresh at least twice a second while training
-# Points per line on the live charts: more than a half-width chart has pixels for is spent
-# twice on every refresh, serialising on the server and drawing in the browser, and both
-# take the CPU from training on a small machine.
-LIVE_POINTS = 400
+# A queued run's page has only its place to show, and its refresh takes the interpreter from the
+# runs that train: with ten in a class, 0.4 s scaled by the crowd cost the followed run 0.06×.
+QUEUED_SECONDS = 4.0
 
 config = applied_config()
 run = current_run(config)
@@ -89,7 +89,10 @@ if task.trainable:
         controls()
     drawn_status = run.snapshot().status
     polling = drawn_status == Status.RUNNING
-    every = follow_every(run) if following else (refresh_every(REFRESH_SECONDS) if polling else None)
+    every = follow_every(run, polled=True) if following else (refresh_every(REFRESH_SECONDS) if polling else None)
+    queued = polling and not following and bool(run.snapshot().queue_place)
+    if queued:
+        every = max(every, QUEUED_SECONDS)
 
 
     @st.fragment(run_every=every)
@@ -99,16 +102,10 @@ if task.trainable:
             # A class follows this run: its owner's page shows the moment the class sees, so the
             # figures are built once for all of them (Run.published).
             snap = run.published(FOLLOW_SECONDS)
-        if (polling and not snap.running) or (following and snap.status != drawn_status):
+        if (polling and not snap.running) or (following and snap.status != drawn_status) or \
+                (queued and not snap.queue_place):
             st.rerun()                      # polling changes: redraw the page once, quietly
-        if following:
-            # The step, then the rest in one line: a class's twenty pages redraw this every
-            # refresh, and each element costs the server more than what it shows.
-            with st.container(key="step_counter"):
-                st.metric("Step", str(snap.step))
-            st.markdown(f"**{snap.steps_per_second:.1f}** steps per second · on **{run.trainer.device}** · "
-                        f"**{snap.status}** · {snap.step} of {snap.total_steps} steps")
-        else:
+        if not following:                   # a follower's step line is in the chart element
             left, middle, right, far = st.columns(4)
             with left.container(key="step_counter"):
                 st.metric("Step", str(snap.step))
@@ -128,46 +125,19 @@ if task.trainable:
             st.success(snap.message)
         elif snap.message and snap.message != run.trainer.device_warning:
             st.info(snap.message)
-        view = snap.history
-        # The figures change only with the steps: a queued or paused run's refresh reuses them,
-        # and the owner and every follower of a saved run share them (pages/charts.chart).
-        drawn = (id(run), cfg, snap.step)
-        shared = (run.id, cfg, snap.step) if run.id else None
-        figures = {
-            "loss_chart": (lambda: plots.loss_figure(view, task.baseline_loss, task.loss_name, task.baseline_name,
-                                                     LIVE_POINTS), drawn, shared),
-            "metric_chart": (lambda: plots.metric_figure(view, task.baseline_metric, task.metric_name,
-                                                         task.baseline_name, LIVE_POINTS), drawn, shared),
-            "grad_norm_chart": (lambda: plots.grad_norm_figure(view, cfg.clip, LIVE_POINTS), drawn, shared),
-            "param_grad_chart": (lambda: plots.param_grad_figure(view, LIVE_POINTS), drawn, shared),
-        }
+        gate, sequence = st.session_state.get(keys.STRIP_GATE), st.session_state.get(keys.STRIP_SEQUENCE, 0)
+        figures, caption = train_figures(run, snap, gate, sequence)
+        extra = None
+        if following:
+            # The step line and the charts come from the follow route from here on, polled
+            # by the browser (pages/live.py); this fragment reruns only now and then.
+            present = bool(st.session_state.get(keys.PRESENT))
+            extra = {"head": head(run, snap), "poll": poll(run.token, gate, sequence, present, FOLLOW_SECONDS)
+                     if snap.running else None}
         # One element for every chart (each element costs the server more than its figure).
-        caption = strip(snap, figures)
-        chart_grid(figures, key="live_charts", wide=("gate_strip",))
+        chart_grid(figures, key="live_charts", wide=WIDE, extra=extra)
         if caption:
             st.caption(caption)
-
-
-    def strip(snap, figures: dict) -> str | None:
-        """One gate of one probe sequence, as of the newest probe, added to figures; its
-        caption. Its pickers are drawn below it, outside the refreshing fragment: widgets are
-        the dearest elements to redraw."""
-        if not snap.history.traces:
-            return None
-        probe_step, tr = snap.history.traces[-1]
-        gates = list(tr.layers[0].gates) or ["hidden"]
-        gate = st.session_state.get(keys.STRIP_GATE, gates[0])
-        gate = gate if gate in gates else gates[0]
-        sequence = st.session_state.get(keys.STRIP_SEQUENCE, 0)
-        sequence = sequence if sequence in range(len(tr.grad_input)) else 0
-        x = probe(sequence)[0].cpu().numpy()
-        # Rebuilt only when a new probe (a new trace object), gate or sequence is shown.
-        figures["gate_strip"] = (
-            lambda: plots.gate_figure(tr, sequence, 0, x, quantities=[gate], time_labels=task.time_labels(x),
-                                      feature_names=task.feature_names()),
-            (id(tr), gate, sequence), (run.id, probe_step, gate, sequence) if run.id else None)
-        return (f"The wide chart: layer 1's {gate} on probe sequence {sequence}, as of the probe at step "
-                f"{probe_step} (pick the gate and sequence below). The Gates page shows every gate and layer.")
 
 
     def strip_pickers() -> None:
@@ -179,11 +149,6 @@ if task.trainable:
         pick.selectbox("Gate", list(tr.layers[0].gates) or ["hidden"], key=keys.STRIP_GATE)
         which.selectbox("Probe sequence", range(len(tr.grad_input)), key=keys.STRIP_SEQUENCE,
                         format_func=lambda b: f"{b}: {run.trainer.probe_labels[b]}")
-
-
-    def probe(b: int):
-        x, y = run.trainer.probe_set
-        return x[b].cpu(), y[b].cpu()
 
 
     live()

@@ -13,13 +13,14 @@ up and reads its baseline memory and threads, as tests/load.py does. Per cohort:
    nothing.
 3. For --seconds: the teacher's steps/s (as the server sends its step counter) against its solo
    figure; each follower's refresh interval (between its finished fragment reruns, median and
-   p95) and the steps it saw; each own run's steps; every error (tracebacks, st.error boxes,
+   p95: its page's reruns and its answered polls of the follow route) and the steps it saw; each own run's steps; every error (tracebacks, st.error boxes,
    dropped connections, the server's log).
 4. Everyone leaves; after --settle seconds, the server's memory and threads against the baseline.
 
 Every session is a client of Streamlit's own websocket protocol (tests/wsclient.py): it renders
-nothing, but asks for every rerun a browser would (each fragment's auto-rerun included) and
-sends the cached message hashes a browser sends. Thirty Chromium front-ends do not fit beside
+nothing, but asks for every rerun a browser would (each fragment's auto-rerun included),
+sends the cached message hashes a browser sends, and polls the follow route as a follower's
+chart element does (pages/live.py). Thirty Chromium front-ends do not fit beside
 the server on two cores (ten already held back the generator's own tabs, tests/load.py), and
 even the teacher's one tab drawing five live charts took 0.7 of the two cores from the server
 it measured; in a lecture every browser runs on its own laptop. --browser-teacher puts the
@@ -124,11 +125,16 @@ def p95(gaps: list[float]) -> float | None:
 
 
 def client_summary(client: StreamlitClient, since: float, until: float) -> dict:
-    done = [t for t, status, *_ in client.finished if status == FRAGMENT_DONE]
+    # A view is refreshed by its fragment's reruns, and a follower's Train page by each answered
+    # poll of the follow route too (pages/live.py): a 204 says what it shows is the newest.
+    done = sorted([t for t, status, *_ in client.finished if status == FRAGMENT_DONE]
+                  + [t for t, status in client.polls if status in (200, 204)])
     gaps = intervals(done, since, until)
     steps = [(t, int(v)) for t, label, v in client.metric_times if label == "Step" and str(v).isdigit()]
     return {"name": client.name, "errors": list(client.errors),
             "refreshes": sum(since <= t <= until for t in done),
+            "polls": sum(since <= t <= until for t, _ in client.polls),
+            "fragment_runs": sum(since <= t <= until for t, status, *_ in client.finished if status == FRAGMENT_DONE),
             "refresh_median_s": round(statistics.median(gaps), 3) if gaps else None,
             "refresh_p95_s": round(p95(gaps), 3) if gaps else None,
             "steps_per_second": rate(steps, since, until), "last_step": steps[-1][1] if steps else None,
@@ -292,7 +298,9 @@ def report(result: dict, baseline: dict, options: argparse.Namespace) -> str:
              f"worst p95 {_n(max(p95s) if p95s else None, 0, 1e3)} ms, median p95 "
              f"{_n(statistics.median(p95s) if p95s else None, 0, 1e3)} ms; "
              f"bytes received per follower (median) {_n(statistics.median([c['bytes'] for c in followers]) / 1e6 if followers else None, 2)} MB, "
-             f"references instead of resent elements {sum(c['ref_hits'] for c in followers)}",
+             f"references instead of resent elements {sum(c['ref_hits'] for c in followers)}; polls per follower "
+             f"(median) {_n(statistics.median([c['polls'] for c in followers]) if followers else None, 0)}, page reruns "
+             f"{_n(statistics.median([c['fragment_runs'] for c in followers]) if followers else None, 0)}",
              "own runs, steps/s: " + ", ".join(_n(c["steps_per_second"]) for c in own)
              + f" ({sum(c['waiting_seen'] for c in own)} showed a queue place)"]
     b, d, a, cpu = result["before"], result["during"], result["after"], result["cpu"]

@@ -3,6 +3,8 @@ follower's read-only view traced on a copy of the weights, the shared figure cac
 app with an owner and followers in separate browser sessions."""
 from __future__ import annotations
 
+import json
+
 import threading
 import time
 from contextlib import contextmanager
@@ -212,6 +214,16 @@ def owner_with_link(steps: int = 10) -> tuple[AppTest, str]:
     return at, link.split("follow=")[1]
 
 
+def shown_step(at: AppTest) -> str | None:
+    """The step a follower's Train page shows: its chart element draws the step line (and
+    polls the server for the next ones, pages/live.py); None when there is none."""
+    for element in at.get("bidi_component"):
+        if element.proto.id.endswith("live_charts"):
+            head = json.loads(json.loads(element.proto.json)).get("head")
+            return str(head["step"]) if head else None
+    return None
+
+
 def follower(name: str, token: str, page: str | None = None) -> AppTest:
     with session_of(name):
         at = AppTest.from_file(APP, default_timeout=120)
@@ -226,7 +238,7 @@ def test_a_follow_link_shows_the_live_run_read_only_with_the_followers_own_choic
     teacher, token = owner_with_link()
     student = follower("student", token)
     no_exception(student)
-    assert metric(student, "Step") == metric(teacher, "Step") == "10"
+    assert shown_step(student) == metric(teacher, "Step") == "10"
     assert not [b for b in student.button if b.label in ("Train", "Pause", "Resume", "Step", "Reset")]
     assert any("Following" in i.value and "paused" in i.value for i in student.info)
     assert student.query_params["follow"] == token and "key" not in student.query_params
@@ -253,13 +265,13 @@ def test_a_follow_link_shows_the_live_run_read_only_with_the_followers_own_choic
         step(teacher, 10)
     with session_of("student"):
         student.switch_page("pages/train.py").run()
-        assert metric(student, "Step") == "20"
+        assert shown_step(student) == "20"
 
 
 def test_revoking_a_follow_link_locks_its_followers_out_with_a_message():
     teacher, token = owner_with_link()
     student = follower("student", token)
-    assert metric(student, "Step") == "10"
+    assert shown_step(student) == "10"
     with session_of("teacher"):
         button(teacher, "Revoke the follow link").click().run()
         assert not [c for c in teacher.sidebar.code if "follow=" in c.value]
@@ -267,7 +279,7 @@ def test_revoking_a_follow_link_locks_its_followers_out_with_a_message():
         student.run()
     no_exception(student)
     assert any("revoked" in e.value for e in student.error)
-    assert not [m for m in student.metric if m.label == "Step"]       # nothing of the run is left on show
+    assert shown_step(student) is None                                 # nothing of the run is left on show
     assert not figures(student)
 
 
@@ -282,7 +294,7 @@ def test_reset_with_keep_followers_moves_them_to_the_new_run():
         assert teacher.query_params["run"] != first
     with session_of("student"):
         student.run()
-        assert metric(student, "Step") == "1"
+        assert shown_step(student) == "1"
         assert any("new run" in i.value for i in student.sidebar.info)
 
 
@@ -293,7 +305,7 @@ def test_five_followers_on_one_step_share_each_figure():
     students = [follower(f"student{i}", token) for i in range(5)]
     for student in students:
         no_exception(student)
-        assert metric(student, "Step") == "10"
+        assert shown_step(student) == "10"
     # The teacher's page built them at step 10 already: five followers build nothing new.
     assert figure_cache().builds == before
     with session_of("teacher"):
@@ -303,5 +315,56 @@ def test_five_followers_on_one_step_share_each_figure():
     for i, student in enumerate(students):
         with session_of(f"student{i}"):
             student.run()
-        assert metric(student, "Step") == "11"
+        assert shown_step(student) == "11"
     assert figure_cache().builds == after_teacher
+
+
+def test_the_follow_route_sends_the_newest_step_and_only_the_figures_the_browser_lacks(monkeypatch):
+    from pages import follow, live
+    teacher, token = owner_with_link()
+    student = follower("student", token)
+    data = next(json.loads(json.loads(e.proto.json)) for e in student.get("bidi_component")
+                if e.proto.id.endswith("live_charts"))
+    assert data["head"]["step"] == 10 and data["poll"] is None      # a paused run: nothing to poll for
+
+    status, body = live.answer(token, None, 0, False, since=-1, have=frozenset())
+    assert status == 200
+    polled = json.loads(body)
+    assert polled["head"]["step"] == 10 and polled["head"]["status"] == "paused"
+    assert polled["grid"].keys() == data["grid"].keys()
+    assert polled["grid"]["loss_chart"]["figure"] == figures(teacher)["loss_plot"]   # the owner's own chart
+    versions = frozenset(entry["version"] for entry in polled["grid"].values())
+    assert json.loads(live.answer(token, None, 0, False, since=-1, have=versions)[1])["grid"] == {}
+    other_strip = live.answer(token, "forget", 2, False, since=-1, have=versions)
+    assert list(json.loads(other_strip[1])["grid"]) == ["gate_strip"]   # another strip: only it is new
+
+    # Training: the student's page polls, and a poll with nothing new since is answered 204.
+    monkeypatch.setattr(follow, "FOLLOW_SECONDS", 0.3)
+    with session_of("teacher"):
+        teacher.session_state["draft"] = Config(**{**SMALL, "steps": 200_000}).to_dict()
+        button(teacher, "Reset").click().run()
+        button(teacher, "Train").click().run()
+    try:
+        with session_of("student"):
+            student.run()
+        data = next(json.loads(json.loads(e.proto.json)) for e in student.get("bidi_component")
+                    if e.proto.id.endswith("live_charts"))
+        assert data["poll"]["url"] == f"follow-live/{token}" and data["poll"]["every_ms"] == 300
+        answers = []
+        for _ in range(20):
+            status, body = live.answer(token, None, 0, False, since=-1, have=versions)
+            head = json.loads(body)["head"]
+            answers.append(live.answer(token, None, 0, False, since=head["step"], have=versions)[0])
+            if 204 in answers:
+                break
+            time.sleep(0.05)
+        assert head["status"] == "running" and 204 in answers
+    finally:
+        with session_of("teacher"):
+            button(teacher, "Pause").click().run()
+
+    with session_of("teacher"):
+        button(teacher, "Revoke the follow link").click().run()
+    status, body = live.answer(token, None, 0, False, since=-1, have=frozenset())
+    assert status == 403 and "revoked" in json.loads(body)["message"]
+    assert live.answer("not-a-token", None, 0, False, since=-1, have=frozenset())[0] == 403

@@ -67,6 +67,12 @@ What is mirrored, from Streamlit 1.67's frontend (static/js/index.*.js, read for
   The order of the states can differ from a tab's (a tab's follows the order its lazily
   loaded widget components mounted in); the server does not depend on it.
 * No app heartbeats: a standalone tab sends them only when a host frame asks.
+* The follow poll (pages/live.py, pages/charts.py's `follow`): when the app's chart element
+  carries a "poll", the client asks that route as the element's JavaScript does: every
+  every_ms after the previous answer's start, with since (the step shown) and have (the
+  figures' versions shown), over one keep-alive HTTP/1.1 connection accepting gzip; a 200
+  brings the new step, a 204 nothing new; a head whose status is not "running", or any
+  other answer, stops it until the element is drawn again.
 
 Not mirrored: static files (JS, CSS, fonts, the charts' Plotly script), the browser's
 rendering and its timing (a busy tab's timers fire late; these fire on time), URL-bound
@@ -80,6 +86,9 @@ finished       [(time, status, fragment_ids)] for every script_finished: status 
                full_runs() and fragment_runs() pick them out.
 bytes_received, messages, ref_hits, bytes_per_kind {message kind: bytes}
 metrics        {label: latest value} of every st.metric; metric_times [(time, label, value)]
+               (a follower's chart element's step counts as the metric "Step", as it shows)
+polls          [(time, HTTP status)] of every follow poll answered; poll_messages: the
+               messages of answers other than 200 and 204 (403: the link was revoked)
 texts          the markdown, caption, heading, alert, toast, progress and exception texts on
                the page now (a property); find(substring) returns the first one holding it
 errors         strings: tracebacks (exception elements), st.error boxes, compile errors, a
@@ -94,12 +103,14 @@ running, session_id, script_run_id, page_script_hash, query, url, reruns_sent, a
 from __future__ import annotations
 
 import asyncio
+import gzip
 import ipaddress
+import json
 import time
 import urllib.request
 from dataclasses import dataclass
 from typing import Callable
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import websockets
 from streamlit.proto.Alert_pb2 import Alert
@@ -269,6 +280,8 @@ class StreamlitClient:
         self.metrics: dict[str, str] = {}
         self.metric_times: list[tuple[float, str, str]] = []
         self.errors: list[str] = []
+        self.polls: list[tuple[float, int]] = []
+        self.poll_messages: list[str] = []
         self.page_not_found: list[str] = []
         self.buttons: dict[str, Button] = {}
         self.widgets: dict[str, WidgetState] = {}
@@ -295,6 +308,9 @@ class StreamlitClient:
         self._receiver: asyncio.Task | None = None
         self._changed = asyncio.Event()
         self._closing = False
+        self._poller: asyncio.Task | None = None
+        self._chart_data = ""
+        self._http: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     # ---- what it shows ----------------------------------------------------------------
 
@@ -361,6 +377,10 @@ class StreamlitClient:
         for _, task in self._timers.values():
             task.cancel()
         self._timers.clear()
+        self._follow(None)
+        if self._http is not None:
+            self._http[1].close()
+            self._http = None
         if self._ws is not None:
             try:
                 await asyncio.wait_for(self._ws.close(code=1001), 10)
@@ -693,6 +713,8 @@ class StreamlitClient:
             self.metrics[label] = value
             self.metric_times.append((now, label, value))
             text = f"{label}: {value}"
+        elif kind == "bidi_component":
+            self._chart_element(element.bidi_component, now)
         elif kind == "button":
             b = element.button
             widget_id = b.id
@@ -708,6 +730,95 @@ class StreamlitClient:
         elif kind == "alert" and element.alert.format == ERROR_FORMAT:
             kind = "alert-error"
         self._place(path, _Placed(kind, text, self.script_run_id, fragment_id, widget_id))
+
+
+    # ---- the follow poll (what the chart element's JavaScript does) ---------------------------
+
+    def _chart_element(self, component, now: float) -> None:
+        if component.WhichOneof("data") != "json":
+            return
+        data = json.loads(component.json)
+        if not isinstance(data, str) or not data.startswith('{"grid"'):
+            return
+        parsed = json.loads(data)
+        if "head" not in parsed or data == self._chart_data:
+            return                      # the same data: the element is not drawn again
+        self._chart_data = data
+        shown = {"step": -1, "have": {}}
+        self._shown(parsed, shown, now)
+        self._follow(parsed.get("poll"), shown)
+
+    def _shown(self, parsed: dict, shown: dict, now: float) -> None:
+        for name, entry in parsed["grid"].items():
+            shown["have"][name] = entry["version"]
+        if parsed.get("head"):
+            shown["step"] = parsed["head"]["step"]
+            self.metrics["Step"] = str(shown["step"])
+            self.metric_times.append((now, "Step", str(shown["step"])))
+
+    def _follow(self, poll: dict | None, shown: dict | None = None) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            self._poller = None
+        if poll and not self._closing:
+            self._poller = asyncio.get_running_loop().create_task(self._poll(poll, shown))
+
+    async def _poll(self, poll: dict, shown: dict) -> None:
+        every = poll["every_ms"] / 1000
+        await asyncio.sleep(every)
+        while not self._closing:
+            started = time.monotonic()
+            query = {**poll["query"], "since": shown["step"], "have": ".".join(shown["have"].values())}
+            try:
+                status, body = await asyncio.wait_for(self._http_get(f"/{poll['url']}?{urlencode(query)}"),
+                                                      HTTP_TIMEOUT)
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as error:
+                self._http = None
+                self._error(f"follow poll failed: {error!r}")
+                return
+            now = time.monotonic()
+            self.polls.append((now, status))
+            if status == 200:
+                fresh = json.loads(body)
+                self._shown(fresh, shown, now)
+                self._notify()
+                if fresh["head"]["status"] != "running":
+                    return
+            elif status != 204:
+                message = json.loads(body or b"{}").get("message", "")
+                self.poll_messages.append(message)
+                if status >= 500:
+                    self._error(f"follow poll: HTTP {status} {message}")
+                return
+            await asyncio.sleep(max(0.0, every - (time.monotonic() - started)))
+
+    async def _http_get(self, target: str) -> tuple[int, bytes]:
+        """One GET on the keep-alive connection (opened when there is none): (status, body)."""
+        if self._http is None:
+            self._http = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self._http
+        cookies = "; ".join(f"{k}={v}" for k, v in self._cookies.items())
+        writer.write((f"GET {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAccept: */*\r\n"
+                      f"Accept-Encoding: gzip\r\n" + (f"Cookie: {cookies}\r\n" if cookies else "") + "\r\n").encode())
+        await writer.drain()
+        status = int((await reader.readuntil(b"\r\n")).split()[1])
+        headers = {}
+        while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            body = b""
+            while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                body += await reader.readexactly(size)
+                await reader.readexactly(2)
+            await reader.readuntil(b"\r\n")
+        else:
+            body = await reader.readexactly(int(headers.get("content-length", 0)))
+        self.bytes_received += len(body)
+        if headers.get("connection", "").lower() == "close":
+            writer.close()
+            self._http = None
+        return status, gzip.decompress(body) if headers.get("content-encoding") == "gzip" else body
 
 
 def _copy(state: WidgetState) -> WidgetState:

@@ -8,7 +8,9 @@ import time
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
-STEP = '.st-key-step_counter [data-testid="stMetricValue"]'
+# The owner's step metric, or the step a follower's chart element draws from its polls
+# (pages/live.py).
+STEP = '.st-key-step_counter [data-testid="stMetricValue"], .st-key-live_charts .live-value'
 EXCEPTION = '[data-testid="stException"]'
 # title: url path; the default page is also served at the root
 PAGES = {"Train": "(train)?", "Gates": "gates", "Gradients": "gradients", "Step through": "step",

@@ -31,10 +31,16 @@ def test_a_student_follows_the_teachers_run_live_and_is_locked_out_when_it_is_re
     context.set_default_timeout(TIMEOUT_MS)
     try:
         student = AppPage(context.new_page(), server.url, shots)
+        polls = []
+        student.page.on("request", lambda request: polls.append(request.url) if "/follow-live/" in request.url else None)
         student.page.goto(link)
         wait_ready(student.page, STEP)
         seen = student.step()
-        student.wait_step_above(seen + 20, timeout=30)             # live, with nobody pressing anything
+        # Live, with nobody pressing anything: the chart element polls the server for new steps
+        # (pages/live.py); the page itself does not rerun for them.
+        student.wait_until(lambda: len(polls) >= 4, 30, "four polls of the follow route")
+        student.wait_step_above(seen + 20, timeout=30)
+        assert all("since=" in url and "have=" in url for url in polls), polls[:3]
         assert student.page.get_by_role("button", name="Train", exact=True).count() == 0
         assert student.page.get_by_text("Following “").count() >= 1
         student.shot("follow-student-train")
@@ -52,11 +58,16 @@ def test_a_student_follows_the_teachers_run_live_and_is_locked_out_when_it_is_re
         assert "follow=" in student.page.url
         student.shot("follow-student-gates")
         assert not student.problems() and not teacher.problems()
+        student.go_to("Train", STEP)
 
         # Revoked: the student's page says so, and shows the run no more.
         teacher.page.locator('[data-testid="stSidebar"]').get_by_text("Presentation mode", exact=True).click()
         teacher.page.get_by_role("button", name="Share", exact=True).click()
         teacher.press("Revoke the follow link")
+        # The student's next poll is refused: the message shows, the charts go (no rerun needed).
+        student.wait_until(lambda: student.page.get_by_text("revoked this follow link").count() > 0, 30,
+                           "the poll's revocation message")
+        assert student.page.locator(".st-key-live_charts .js-plotly-plot").count() == 0
         student.page.reload()
         wait_ready(student.page)
         student.wait_until(lambda: student.page.get_by_text("revoked this follow link").count() > 0, 30,

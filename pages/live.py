@@ -1,0 +1,136 @@
+"""The Train page's live charts, and the route a follower's page polls for them.
+
+A class of twenty following the teacher's run cannot each rerun the page twice a second: on
+two cores each rerun cost the server about 25 ms of the interpreter the training shares
+(measured in session 21), and the followed run fell to half its solo speed. So a follower's
+page draws its charts once, then its browser asks `GET /follow-live/<token>` for the newest
+step (the chart component's own poll, pages/charts.py): the server answers with the
+figures every follower shares (explorer.follow.FigureCache), and only those the browser
+does not show yet, or 204 when the run has made no step since. The page itself reruns
+rarely, to pick up what only a rerun can show (the run paused, ended, or moved).
+
+The route is added to Streamlit's server in app.py (`st.App`); it answers with no session.
+"""
+from __future__ import annotations
+
+import json
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from explorer import Status, plots
+from explorer.follow import Followed
+from explorer.store import FollowRefused
+from pages.charts import grid_data
+
+# Points per line on the live charts: more than a half-width chart has pixels for is spent
+# twice on every refresh, serialising on the server and drawing in the browser, and both
+# take the CPU from training on a small machine.
+LIVE_POINTS = 400
+WIDE = ("gate_strip",)
+PATH = "follow-live"
+MAX_HAVE = 8                      # versions a poll may name (the grid has five charts)
+
+
+def train_figures(run, snap, gate: str | None, sequence: int) -> tuple[dict, str | None]:
+    """The Train page's live charts of snap, as chart_grid takes them, and the gate strip's
+    caption (None before the first probe). gate and sequence are the strip's picks; a gate
+    the cell has not, or a sequence out of range, falls back to the first."""
+    trainer = run.trainer
+    task, cfg, view = trainer.task, trainer.config, snap.history
+    # The figures change only with the steps: a queued or paused run's refresh reuses them,
+    # and the owner and every follower of a saved run share them (pages/charts.chart).
+    drawn = (id(run), cfg, snap.step)
+    shared = (run.id, cfg, snap.step) if run.id else None
+    figures = {
+        "loss_chart": (lambda: plots.loss_figure(view, task.baseline_loss, task.loss_name, task.baseline_name,
+                                                 LIVE_POINTS), drawn, shared),
+        "metric_chart": (lambda: plots.metric_figure(view, task.baseline_metric, task.metric_name,
+                                                     task.baseline_name, LIVE_POINTS), drawn, shared),
+        "grad_norm_chart": (lambda: plots.grad_norm_figure(view, cfg.clip, LIVE_POINTS), drawn, shared),
+        "param_grad_chart": (lambda: plots.param_grad_figure(view, LIVE_POINTS), drawn, shared),
+    }
+    if not view.traces:
+        return figures, None
+    probe_step, tr = view.traces[-1]
+    gates = list(tr.layers[0].gates) or ["hidden"]
+    gate = gate if gate in gates else gates[0]
+    sequence = sequence if sequence in range(len(tr.grad_input)) else 0
+
+    def strip():
+        x = trainer.probe_set[0][sequence].cpu().numpy()                     # (T, features)
+        return plots.gate_figure(tr, sequence, 0, x, quantities=[gate], time_labels=task.time_labels(x),
+                                 feature_names=task.feature_names())
+
+    # Rebuilt only when a new probe (a new trace object), gate or sequence is shown.
+    figures["gate_strip"] = (strip, (id(tr), gate, sequence),
+                             (run.id, probe_step, gate, sequence) if run.id else None)
+    # (No step in it: a follower's charts move on with the polls, its captions do not.)
+    return figures, (f"The wide chart: layer 1's {gate} on probe sequence {sequence}, as of the newest probe "
+                     f"(every {cfg.probe_every} steps; pick the gate and sequence below). The Gates page shows every "
+                     "gate and layer.")
+
+
+def head(run, snap) -> dict:
+    """A follower's step counter and the line under it (drawn by the chart component)."""
+    return {"step": snap.step, "status": str(snap.status),
+            "line": f"{snap.steps_per_second:.1f} steps per second · on {run.trainer.device} · {snap.status} · "
+                    f"{snap.step} of {snap.total_steps} steps"}
+
+
+def poll(token: str, gate: str | None, sequence: int, present: bool, every: float) -> dict:
+    """Where and how often a follower's browser asks for the newest step."""
+    return {"url": PATH + "/" + token, "every_ms": int(every * 1000),
+            "query": {"gate": gate or "", "sequence": sequence, "present": int(present)}}
+
+
+def answer(token: str, gate: str | None, sequence: int, present: bool, since: int,
+           have: frozenset[str]) -> tuple[int, bytes]:
+    """(HTTP status, JSON body) of a follower's poll: 200 with the newest step's head and
+    the figures the browser lacks; 204 when the run has made no step since `since` and is
+    still training; 403 when the link is refused; 410 when the run is not live any more (the
+    page's next rerun shows it as saved)."""
+    from pages.follow import FOLLOW_SECONDS, follow_board
+    from pages.session import live_runs
+    board = follow_board()
+    if board is None:
+        return 503, _message("follow links need the run store, which this server could not open")
+    try:
+        run_id = board.run_of(token)
+    except FollowRefused as refused:
+        return 403, _message(str(refused))
+    live = live_runs().get(run_id)
+    if live is None or not live.id:
+        return 410, _message("This run is not training any more: the page shows it as last saved.")
+    run = Followed(live, token, tick=FOLLOW_SECONDS)
+    snap = run.snapshot()
+    if snap.step == since and snap.status == Status.RUNNING:
+        return 204, b""
+    figures, _ = train_figures(run, snap, gate, sequence)
+    body = grid_data(figures, WIDE, present, {"head": head(run, snap)}, have=have)
+    return 200, body.encode()
+
+
+def _message(text: str) -> bytes:
+    return json.dumps({"message": text}).encode()
+
+
+async def follow_live(request: Request) -> Response:
+    """GET /follow-live/<token>?gate=&sequence=&present=&since=&have=: see `answer`."""
+    query = request.query_params
+    try:
+        sequence, since, present = (int(query.get(name, default)) for name, default in
+                                    (("sequence", 0), ("since", -1), ("present", 0)))
+    except ValueError:
+        return Response(_message("sequence, since and present are whole numbers"), 400,
+                        media_type="application/json")
+    have = frozenset(query.get("have", "").split(".")[:MAX_HAVE]) - {""}
+    gate = query.get("gate", "")[:40] or None
+    status, body = await run_in_threadpool(answer, request.path_params["token"][:64], gate, sequence,
+                                           bool(present), since, have)
+    return Response(body, status, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+ROUTES = [Route(f"/{PATH}/{{token}}", follow_live, methods=["GET"])]
