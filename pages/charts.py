@@ -205,19 +205,19 @@ def chart_grid(figures: dict[str, tuple], key: str, wide: tuple[str, ...] = (), 
     `extra` adds keys to the element's data: a follower's step line and where it polls
     (pages/live.py)."""
     present = bool(st.session_state.get(keys.PRESENT))
-    _component(data=grid_data(figures, wide, present, extra, prefix=key), key=key, width="stretch")
+    _component(data=grid_data(figures, wide, present, extra, prefix=key, session=True), key=key, width="stretch")
 
 
 def grid_data(figures: dict[str, tuple], wide: tuple[str, ...], present: bool, extra: dict | None = None,
-              have: frozenset[str] = frozenset(), prefix: str = "live_charts") -> str:
+              have: frozenset[str] = frozenset(), prefix: str = "live_charts", session: bool = False) -> str:
     """chart_grid's data: {"grid": {name: {"version", "figure"}}, "wide": [...], **extra}.
     Figures whose version is in `have` (the browser shows them already) are left out.
-    Outside a script run (the follow route) every figure must be `shared`."""
+    Outside a script run (the follow route, session=False) every figure must be `shared`."""
     # The figures' JSON goes in as it is (escaping it into strings cost the server as much as
     # the element), each with a version the browser compares to skip redrawing it.
     entries = []
     for name, (figure, version, shared) in figures.items():
-        spec = _built(figure, f"{prefix}.{name}", version, shared, present)
+        spec = _built(figure, f"{prefix}.{name}", version, shared, present, session)
         tag = f"{len(spec)}-{hash(spec)}"
         if tag not in have:
             entries.append(f'{json.dumps(name)}: {{"version": "{tag}", "figure": {spec}}}')
@@ -225,14 +225,23 @@ def grid_data(figures: dict[str, tuple], wide: tuple[str, ...], present: bool, e
     return '{"grid": {' + ", ".join(entries) + '}, "wide": ' + json.dumps(list(wide)) + tail + "}"
 
 
-def _built(figure, key: str, version: Hashable, shared: Hashable, present: bool | None = None) -> str:
-    """The figure's JSON: from the server's shared cache, this session's, or built now."""
+def _built(figure, key: str, version: Hashable, shared: Hashable, present: bool | None = None,
+           session: bool = True) -> str:
+    """The figure's JSON: from this session's last drawing of it, the server's shared cache,
+    or built now. `session`: in a script run (the session's own memo can be read)."""
     if present is None:
         present = bool(st.session_state.get(keys.PRESENT))
+    built = st.session_state.setdefault(keys.CHARTS, {}) if session else {}
     if shared is not None:
+        # A page whose figure did not change (a queued or paused run's) reuses its own copy:
+        # the shared cache keeps only the newest figures, and a class's live run fills it fast.
+        if key in built and built[key][0] == (shared, present):
+            return built[key][1]
         from pages.follow import figure_cache
-        return figure_cache().get((key, shared, present), lambda: _spec(figure, present))
-    built = st.session_state.setdefault(keys.CHARTS, {})
+        spec = figure_cache().get((key, shared, present), lambda: _spec(figure, present))
+        if session:
+            built[key] = ((shared, present), spec)
+        return spec
     if version is not None and key in built and built[key][0] == (version, present):
         return built[key][1]
     spec = _spec(figure, present)

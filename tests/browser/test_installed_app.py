@@ -1,7 +1,10 @@
 """The app as a user of the package starts it: `gate-explorer app` from a non-editable install,
 in a folder outside the checkout, where .streamlit/config.toml is not read. Its charts must
 draw (they need the static serving that the command turns on) and Train must train."""
+import json
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -54,3 +57,13 @@ def test_the_installed_app_starts_with_the_arena_cap(installed_server):
     environ = Path(f"/proc/{server.proc.pid}/environ").read_bytes().split(b"\0")
     expected = os.environ.get(ARENAS_ENV, str(ARENAS))
     assert f"{ARENAS_ENV}={expected}".encode() in environ
+
+
+def test_the_installed_app_serves_the_follow_route(installed_server):
+    # app.py's st.App (pages/live.py's route beside Streamlit's own) is what `gate-explorer app` runs.
+    server, _ = installed_server
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        opener.open(f"{server.url}/follow-live/{'0' * 32}?since=-1", timeout=30)
+    assert refused.value.code == 403
+    assert "not known here" in json.loads(refused.value.read())["message"]
