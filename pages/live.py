@@ -13,7 +13,10 @@ The route is added to Streamlit's server in app.py (`st.App`); it answers with n
 """
 from __future__ import annotations
 
+import gzip
 import json
+import threading
+from collections import OrderedDict
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -32,6 +35,33 @@ LIVE_POINTS = 400
 WIDE = ("gate_strip",)
 PATH = "follow-live"
 MAX_HAVE = 8                      # versions a poll may name (the grid has five charts)
+ANSWERS_KEPT = 64
+
+
+class Answers:
+    """The newest answers, as sent and gzipped: a class's polls in one tick ask the same
+    question (same step, same figures shown), so the body is put together and compressed
+    once, not once per follower."""
+
+    def __init__(self, size: int = ANSWERS_KEPT):
+        self.size = size
+        self._lock = threading.Lock()
+        self._kept: OrderedDict[tuple, tuple[bytes, bytes]] = OrderedDict()
+
+    def get(self, key: tuple, make) -> tuple[bytes, bytes]:
+        with self._lock:
+            if key in self._kept:
+                return self._kept[key]
+        body = make()
+        kept = (body, gzip.compress(body, compresslevel=6))
+        with self._lock:
+            self._kept[key] = kept
+            while len(self._kept) > self.size:
+                self._kept.popitem(last=False)
+        return kept
+
+
+ANSWERS = Answers()
 
 
 def train_figures(run, snap, gate: str | None, sequence: int) -> tuple[dict, str | None]:
@@ -87,8 +117,8 @@ def poll(token: str, gate: str | None, sequence: int, present: bool, every: floa
 
 
 def answer(token: str, gate: str | None, sequence: int, present: bool, since: int,
-           have: frozenset[str]) -> tuple[int, bytes]:
-    """(HTTP status, JSON body) of a follower's poll: 200 with the newest step's head and
+           have: frozenset[str]) -> tuple[int, bytes, bytes | None]:
+    """(HTTP status, JSON body, the body gzipped or None) of a follower's poll: 200 with the newest step's head and
     the figures the browser lacks; 204 when the run has made no step since `since` and is
     still training; 403 when the link is refused; 410 when the run is not live any more (the
     page's next rerun shows it as saved)."""
@@ -96,21 +126,26 @@ def answer(token: str, gate: str | None, sequence: int, present: bool, since: in
     from pages.session import live_runs
     board = follow_board()
     if board is None:
-        return 503, _message("follow links need the run store, which this server could not open")
+        return 503, _message("follow links need the run store, which this server could not open"), None
     try:
         run_id = board.run_of(token)
     except FollowRefused as refused:
-        return 403, _message(str(refused))
+        return 403, _message(str(refused)), None
     live = live_runs().get(run_id)
     if live is None or not live.id:
-        return 410, _message("This run is not training any more: the page shows it as last saved.")
+        return 410, _message("This run is not training any more: the page shows it as last saved."), None
     run = Followed(live, token, tick=FOLLOW_SECONDS)
     snap = run.snapshot()
     if snap.step == since and snap.status == Status.RUNNING:
-        return 204, b""
-    figures, _ = train_figures(run, snap, gate, sequence)
-    body = grid_data(figures, WIDE, present, {"head": head(run, snap)}, have=have)
-    return 200, body.encode()
+        return 204, b"", None
+
+    def body() -> bytes:
+        figures, _ = train_figures(run, snap, gate, sequence)
+        return grid_data(figures, WIDE, present, {"head": head(run, snap)}, have=have).encode()
+
+    line = head(run, snap)["line"]                       # the step, its state and its speed
+    key = (live.id, line, gate, sequence, present, have)
+    return 200, *ANSWERS.get(key, body)
 
 
 def _message(text: str) -> bytes:
@@ -128,9 +163,12 @@ async def follow_live(request: Request) -> Response:
                         media_type="application/json")
     have = frozenset(query.get("have", "").split(".")[:MAX_HAVE]) - {""}
     gate = query.get("gate", "")[:40] or None
-    status, body = await run_in_threadpool(answer, request.path_params["token"][:64], gate, sequence,
-                                           bool(present), since, have)
-    return Response(body, status, media_type="application/json", headers={"Cache-Control": "no-store"})
+    status, body, zipped = await run_in_threadpool(answer, request.path_params["token"][:64], gate, sequence,
+                                                   bool(present), since, have)
+    headers = {"Cache-Control": "no-store", "Vary": "Accept-Encoding"}
+    if zipped is not None and "gzip" in request.headers.get("accept-encoding", ""):
+        body, headers["Content-Encoding"] = zipped, "gzip"     # compressed once per answer, not per poll
+    return Response(body, status, media_type="application/json", headers=headers)
 
 
 ROUTES = [Route(f"/{PATH}/{{token}}", follow_live, methods=["GET"])]

@@ -3,6 +3,7 @@ follower's read-only view traced on a copy of the weights, the shared figure cac
 app with an owner and followers in separate browser sessions."""
 from __future__ import annotations
 
+import gzip
 import json
 
 import threading
@@ -327,8 +328,8 @@ def test_the_follow_route_sends_the_newest_step_and_only_the_figures_the_browser
                 if e.proto.id.endswith("live_charts"))
     assert data["head"]["step"] == 10 and data["poll"] is None      # a paused run: nothing to poll for
 
-    status, body = live.answer(token, None, 0, False, since=-1, have=frozenset())
-    assert status == 200
+    status, body, zipped = live.answer(token, None, 0, False, since=-1, have=frozenset())
+    assert status == 200 and gzip.decompress(zipped) == body
     polled = json.loads(body)
     assert polled["head"]["step"] == 10 and polled["head"]["status"] == "paused"
     assert polled["grid"].keys() == data["grid"].keys()
@@ -352,7 +353,7 @@ def test_the_follow_route_sends_the_newest_step_and_only_the_figures_the_browser
         assert data["poll"]["url"] == f"follow-live/{token}" and data["poll"]["every_ms"] == 300
         answers = []
         for _ in range(20):
-            status, body = live.answer(token, None, 0, False, since=-1, have=versions)
+            status, body, _ = live.answer(token, None, 0, False, since=-1, have=versions)
             head = json.loads(body)["head"]
             answers.append(live.answer(token, None, 0, False, since=head["step"], have=versions)[0])
             if 204 in answers:
@@ -365,6 +366,6 @@ def test_the_follow_route_sends_the_newest_step_and_only_the_figures_the_browser
 
     with session_of("teacher"):
         button(teacher, "Revoke the follow link").click().run()
-    status, body = live.answer(token, None, 0, False, since=-1, have=frozenset())
+    status, body, zipped = live.answer(token, None, 0, False, since=-1, have=frozenset())
     assert status == 403 and "revoked" in json.loads(body)["message"]
     assert live.answer("not-a-token", None, 0, False, since=-1, have=frozenset())[0] == 403
