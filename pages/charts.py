@@ -118,8 +118,11 @@ function drawHead(root, step, line) {
                      "<span class='live-value'></span></div><div class='live-line'></div>";
     root.prepend(head);
   }
+  // No step: the poll was refused (the link revoked, the run ended), and the line says why.
+  head.querySelector(".live-step").style.display = step === null ? "none" : "";
   head.querySelector(".live-value").textContent = step === null ? "" : String(step);
   head.querySelector(".live-line").textContent = line;
+  head.classList.toggle("refused", step === null);
 }
 
 function follow(root, poll, shown) {
@@ -178,7 +181,8 @@ _component = st.components.v2.component(
     css=(".live-chart { width: 100%; } .live-grid { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); "
          "gap: 1rem; } .live-cell.wide { grid-column: span 2; } "
          ".live-head { margin-bottom: 0.75rem; } .live-label { font-size: 0.875rem; } "
-         ".live-value { font-size: 2.25rem; font-weight: 600; } .live-line { font-size: 0.95rem; }"),
+         ".live-value { font-size: 2.25rem; font-weight: 600; } .live-line { font-size: 0.95rem; } "
+         ".live-head.refused .live-line { font-weight: 600; color: rgb(125, 53, 59); }"),
     isolate_styles=False)
 
 
