@@ -5,8 +5,8 @@ from explorer import Status
 from explorer.follow import Followed
 from pages import keys
 from pages.charts import chart_grid
-from pages.live import WIDE, head, poll, train_figures
 from pages.follow import FOLLOW_SECONDS, follow_every, follow_link, keep_followers, state_words
+from pages.live import WIDE, head, poll, train_figures
 from pages.session import current_run, refresh_every, session, waiting_note
 from pages.sidebar import applied_config
 
