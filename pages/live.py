@@ -118,9 +118,9 @@ def poll(token: str, gate: str | None, sequence: int, present: bool, every: floa
 
 def answer(token: str, gate: str | None, sequence: int, present: bool, since: int,
            have: frozenset[str]) -> tuple[int, bytes, bytes | None]:
-    """(HTTP status, JSON body, the body gzipped or None) of a follower's poll: 200 with the newest step's head and
-    the figures the browser lacks; 204 when the run has made no step since `since` and is
-    still training; 403 when the link is refused; 410 when the run is not live any more (the
+    """(HTTP status, JSON body, the body gzipped or None) of a follower's poll: 200 with the
+    newest step's head and the figures the browser lacks; 204 when the run has made no step
+    since `since` and is still training; 403 when the link is refused; 410 when the run is not live any more (the
     page's next rerun shows it as saved)."""
     from pages.follow import FOLLOW_SECONDS, follow_board
     from pages.session import live_runs
