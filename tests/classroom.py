@@ -12,9 +12,9 @@ up and reads its baseline memory and threads, as tests/load.py does. Per cohort:
    and press Train (part 1's admission queues them), --idle sessions open the Train page and do
    nothing.
 3. For --seconds: the teacher's steps/s (as the server sends its step counter) against its solo
-   figure; each follower's refresh interval (between its finished fragment reruns, median and
-   p95: its page's reruns and its answered polls of the follow route) and the steps it saw; each own run's steps; every error (tracebacks, st.error boxes,
-   dropped connections, the server's log).
+   figure; each follower's refresh interval (median and p95, between its page's finished
+   fragment reruns and its answered polls of the follow route) and the steps it saw; each own
+   run's steps; every error (tracebacks, st.error boxes, dropped connections, the server's log).
 4. Everyone leaves; after --settle seconds, the server's memory and threads against the baseline.
 
 Every session is a client of Streamlit's own websocket protocol (tests/wsclient.py): it renders
