@@ -160,17 +160,18 @@ class FigureCache:
     A key names the view and the data it shows: (chart, run id, step, choices...). When five
     followers ask for the same figure at once, one builds it and four wait for it. The newest
     `size` figures are kept, at most `max_bytes` of them: a server's memory after a class has
-    left holds these and no more."""
+    left holds these and no more. Anything else built once for many (the follow route's
+    answers, pages/live.py) is kept the same way, with `weigh` saying its size in bytes."""
 
-    def __init__(self, size: int = 96, max_bytes: int = 16 * 2**20):
-        self.size, self.max_bytes = size, max_bytes
+    def __init__(self, size: int = 96, max_bytes: int = 16 * 2**20, weigh: Callable[[object], int] = len):
+        self.size, self.max_bytes, self.weigh = size, max_bytes, weigh
         self.builds = 0
         self._bytes = 0
         self._lock = threading.Lock()
-        self._done: OrderedDict[Hashable, str] = OrderedDict()
+        self._done: OrderedDict[Hashable, object] = OrderedDict()
         self._building: dict[Hashable, threading.Event] = {}
 
-    def get(self, key: Hashable, build: Callable[[], str]) -> str:
+    def get(self, key: Hashable, build: Callable[[], object]):
         while True:
             with self._lock:
                 if key in self._done:
@@ -185,10 +186,12 @@ class FigureCache:
             spec = build()
             with self._lock:
                 self.builds += 1
-                self._bytes += len(spec) - len(self._done.pop(key, ""))
+                if key in self._done:
+                    self._bytes -= self.weigh(self._done.pop(key))
+                self._bytes += self.weigh(spec)
                 self._done[key] = spec
                 while len(self._done) > self.size or (self._bytes > self.max_bytes and len(self._done) > 1):
-                    self._bytes -= len(self._done.popitem(last=False)[1])
+                    self._bytes -= self.weigh(self._done.popitem(last=False)[1])
             return spec
         finally:
             with self._lock:

@@ -216,7 +216,8 @@ def grid_data(figures: dict[str, tuple], wide: tuple[str, ...], present: bool, e
               have: frozenset[str] = frozenset(), prefix: str = "live_charts", session: bool = False) -> str:
     """chart_grid's data: {"grid": {name: {"version", "figure"}}, "wide": [...], **extra}.
     Figures whose version is in `have` (the browser shows them already) are left out.
-    Outside a script run (the follow route, session=False) every figure must be `shared`."""
+    Outside a script run (the follow route, session=False) no session memo is read: a figure
+    without `shared` is built every time."""
     # The figures' JSON goes in as it is (escaping it into strings cost the server as much as
     # the element), each with a version the browser compares to skip redrawing it.
     entries = []

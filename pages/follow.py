@@ -15,8 +15,9 @@ from explorer.follow import FigureCache, FollowBoard, Followed
 from explorer.store import FollowRefused, StoreError
 from pages.session import live_runs, run_store, session
 
-# A follower's view redraws this often while the run trains (GATE_EXPLORER_FOLLOW_S), and
-# checks this often otherwise, to see the owner press Train.
+# A follower's view redraws this often while the run trains (GATE_EXPLORER_FOLLOW_S): its
+# browser polls the Train page's charts (pages/live.py), its other pages rerun. WAIT_SECONDS:
+# how often it checks otherwise, to see the owner press Train.
 FOLLOW_SECONDS = env_number("GATE_EXPLORER_FOLLOW_S", 0.7)
 WAIT_SECONDS = 2.0
 # A page whose charts the browser polls for (the Train page, pages/live.py) reruns this

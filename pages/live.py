@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import threading
-from collections import OrderedDict
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -24,9 +22,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from explorer import Status, plots
-from explorer.follow import Followed
+from explorer.follow import FigureCache, Followed
 from explorer.store import FollowRefused
+from pages import follow
 from pages.charts import grid_data
+from pages.session import live_runs
 
 # Points per line on the live charts: more than a half-width chart has pixels for is spent
 # twice on every refresh, serialising on the server and drawing in the browser, and both
@@ -38,30 +38,10 @@ MAX_HAVE = 8                      # versions a poll may name (the grid has five 
 ANSWERS_KEPT = 64
 
 
-class Answers:
-    """The newest answers, as sent and gzipped: a class's polls in one tick ask the same
-    question (same step, same figures shown), so the body is put together and compressed
-    once, not once per follower."""
-
-    def __init__(self, size: int = ANSWERS_KEPT):
-        self.size = size
-        self._lock = threading.Lock()
-        self._kept: OrderedDict[tuple, tuple[bytes, bytes]] = OrderedDict()
-
-    def get(self, key: tuple, make) -> tuple[bytes, bytes]:
-        with self._lock:
-            if key in self._kept:
-                return self._kept[key]
-        body = make()
-        kept = (body, gzip.compress(body, compresslevel=6))
-        with self._lock:
-            self._kept[key] = kept
-            while len(self._kept) > self.size:
-                self._kept.popitem(last=False)
-        return kept
-
-
-ANSWERS = Answers()
+# The newest answers, as sent and gzipped: a class's polls in one tick ask the same question
+# (same step, same figures shown), so the body is put together and compressed once, by the
+# first to ask, not once per follower.
+ANSWERS = FigureCache(size=ANSWERS_KEPT, weigh=lambda kept: len(kept[0]) + len(kept[1]))
 
 
 def train_figures(run, snap, gate: str | None, sequence: int) -> tuple[dict, str | None]:
@@ -122,9 +102,7 @@ def answer(token: str, gate: str | None, sequence: int, present: bool, since: in
     newest step's head and the figures the browser lacks; 204 when the run has made no step
     since `since` and is still training; 403 when the link is refused; 410 when the run is not live any more (the
     page's next rerun shows it as saved)."""
-    from pages.follow import FOLLOW_SECONDS, follow_board
-    from pages.session import live_runs
-    board = follow_board()
+    board = follow.follow_board()
     if board is None:
         return 503, _message("follow links need the run store, which this server could not open"), None
     try:
@@ -134,18 +112,19 @@ def answer(token: str, gate: str | None, sequence: int, present: bool, since: in
     live = live_runs().get(run_id)
     if live is None or not live.id:
         return 410, _message("This run is not training any more: the page shows it as last saved."), None
-    run = Followed(live, token, tick=FOLLOW_SECONDS)
+    run = Followed(live, token, tick=follow.FOLLOW_SECONDS)
     snap = run.snapshot()
     if snap.step == since and snap.status == Status.RUNNING:
         return 204, b"", None
+    top = head(run, snap)
 
-    def body() -> bytes:
+    def build() -> tuple[bytes, bytes]:
         figures, _ = train_figures(run, snap, gate, sequence)
-        return grid_data(figures, WIDE, present, {"head": head(run, snap)}, have=have).encode()
+        body = grid_data(figures, WIDE, present, {"head": top}, have=have).encode()
+        return body, gzip.compress(body, compresslevel=6)
 
-    line = head(run, snap)["line"]                       # the step, its state and its speed
-    key = (live.id, line, gate, sequence, present, have)
-    return 200, *ANSWERS.get(key, body)
+    # The line holds the step, its state and its speed: one published snapshot's answer.
+    return 200, *ANSWERS.get((live.id, top["line"], gate, sequence, present, have), build)
 
 
 def _message(text: str) -> bytes:

@@ -215,14 +215,17 @@ def owner_with_link(steps: int = 10) -> tuple[AppTest, str]:
     return at, link.split("follow=")[1]
 
 
+def live_charts(at: AppTest) -> dict | None:
+    """The Train page's chart element's data (pages/charts.grid_data), None when not drawn."""
+    return next((json.loads(json.loads(e.proto.json)) for e in at.get("bidi_component")
+                 if e.proto.id.endswith("live_charts")), None)
+
+
 def shown_step(at: AppTest) -> str | None:
     """The step a follower's Train page shows: its chart element draws the step line (and
     polls the server for the next ones, pages/live.py); None when there is none."""
-    for element in at.get("bidi_component"):
-        if element.proto.id.endswith("live_charts"):
-            head = json.loads(json.loads(element.proto.json)).get("head")
-            return str(head["step"]) if head else None
-    return None
+    head = (live_charts(at) or {}).get("head")
+    return str(head["step"]) if head else None
 
 
 def follower(name: str, token: str, page: str | None = None) -> AppTest:
@@ -324,8 +327,7 @@ def test_the_follow_route_sends_the_newest_step_and_only_the_figures_the_browser
     from pages import follow, live
     teacher, token = owner_with_link()
     student = follower("student", token)
-    data = next(json.loads(json.loads(e.proto.json)) for e in student.get("bidi_component")
-                if e.proto.id.endswith("live_charts"))
+    data = live_charts(student)
     assert data["head"]["step"] == 10 and data["poll"] is None      # a paused run: nothing to poll for
 
     status, body, zipped = live.answer(token, None, 0, False, since=-1, have=frozenset())
@@ -348,8 +350,7 @@ def test_the_follow_route_sends_the_newest_step_and_only_the_figures_the_browser
     try:
         with session_of("student"):
             student.run()
-        data = next(json.loads(json.loads(e.proto.json)) for e in student.get("bidi_component")
-                    if e.proto.id.endswith("live_charts"))
+        data = live_charts(student)
         assert data["poll"]["url"] == f"follow-live/{token}" and data["poll"]["every_ms"] == 300
         answers = []
         for _ in range(20):

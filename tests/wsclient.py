@@ -731,7 +731,6 @@ class StreamlitClient:
             kind = "alert-error"
         self._place(path, _Placed(kind, text, self.script_run_id, fragment_id, widget_id))
 
-
     # ---- the follow poll (what the chart element's JavaScript does) ---------------------------
 
     def _chart_element(self, component, now: float) -> None:
