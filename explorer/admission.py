@@ -57,9 +57,10 @@ def threads_per_run(slots: int | None = None) -> int:
 class Admission:
     """At most `slots` holders admitted at once; the others wait first-come in a queue."""
 
-    def __init__(self, slots: int | None = None, quantum: float = QUANTUM):
+    def __init__(self, slots: int | None = None, quantum: float = QUANTUM, workers=None):
         self.slots = slots or max_runs()
         self.quantum = quantum
+        self.workers = workers        # explorer.worker.Workers: admitted runs train in them, if given
         self._lock = threading.Condition()
         self._admitted: list[object] = []
         self._queue: deque[object] = deque()

@@ -7,6 +7,7 @@ SAVE_EVERY_SECONDS seconds of training, whichever comes first, whenever it stops
 """
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -16,12 +17,13 @@ from enum import StrEnum
 import torch
 from torch import Tensor
 
-from .admission import Admission
+from .admission import Admission, threads_per_run
 from .config import Config
 from .history import History, HistoryView
 from .store import RunStore, StoreError, default_name, new_id, new_key
 from .trace import Trace
 from .trainer import Trainer
+from .worker import AHEAD, Worker, WorkerFailure, WorkerLost, capture, restore
 
 SAVE_EVERY_STEPS = 500
 SAVE_EVERY_SECONDS = 30.0
@@ -112,6 +114,15 @@ class Run:
         self._model_lock = threading.Lock()
         self._waiting = 0
         self._published: tuple[float, Snapshot] | None = None    # (when, the followers' snapshot)
+        # Training in a worker process (explorer.worker), when the admission lends them: the
+        # worker leased while the run steps, the steps allowed it and not yet reported, whether
+        # a page asked for a save (the worker's state is fetched first), and whether a worker
+        # was lost (this trainer then no longer matches what was trained: it is not saved).
+        self._worker: Worker | None = None
+        self._granted = 0
+        self._save_asked = False
+        self._saves = 0
+        self._lost = False
 
     @classmethod
     def open(cls, store: RunStore, run_id: str, owner_key: str | None = None,
@@ -213,6 +224,16 @@ class Run:
         a step (every visitor's untouched default run) has nothing to save."""
         if self.store is None or self.read_only or not self.worth_reopening:
             return
+        with self._cond:
+            if self._worker is not None:
+                # The worker holds the newest state; the run's thread fetches it and saves.
+                self._save_asked, saves = True, self._saves
+                deadline = time.monotonic() + 30.0
+                while self._saves == saves and self._worker is not None and time.monotonic() < deadline:
+                    self._cond.wait(0.05)
+                self._save_asked = False
+                if self._saves != saves or self._worker is not None:
+                    return          # saved; or still training after 30 s: its autosave will
         with self._between_steps():
             self._save_now()
 
@@ -235,6 +256,8 @@ class Run:
             status = self._status
         try:
             self.store.save(self.id, self.trainer, owner_key=self.owner_key, status=status, name=self.name)
+            with self._cond:
+                self._saves += 1
         except (StoreError, OSError) as error:
             with self._cond:
                 problem = f"Could not save this run: {error}"
@@ -244,7 +267,7 @@ class Run:
         self._saved = (self.trainer.steps_done, time.monotonic(), status)
 
     def _save_due(self, stopping: bool) -> bool:
-        if self.store is None or self.read_only:
+        if self.store is None or self.read_only or self._lost:
             return False
         step, when, status = self._saved
         if self.trainer.steps_done == step:
@@ -311,7 +334,9 @@ class Run:
     # -- the worker ----------------------------------------------------------------------
     def _busy(self) -> bool:
         alive = self._thread is not None and self._thread.is_alive()
-        return alive and (self._stepping or (not self._stop and (self._free or self._pending > 0)))
+        # (a worker still leased has steps to hand over)
+        return alive and (self._stepping or self._worker is not None
+                          or (not self._stop and (self._free or self._pending > 0)))
 
     def _ensure_thread(self) -> None:
         if self._status in ENDED:
@@ -330,6 +355,7 @@ class Run:
         try:
             self._loop()
         finally:
+            self._release()
             with self._cond:
                 self._leave_queue()
             # paused, finished, diverged, stopped, idle or failed: the thread ends saved
@@ -343,6 +369,10 @@ class Run:
         trainer = self.trainer
         try:
             while True:
+                with self._cond:
+                    resting = not (self._stop or self._free or self._pending > 0 or self._idle())
+                if resting:
+                    self._release()     # its last steps and state come back before the run rests
                 with self._cond:
                     while not (self._stop or self._free or self._pending > 0 or self._idle()):
                         self._leave_queue()         # paused: its place (or slot) goes to the next run
@@ -368,25 +398,164 @@ class Run:
                         self._cond.wait(0.05)
                     self._status = Status.RUNNING
                     self._stepping = True
-                with self._turn(), self._model_lock:
-                    record = trainer.step()
-                    with self._cond:
-                        self._stepping = False
-                        if record is None:
-                            self._end(Status.DIVERGED, trainer.divergence_message)
-                            return
-                        if self._pending > 0:
-                            self._pending -= 1
-                            if self._pending == 0 and not self._free:
-                                self._status = Status.PAUSED
-                        pausing = self._stop or not (self._free or self._pending > 0)
-                        self._cond.notify_all()
-                    if self._save_due(stopping=pausing):
+                with self._turn():
+                    record = self._remote_step() if self._remote() else self._local_step()
+                with self._cond:
+                    self._stepping = False
+                    if not self._count(record):
+                        return
+                    pausing = self._stop or not (self._free or self._pending > 0)
+                    asked, self._save_asked = self._save_asked, False
+                if asked or self._save_due(stopping=pausing):
+                    self._sync()
+                    with self._model_lock:
                         self._save_now()
+                    with self._cond:
+                        self._cond.notify_all()     # a page's save() waits for this one
         except Exception as error:  # noqa: BLE001 - a UI must see why its run stopped
             with self._cond:
                 self._stepping = False
                 self._end(Status.ERROR, self._failure(error))
+
+    def _count(self, record: dict | None) -> bool:
+        """Book a step done (the caller holds the condition): False when it diverged instead."""
+        if record is None:
+            self._end(Status.DIVERGED, self.trainer.divergence_message)
+            return False
+        if self._pending > 0:
+            self._pending -= 1
+            if self._pending == 0 and not self._free:
+                self._status = Status.PAUSED
+        self._cond.notify_all()
+        return True
+
+    def _local_step(self) -> dict | None:
+        with self._model_lock:
+            return self.trainer.step()
+
+    # -- training in a worker process (explorer.worker) -----------------------------------
+    def _remote(self) -> bool:
+        """Whether this run trains in a worker: the admission lends them, and the task can be
+        sent to one (a task that cannot be pickled trains on this thread, as before)."""
+        if self._worker is not None:
+            return True
+        workers = getattr(self.admission, "workers", None)
+        if workers is None:
+            return False
+        try:
+            task = pickle.dumps(self.trainer.task, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - any pickling failure means: train here
+            return False
+        worker = workers.lease()
+        with self._model_lock:
+            state = capture(self.trainer)
+        self._worker, self._granted = worker, 0
+        try:
+            worker.send("load", self.trainer.config, pickle.loads(task), state,
+                        threads_per_run(self.admission.slots))
+        except WorkerLost:
+            self._lose()
+            raise
+        return True
+
+    def _remote_step(self) -> dict | None:
+        """The worker's next step: steps are allowed AHEAD at a time (fewer for step(n) or near
+        the end), and everything it reports on the way (evals, probes) goes into this trainer."""
+        trainer = self.trainer
+        with self._cond:
+            wanted = AHEAD if self._free else min(self._pending, AHEAD)
+        # At least the step the loop has decided on (a pause may have come since).
+        wanted = min(max(wanted, 1), trainer.config.steps - trainer.steps_done)
+        if wanted > self._granted:
+            self._send("go", wanted - self._granted)
+            self._granted = wanted
+        while True:
+            kind, *body = self._receive()
+            if kind == "step":
+                return body[1]
+            if kind == "diverged":
+                return None
+
+    def _receive(self) -> tuple:
+        """One message from the worker, taken into this trainer (its History, its model)."""
+        try:
+            message = self._worker.receive()
+        except WorkerLost:
+            self._lose()
+            raise
+        kind, trainer = message[0], self.trainer
+        if kind == "step":
+            _, step, record = message
+            trainer.history.record_step(step, record)
+            trainer.steps_done = step
+            self._granted -= 1
+        elif kind == "eval":
+            trainer.history.record_eval(*message[1:])
+        elif kind == "probe":
+            _, step, trace, weights = message
+            with self._model_lock:
+                trainer.model.load_state_dict(weights)
+                trainer.steps_done = step        # (its step record follows)
+                trainer.history.record_trace(step, trace)
+                trainer.keep_probe_copy()
+        elif kind == "diverged":
+            self._granted = 0
+            trainer.diverged, trainer.divergence_message = True, message[1]
+        elif kind == "failed":
+            self._granted = 0
+            raise WorkerFailure(message[1], message[2])
+        return message
+
+    def _send(self, *message) -> None:
+        try:
+            self._worker.send(*message)
+        except WorkerLost:
+            self._lose()
+            raise
+
+    def _sync(self, kind: str = "sync") -> None:
+        """Bring this trainer up to the worker's state (its steps in flight are booked first):
+        before a save, and ("hold") when the run stops stepping."""
+        if self._worker is None:
+            return
+        self._send(kind)
+        failure = None
+        while True:
+            try:
+                message = self._receive()
+            except WorkerFailure as error:      # its state still follows: the pipe is left empty
+                failure = error
+                continue
+            if message[0] == "state":
+                break
+            if message[0] in ("step", "diverged"):
+                with self._cond:
+                    self._count(message[2] if message[0] == "step" else None)
+        with self._model_lock:
+            restore(self.trainer, message[1], global_rng=False)
+        if failure is not None:
+            raise failure
+
+    def _release(self) -> None:
+        """Take the run's state back from its worker, and lend the worker to the next run."""
+        worker = self._worker
+        if worker is None:
+            return
+        try:
+            self._sync("hold")
+        except (WorkerLost, WorkerFailure):
+            pass                         # (said already, or the run ends with it)
+        if self._worker is not None:
+            self._worker = None
+            self.admission.workers.give_back(worker)
+        with self._cond:
+            self._cond.notify_all()
+
+    def _lose(self) -> None:
+        """The worker is gone: this trainer no longer matches what was trained."""
+        worker, self._worker, self._lost = self._worker, None, True
+        if worker is not None:
+            worker.close()
 
     def _failure(self, error: Exception) -> str:
         """What the run's message says about the exception that ended it."""
@@ -436,7 +605,7 @@ class Run:
 def out_of_memory(error: BaseException) -> bool:
     """torch's CUDA (or other accelerator) OutOfMemoryError, Python's MemoryError, or a
     RuntimeError that says so: the CPU allocator's "not enough memory", MPS's "out of memory"."""
-    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)) or getattr(error, "out_of_memory", False):
         return True
     text = str(error).lower()
     return isinstance(error, RuntimeError) and ("out of memory" in text or "not enough memory" in text)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import hmac
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -17,10 +18,11 @@ import streamlit as st
 import torch
 
 from explorer import Config, DataError, Run, Status, Trainer
-from explorer.admission import Admission, threads_per_run
+from explorer.admission import Admission, max_runs, threads_per_run
 from explorer.data import env_number
 from explorer.memory import arena_hint, give_back, settle_allocator
 from explorer.store import RunStore, StoreError
+from explorer.worker import Workers, available
 from pages.identity import browser_key
 from pages.serverlog import quiet_closed_tab_sends
 
@@ -142,10 +144,25 @@ def live_runs() -> LiveRuns:
     return LiveRuns()
 
 
+WORKERS_ENV = "GATE_EXPLORER_WORKERS"
+
+
+def use_workers() -> bool:
+    """Whether admitted runs train in worker processes (explorer.worker): yes where the platform
+    can start them, unless GATE_EXPLORER_WORKERS is 0 (then they train on the server's threads)."""
+    return available() and os.environ.get(WORKERS_ENV, "1").strip() != "0"
+
+
 @st.cache_resource(show_spinner=False)
 def admission() -> Admission:
-    """The server's admission: how many runs train at once (GATE_EXPLORER_MAX_RUNS)."""
-    return Admission()
+    """The server's admission: how many runs train at once (GATE_EXPLORER_MAX_RUNS), and the
+    worker processes they train in, started now so the first Train does not wait for them."""
+    slots = max_runs()
+    workers = None
+    if use_workers():
+        workers = Workers(keep=slots)
+        workers.warm()
+    return Admission(slots, workers=workers)
 
 
 @dataclass

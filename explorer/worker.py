@@ -1,0 +1,283 @@
+"""Worker processes: a run admitted to train steps in a process of its own, out of the
+server's interpreter.
+
+Why: every page rerun, every follower's poll and every training thread of one server take turns
+on one interpreter lock. Measured on 2 cores with a class (20 followers, 10 other sessions),
+the server's interpreter stayed busy about a core's worth, and the run the class followed fell
+to 0.6-0.7x its solo steps/s however its share was weighted (issue 12's closing notes). A
+worker has an interpreter of its own, so only the operating system shares the cores.
+
+The server keeps the run's Trainer as a mirror (explorer.run): its History is fed from the
+worker's records as they arrive, its model is brought up to date at every probe (the followers'
+copy is taken from it) and whenever the run stops stepping, and its whole state (weights,
+optimiser, random generators, steps) before every save. Pages read the mirror as before.
+
+The protocol, one pickled tuple per message (plain pickle, so tensors travel by value, never as
+the shared-memory handles torch's multiprocessing pickler would make):
+
+  server -> worker   ("load", config, task, state, threads)   train this run from this state
+                     ("go", n)                                 n more steps are allowed
+                     ("sync",)                                 send the state now (between steps)
+                     ("hold",)                                 no more steps; send the state
+  worker -> server   ("eval", step, loss, metric)
+                     ("probe", step, trace, weights)           the probe's trace, and the weights it traced
+                     ("step", step, record)                    after its eval and probe, as History has them
+                     ("diverged", message)                     the step was not applied
+                     ("failed", text, out_of_memory)           the step raised
+                     ("state", State)                          after a sync or a hold
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import torch
+
+from .trainer import Trainer
+
+# Steps a worker may run ahead of the records the server has read. The server's reading thread
+# waits its turn for the interpreter lock (up to its switch interval, 5 ms), so one step at a
+# time would leave the worker idle that long; two keeps it busy. A pause lets those finish.
+AHEAD = 2
+
+
+@dataclass
+class State:
+    """Everything a Trainer needs to carry on exactly where another left off (CPU tensors)."""
+
+    weights: dict
+    optimizer: dict
+    batches: torch.Tensor             # the batch generator's state
+    torch_rng: torch.Tensor           # torch's global generator (dropout)
+    steps_done: int
+    diverged: bool
+    divergence_message: str
+
+
+def capture(trainer: Trainer) -> State:
+    """The trainer's state, copied to the CPU."""
+    return State(weights={k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()},
+                 optimizer=_to_cpu(trainer.optimizer.state_dict()),
+                 batches=trainer.batch_generator.get_state(), torch_rng=torch.get_rng_state(),
+                 steps_done=trainer.steps_done, diverged=trainer.diverged,
+                 divergence_message=trainer.divergence_message)
+
+
+def restore(trainer: Trainer, state: State, global_rng: bool = True) -> None:
+    """Put a captured state into a trainer of the same config (the caller holds its model).
+    global_rng False leaves torch's own generator alone: the server's is every run's."""
+    trainer.model.load_state_dict(state.weights)
+    trainer.optimizer.load_state_dict(state.optimizer)
+    trainer.batch_generator.set_state(state.batches)
+    if global_rng:
+        torch.set_rng_state(state.torch_rng)
+    trainer.steps_done = state.steps_done
+    trainer.diverged = state.diverged
+    trainer.divergence_message = state.divergence_message
+
+
+def _to_cpu(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
+class WorkerFailure(RuntimeError):
+    """A step that raised in the worker: its text, and whether it ran out of memory."""
+
+    def __init__(self, text: str, out_of_memory: bool = False):
+        super().__init__(text)
+        self.out_of_memory = out_of_memory
+
+
+class WorkerLost(RuntimeError):
+    """The worker process ended (killed, or crashed) while a run was training in it."""
+
+
+def available() -> bool:
+    """Whether this platform can start workers (they inherit their end of a socket pair)."""
+    return os.name == "posix"
+
+
+class Worker:
+    """One worker process and the server's end of its socket.
+
+    A fresh interpreter (`python -c`), not multiprocessing's: forking would copy a threaded
+    server, and multiprocessing's spawn runs the parent's main script again in the child,
+    which a script without a main guard (or Streamlit's own) does not expect."""
+
+    def __init__(self):
+        ours, theirs = socket.socketpair()
+        root = str(Path(__file__).resolve().parent.parent)      # where `explorer` is imported from
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH")))))
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", f"from explorer.worker import main; main({theirs.fileno()})"],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
+        finally:
+            theirs.close()
+        self.conn = Connection(ours.detach())
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def send(self, *message) -> None:
+        try:
+            self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError as error:
+            raise self._lost() from error
+
+    def receive(self, timeout: float | None = None):
+        """The next message, or None when none came within timeout seconds."""
+        try:
+            if timeout is not None and not self.conn.poll(timeout):
+                return None
+            return pickle.loads(self.conn.recv_bytes())
+        except (EOFError, OSError) as error:
+            raise self._lost() from error
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        """End the worker: it exits when its socket closes (killed if it has not in 2 s)."""
+        self.conn.close()
+        try:
+            self.process.wait(2.0)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(2.0)
+
+    def _lost(self) -> WorkerLost:
+        try:
+            code = self.process.wait(1.0)
+        except subprocess.TimeoutExpired:
+            code = None
+        return WorkerLost(f"the process training this run ended unexpectedly (exit code {code}); "
+                          "the run keeps its last saved state")
+
+
+class Workers:
+    """A server's worker processes: lent one per training run, kept warm (at most `keep` idle)
+    so that pressing Train does not wait for a new interpreter and torch to start (~2 s here)."""
+
+    def __init__(self, keep: int = 1):
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._idle: list[Worker] = []
+
+    def lease(self) -> Worker:
+        with self._lock:
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.alive():
+                    return worker
+                worker.close()
+        return Worker()
+
+    def give_back(self, worker: Worker) -> None:
+        """Keep a worker for the next run, or end it if enough are kept (or it is gone)."""
+        with self._lock:
+            if worker.alive() and len(self._idle) < self.keep:
+                self._idle.append(worker)
+                return
+        worker.close()
+
+    def warm(self) -> None:
+        """Start the kept workers in the background, ready for the first runs."""
+        def start():
+            with self._lock:
+                missing = self.keep - len(self._idle)
+            for _ in range(max(0, missing)):
+                self.give_back(Worker())
+        threading.Thread(target=start, name="gate-explorer-warm", daemon=True).start()
+
+    def idle(self) -> int:
+        with self._lock:
+            return len(self._idle)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.close()
+
+
+class _Outbox:
+    """The worker trainer's History: each record goes to the server instead of being kept."""
+
+    def __init__(self, conn, trainer: Trainer):
+        self.conn, self.trainer = conn, trainer
+
+    def record_step(self, step, values):
+        _send(self.conn, ("step", step, values))
+
+    def record_eval(self, step, loss, metric):
+        _send(self.conn, ("eval", step, loss, metric))
+
+    def record_trace(self, step, trace):
+        weights = {k: v.detach().cpu().clone() for k, v in self.trainer.model.state_dict().items()}
+        _send(self.conn, ("probe", step, trace, weights))
+
+
+def _send(conn, message) -> None:
+    conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def main(fd: int) -> None:
+    """A worker process's entry point: serve on the inherited socket."""
+    serve(Connection(fd))
+
+
+def serve(conn) -> None:
+    """The worker process: train the loaded run while steps are allowed; answer between steps.
+    It ends when the server's end of the pipe closes."""
+    from .run import out_of_memory        # (the worker's own import; run imports this module)
+
+    trainer: Trainer | None = None
+    allowed = 0
+    try:
+        while True:
+            if allowed == 0 or conn.poll():
+                message = pickle.loads(conn.recv_bytes())
+                kind = message[0]
+                if kind == "load":
+                    _, config, task, state, threads = message
+                    torch.set_num_threads(threads)
+                    trainer = Trainer(config, task=task, record_start=False)
+                    restore(trainer, state)
+                    trainer.history = _Outbox(conn, trainer)
+                    trainer.keep_probe_copy = lambda: None       # the server keeps the followers' copy
+                    allowed = 0
+                elif kind == "go":
+                    allowed += message[1]
+                elif kind in ("sync", "hold"):
+                    if kind == "hold":
+                        allowed = 0
+                    _send(conn, ("state", capture(trainer)))
+                continue
+            try:
+                record = trainer.step()
+            except Exception as error:  # noqa: BLE001 - the server's run must say why it stopped
+                allowed = 0
+                trainer.free_memory()
+                _send(conn, ("failed", str(error), out_of_memory(error)))
+                continue
+            allowed -= 1
+            if record is None:
+                allowed = 0
+                _send(conn, ("diverged", trainer.divergence_message))
+    except (EOFError, OSError, KeyboardInterrupt):
+        return

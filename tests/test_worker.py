@@ -1,0 +1,183 @@
+"""Runs that train in a worker process (explorer.worker): the same numbers as on a thread, the
+same controls, and this process's trainer kept up to date (its History, its model at each probe
+and whenever the run rests, its whole state at each save)."""
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from explorer.admission import Admission
+from explorer.config import Config
+from explorer.run import Run, Status
+from explorer.store import RunStore
+from explorer.trainer import Trainer
+from explorer.worker import Workers, available
+
+pytestmark = pytest.mark.skipif(not available(), reason="worker processes need a POSIX platform")
+
+SMALL = dict(task="adding", seq_len=12, hidden=8, batch_size=8, steps=1000, probe_every=10, eval_every=10)
+
+
+def small(**changes) -> Config:
+    return Config(**dict(SMALL, **changes))
+
+
+@pytest.fixture(scope="module")
+def workers():
+    pool = Workers(keep=1)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def admission(workers):
+    return Admission(1, workers=workers)
+
+
+@pytest.fixture
+def nowhere_here(monkeypatch):
+    """Training in this process fails the test: a run that trains in a worker never calls it."""
+    def refuse(self):
+        raise AssertionError("a step was trained in the server's process")
+    monkeypatch.setattr(Trainer, "step", refuse)
+
+
+def _wait_for(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _reference(config: Config, steps: int) -> Trainer:
+    trainer = Trainer(config)
+    for _ in range(steps):
+        trainer.step()
+    return trainer
+
+
+def test_a_run_trains_in_a_worker_to_the_numbers_a_trainer_here_gives(admission, nowhere_here, monkeypatch):
+    config = small(steps=40)
+    run = Run(config, admission=admission)
+    run.start()
+    assert _wait_for(lambda: run.snapshot().status == "finished")
+    snap = run.snapshot()
+    monkeypatch.undo()                      # the reference trains here
+    reference = _reference(config, 40)
+    expected = reference.history.view()
+    assert snap.step == 40 and list(snap.history.steps["step"]) == list(range(1, 41))
+    for name in ("loss", "grad_norm", "param_grad_norm", "update_ratio"):
+        np.testing.assert_allclose(snap.history.steps[name], expected.steps[name], rtol=1e-4, atol=1e-7)
+    assert list(snap.history.evals["step"]) == [10, 20, 30, 40]
+    np.testing.assert_allclose(snap.history.evals["eval_loss"], expected.evals["eval_loss"], rtol=1e-4)
+    assert [s for s, _ in snap.history.traces] == [0, 10, 20, 30, 40]
+    np.testing.assert_allclose(snap.history.traces[-1][1].layers[0].gates["forget"],
+                               expected.traces[-1][1].layers[0].gates["forget"], rtol=1e-4, atol=1e-6)
+    # This process's model, optimiser and followers' copy are the worker's final ones.
+    for mine, theirs in zip(run.trainer.model.parameters(), reference.model.parameters()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
+    assert run.trainer.steps_done == 40 and run.trainer.probe_copy[0] == 40
+    assert run.trainer.optimizer.state_dict()["state"][0]["step"].item() == 40
+    run.stop()
+
+
+def test_step_n_is_exact_and_pause_stops_the_worker(admission, nowhere_here):
+    run = Run(small(), admission=admission)
+    try:
+        run.step(7)
+        assert run.wait_until_idle(60.0)
+        assert run.snapshot().step == 7 and run.snapshot().status == "paused"
+        run.step(3)
+        assert run.wait_until_idle(60.0)
+        time.sleep(0.3)
+        assert run.snapshot().step == 10 and run.trainer.steps_done == 10
+        run.start()
+        assert _wait_for(lambda: run.snapshot().step >= 30)
+        run.pause()
+        assert run.wait_until_idle(10.0)
+        paused_at = run.snapshot().step
+        time.sleep(0.5)
+        assert run.snapshot().step == paused_at == run.trainer.steps_done
+        assert run.status == Status.PAUSED
+        assert admission.counts() == (0, 0)        # its slot (and its worker) went to the next run
+        run.resume()
+        assert _wait_for(lambda: run.snapshot().step >= paused_at + 5)
+        steps = run.snapshot().history.steps["step"]
+        assert list(steps) == list(range(1, len(steps) + 1))      # continued from the same step
+    finally:
+        run.stop()
+
+
+def test_divergence_in_a_worker_is_the_runs_status_with_its_last_finite_weights(admission):
+    config = small(cell="rnn-relu", seq_len=30, hidden=64, optimizer="sgd", lr=10.0)
+    run = Run(config, admission=admission)
+    run.start()
+    assert _wait_for(lambda: run.snapshot().status == "diverged")
+    assert run.wait_until_idle(10.0)
+    snap = run.snapshot()
+    reference = Trainer(config)
+    while reference.step() is not None:
+        pass
+    assert snap.message == reference.divergence_message and run.trainer.diverged
+    assert snap.step == reference.steps_done
+    assert all(torch.isfinite(p).all() for p in run.trainer.model.parameters())
+    for mine, theirs in zip(run.trainer.model.parameters(), reference.model.parameters()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-3, atol=1e-5)
+    run.stop()
+
+
+def test_a_save_while_training_stores_the_workers_state_at_one_step(admission, tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    config = small()
+    run = Run(config, store=store, admission=admission)
+    run.start()
+    try:
+        assert _wait_for(lambda: run.snapshot().step >= 25)
+        run.save()                                    # while it trains
+        saved = store.load(run.id)
+        assert saved.steps_done >= 25 and len(saved.history) == saved.steps_done
+        reference = _reference(config, saved.steps_done)
+        for mine, theirs in zip(saved.model.parameters(), reference.model.parameters()):
+            torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
+        assert saved.optimizer.state_dict()["state"][0]["step"].item() == saved.steps_done
+    finally:
+        run.stop()
+    assert store.load(run.id).steps_done == run.snapshot().step     # saved as it stopped
+
+
+def test_a_worker_that_dies_ends_its_run_with_a_message_and_the_next_run_gets_a_new_one(admission, workers):
+    run = Run(small(), admission=admission)
+    run.start()
+    assert _wait_for(lambda: run.snapshot().step >= 5)
+    os.kill(run._worker.pid, signal.SIGKILL)
+    assert _wait_for(lambda: run.snapshot().status == "error")
+    assert "ended unexpectedly" in run.snapshot().message
+    run.stop()
+    following = Run(small(steps=12), admission=admission)
+    following.start()
+    assert _wait_for(lambda: following.snapshot().status == "finished")
+    following.stop()
+
+
+def test_while_a_worker_trains_followers_trace_the_weights_of_its_latest_probe(admission):
+    from explorer.follow import Followed
+    config = small()
+    run = Run(config, admission=admission)
+    run.start()
+    try:
+        assert _wait_for(lambda: run.snapshot().step >= 25)
+        shadow = Followed(run, token="t").trainer        # what a follower traces with, taken now
+        step = shadow.steps_done
+        assert step >= 20 and step in [s for s, _ in run.snapshot().history.traces]   # a probe's step
+        x, y = run.trainer.probe_set
+        reference = _reference(config, step).trace(x[:2], y[:2])
+        mine = shadow.trace(x[:2], y[:2])
+        np.testing.assert_allclose(mine.layers[0].gates["forget"], reference.layers[0].gates["forget"],
+                                   rtol=1e-4, atol=1e-6)
+    finally:
+        run.stop()
