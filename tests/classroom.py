@@ -307,9 +307,7 @@ def report(result: dict, baseline: dict, options: argparse.Namespace) -> str:
     lines += [f"server RSS MB: baseline {baseline['rss_mb']:.0f}, before {b['rss_mb']:.0f}, during max "
               f"{d['rss_mb_max']:.0f}, after {a['rss_mb']:.0f} ({a['rss_mb'] - baseline['rss_mb']:+.0f} on the baseline)",
               f"server threads: baseline {baseline['threads']}, during max {d['threads_max']}, after {a['threads']}",
-              "CPU over the window, in cores: server " + _n(cpu["server_cores"]["total"], 2) + ", load generator "
-              + _n(cpu["generator_cores"]["total"], 2) + " (" + ", ".join(
-                  f"{k} {v:.2f}" for k, v in cpu["generator_cores"].items() if k != "total") + ")"]
+              load.workers_line(baseline, a), load.cpu_line(cpu)]
     failures = result["failures"]
     lines.append("verdict: ok" if not failures else "verdict: FAIL\n  " + "\n  ".join(failures))
     return "\n".join(lines)

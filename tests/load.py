@@ -44,6 +44,7 @@ from _app import EXCEPTION, IDLE, STEP, TIMEOUT_MS, AppPage, wait_ready  # noqa:
 from _server import OUT, Server, launch_chromium  # noqa: E402
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: E402
 
+from explorer.admission import max_runs  # noqa: E402
 from explorer.memory import ARENAS, ARENAS_ENV  # noqa: E402
 
 QUEUE = ".st-key-queue_place"                       # a queued run's place (fair admission)
@@ -79,9 +80,20 @@ def _stat(pid: int) -> tuple[str, int, float] | None:
 
 
 def memory(pid: int) -> dict:
-    """The process's resident memory (MB) and thread count, from /proc/<pid>/status."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024, "threads": int(fields["Threads"])}
+    """The process's resident memory (MB) and thread count, from /proc/<pid>/status; and its
+    worker processes' (explorer.worker): how many, and their memory together."""
+    rss, threads = _status(pid)
+    workers = [_status(child)[0] for child in tree(pid) if child != pid]
+    return {"rss_mb": rss, "threads": threads, "workers": len(workers), "workers_rss_mb": sum(workers)}
+
+
+def _status(pid: int) -> tuple[float, int]:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:                  # (a process that ended as it was read)
+        return 0.0, 0
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"])
 
 
 def thread_names(pid: int) -> dict[str, int]:
@@ -293,7 +305,7 @@ class Watch:
 
     def __init__(self, server_pid: int):
         self.pid = server_pid
-        self.server_cpu = CpuMeter(server_pid)
+        self.server_cpu = CpuMeter(server_pid, kind=lambda pid, name: "server" if pid == server_pid else "workers")
         self.generator_cpu = CpuMeter(os.getpid(), skip=server_pid, kind=generator_kind)
         self.readings: list[dict] = []
 
@@ -488,7 +500,24 @@ def server_failures(result: dict, baseline: dict, options: argparse.Namespace) -
                         f"{after['rss_mb'] - baseline['rss_mb']:+.0f} MB on the baseline {baseline['rss_mb']:.0f} MB")
     if after["threads"] > baseline["threads"] + options.thread_slack:
         failures.append(f"leak: {after['threads']} threads after the cohort left, baseline {baseline['threads']}")
+    if after["workers"] > max(baseline["workers"], max_runs()):
+        failures.append(f"leak: {after['workers']} worker processes after the cohort left, "
+                        f"{max_runs()} kept at most")
     return failures
+
+
+def workers_line(baseline: dict, after: dict) -> str:
+    return (f"worker processes: baseline {baseline['workers']} ({baseline['workers_rss_mb']:.0f} MB), "
+            f"after {after['workers']} ({after['workers_rss_mb']:.0f} MB)")
+
+
+def cpu_line(cpu: dict) -> str:
+    """Both sides' CPU in cores, each split by kind of process (the server's own, its workers)."""
+    def split(cores):
+        return ", ".join(f"{k} {v:.2f}" for k, v in cores.items() if k != "total")
+    return (f"CPU over the window, in cores: server {_n(cpu['server_cores']['total'], 2)} "
+            f"({split(cpu['server_cores'])}), load generator {_n(cpu['generator_cores']['total'], 2)} "
+            f"({split(cpu['generator_cores'])})")
 
 
 def _n(value, digits=1, scale=1.0) -> str:
@@ -513,9 +542,7 @@ def report(result: dict, baseline: dict, options: argparse.Namespace) -> str:
               f"({a['rss_mb'] - baseline['rss_mb']:+.0f} on the baseline)",
               f"server threads: baseline {baseline['threads']}, before {b['threads']}, during max {d['threads_max']} "
               f"mean {d['threads_mean']:.0f}, after {a['threads']}",
-              "CPU over the window, in cores: server " + _n(cpu["server_cores"]["total"], 2) + ", load generator "
-              + _n(cpu["generator_cores"]["total"], 2) + " (" + ", ".join(
-                  f"{k} {v:.2f}" for k, v in cpu["generator_cores"].items() if k != "total") + ")"
+              workers_line(baseline, a), cpu_line(cpu)
               + f"; server after the cohort left: {a['server_cores_at_rest']:.2f}"]
     refused = sorted({url for s in result["sessions"] for url in s["refused"]})
     if refused:
