@@ -401,17 +401,21 @@ class Run:
                 with self._turn():
                     record = self._remote_step() if self._remote() else self._local_step()
                 with self._cond:
-                    self._stepping = False
                     if not self._count(record):
+                        self._stepping = False
                         return
                     pausing = self._stop or not (self._free or self._pending > 0)
                     asked, self._save_asked = self._save_asked, False
+                # Still "stepping" until the save is made: wait_until_idle() then finds it saved.
+                if pausing:
+                    self._release()     # the steps it was allowed ahead are booked, then saved
                 if asked or self._save_due(stopping=pausing):
                     self._sync()
                     with self._model_lock:
                         self._save_now()
-                    with self._cond:
-                        self._cond.notify_all()     # a page's save() waits for this one
+                with self._cond:
+                    self._stepping = False
+                    self._cond.notify_all()     # (a page's save() waits for one)
         except Exception as error:  # noqa: BLE001 - a UI must see why its run stopped
             with self._cond:
                 self._stepping = False

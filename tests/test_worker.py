@@ -145,6 +145,9 @@ def test_a_save_while_training_stores_the_workers_state_at_one_step(admission, t
         for mine, theirs in zip(saved.model.parameters(), reference.model.parameters()):
             torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
         assert saved.optimizer.state_dict()["state"][0]["step"].item() == saved.steps_done
+        run.pause()                     # the steps allowed ahead finish, and the save holds them
+        assert run.wait_until_idle(10.0)
+        assert store.load(run.id).steps_done == run.snapshot().step == run.trainer.steps_done
     finally:
         run.stop()
     assert store.load(run.id).steps_done == run.snapshot().step     # saved as it stopped
