@@ -125,11 +125,11 @@ function drawHead(root, step, line) {
   head.classList.toggle("refused", step === null);
 }
 
-function follow(root, poll, shown) {
+function follow(root, poll, shown, stopped) {
   // A follower's page asks the server for the newest step every poll.every_ms
   // (pages/live.py): 200 brings the new head and the changed charts, 204 nothing new.
-  // Anything else (the link revoked, the run ended) stops it: the message shows, and the
-  // page's own next rerun says what happens now.
+  // Anything else (the run paused or ended, the link revoked) stops it: the message shows,
+  // and the page is told (a trigger), so that it reruns at once to say what happens now.
   const generation = (root.__followGeneration || 0) + 1;
   root.__followGeneration = generation;
   clearTimeout(root.__followTimer);
@@ -147,12 +147,12 @@ function follow(root, poll, shown) {
       if (response.status === 200) {
         const fresh = await response.json();
         drawGrid(root, fresh, shown);
-        if (fresh.head.status !== "running") return;     // paused or ended: the page reruns for that
+        if (fresh.head.status !== "running") return stopped(fresh.head.status);
       } else if (response.status !== 204) {
         const body = await response.json().catch(() => ({}));
         if (response.status === 403) cell(root, "live-grid").replaceChildren();   // nothing of the run stays
         drawHead(root, null, body.message || "The run could not be read (" + response.status + ").");
-        return;
+        return stopped(String(response.status));
       }
     } catch (error) {
       // the network or the server hiccuped: ask again next time
@@ -162,14 +162,15 @@ function follow(root, poll, shown) {
   root.__followTimer = setTimeout(tick, poll.every_ms);
 }
 
-export default function ({ data, parentElement }) {
+export default function ({ data, parentElement, setTriggerValue }) {
   if (data === "preload") { plotlyReady(); return; }
   if (data.startsWith('{"grid"')) {
     const parsed = JSON.parse(data);
     const shown = { step: -1, have: {} };
+    const stopped = (why) => setTriggerValue("stopped", why);
     drawGrid(parentElement, parsed, shown);
-    follow(parentElement, parsed.poll, shown);
-    return () => follow(parentElement, null, shown);
+    follow(parentElement, parsed.poll, shown, stopped);
+    return () => follow(parentElement, null, shown, stopped);
   }
   draw(cell(parentElement, "live-chart"), data, null);
 }
@@ -201,15 +202,19 @@ def chart(figure: go.Figure | Callable[[], go.Figure], key: str, version: Hashab
     _component(data=_built(figure, key, version, shared), key=key, width="stretch")
 
 
-def chart_grid(figures: dict[str, tuple], key: str, wide: tuple[str, ...] = (), extra: dict | None = None) -> None:
+def chart_grid(figures: dict[str, tuple], key: str, wide: tuple[str, ...] = (), extra: dict | None = None,
+               on_stopped: Callable[[], None] | None = None) -> None:
     """Several charts in one element, two to a row (the `wide` ones take a row of their own):
     {name: (figure or builder, version, shared)}, each built (or reused) as `chart` builds it. A live page that refreshes many
     charts at once sends them as one element: each element costs the server more than the
     figure it carries, and a class's refreshes share the interpreter with the training.
     `extra` adds keys to the element's data: a follower's step line and where it polls
-    (pages/live.py)."""
+    (pages/live.py); `on_stopped` is called (and the element's fragment reruns) when a poll
+    finds the run no longer training or the link refused."""
     present = bool(st.session_state.get(keys.PRESENT))
-    _component(data=grid_data(figures, wide, present, extra, prefix=key, session=True), key=key, width="stretch")
+    events = {"on_stopped_change": on_stopped} if on_stopped is not None else {}
+    _component(data=grid_data(figures, wide, present, extra, prefix=key, session=True), key=key, width="stretch",
+               **events)
 
 
 def grid_data(figures: dict[str, tuple], wide: tuple[str, ...], present: bool, extra: dict | None = None,

@@ -16,6 +16,7 @@ LINKED_RUN = "linked_run"    # run=<id> of the session's first URL, until the ru
 LINKED_KEY = "linked_key"    # key=<owner key> of the session's first URL
 LINKED_LESSON_RUNS = "linked_lesson_runs"   # runs=<id>.<id>... of a lesson link
 LINKED_FOLLOW = "linked_follow"   # follow=<token> of a follow link, until the session follows it
+FOLLOW_STOPPED = "follow_stopped"   # a follower's poll found the run stopped: the page reruns whole
 LINKED_COMPARE = "linked_compare"   # compare=<id>.<id>... of a Compare link, until the page reads it
 RUNS_PROBLEM = "runs_problem"   # why the run picked on the Runs page could not be opened
 YOURS_NOTE = "yours_note"    # what of your uploaded sequences was left out (said once, in the sidebar)

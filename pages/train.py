@@ -95,8 +95,15 @@ if task.trainable:
         every = max(every, QUEUED_SECONDS)
 
 
+    def poll_stopped() -> None:
+        st.session_state[keys.FOLLOW_STOPPED] = True
+
     @st.fragment(run_every=every)
     def live() -> None:
+        if st.session_state.pop(keys.FOLLOW_STOPPED, False):
+            # The follower's poll found the run paused, ended or the link revoked: the whole
+            # page (its sidebar's "live", its charts) says so now, not at the next rerun.
+            st.rerun()
         snap = run.snapshot()
         if not following and run.priority and snap.running:
             # A class follows this run: its owner's page shows the moment the class sees, so the
@@ -135,7 +142,7 @@ if task.trainable:
             extra = {"head": head(run, snap), "poll": poll(run.token, gate, sequence, present, FOLLOW_SECONDS)
                      if snap.running else None}
         # One element for every chart (each element costs the server more than its figure).
-        chart_grid(figures, key="live_charts", wide=WIDE, extra=extra)
+        chart_grid(figures, key="live_charts", wide=WIDE, extra=extra, on_stopped=poll_stopped if following else None)
         if caption:
             st.caption(caption)
 

@@ -72,7 +72,8 @@ What is mirrored, from Streamlit 1.67's frontend (static/js/index.*.js, read for
   every_ms after the previous answer's start, with since (the step shown) and have (the
   figures' versions shown), over one keep-alive HTTP/1.1 connection accepting gzip; a 200
   brings the new step, a 204 nothing new; a head whose status is not "running", or any
-  other answer, stops it until the element is drawn again.
+  other answer, stops it until the element is drawn again, and sends the element's
+  "stopped" trigger as setTriggerValue does: a rerun of its fragment with the event.
 
 Not mirrored: static files (JS, CSS, fonts, the charts' Plotly script), the browser's
 rendering and its timing (a busy tab's timers fire late; these fire on time), URL-bound
@@ -129,6 +130,8 @@ ERROR_FORMAT = Alert.Format.ERROR
 PLACEHOLDER_AUTH_TOKEN = "PLACEHOLDER_AUTH_TOKEN"   # the frontend's subprotocol without an xsrf cookie
 XSRF_COOKIE = "_streamlit_xsrf"
 HTTP_TIMEOUT = 15.0
+# A components-v2 element's events go to one widget: "<internal prefix>_<component id>__events".
+TRIGGER_PREFIX = "$$STREAMLIT_INTERNAL_KEY_"
 DEFAULT_MAX_CACHED_MESSAGE_AGE = 2    # Streamlit's global.maxCachedMessageAge, until new_session says
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # never through a proxy
 
@@ -714,7 +717,7 @@ class StreamlitClient:
             self.metric_times.append((now, label, value))
             text = f"{label}: {value}"
         elif kind == "bidi_component":
-            self._chart_element(element.bidi_component, now)
+            self._chart_element(element.bidi_component, fragment_id, now)
         elif kind == "button":
             b = element.button
             widget_id = b.id
@@ -733,7 +736,7 @@ class StreamlitClient:
 
     # ---- the follow poll (what the chart element's JavaScript does) ---------------------------
 
-    def _chart_element(self, component, now: float) -> None:
+    def _chart_element(self, component, fragment_id: str, now: float) -> None:
         if component.WhichOneof("data") != "json":
             return
         data = json.loads(component.json)
@@ -745,7 +748,7 @@ class StreamlitClient:
         self._chart_data = data
         shown = {"step": -1, "have": {}}
         self._shown(parsed, shown, now)
-        self._follow(parsed.get("poll"), shown)
+        self._follow(parsed.get("poll"), shown, (component.id, fragment_id))
 
     def _shown(self, parsed: dict, shown: dict, now: float) -> None:
         for name, entry in parsed["grid"].items():
@@ -755,14 +758,23 @@ class StreamlitClient:
             self.metrics["Step"] = str(shown["step"])
             self.metric_times.append((now, "Step", str(shown["step"])))
 
-    def _follow(self, poll: dict | None, shown: dict | None = None) -> None:
+    def _follow(self, poll: dict | None, shown: dict | None = None, element: tuple[str, str] = ("", "")) -> None:
         if self._poller is not None:
             self._poller.cancel()
             self._poller = None
         if poll and not self._closing:
-            self._poller = asyncio.get_running_loop().create_task(self._poll(poll, shown))
+            self._poller = asyncio.get_running_loop().create_task(self._poll(poll, shown, element))
 
-    async def _poll(self, poll: dict, shown: dict) -> None:
+    async def _stopped(self, element: tuple[str, str], why: str) -> None:
+        """The element's setTriggerValue("stopped", why): a rerun of its fragment with the trigger
+        in the component's event aggregator (Streamlit's components v2: one JSON list of events)."""
+        component_id, fragment_id = element
+        states = self._widget_states()
+        states.append(WidgetState(id=f"{TRIGGER_PREFIX}{component_id}__events",
+                                  json_trigger_value=json.dumps([{"event": "stopped", "value": why}])))
+        await self._send_rerun(states, fragment_id=fragment_id)
+
+    async def _poll(self, poll: dict, shown: dict, element: tuple[str, str]) -> None:
         every = poll["every_ms"] / 1000
         await asyncio.sleep(every)
         while not self._closing:
@@ -782,13 +794,13 @@ class StreamlitClient:
                 self._shown(fresh, shown, now)
                 self._notify()
                 if fresh["head"]["status"] != "running":
-                    return
+                    return await self._stopped(element, fresh["head"]["status"])
             elif status != 204:
                 message = json.loads(body or b"{}").get("message", "")
                 self.poll_messages.append(message)
                 if status >= 500:
                     self._error(f"follow poll: HTTP {status} {message}")
-                return
+                return await self._stopped(element, str(status))
             await asyncio.sleep(max(0.0, every - (time.monotonic() - started)))
 
     async def _http_get(self, target: str) -> tuple[int, bytes]:
