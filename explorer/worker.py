@@ -215,6 +215,23 @@ class Workers:
             worker.close()
 
 
+_SHARED: Workers | None = None
+_SHARED_LOCK = threading.Lock()
+
+
+def shared(keep: int) -> Workers:
+    """This process's one pool, started (warm) on first use. A server has one set of cores, so
+    one pool: its admission may be made again (a cleared Streamlit cache, a test) without
+    starting more processes, and the workers end with the process (their socket closes)."""
+    global _SHARED
+    with _SHARED_LOCK:
+        if _SHARED is None:
+            _SHARED = Workers(keep)
+            _SHARED.warm()
+        _SHARED.keep = max(_SHARED.keep, keep)
+        return _SHARED
+
+
 class _Outbox:
     """The worker trainer's History: each record goes to the server instead of being kept."""
 

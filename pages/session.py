@@ -22,7 +22,7 @@ from explorer.admission import Admission, max_runs, threads_per_run
 from explorer.data import env_number
 from explorer.memory import arena_hint, give_back, settle_allocator
 from explorer.store import RunStore, StoreError
-from explorer.worker import Workers, available
+from explorer.worker import available, shared
 from pages.identity import browser_key
 from pages.serverlog import quiet_closed_tab_sends
 
@@ -158,11 +158,7 @@ def admission() -> Admission:
     """The server's admission: how many runs train at once (GATE_EXPLORER_MAX_RUNS), and the
     worker processes they train in, started now so the first Train does not wait for them."""
     slots = max_runs()
-    workers = None
-    if use_workers():
-        workers = Workers(keep=slots)
-        workers.warm()
-    return Admission(slots, workers=workers)
+    return Admission(slots, workers=shared(keep=slots) if use_workers() else None)
 
 
 @dataclass

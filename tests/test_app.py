@@ -383,12 +383,17 @@ def test_a_lesson_loads_with_one_click_and_trains_its_variants_side_by_side(monk
     chosen = lesson("vanishing")
     assert [m.label for m in at.metric] == [v.label for v in chosen.variants]
     at.button(key="lesson_train").click().run()
-    time.sleep(1.5)
-    at.run()
+    deadline = time.monotonic() + 30          # (the first steps wait for a worker to take the run)
+    while True:
+        time.sleep(0.5)
+        at.run()
+        trained = [int(m.value.split(" / ")[0]) > 0 for m in at.metric]
+        if trained[:2] == [True, True] or time.monotonic() > deadline:
+            break
     names = [t["name"] for t in figures(at)["lesson_loss_plot"]["data"]]
     assert names == [f"{v.label}: {kind}" for v in chosen.variants for kind in ("training", "held-out")]
     # A lesson's variants count as runs: two train, the third waits its turn and says so
-    assert [int(m.value.split(" / ")[0]) > 0 for m in at.metric] == [True, True, False]
+    assert trained == [True, True, False]
     assert any(c.value.startswith("Waiting: 0 runs ahead. This server trains 2 runs") for c in at.caption)
     at.button(key="lesson_pause").click().run()
     at.button(key="explore_2").click().run()                        # the GRU, to the Gates page

@@ -353,6 +353,7 @@ def test_out_of_memory_in_a_probe_keeps_the_step_it_followed(tmp_path):
 
 
 def test_a_run_out_of_memory_in_the_app_says_what_to_lower_and_reset_trains(tmp_path, monkeypatch):
+    monkeypatch.setenv("GATE_EXPLORER_WORKERS", "0")     # the patched forward is this process's
     at = step(app(), 10)
     with monkeypatch.context() as patch:
         patch.setattr(SequenceModel, "forward", run_out_of_memory(OUT_OF_MEMORY["cuda"]))

@@ -15,6 +15,7 @@ from explorer.run import Run, Status
 from explorer.store import RunStore
 from explorer.trainer import Trainer
 from explorer.worker import Workers, available
+from tests.test_train import _wait_for as wait_for
 
 pytestmark = pytest.mark.skipif(not available(), reason="worker processes need a POSIX platform")
 
@@ -45,13 +46,8 @@ def nowhere_here(monkeypatch):
     monkeypatch.setattr(Trainer, "step", refuse)
 
 
-def _wait_for(condition, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
+def _wait_for(condition, timeout=60.0):      # (a worker may still be starting)
+    return wait_for(condition, timeout)
 
 
 def _reference(config: Config, steps: int) -> Trainer:
@@ -184,3 +180,20 @@ def test_while_a_worker_trains_followers_trace_the_weights_of_its_latest_probe(a
                                    rtol=1e-4, atol=1e-6)
     finally:
         run.stop()
+
+
+def test_a_server_has_one_pool_however_often_its_admission_is_made():
+    # (Streamlit's cache of the admission can be cleared; each new admission must not start more
+    # processes: measured in the test suite, every cleared cache started two more.)
+    from explorer import worker
+    pool = worker.shared(keep=1)
+    assert worker.shared(keep=2) is pool and pool.keep >= 2
+
+
+def test_a_step_out_of_memory_in_a_worker_is_said_as_on_a_thread():
+    from explorer.worker import WorkerFailure
+    run = Run(small(batch_size=64, hidden=32))
+    said = run._failure(WorkerFailure("CUDA out of memory. Tried to allocate 2.00 GiB", out_of_memory=True))
+    assert said.startswith("Training ran out of memory at its first step (batch_size 64") and "Lower batch_size" in said
+    other = run._failure(WorkerFailure("the data source went away"))
+    assert other == "Training stopped with an error: the data source went away"
