@@ -123,6 +123,7 @@ class Run:
         self._save_asked = False
         self._saves = 0
         self._lost = False
+        self._here = False           # its task cannot be sent to a worker: it trains on this thread
 
     @classmethod
     def open(cls, store: RunStore, run_id: str, owner_key: str | None = None,
@@ -373,6 +374,9 @@ class Run:
                     resting = not (self._stop or self._free or self._pending > 0 or self._idle())
                 if resting:
                     self._release()     # its last steps and state come back before the run rests
+                    with self._cond:
+                        if self._status in ENDED:       # (the step in flight failed)
+                            return
                 with self._cond:
                     while not (self._stop or self._free or self._pending > 0 or self._idle()):
                         self._leave_queue()         # paused: its place (or slot) goes to the next run
@@ -444,22 +448,22 @@ class Run:
         if self._worker is not None:
             return True
         workers = getattr(self.admission, "workers", None)
-        if workers is None:
-            return False
-        try:
-            task = pickle.dumps(self.trainer.task, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:  # noqa: BLE001 - any pickling failure means: train here
+        if workers is None or self._here:
             return False
         worker = workers.lease()
         with self._model_lock:
             state = capture(self.trainer)
-        self._worker, self._granted = worker, 0
         try:
-            worker.send("load", self.trainer.config, pickle.loads(task), state,
-                        threads_per_run(self.admission.slots))
+            worker.send("load", self.trainer.config, self.trainer.task, state, threads_per_run(self.admission.slots))
         except WorkerLost:
+            self._worker = worker
             self._lose()
             raise
+        except (pickle.PicklingError, TypeError, AttributeError):   # (raised before anything is sent)
+            workers.give_back(worker)
+            self._here = True
+            return False
+        self._worker, self._granted = worker, 0
         return True
 
     def _remote_step(self) -> dict | None:
@@ -535,8 +539,9 @@ class Run:
             if message[0] in ("step", "diverged"):
                 with self._cond:
                     self._count(message[2] if message[0] == "step" else None)
-        with self._model_lock:
-            restore(self.trainer, message[1], global_rng=False)
+        if message[1] is not None:          # (None: the worker could not load the run, and said why)
+            with self._model_lock:
+                restore(self.trainer, message[1], global_rng=False)
         if failure is not None:
             raise failure
 
@@ -547,8 +552,9 @@ class Run:
             return
         try:
             self._sync("hold")
-        except (WorkerLost, WorkerFailure):
-            pass                         # (said already, or the run ends with it)
+        except (WorkerLost, WorkerFailure) as error:     # the step in flight failed, or the worker
+            with self._cond:
+                self._end(Status.ERROR, self._failure(error))
         if self._worker is not None:
             self._worker = None
             self.admission.workers.give_back(worker)

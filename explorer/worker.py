@@ -24,7 +24,7 @@ the shared-memory handles torch's multiprocessing pickler would make):
                      ("step", step, record)                    after its eval and probe, as History has them
                      ("diverged", message)                     the step was not applied
                      ("failed", text, out_of_memory)           the step raised
-                     ("state", State)                          after a sync or a hold
+                     ("state", State or None)                  after a sync or a hold (None: no run loaded)
 """
 from __future__ import annotations
 
@@ -165,7 +165,8 @@ class Worker:
             code = self.process.wait(1.0)
         except subprocess.TimeoutExpired:
             code = None
-        return WorkerLost(f"the process training this run ended unexpectedly (exit code {code}); "
+        how = "" if code is None else f" (exit code {code})"
+        return WorkerLost(f"the process training this run ended unexpectedly{how}; "
                           "the run keeps its last saved state")
 
 
@@ -270,6 +271,16 @@ def warm_up() -> None:
     trainer.step()
 
 
+def _load(conn, config, task, state: State, threads: int) -> Trainer:
+    """The run's Trainer in this worker, where the server's left off, reporting to the server."""
+    torch.set_num_threads(threads)
+    trainer = Trainer(config, task=task, record_start=False)
+    restore(trainer, state)
+    trainer.history = _Outbox(conn, trainer)
+    trainer.keep_probe_copy = lambda: None       # the server keeps the followers' copy
+    return trainer
+
+
 def serve(conn) -> None:
     """The worker process: train the loaded run while steps are allowed; answer between steps.
     It ends when the server's end of the pipe closes."""
@@ -283,19 +294,17 @@ def serve(conn) -> None:
                 message = pickle.loads(conn.recv_bytes())
                 kind = message[0]
                 if kind == "load":
-                    _, config, task, state, threads = message
-                    torch.set_num_threads(threads)
-                    trainer = Trainer(config, task=task, record_start=False)
-                    restore(trainer, state)
-                    trainer.history = _Outbox(conn, trainer)
-                    trainer.keep_probe_copy = lambda: None       # the server keeps the followers' copy
-                    allowed = 0
-                elif kind == "go":
+                    allowed, trainer = 0, None
+                    try:
+                        trainer = _load(conn, *message[1:])
+                    except Exception as error:  # noqa: BLE001 - said as a failed step would be
+                        _send(conn, ("failed", str(error), out_of_memory(error)))
+                elif kind == "go" and trainer is not None:       # (no run: its load failed, and said so)
                     allowed += message[1]
                 elif kind in ("sync", "hold"):
                     if kind == "hold":
                         allowed = 0
-                    _send(conn, ("state", capture(trainer)))
+                    _send(conn, ("state", capture(trainer) if trainer is not None else None))
                 continue
             try:
                 record = trainer.step()

@@ -197,3 +197,27 @@ def test_a_step_out_of_memory_in_a_worker_is_said_as_on_a_thread():
     assert said.startswith("Training ran out of memory at its first step (batch_size 64") and "Lower batch_size" in said
     other = run._failure(WorkerFailure("the data source went away"))
     assert other == "Training stopped with an error: the data source went away"
+
+
+@pytest.mark.parametrize("mode", ["thread", "worker"])
+def test_a_step_that_raises_in_a_worker_ends_the_run_with_the_message_a_thread_gives(mode, admission):
+    import math
+    trainer = Trainer(small())
+    trainer.task.sample = math.sqrt           # picklable, and it raises when a batch is asked for
+    run = Run(trainer.config, trainer=trainer, admission=admission if mode == "worker" else None)
+    run.start()
+    assert _wait_for(lambda: run.snapshot().status == "error")
+    assert run.snapshot().message == "Training stopped with an error: math.sqrt() takes exactly one argument (2 given)"
+    assert not run._here
+    run.stop()
+
+
+def test_a_task_that_cannot_be_sent_to_a_worker_trains_on_the_servers_thread(admission):
+    trainer = Trainer(small(steps=12))
+    sample = trainer.task.sample
+    trainer.task.sample = lambda n, generator: sample(n, generator)     # a lambda does not pickle
+    run = Run(trainer.config, trainer=trainer, admission=admission)
+    run.start()
+    assert _wait_for(lambda: run.snapshot().status == "finished")
+    assert run.snapshot().step == 12 and run._here
+    run.stop()
