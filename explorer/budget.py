@@ -22,7 +22,8 @@ EVAL_SIZE = 256        # held-out sequences behind a run's periodic eval_loss (e
 HELDOUT_SIZE = 1000    # held-out sequences behind the CLI's final report (explorer.__main__)
 MAX_RUN_ENV = "GATE_EXPLORER_MAX_RUN_MB"
 # Up to 8 runs admitted at once (GATE_EXPLORER_MAX_RUNS) at 2 GB each is 16 GB of a 24 GB
-# server, leaving a third of it for the OS, Streamlit and its sessions, and the allocator.
+# server, leaving a third of it for the OS, Streamlit and its sessions, the allocator, and the
+# app's worker processes (explorer.worker: about 250 MB each beyond the run itself, one per slot).
 DEFAULT_MAX_RUN_MB = 2048.0
 MB, GB = 2**20, 2**30
 FLOAT = 4              # bytes: everything trains in float32
