@@ -23,7 +23,7 @@ the shared-memory handles torch's multiprocessing pickler would make):
                      ("probe", step, trace, weights)           the probe's trace, and the weights it traced
                      ("step", step, record)                    after its eval and probe, as History has them
                      ("diverged", message)                     the step was not applied
-                     ("failed", text, out_of_memory)           the step raised
+                     ("failed", text, out_of_memory)           the step (or the load) raised
                      ("state", State or None)                  after a sync or a hold (None: no run loaded)
 """
 from __future__ import annotations
@@ -124,7 +124,10 @@ class Worker:
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", f"from explorer.worker import main; main({theirs.fileno()})"],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env,
+                # Its own session: Ctrl-C on the server is the server's to handle; the worker
+                # ends when the server's end of the socket closes, however the server ends.
+                start_new_session=True)
         finally:
             theirs.close()
         self.conn = Connection(ours.detach())
@@ -172,7 +175,7 @@ class Worker:
 
 class Workers:
     """A server's worker processes: lent one per training run, kept warm (at most `keep` idle)
-    so that pressing Train does not wait for a new interpreter and torch to start (~2 s here)."""
+    so that pressing Train does not wait for a new interpreter and torch to start (~3 s here)."""
 
     def __init__(self, keep: int = 1):
         self.keep = keep
