@@ -207,7 +207,7 @@ def chart_grid(figures: dict[str, tuple], key: str, wide: tuple[str, ...] = (), 
     """Several charts in one element, two to a row (the `wide` ones take a row of their own):
     {name: (figure or builder, version, shared)}, each built (or reused) as `chart` builds it. A live page that refreshes many
     charts at once sends them as one element: each element costs the server more than the
-    figure it carries, and a class's refreshes share the interpreter with the training.
+    figure it carries, and a class's refreshes share the server's one interpreter.
     `extra` adds keys to the element's data: a follower's step line and where it polls
     (pages/live.py); `on_stopped` is called (and the element's fragment reruns) when a poll
     finds the run no longer training or the link refused."""
