@@ -142,11 +142,9 @@ class Worker:
         except OSError as error:
             raise self._lost() from error
 
-    def receive(self, timeout: float | None = None):
-        """The next message, or None when none came within timeout seconds."""
+    def receive(self):
+        """The next message (it waits for one)."""
         try:
-            if timeout is not None and not self.conn.poll(timeout):
-                return None
             return pickle.loads(self.conn.recv_bytes())
         except (EOFError, OSError) as error:
             raise self._lost() from error
@@ -207,10 +205,6 @@ class Workers:
             for _ in range(max(0, missing)):
                 self.give_back(Worker())
         threading.Thread(target=start, name="gate-explorer-warm", daemon=True).start()
-
-    def idle(self) -> int:
-        with self._lock:
-            return len(self._idle)
 
     def close(self) -> None:
         with self._lock:

@@ -264,16 +264,21 @@ def test_run_pause_really_stops_steps_and_resume_continues():
         run.stop()
 
 
+def does_exactly_n_steps(run: Run, wait: float = 20.0) -> None:
+    """step(7), then step(3): 7 steps, paused, then 10 (tests/test_worker.py: in a worker too)."""
+    run.step(7)
+    assert run.wait_until_idle(wait)
+    assert run.snapshot().step == 7 and run.snapshot().status == "paused"
+    run.step(3)
+    assert run.wait_until_idle(wait)
+    time.sleep(0.2)
+    assert run.snapshot().step == 10
+
+
 def test_run_step_n_does_exactly_n_steps():
     run = Run(small())
     try:
-        run.step(7)
-        assert run.wait_until_idle(20.0)
-        assert run.snapshot().step == 7 and run.snapshot().status == "paused"
-        run.step(3)
-        assert run.wait_until_idle(20.0)
-        time.sleep(0.2)
-        assert run.snapshot().step == 10
+        does_exactly_n_steps(run)
     finally:
         run.stop()
 

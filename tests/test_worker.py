@@ -16,6 +16,7 @@ from explorer.store import RunStore
 from explorer.trainer import Trainer
 from explorer.worker import Workers, available
 from tests.test_train import _wait_for as wait_for
+from tests.test_train import does_exactly_n_steps
 
 pytestmark = pytest.mark.skipif(not available(), reason="worker processes need a POSIX platform")
 
@@ -85,13 +86,8 @@ def test_a_run_trains_in_a_worker_to_the_numbers_a_trainer_here_gives(admission,
 def test_step_n_is_exact_and_pause_stops_the_worker(admission, nowhere_here):
     run = Run(small(), admission=admission)
     try:
-        run.step(7)
-        assert run.wait_until_idle(60.0)
-        assert run.snapshot().step == 7 and run.snapshot().status == "paused"
-        run.step(3)
-        assert run.wait_until_idle(60.0)
-        time.sleep(0.3)
-        assert run.snapshot().step == 10 and run.trainer.steps_done == 10
+        does_exactly_n_steps(run, wait=60.0)
+        assert run.trainer.steps_done == 10
         run.start()
         assert _wait_for(lambda: run.snapshot().step >= 30)
         run.pause()
@@ -185,12 +181,20 @@ def test_while_a_worker_trains_followers_trace_the_weights_of_its_latest_probe(a
 def test_a_server_has_one_pool_however_often_its_admission_is_made():
     # (Streamlit's cache of the admission can be cleared; each new admission must not start more
     # processes: measured in the test suite, every cleared cache started two more.)
+    import streamlit as st
+
     from explorer import worker
+    from pages import session
     pool = worker.shared(keep=1)
     assert worker.shared(keep=2) is pool and pool.keep >= 2
+    st.cache_resource.clear()
+    first = session.admission()
+    st.cache_resource.clear()
+    again = session.admission()
+    assert again is not first and first.workers is again.workers is pool
 
 
-def test_a_step_out_of_memory_in_a_worker_is_said_as_on_a_thread():
+def test_an_out_of_memory_step_a_worker_reports_is_said_as_on_a_thread():
     from explorer.worker import WorkerFailure
     run = Run(small(batch_size=64, hidden=32))
     said = run._failure(WorkerFailure("CUDA out of memory. Tried to allocate 2.00 GiB", out_of_memory=True))
