@@ -5,8 +5,8 @@
 It starts the app's Streamlit server itself (on a free loopback port, with a fresh temporary
 run store), warms it up with one short run, and reads its baseline memory (VmRSS) and thread
 count. Then, per cohort, N Chromium contexts (N browser sessions) open the Train page with the
-settings in the link and press Train, one after another (the next opens once one has pressed:
-the browser shares the machine with the server). For the window, the step counter's values are
+settings in the link and press Train, one after another (the next opens once the last one's run
+has started or shown a queue place: the browser shares the machine with the server). For the window, the step counter's values are
 taken from the websocket as the server sends them (timed on arrival: a busy browser reads its
 page late), and each page is read every second for its queue place and any error. The cohort's tabs
 then close, and after --settle seconds the server's memory and threads are read again.
@@ -354,6 +354,22 @@ def set_up(tab: Tab, pressed: list[Tab], watch: Watch, timeout: float) -> None:
     tab.error(f"the Train page was not ready {timeout:g} s after the tab opened")
 
 
+def started(tab: Tab, pressed: list[Tab], watch: Watch, limit: float) -> None:
+    """Wait (at most `limit` s) until a pressed tab's run has moved or its page shows a queue
+    place, reading the pressed tabs meanwhile. The next tab opens only then: a front-end loading
+    in the generator's own Chromium held the last one's fragment timer back for up to 17 s in CI,
+    which measured the generator, not the server."""
+    end = time.monotonic() + limit
+    while tab.pressed_at is not None and time.monotonic() < end:
+        if any(s > tab.start_step for t, s in tab.steps if t > tab.pressed_at) or any(q for _, _, q in tab.samples):
+            return
+        tick = time.monotonic()
+        for other in pressed:
+            other.read()
+        watch.sample()
+        tab.app.page.wait_for_timeout(max(0.0, SAMPLE_EVERY - (time.monotonic() - tick)) * 1000)
+
+
 def wait(page, seconds: float, watch: Watch, tabs: list[Tab] = ()) -> None:
     """Sample the tabs and the server every SAMPLE_EVERY for `seconds`, waiting with a page's
     clock so Playwright keeps delivering websocket frames meanwhile."""
@@ -430,6 +446,7 @@ def cohort(browser, server: Server, options: argparse.Namespace, watch: Watch, n
         for i in range(options.sessions):
             tabs.append(open_tab(browser, f"{server.url}/?{options.settings}", i + 1, options.shots))
             set_up(tabs[-1], pressed, watch, TIMEOUT_MS / 1000)
+            started(tabs[-1], pressed, watch, options.start_grace + 5)
         watch.mark()
         since = time.monotonic()
         wait(tabs[0].app.page, options.seconds, watch, tabs)
