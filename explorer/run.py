@@ -477,11 +477,18 @@ class Run:
         if wanted > self._granted:
             self._send("go", wanted - self._granted)
             self._granted = wanted
+        config, record = trainer.config, None
         while True:
             kind, *body = self._receive()
             if kind == "step":
-                return body[1]
-            if kind == "diverged":
+                step, record = body
+                # A step with an eval or a probe counts once they are in too (its "seconds"
+                # follow them), so a run seen finished or paused shows them.
+                if step % config.eval_every and step % config.probe_every:
+                    return record
+            elif kind == "seconds" and record is not None:
+                return record
+            elif kind == "diverged":
                 return None
 
     def _receive(self) -> tuple:
@@ -499,11 +506,13 @@ class Run:
             self._granted -= 1
         elif kind == "eval":
             trainer.history.record_eval(*message[1:])
+        elif kind == "seconds":
+            trainer.history.add_seconds(*message[1:])
         elif kind == "probe":
             _, step, trace, weights = message
             with self._model_lock:
                 trainer.model.load_state_dict(weights)
-                trainer.steps_done = step        # (its step record follows)
+                trainer.steps_done = step        # (its step record came before it)
                 trainer.history.record_trace(step, trace)
                 trainer.keep_probe_copy()
         elif kind == "diverged":

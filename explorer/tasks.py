@@ -167,8 +167,13 @@ class Task:
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
 
     def metric(self, output: Tensor, y: Tensor) -> float:
-        """Accuracy over every prediction; tasks with another metric override this."""
-        return (output.argmax(dim=-1) == y).float().mean().item()
+        """The metric as a number (waits for the device)."""
+        return self.metric_tensor(output, y).item()
+
+    def metric_tensor(self, output: Tensor, y: Tensor) -> Tensor:
+        """The metric as a 0-d tensor on the output's device, so a training step need not wait
+        for it. Accuracy over every prediction; tasks with another metric override this."""
+        return (output.argmax(dim=-1) == y).float().mean()
 
     def baseline_predict(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -248,8 +253,8 @@ class AddingTask(Task):
         y = (values * markers).sum(dim=1, keepdim=True)  # (batch, 1)
         return x, y
 
-    def metric(self, output, y):
-        return ((output - y).abs() < ADDING_TOLERANCE).float().mean().item()
+    def metric_tensor(self, output, y):
+        return ((output - y).abs() < ADDING_TOLERANCE).float().mean()
 
     def baseline_predict(self, x):
         return torch.ones(len(x), 1)  # (batch, 1)
@@ -298,9 +303,9 @@ class CopyTask(Task):
         y[:, -self.symbols:] = symbols
         return x, y
 
-    def metric(self, output, y):
+    def metric_tensor(self, output, y):
         recalled = output[:, -self.symbols:].argmax(dim=-1)  # (batch, 10)
-        return (recalled == y[:, -self.symbols:]).float().mean().item()
+        return (recalled == y[:, -self.symbols:]).float().mean()
 
     def baseline_predict(self, x):
         log_probs = torch.full((len(x), self.seq_len, self.output_size), -math.inf)
@@ -407,8 +412,8 @@ class SineTask(Task):
         y = wave[:, -1:]  # (batch, 1)
         return x, y
 
-    def metric(self, output, y):
-        return (output - y).abs().mean().item()
+    def metric_tensor(self, output, y):
+        return (output - y).abs().mean()
 
     def baseline_predict(self, x):
         return x[:, -1, :].clone()  # (batch, 1)
@@ -480,8 +485,8 @@ class WindowTask(Task):
         starts = torch.randperm(count, generator=_heldout_generator(seed))[:n]
         return self._windows(self.test, starts)
 
-    def metric(self, output, y):
-        return (output - y).abs().mean().item() * self.target_std
+    def metric_tensor(self, output, y):
+        return (output - y).abs().mean() * self.target_std
 
     def baseline_predict(self, x):
         return x[:, -1, self.target_index, None].clone()  # (batch, 1)
@@ -639,8 +644,8 @@ class TextTask(Task):
         order = torch.randperm(chunks, generator=_heldout_generator(seed))[:n]
         return self._windows(self.test, order * self.seq_len)
 
-    def metric(self, output, y):
-        return self.loss(output, y).item() / math.log(2)
+    def metric_tensor(self, output, y):
+        return self.loss(output, y) / math.log(2)
 
     def baseline_predict(self, x):
         # (batch, time, vocab)

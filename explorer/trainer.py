@@ -14,25 +14,31 @@ from torch import Tensor, nn
 
 from .budget import EVAL_SIZE
 from .config import Config
-from .history import MAX_TRACES, History
+from .history import MAX_TRACES, RECORD_BLOCK, History, pack_step
 from .models import SequenceModel, resolve_device
 from .tasks import Task, task_for
 from .trace import Trace, trace
 
 
-def _optimizer(config: Config, params) -> torch.optim.Optimizer:
-    wd = config.weight_decay
+def _optimizer(config: Config, params, device: torch.device) -> torch.optim.Optimizer:
+    """The config's optimiser, as one fused kernel where PyTorch has one for the device. Fused,
+    its step counters live on the device, so a step never reads one back to the host (the
+    default Adam reads each parameter's counter with .item()); measured on this CPU, the fused
+    Adam's step takes 0.11 ms against 0.39 ms. RMSprop has no fused kernel: on a GPU it keeps
+    its counters there (capturable), on the CPU they are host numbers anyway."""
+    wd, fused = config.weight_decay, device.type in ("cpu", "cuda")
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, weight_decay=wd)
+        return torch.optim.SGD(params, lr=config.lr, weight_decay=wd, fused=fused or None)
     if config.optimizer == "momentum":
-        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=wd)
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=wd, fused=fused or None)
     if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=config.lr, weight_decay=wd)
-    return torch.optim.Adam(params, lr=config.lr, weight_decay=wd)
+        return torch.optim.RMSprop(params, lr=config.lr, weight_decay=wd, capturable=device.type == "cuda")
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=wd, fused=fused or None)
 
 
 def _norms(tensors: list[Tensor]) -> Tensor:
-    return torch.stack([torch.linalg.vector_norm(t) for t in tensors])        # (tensors,)
+    # One multi-tensor kernel on a GPU (a loop of norms on the CPU, as before).
+    return torch.stack(torch._foreach_norm(tensors))                          # (tensors,)
 
 
 class Trainer:
@@ -48,7 +54,7 @@ class Trainer:
         model = own if own is not None else SequenceModel(config, self.task.input_size, self.task.output_size,
                                                           self.task.output_mode)
         self.model = model.to(self.device)
-        self.optimizer = _optimizer(config, self.model.parameters())
+        self.optimizer = _optimizer(config, self.model.parameters(), self.device)
         self.param_names = [n for n, _ in self.model.named_parameters()]
         self.history = History(self.param_names, max_traces=max_traces)
         self.batch_generator = torch.Generator().manual_seed(config.seed)
@@ -58,6 +64,11 @@ class Trainer:
         self.eval_set = (eval_x.to(self.device), eval_y.to(self.device))
         self.probe_set = (self.eval_set[0][:config.probe_count], self.eval_set[1][:config.probe_count])
         self.steps_done = 0
+        self._params = list(self.model.parameters())
+        # What step() copies the weights into before each update: the update's norm, and the
+        # weights it puts back when the update went wrong.
+        self._before = [torch.empty_like(p) for p in self._params]
+        self._halted = torch.zeros((), dtype=torch.bool, device=self.device)   # () bool, on the device
         self.diverged = False
         self.divergence_message = ""
         # (step, a copy of the model as of that step's probe): what a run's followers trace their
@@ -70,19 +81,28 @@ class Trainer:
     def step(self) -> dict | None:
         """One optimiser step. Returns its record, or None when the run has diverged.
 
-        A non-finite loss or gradient stops the run without applying the update, and
-        weights made non-finite by an update are restored: the model keeps its last
-        finite state.
+        The record's values stay on the device (0-d tensors, and (params,) for the two
+        per-parameter norms): reading one, with float() say, waits for the device. The
+        History gets the records in blocks of RECORD_BLOCK steps (and whenever it is read),
+        so K-1 of every K steps make no host synchronisation on a GPU.
+
+        A non-finite loss or gradient, or weights an update made non-finite, is flagged on the
+        device, and that update and every later one are undone on the device (the weights are
+        put back from their copy before the update). The host learns it at the block's end: a
+        step at or within RECORD_BLOCK steps of the divergence returns None, the run stops
+        naming the step, and the model keeps its last finite weights.
         """
-        if self.diverged:
+        # (a reader of the History may have committed the block, and found it gone wrong)
+        if self.diverged or (self.history.halted is not None and not self.flush()):
             return None
         if not self.task.trainable:
             raise ValueError(f"the {self.task.name} task is looked at, not trained")
         started = time.perf_counter()
-        model, params = self.model, list(self.model.parameters())
+        model, params = self.model, self._params
         model.train()
         x, y = self.task.sample(self.config.batch_size, self.batch_generator)
-        x, y = x.to(self.device), y.to(self.device)
+        # (pageable host memory: non_blocking only skips the wait, the copy is still staged)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         output = model(x)
         task_loss = self.task.loss(output, y)
         loss = task_loss
@@ -90,46 +110,68 @@ class Trainer:
             loss = loss + self.config.l1 * sum(p.abs().sum() for p in params)
         self.optimizer.zero_grad()
         loss.backward()
-        param_grad_norm = _norms([p.grad for p in params])                    # (params,)
+        grads = [p.grad for p in params]
+        param_grad_norm = _norms(grads)                                        # (params,)
         # The norm of the per-parameter norms is the global norm (get_total_norm's own
         # formula), without measuring every gradient a second time.
         grad_norm = torch.linalg.vector_norm(param_grad_norm)
-        if not (torch.isfinite(task_loss) and torch.isfinite(grad_norm)):
-            return self._diverge(f"the loss or its gradient became non-finite at step {self.steps_done + 1}")
+        grads_finite = torch.isfinite(task_loss) & torch.isfinite(grad_norm)   # () bool, on the device
         clipped = grad_norm
         if self.config.clip > 0:
             # Scales by min(1, clip / norm) as a tensor, so clipping adds no branch on a device value.
             torch.nn.utils.clip_grads_with_norm_(params, self.config.clip, grad_norm)
             clipped = grad_norm.clamp(max=self.config.clip)
-        before = [p.detach().clone() for p in params]
+        before = self._before
+        with torch.no_grad():
+            torch._foreach_copy_(before, params)     # one fused copy into kept buffers, not a clone
         self.optimizer.step()
-        weights = [p.detach() for p in params]
-        update = _norms([w - b for w, b in zip(weights, before)])             # (params,)
-        weight = _norms(weights)                                               # (params,)
-        if not torch.isfinite(weight).all():
-            with torch.no_grad():
-                for p, b in zip(params, before):
-                    p.copy_(b)
-            return self._diverge(f"the weights became non-finite at step {self.steps_done + 1}")
-        record = {
-            "loss": task_loss.item(), "metric": self.task.metric(output.detach(), y),
-            "grad_norm": grad_norm.item(), "grad_norm_clipped": clipped.item(),
-            "param_grad_norm": param_grad_norm.cpu().numpy(),
-            "update_ratio": (update / weight.clamp_min(1e-12)).cpu().numpy(),
-        }
+        with torch.no_grad():
+            update = _norms(torch._foreach_sub(params, before))              # (params,)
+            weight = _norms(params)                                           # (params,)
+            weights_finite = torch.isfinite(weight).all()
+            # Sticky: once a step has gone wrong, this one and every later update of the block
+            # are undone, so the weights stay the last finite ones until the host reads the flag.
+            self._halted = self._halted | ~(grads_finite & weights_finite)
+            for p, b in zip(params, before):
+                torch.where(self._halted, b, p, out=p)
+        record = {"loss": task_loss.detach(), "metric": self.task.metric_tensor(output.detach(), y),
+                  "grad_norm": grad_norm, "grad_norm_clipped": clipped,
+                  "param_grad_norm": param_grad_norm, "update_ratio": update / weight.clamp_min(1e-12)}
         self.steps_done += 1
-        try:
-            if self.steps_done % self.config.eval_every == 0:
-                self.evaluate_and_record()
-            if self.steps_done % self.config.probe_every == 0:
-                self.probe()
-        finally:
-            # The update is made: it is recorded even when its eval or probe fails (out of
-            # memory, say), so a run saved after the failure is a whole step.
-            # Wall time of the whole step, its eval and probe included: what steps/s means.
-            record["seconds"] = time.perf_counter() - started
-            self.history.record_step(self.steps_done, record)
+        self.history.stage(self.steps_done, pack_step(record, grads_finite, weights_finite),
+                           time.perf_counter() - started)
+        due_eval = self.steps_done % self.config.eval_every == 0
+        due_probe = self.steps_done % self.config.probe_every == 0
+        if due_eval or due_probe or self.steps_done % RECORD_BLOCK == 0 or self.finished:
+            if not self.flush():
+                return None
+        if due_eval or due_probe:
+            started = time.perf_counter()
+            try:
+                if due_eval:
+                    self.evaluate_and_record()
+                if due_probe:
+                    self.probe()
+            finally:
+                # The update is made: its record stands even when its eval or probe fails (out of
+                # memory, say), so a run saved after the failure is a whole step. The step's
+                # seconds include its eval and probe: what steps/s means.
+                self.history.add_seconds(self.steps_done, time.perf_counter() - started)
         return record
+
+    def flush(self) -> bool:
+        """Move the staged step records to the History (one transfer from the device), and learn
+        whether the run diverged among them. False when it has diverged (now or before)."""
+        if self.diverged:
+            return False
+        halted = self.history.commit()
+        if halted is None:
+            return True
+        step, weights_went = halted
+        self.steps_done = step - 1          # the steps from the bad one on were undone
+        what = "the weights became non-finite" if weights_went else "the loss or its gradient became non-finite"
+        self._diverge(f"{what} at step {step}")
+        return False
 
     def free_memory(self) -> None:
         """Let go of what a failed step left: the gradients, and on a GPU its cached blocks."""
@@ -139,6 +181,7 @@ class Trainer:
 
     def _diverge(self, why: str) -> None:
         self.optimizer.zero_grad()
+        self._halted.zero_()
         self.diverged = True
         self.divergence_message = (f"Training diverged: {why}. The model keeps its last finite weights. "
                                    "Try a lower learning rate or gradient clipping.")

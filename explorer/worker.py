@@ -21,7 +21,8 @@ the shared-memory handles torch's multiprocessing pickler would make):
                      ("hold",)                                 no more steps; send the state
   worker -> server   ("eval", step, loss, metric)
                      ("probe", step, trace, weights)           the probe's trace, and the weights it traced
-                     ("step", step, record)                    after its eval and probe, as History has them
+                     ("step", step, record)                    as History has them, a block at a time
+                     ("seconds", step, seconds)                its eval's and probe's time, after them
                      ("diverged", message)                     the step was not applied
                      ("failed", text, out_of_memory)           the step (or the load) raised
                      ("state", State or None)                  after a sync or a hold (None: no run loaded)
@@ -40,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from .history import History
 from .trainer import Trainer
 
 # Steps a worker may run ahead of the records the server has read. The server's reading thread
@@ -230,14 +232,19 @@ def shared(keep: int) -> Workers:
         return _SHARED
 
 
-class _Outbox:
-    """The worker trainer's History: each record goes to the server instead of being kept."""
+class _Outbox(History):
+    """The worker trainer's History: records are staged and committed as a History's are, and
+    each committed record goes to the server instead of being kept."""
 
     def __init__(self, conn, trainer: Trainer):
+        super().__init__(trainer.param_names, max_traces=trainer.history.max_traces)
         self.conn, self.trainer = conn, trainer
 
     def record_step(self, step, values):
         _send(self.conn, ("step", step, values))
+
+    def add_seconds(self, step, seconds):
+        _send(self.conn, ("seconds", step, seconds))
 
     def record_eval(self, step, loss, metric):
         _send(self.conn, ("eval", step, loss, metric))
@@ -301,6 +308,9 @@ def serve(conn) -> None:
                 elif kind in ("sync", "hold"):
                     if kind == "hold":
                         allowed = 0
+                    if trainer is not None and not trainer.diverged and not trainer.flush():
+                        allowed = 0
+                        _send(conn, ("diverged", trainer.divergence_message))
                     _send(conn, ("state", capture(trainer) if trainer is not None else None))
                 continue
             try:
@@ -311,6 +321,8 @@ def serve(conn) -> None:
                 _send(conn, ("failed", str(error), out_of_memory(error)))
                 continue
             allowed -= 1
+            if record is not None and allowed == 0 and not trainer.flush():
+                record = None                   # (the server waits for the staged records: send them)
             if record is None:
                 allowed = 0
                 _send(conn, ("diverged", trainer.divergence_message))

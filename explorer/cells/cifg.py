@@ -41,7 +41,7 @@ def unroll(x, w, h, c, keep_gates=True) -> LayerUnroll:
     return out
 
 
-def backprop(u, w, grad_output, h0, c0) -> LayerGradients:
+def backprop(u, w, grad_output, h0, c0, grad_cell_last=None) -> LayerGradients:
     """BPTT by hand; see lstm.backprop. The coupling sends dc_t into the forget gate's
     pre-activation twice: through f c_{t-1} and through (1 − f) g."""
     f, g, o = (u.gates[n] for n in BLOCKS)               # each (batch, time, hidden)
@@ -53,7 +53,8 @@ def backprop(u, w, grad_output, h0, c0) -> LayerGradients:
                         (1 - f) * (1 - g ** 2)], dim=2)        # dc_t -> candidate pre-activation (batch, time, 2*hidden)
     to_output = tanh_c * o * (1 - o)                      # dh_t -> output gate pre-activation
     grad_h, grad_c, grad_pre = [], [], []
-    dh_rec, dc_next = c.new_zeros(B, H), c.new_zeros(B, H)
+    dh_rec = c.new_zeros(B, H)
+    dc_next = c.new_zeros(B, H) if grad_cell_last is None else grad_cell_last
     for ext, to_c, to_fg, to_o, forget in steps_backwards(grad_output, to_cell, to_pre, to_output, f):
         dh = ext + dh_rec
         dc = torch.addcmul(dc_next, dh, to_c)
@@ -63,7 +64,8 @@ def backprop(u, w, grad_output, h0, c0) -> LayerGradients:
         grad_h.append(dh)
         grad_c.append(dc)
         grad_pre.append(d_pre)
-    return LayerGradients(stacked(grad_h), stacked(grad_c), stacked(grad_pre) @ w.weight_ih)
+    grad_pre = stacked(grad_pre)                          # (batch, time, 3*hidden)
+    return LayerGradients(stacked(grad_h), stacked(grad_c), grad_pre @ w.weight_ih, grad_pre)
 
 
 def step(ctx: StepContext) -> Worked:
@@ -95,6 +97,7 @@ class CIFGLSTM(UnrolledRNN):
     blocks = 3
     has_cell = True
     unroll = staticmethod(unroll)
+    backprop = staticmethod(backprop)
 
 
 CELL = Cell(

@@ -7,14 +7,15 @@ c_{t-1} into the input and forget gates and c_t into the output gate,
 
 with diagonal (per-unit) peepholes, as in the paper; the LSTM/GRU tutorial this project
 follows writes them as matrices (docs/TUTORIAL.md). There is no fused kernel for it, so it
-trains through the same step-by-step unroll that `trace` instruments.
+trains through the same step-by-step unroll that `trace` instruments, and back through the
+hand-written backward pass (cells/base.py: _HandWritten).
 """
 from __future__ import annotations
 
 from functools import partial
 
 from . import lstm
-from .base import Cell, UnrolledRNN
+from .base import Cell, UnrolledRNN, previous
 
 
 class PeepholeLSTM(UnrolledRNN):
@@ -24,6 +25,17 @@ class PeepholeLSTM(UnrolledRNN):
     extra = ("weight_ci", "weight_cf", "weight_co")
     has_cell = True
     unroll = staticmethod(partial(lstm.unroll, peephole=True))
+    backprop = staticmethod(partial(lstm.backprop, peephole=True))
+
+    @staticmethod
+    def extra_grads(states, grad_pre, c0):
+        # i and f see c_{t-1}, o sees c_t: each peephole's gradient is Σ over batch and time
+        # of its gate's δ times that cell state.
+        H = states.cell.shape[-1]
+        c_previous = previous(states.cell, c0)                     # (batch, time, hidden)
+        return {"weight_ci": (grad_pre[..., :H] * c_previous).sum((0, 1)),
+                "weight_cf": (grad_pre[..., H:2 * H] * c_previous).sum((0, 1)),
+                "weight_co": (grad_pre[..., 3 * H:] * states.cell).sum((0, 1))}
 
 
 CELL = Cell(
