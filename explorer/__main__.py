@@ -21,7 +21,7 @@ from typing import NoReturn
 
 import torch
 
-from .bench import run_benchmark
+from .bench import run_suite
 from .budget import HELDOUT_SIZE
 from .config import FIELDS, Config
 from .data import DataError, app_dir
@@ -69,10 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--save", action="store_true",
                        help="keep the run in the run store (GATE_EXPLORER_DB) and add its run_id to the JSON")
     train.add_argument("--name", help="with --save: the saved run's name")
-    bench = sub.add_parser("bench", help="compare the trainer with a bare PyTorch loop and a hand-written cell loop")
-    bench.add_argument("--steps", type=int, default=300, help="training steps of each loop")
+    bench = sub.add_parser("bench", help="the benchmark suite: the trainer against a bare PyTorch loop, a "
+                                         "hand-written cell loop and the fused LSTM, side by side")
+    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train (default: cpu)")
+    bench.add_argument("--size", choices=("small", "all"), default="small",
+                       help="small: T=100, hidden 64, batch 64; all adds T=200/256/128 and T=100/512/256")
+    bench.add_argument("--rounds", type=int, default=3, help="rounds per figure; each figure is their median")
     bench.add_argument("--chunk", type=int, default=10, help="steps per turn when the loops take turns")
-    bench.add_argument("--json", dest="json_path", metavar="PATH", help="also write the JSON here")
+    bench.add_argument("--short", action="store_true", help="a tiny, quick version (CI): it must not crash")
+    bench.add_argument("--out", "--json", dest="json_path", metavar="PATH", help="also write the JSON here")
     sub.add_parser("app", help="start the browser app; further arguments go to `streamlit run` "
                               "(e.g. --server.port 8600)")
     _add_runs_parser(sub)
@@ -126,9 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "app":
         _app(rest)                        # does not return: this process becomes Streamlit
     if args.command == "bench":
-        if args.steps < 1 or args.chunk < 1:
-            return _fail("--steps and --chunk must be at least 1")
-        result = run_benchmark(steps=args.steps, chunk=args.chunk)
+        if args.rounds < 1 or args.chunk < 1:
+            return _fail("--rounds and --chunk must be at least 1")
+        try:
+            result = run_suite(device=args.device, size=args.size, short=args.short, rounds=args.rounds,
+                               chunk=args.chunk, progress=lambda text: print(text, file=sys.stderr, flush=True))
+        except ValueError as error:          # (cuda asked for where there is none)
+            return _fail(str(error))
         return _emit(result, args.json_path)
     if args.command == "runs":
         return _runs(args)

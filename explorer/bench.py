@@ -1,34 +1,61 @@
-"""What instrumentation costs: the Trainer against a bare PyTorch loop and a hand-written cell loop.
+"""The benchmark suite: what watching costs, every figure a ratio of loops measured side by side.
 
-All three train the same LSTM (adding problem, T=100, hidden 64, batch 64, Adam) on the
-same batches. This machine is shared and noisy, so they run interleaved in chunks of a
-few steps, in rotating order: a slow spell of the machine hits all three alike, and the
-ratios compare numbers measured side by side.
+    python -m explorer bench [--device cpu|cuda] [--size small|all] [--short] [--out FILE]
+
+This machine is shared and noisy, so loops never run one after the other: within a round they
+take turns in chunks of a few steps, in rotating order, on the same batches, so a slow spell of
+the machine hits them alike. Each figure is the median over rounds of that round's ratio. A
+round is `probe_every` steps long (the Config's default, 100), so every round of the Trainer
+pays for exactly one probe and one held-out eval, as a run does.
+
+Figures (docs/PERFORMANCE.md says what limits each):
+* trainer_over_bare[cell][size]: the Trainer (default instrumentation) ÷ the loop a PyTorch user
+  writes (the same recurrent module and head, default Adam, nothing recorded);
+* trainer_over_hand_written[size]: the Trainer ÷ an nn.LSTMCell looped in Python that keeps
+  its gates (what users write today to see them);
+* probe_in_bare_steps[cell][size]: one probe ÷ one bare step (median of alternating timings);
+* peephole_over_lstm[size]: the peephole LSTM's Trainer ÷ the fused LSTM's Trainer;
+* rss_20000_over_1000: a Trainer's resident memory after 20,000 steps ÷ after 1,000 (tiny
+  model): the History's bound.
 """
 from __future__ import annotations
 
+import json
+import os
+import platform
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from .config import Config
+from .models import build_recurrent, resolve_device
 from .tasks import make_task
 from .trainer import Trainer
 
-SETTING = dict(task="adding", seq_len=100, hidden=64, batch_size=64, cell="lstm", optimizer="adam",
-               lr=0.003, device="cpu")
+SIZES = {"small": dict(seq_len=100, hidden=64, batch_size=64),
+         "medium": dict(seq_len=200, hidden=256, batch_size=128),
+         "large": dict(seq_len=100, hidden=512, batch_size=256)}
+CELLS = ("lstm", "gru", "rnn", "peephole")
+BASE = dict(task="adding", optimizer="adam", lr=0.003, steps=200_000)
+# --short (CI): everything small and quick; it must not crash, and its numbers mean little.
+SHORT = dict(sizes={"small": dict(seq_len=20, hidden=16, batch_size=8)}, round_steps=6, chunk=3, rounds=2,
+             rss_steps=(50, 200))
 
 
-class _BareLoop:
-    """The loop a PyTorch user writes: fused nn.LSTM, linear head, Adam."""
+class BareLoop:
+    """The loop a PyTorch user writes: the same recurrent module (fused where PyTorch has one),
+    a linear head, the default Adam; nothing recorded."""
 
-    def __init__(self, input_size: int, hidden: int):
-        torch.manual_seed(0)
-        self.rnn = nn.LSTM(input_size, hidden, batch_first=True)
-        self.head = nn.Linear(hidden, 1)
-        self.optimizer = torch.optim.Adam([*self.rnn.parameters(), *self.head.parameters()], lr=SETTING["lr"])
+    def __init__(self, config: Config, input_size: int, device: torch.device):
+        torch.manual_seed(config.seed)
+        self.rnn = build_recurrent(config, input_size).to(device)
+        self.head = nn.Linear(config.hidden, 1).to(device)
+        self.optimizer = torch.optim.Adam([*self.rnn.parameters(), *self.head.parameters()], lr=config.lr)
 
     def step(self, x, y) -> None:
         loss = nn.functional.mse_loss(self.head(self.rnn(x)[0][:, -1]), y)
@@ -37,13 +64,13 @@ class _BareLoop:
         self.optimizer.step()
 
 
-class _HandWrittenLoop(_BareLoop):
-    """What users write today to see the gates: an LSTM cell looped in Python."""
+class HandWrittenLoop(BareLoop):
+    """What users write today to see the gates: an LSTM cell looped in Python, gates kept."""
 
-    def __init__(self, input_size: int, hidden: int):
-        super().__init__(input_size, hidden)
-        self.cell = nn.LSTMCell(input_size, hidden)
-        self.optimizer = torch.optim.Adam([*self.cell.parameters(), *self.head.parameters()], lr=SETTING["lr"])
+    def __init__(self, config: Config, input_size: int, device: torch.device):
+        super().__init__(config, input_size, device)
+        self.cell = nn.LSTMCell(input_size, config.hidden).to(device)
+        self.optimizer = torch.optim.Adam([*self.cell.parameters(), *self.head.parameters()], lr=config.lr)
 
     def step(self, x, y) -> None:
         cell = self.cell
@@ -63,56 +90,162 @@ class _HandWrittenLoop(_BareLoop):
         self.optimizer.step()
 
 
-def _timed(fn) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def run_benchmark(steps: int = 300, chunk: int = 10, probes: int = 7) -> dict:
-    """Steps/s of the three loops over `steps` identical batches, and one probe's cost."""
-    config = Config(**SETTING, steps=200_000)
+def _fed_trainer(config: Config, batches: list) -> Trainer:
+    """A Trainer whose batches are `batches`, in turn (so it trains on what the other loops do)."""
+    trainer = Trainer(config)                  # its step-0 probe is start-up, not timed
+    turn = iter(range(10**12))
+    trainer.task.sample = lambda n, generator: batches[next(turn) % len(batches)]
+    return trainer
+
+
+def side_by_side(loops: dict, batches: list, device: torch.device, rounds: int, round_steps: int,
+                 chunk: int) -> list[dict[str, float]]:
+    """Seconds per loop in each round: the loops take turns, `chunk` steps each, rotating."""
+    out, order = [], list(loops)
+    for _ in range(rounds):
+        seconds = dict.fromkeys(loops, 0.0)
+        for start in range(0, round_steps, chunk):
+            part = batches[start % len(batches):][:min(chunk, round_steps - start)]
+            for name in order:
+                _sync(device)
+                began = time.perf_counter()
+                for x, y in part:
+                    loops[name](x, y)
+                _sync(device)
+                seconds[name] += time.perf_counter() - began
+            order = order[1:] + order[:1]
+        out.append(seconds)
+    return out
+
+
+def _ratio(rounds: list[dict[str, float]], numerator: str, denominator: str) -> float:
+    """Median over rounds of numerator's steps/s ÷ denominator's (the inverse of their times)."""
+    return statistics.median(r[denominator] / r[numerator] for r in rounds)
+
+
+def _probe_cost(trainer: Trainer, bare: BareLoop, batch, device: torch.device, times: int = 5) -> float:
+    """One probe ÷ one bare step, timed alternately, median of each."""
+    probe, step = [], []
+    x, y = batch
+    for _ in range(times):
+        _sync(device)
+        began = time.perf_counter()
+        bare.step(x, y)
+        _sync(device)
+        step.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        trainer.probe()
+        _sync(device)
+        probe.append(time.perf_counter() - began)
+    return statistics.median(probe) / statistics.median(step)
+
+
+def _batches(config: Config, count: int, device: torch.device) -> list:
     task = make_task(config.task, config.seq_len)
     g = torch.Generator().manual_seed(0)
-    batches = [task.sample(config.batch_size, g) for _ in range(steps)]
+    return [tuple(t.to(device) for t in task.sample(config.batch_size, g)) for _ in range(count)]
 
-    trainer = Trainer(config)                 # includes the step-0 probe: start-up, not timed
-    feed = iter(batches)
-    trainer.task.sample = lambda n, generator: next(feed)
-    bare = _BareLoop(task.input_size, config.hidden)
-    hand = _HandWrittenLoop(task.input_size, config.hidden)
-    loops = {
-        "bare": lambda part: [bare.step(x, y) for x, y in part],
-        "trainer": lambda part: [trainer.step() for _ in part],
-        "hand_written": lambda part: [hand.step(x, y) for x, y in part],
-    }
-    seconds = dict.fromkeys(loops, 0.0)
-    order = list(loops)
-    for start in range(0, steps, chunk):
-        part = batches[start:start + chunk]
-        for name in order:
-            seconds[name] += _timed(lambda: loops[name](part))
-        order = order[1:] + order[:1]
 
-    # One probe against one bare step, alternately, median of each.
-    probe_times, step_times = [], []
-    x, y = batches[0]
-    for _ in range(probes):
-        step_times.append(_timed(lambda: bare.step(x, y)))
-        probe_times.append(_timed(trainer.probe))
-    rate = {name: steps / s for name, s in seconds.items()}
-    probe, bare_step = statistics.median(probe_times), statistics.median(step_times)
-    return {
-        "setting": dict(SETTING, probe_every=config.probe_every, probe_count=config.probe_count,
-                        eval_every=config.eval_every, steps=steps, chunk=chunk,
-                        threads=torch.get_num_threads(), torch=torch.__version__),
-        "bare_steps_per_s": rate["bare"],
-        "trainer_steps_per_s": rate["trainer"],
-        "hand_written_steps_per_s": rate["hand_written"],
-        "trainer_over_bare": rate["trainer"] / rate["bare"],
-        "hand_written_over_bare": rate["hand_written"] / rate["bare"],
-        "probe_seconds": probe,
-        "bare_step_seconds": bare_step,
-        "probe_in_bare_steps": probe / bare_step,
-        "goals": {"trainer_over_bare": ">= 0.9", "probe_in_bare_steps": "<= 2"},
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what the platform says."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def rss_mb() -> float | None:
+    """This process's resident memory (Linux), in MB."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def history_bound(steps: tuple[int, int], device: str) -> dict:
+    """RSS after steps[1] steps ÷ after steps[0], of a tiny model trained in a fresh process (so
+    the figure is the History's growth, not what the rest of the suite left in this one)."""
+    code = (f"import gc, json; from explorer.bench import rss_mb; from explorer import Config, Trainer\n"
+            f"trainer = Trainer(Config(task='adding', seq_len=10, hidden=8, batch_size=8, steps={steps[1]}, "
+            f"device={device!r}))\nreadings = []\n"
+            f"while trainer.steps_done < {steps[1]}:\n"
+            f"    trainer.step()\n"
+            f"    if trainer.steps_done in {tuple(steps)!r}:\n"
+            f"        gc.collect(); readings.append(rss_mb())\n"
+            f"print(json.dumps(readings))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    if done.returncode != 0:
+        raise RuntimeError(f"the RSS measurement failed: {done.stderr.strip().splitlines()[-1:]}")
+    first, last = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"steps": list(steps), "rss_mb": [first, last],
+            "ratio": last / first if first and last else None}
+
+
+def run_suite(device: str = "cpu", size: str = "small", short: bool = False, cells: tuple = CELLS,
+              rounds: int = 3, chunk: int = 10, progress=None) -> dict:
+    """Every figure of the suite, as one JSON-ready dict."""
+    dev, warning = resolve_device(device)
+    if warning:
+        raise ValueError(warning)
+    sizes = dict(SIZES) if size == "all" else {"small": SIZES["small"]}
+    rss_steps, round_steps = (1000, 20_000), Config().probe_every
+    if short:
+        sizes, round_steps, chunk, rounds, rss_steps = (SHORT[k] for k in
+                                                        ("sizes", "round_steps", "chunk", "rounds", "rss_steps"))
+    say = progress or (lambda text: None)
+    result: dict = {"trainer_over_bare": {}, "probe_in_bare_steps": {}, "trainer_over_hand_written": {},
+                    "peephole_over_lstm": {}, "steps_per_second": {}}
+    for size_name, shape in sizes.items():
+        trainers = {}
+        for cell in cells:
+            say(f"{cell}, {size_name}: Trainer and bare loop")
+            config = Config(**BASE, **shape, cell=cell, device=device,
+                            **({"probe_every": round_steps, "eval_every": round_steps} if short else {}))
+            batches = _batches(config, round_steps, dev)
+            trainer = _fed_trainer(config, batches)
+            bare = BareLoop(config, trainer.task.input_size, dev)
+            loops = {"bare": bare.step, "trainer": lambda x, y, t=trainer: t.step()}
+            if cell == "lstm":
+                hand = HandWrittenLoop(config, trainer.task.input_size, dev)
+                loops["hand_written"] = hand.step
+            timed = side_by_side(loops, batches, dev, rounds, round_steps, chunk)
+            result["trainer_over_bare"].setdefault(cell, {})[size_name] = _ratio(timed, "trainer", "bare")
+            result["steps_per_second"].setdefault(cell, {})[size_name] = {
+                name: round_steps * len(timed) / sum(r[name] for r in timed) for name in loops}
+            if cell == "lstm":
+                result["trainer_over_hand_written"][size_name] = _ratio(timed, "trainer", "hand_written")
+            result["probe_in_bare_steps"].setdefault(cell, {})[size_name] = _probe_cost(trainer, bare, batches[0], dev)
+            trainers[cell] = (trainer, batches)
+        if "lstm" in trainers and "peephole" in trainers:
+            say(f"peephole against lstm, {size_name}")
+            (lstm, batches), (peephole, _) = trainers["lstm"], trainers["peephole"]
+            timed = side_by_side({"lstm": lambda x, y: lstm.step(), "peephole": lambda x, y: peephole.step()},
+                                 batches, dev, rounds, round_steps, chunk)
+            result["peephole_over_lstm"][size_name] = _ratio(timed, "peephole", "lstm")
+        del trainers
+    say(f"RSS after {rss_steps[1]} steps against {rss_steps[0]}")
+    result["rss_history_bound"] = history_bound(rss_steps, device)
+    result["setting"] = {
+        "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
+        "cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "sizes": {name: sizes[name] for name in sizes}, "task": BASE["task"], "optimizer": BASE["optimizer"],
+        "rounds": rounds, "round_steps": round_steps, "chunk": chunk, "short": short,
     }
+    result["targets"] = {"cpu": {"trainer_over_bare": ">= 0.95", "probe_in_bare_steps": "<= 1",
+                                 "peephole_over_lstm": ">= 0.5"},
+                         "cuda": {"trainer_over_bare": ">= 0.9", "probe_in_bare_steps": "<= 2 (hidden 64)"}}
+    return result

@@ -321,8 +321,11 @@ def serve(conn) -> None:
                 _send(conn, ("failed", str(error), out_of_memory(error)))
                 continue
             allowed -= 1
-            if record is not None and allowed == 0 and not trainer.flush():
-                record = None                   # (the server waits for the staged records: send them)
+            # The server grants more steps as their records arrive, so they are sent before this
+            # process would wait for it; on the CPU after every step, as bringing a record
+            # over costs no synchronisation there and the server grants the next step sooner.
+            if record is not None and (allowed == 0 or trainer.device.type == "cpu") and not trainer.flush():
+                record = None
             if record is None:
                 allowed = 0
                 _send(conn, ("diverged", trainer.divergence_message))

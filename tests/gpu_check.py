@@ -10,6 +10,9 @@ where a GPU is present (CI has none).
 * Run (the app's training thread) on the GPU: start, pause within a second, resume from
   the same step; probe traces recorded there are float32 numpy arrays.
 * analysis.recurrent_spectra of a GPU model against numpy's SVD of its weights.
+* No host synchronisation in K-1 of every K training steps (torch.cuda.set_sync_debug_mode).
+
+The benchmark suite on the GPU is `python -m explorer bench --device cuda --size all`.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from explorer import Config, Run, Trainer, analysis, trace  # noqa: E402
+from explorer.history import RECORD_BLOCK  # noqa: E402
 
 RESULTS: dict[str, object] = {}
 FAILED: list[str] = []
@@ -98,6 +102,32 @@ def trainer_on_gpu() -> None:
     check("steps/s", True, {d: round(max(r), 1) for d, r in rates.items()})
 
 
+def no_sync_in_steps() -> None:
+    """Issue 13: under torch.cuda's sync debug mode set to "error", every step but the last of
+    each RECORD_BLOCK runs (any host synchronisation would raise); the block's last step syncs
+    once to bring the records over. Every optimiser and a peephole cell."""
+    for changes in ({}, {"optimizer": "rmsprop", "clip": 0.5}, {"optimizer": "momentum", "cell": "gru"},
+                    {"cell": "peephole", "task": "brackets"}):
+        config = Config(device="cuda", steps=10 * RECORD_BLOCK, probe_every=5 * RECORD_BLOCK,
+                        eval_every=5 * RECORD_BLOCK, **changes)
+        trainer = Trainer(config)
+        clean = synced = 0
+        for _ in range(3 * RECORD_BLOCK):
+            last_of_block = (trainer.steps_done + 1) % RECORD_BLOCK == 0
+            if last_of_block:
+                trainer.step()
+                synced += 1
+                continue
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                trainer.step()
+                clean += 1
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        check(f"no sync in K-1 of K steps {changes}", clean == 3 * (RECORD_BLOCK - 1) and len(trainer.history) == 48,
+              {"steps_without_sync": clean, "block_ends": synced})
+
+
 def run_thread_on_gpu() -> None:
     run = Run(Config(device="cuda", steps=100_000, probe_every=50))
     run.start()
@@ -137,7 +167,7 @@ def main() -> None:
         sys.exit("No CUDA GPU here: this script checks the library on one.")
     RESULTS["gpu"] = torch.cuda.get_device_name()
     RESULTS["torch"] = torch.__version__
-    for part in (trace_against_cudnn, trainer_on_gpu, run_thread_on_gpu, spectra_on_gpu):
+    for part in (trace_against_cudnn, trainer_on_gpu, no_sync_in_steps, run_thread_on_gpu, spectra_on_gpu):
         try:
             part()
         except Exception as error:  # noqa: BLE001 - report every part, then fail

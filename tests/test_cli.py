@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 import explorer.__main__ as cli
 from explorer.__main__ import main
@@ -101,14 +102,28 @@ def test_text_file_option_trains_on_that_text(tmp_path):
     assert json.loads(done.stdout)["config"]["text"].startswith("the cat sat")
 
 
-def test_bench_reports_the_three_loops_side_by_side():
-    done = explorer("bench", "--steps", "4", "--chunk", "2")
+def test_bench_short_reports_every_figure_of_the_suite(tmp_path):
+    out = tmp_path / "bench.json"
+    done = explorer("bench", "--short", "--out", str(out))
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    for key in ("bare_steps_per_s", "trainer_steps_per_s", "hand_written_steps_per_s"):
-        assert result[key] > 0
-    assert result["trainer_over_bare"] == pytest.approx(result["trainer_steps_per_s"] / result["bare_steps_per_s"])
-    assert result["probe_in_bare_steps"] == pytest.approx(result["probe_seconds"] / result["bare_step_seconds"])
+    assert json.loads(out.read_text()) == result
+    for cell in ("lstm", "gru", "rnn", "peephole"):
+        assert result["trainer_over_bare"][cell]["small"] > 0
+        assert result["probe_in_bare_steps"][cell]["small"] > 0
+        rates = result["steps_per_second"][cell]["small"]
+        assert rates["bare"] > 0 and rates["trainer"] > 0
+    assert result["trainer_over_hand_written"]["small"] > 0 and result["peephole_over_lstm"]["small"] > 0
+    bound = result["rss_history_bound"]
+    assert bound["steps"] == [50, 200] and bound["ratio"] == pytest.approx(bound["rss_mb"][1] / bound["rss_mb"][0])
+    assert result["setting"]["device"] == "cpu" and result["setting"]["short"] is True
+
+
+def test_bench_refuses_a_device_this_machine_lacks_in_one_line():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    done = explorer("bench", "--short", "--device", "cuda")
+    assert done.returncode == 2 and "CUDA" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_app_becomes_streamlit_with_the_checkout_s_settings_then_the_user_s_flags(monkeypatch):

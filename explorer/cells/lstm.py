@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .base import (Cell, Gate, LayerGradients, LayerUnroll, StepContext, Worked, activate, input_projection, kept,
-                   num, previous, previous_line, sigma_line, sigmoid, stacked, steps_backwards, term)
+                   num, previous, previous_line, sigma_line, sigmoid, term)
 
 GATES = ("input", "forget", "candidate", "output")
 ROLES = {"input": "gate", "forget": "gate", "candidate": "tanh", "output": "gate", "hidden": "tanh"}
@@ -27,19 +27,21 @@ def unroll(x, w, h, c, keep_gates=True, peephole=False) -> LayerUnroll:
     w_hh_t = w.weight_hh.t()                           # (hidden, 4*hidden)
     if peephole:
         w_ci, w_cf, w_co = (w.extra[f"weight_c{g}"] for g in "ifo")   # each (hidden,)
+        w_cif = torch.stack([w_ci, w_cf])                               # (2, hidden): both see c_{t-1}
     out = LayerUnroll(hidden=[], cell=[], gates={g: [] for g in GATES} if keep_gates else {})
     for proj_t in proj.unbind(1):                      # one view per step, taken once
         pre = torch.addmm(proj_t, h, w_hh_t)           # (batch, 4*hidden)
         if peephole:
-            input_gate = torch.sigmoid(pre[:, :H] + w_ci * c)
-            forget = torch.sigmoid(pre[:, H:2 * H] + w_cf * c)
+            # i and f at once: W h + W x + b + w_c ⊙ c_{t-1} for both, then one sigmoid.
+            both = torch.sigmoid(torch.addcmul(pre[:, :2 * H].view(-1, 2, H), w_cif, c.unsqueeze(1)))
+            input_gate, forget = both.unbind(1)        # each (batch, hidden)
         else:
             # One sigmoid over i, f and o at once: fewer kernel launches per step.
             input_gate, forget, _, output = torch.sigmoid(pre).split(H, dim=1)
         candidate = torch.tanh(pre[:, 2 * H:3 * H])
         c = torch.addcmul(forget * c, input_gate, candidate)
         if peephole:
-            output = torch.sigmoid(pre[:, 3 * H:] + w_co * c)
+            output = torch.sigmoid(torch.addcmul(pre[:, 3 * H:], w_co, c))
         h = output * torch.tanh(c)
         out.hidden.append(h)
         out.cell.append(c)
@@ -66,26 +68,30 @@ def backprop(u, w, grad_output, h0, c0, peephole=False, grad_cell_last=None) -> 
     to_output = tanh_c * o * (1 - o)                      # dh_t -> output gate pre-activation
     if peephole:
         w_ci, w_cf, w_co = (w.extra[f"weight_c{g}"] for g in "ifo")
-    grad_h, grad_c, grad_pre = [], [], []
-    dh_rec = c.new_zeros(B, H)
+    # Time-major, so that each step's rows are one block; every step's gradients are written in
+    # place (out=), and the recurrent matmul adds the next step's term: 8 operations a step.
+    time_major = lambda t: t.transpose(0, 1).contiguous()     # noqa: E731 - (time, batch, ...)
+    to_cell, to_pre, to_output, f = (time_major(t) for t in (to_cell, to_pre, to_output, f))
+    grad_h, grad_c = c.new_empty(T, B, H), c.new_empty(T, B, H)
+    grad_pre = c.new_empty(T, B, 4 * H)
     dc_next = c.new_zeros(B, H) if grad_cell_last is None else grad_cell_last
-    for ext, to_c, to_ifg, to_o, forget in steps_backwards(grad_output, to_cell, to_pre, to_output, f):
-        dh = ext + dh_rec
-        d_output = dh * to_o
-        dc = torch.addcmul(dc_next, dh, to_c)
+    for t in reversed(range(T)):
+        d_pre = grad_pre[t]                                        # (batch, 4*hidden)
+        if t == T - 1:
+            dh = grad_h[t].copy_(grad_output[:, t])
+        else:                                                      # its own term, and the next step's through W_hh
+            dh = torch.addmm(grad_output[:, t], grad_pre[t + 1], w.weight_hh, out=grad_h[t])
+        d_output = torch.mul(dh, to_output[t], out=d_pre[:, 3 * H:])
+        dc = torch.addcmul(dc_next, dh, to_cell[t], out=grad_c[t])
         if peephole:
-            dc = torch.addcmul(dc, d_output, w_co)
-        d_ifg = dc.repeat(1, 3) * to_ifg                  # (batch, 3*hidden)
-        d_pre = torch.cat([d_ifg, d_output], dim=1)       # (batch, 4*hidden)
-        dh_rec = d_pre @ w.weight_hh
-        dc_next = dc * forget
+            dc.addcmul_(d_output, w_co)
+        torch.mul(dc.unsqueeze(1), to_pre[t].view(B, 3, H), out=d_pre[:, :3 * H].view(B, 3, H))
+        dc_next = dc * f[t]
         if peephole:
-            dc_next = dc_next + d_ifg[:, :H] * w_ci + d_ifg[:, H:2 * H] * w_cf
-        grad_h.append(dh)
-        grad_c.append(dc)
-        grad_pre.append(d_pre)
-    grad_pre = stacked(grad_pre)                          # (batch, time, 4*hidden)
-    return LayerGradients(stacked(grad_h), stacked(grad_c), grad_pre @ w.weight_ih, grad_pre)
+            dc_next.addcmul_(d_pre[:, :H], w_ci).addcmul_(d_pre[:, H:2 * H], w_cf)
+    batch_major = lambda t: t.transpose(0, 1)                  # noqa: E731 - (batch, time, ...) views
+    grad_pre = batch_major(grad_pre)                           # (batch, time, 4*hidden)
+    return LayerGradients(batch_major(grad_h), batch_major(grad_c), grad_pre @ w.weight_ih, grad_pre)
 
 
 def step(ctx: StepContext, peephole: bool = False) -> Worked:

@@ -35,8 +35,10 @@ def shows_the_comparison(tab: AppPage, runs: dict[str, str]) -> None:
     assert page.locator(plot("compare_loss")).count() == 1
     assert [t.get("name") for t in plot_data(page, "compare_grad")] == names
     page.locator(plot("compare_gates")).first.wait_for(state="visible")
-    picked = page.locator(".st-key-compare_pick").inner_text()
-    assert all(name in picked for name in names), f"the runs picked read {picked!r}"
+    # (read until drawn: a rerun on a busy machine can leave the picker empty for a moment)
+    picker = page.locator(".st-key-compare_pick")
+    tab.wait_until(lambda: all(name in picker.inner_text() for name in names), 15,
+                   f"the picker to show {names}")
     assert "cell" in page.locator('[data-testid="stTable"]').first.inner_text()
     assert not tab.problems()
 
