@@ -187,18 +187,23 @@ def test_divergence_stops_the_run_and_keeps_the_last_finite_weights():
     assert trainer.step() is None
 
 
-def test_weights_an_update_makes_non_finite_are_restored():
-    trainer = Trainer(small(eval_every=1000, probe_every=1000))     # no eval or probe to end a block early
-    trainer.step()
-    last_good = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+def _blow_up_every_update(trainer: Trainer, value: float) -> None:
+    """From now on each optimiser update also sets a weight to `value` (inf or nan)."""
     step = trainer.optimizer.step
 
     def blow_up():
         step()
         with torch.no_grad():
-            next(trainer.model.parameters())[0] = float("inf")
+            next(trainer.model.parameters())[0] = value
 
     trainer.optimizer.step = blow_up
+
+
+def test_weights_an_update_makes_non_finite_are_restored():
+    trainer = Trainer(small(eval_every=1000, probe_every=1000))     # no eval or probe to end a block early
+    trainer.step()
+    last_good = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    _blow_up_every_update(trainer, float("inf"))
     returned = [trainer.step() for _ in range(RECORD_BLOCK - 1)]
     # Steps 2 .. RECORD_BLOCK-1 return records (the host has not looked yet); the block's end, None.
     assert returned[-1] is None and all(r is not None for r in returned[:-1])
@@ -211,14 +216,7 @@ def test_weights_an_update_makes_non_finite_are_restored():
 def test_reading_the_history_finds_a_divergence_before_the_block_ends():
     trainer = Trainer(small())
     trainer.step()
-    step = trainer.optimizer.step
-
-    def blow_up():
-        step()
-        with torch.no_grad():
-            next(trainer.model.parameters())[0] = float("nan")
-
-    trainer.optimizer.step = blow_up
+    _blow_up_every_update(trainer, float("nan"))
     assert trainer.step() is not None and not trainer.diverged     # gone wrong on the device, not yet known
     view = trainer.history.view()                                  # a page reads the run
     assert list(view.steps["step"]) == [1]                         # the bad step is not shown
