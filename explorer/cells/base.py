@@ -146,7 +146,7 @@ class UnrolledRNN(nn.Module):
     own step-by-step unroll (the same one `trace` instruments). A subclass sets `blocks`
     (gate blocks in W_ih and W_hh), `extra` (per-layer (hidden,) parameters of its own),
     `has_cell`, `unroll`, and `backprop` (with `extra_grads` for its own parameters) to train
-    through the hand-written backward: measured here, 3x the steps/s of autograd through the
+    through the hand-written backward: measured here, 1.4x the steps/s of autograd through the
     unroll for the peephole LSTM (docs/PERFORMANCE.md)."""
 
     blocks: int = 4
