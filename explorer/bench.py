@@ -20,6 +20,8 @@ Figures (docs/PERFORMANCE.md says what limits each):
 """
 from __future__ import annotations
 
+import gc
+import itertools
 import json
 import os
 import platform
@@ -98,8 +100,8 @@ def _sync(device: torch.device) -> None:
 def _fed_trainer(config: Config, batches: list) -> Trainer:
     """A Trainer whose batches are `batches`, in turn (so it trains on what the other loops do)."""
     trainer = Trainer(config)                  # its step-0 probe is start-up, not timed
-    turn = iter(range(10**12))
-    trainer.task.sample = lambda n, generator: batches[next(turn) % len(batches)]
+    turns = itertools.cycle(batches)
+    trainer.task.sample = lambda n, generator: next(turns)
     return trainer
 
 
@@ -110,7 +112,7 @@ def side_by_side(loops: dict, batches: list, device: torch.device, rounds: int, 
     for _ in range(rounds):
         seconds = dict.fromkeys(loops, 0.0)
         for start in range(0, round_steps, chunk):
-            part = batches[start % len(batches):][:min(chunk, round_steps - start)]
+            part = batches[start:min(start + chunk, round_steps)]
             for name in order:
                 _sync(device)
                 began = time.perf_counter()
@@ -175,19 +177,25 @@ def rss_mb() -> float | None:
     return None
 
 
+def rss_readings(steps: tuple[int, int], device: str) -> list[float | None]:
+    """This process's RSS after steps[0] and after steps[1] steps of a tiny model."""
+    trainer = Trainer(Config(task="adding", seq_len=10, hidden=8, batch_size=8, steps=steps[1], device=device))
+    readings = []
+    while trainer.steps_done < steps[1]:
+        trainer.step()
+        if trainer.steps_done in steps:
+            gc.collect()
+            readings.append(rss_mb())
+    return readings
+
+
 def history_bound(steps: tuple[int, int], device: str) -> dict:
     """RSS after steps[1] steps ÷ after steps[0], of a tiny model trained in a fresh process (so
     the figure is the History's growth, not what the rest of the suite left in this one)."""
-    code = (f"import gc, json; from explorer.bench import rss_mb; from explorer import Config, Trainer\n"
-            f"trainer = Trainer(Config(task='adding', seq_len=10, hidden=8, batch_size=8, steps={steps[1]}, "
-            f"device={device!r}))\nreadings = []\n"
-            f"while trainer.steps_done < {steps[1]}:\n"
-            f"    trainer.step()\n"
-            f"    if trainer.steps_done in {tuple(steps)!r}:\n"
-            f"        gc.collect(); readings.append(rss_mb())\n"
-            f"print(json.dumps(readings))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[1])
+    code = ("import json, sys; from explorer.bench import rss_readings; "
+            "print(json.dumps(rss_readings((int(sys.argv[1]), int(sys.argv[2])), sys.argv[3])))")
+    done = subprocess.run([sys.executable, "-c", code, str(steps[0]), str(steps[1]), device],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     if done.returncode != 0:
         raise RuntimeError(f"the RSS measurement failed: {done.stderr.strip().splitlines()[-1:]}")
     first, last = json.loads(done.stdout.strip().splitlines()[-1])

@@ -477,14 +477,14 @@ class Run:
         if wanted > self._granted:
             self._send("go", wanted - self._granted)
             self._granted = wanted
-        config, record = trainer.config, None
+        record = None
         while True:
             kind, *body = self._receive()
             if kind == "step":
                 step, record = body
                 # A step with an eval or a probe counts once they are in too (its "seconds"
                 # follow them), so a run seen finished or paused shows them.
-                if step % config.eval_every and step % config.probe_every:
+                if not any(trainer.measures_at(step)):
                     return record
             elif kind == "seconds" and record is not None:
                 return record

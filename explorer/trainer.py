@@ -140,8 +140,7 @@ class Trainer:
         self.steps_done += 1
         self.history.stage(self.steps_done, pack_step(record, grads_finite, weights_finite),
                            time.perf_counter() - started)
-        due_eval = self.steps_done % self.config.eval_every == 0
-        due_probe = self.steps_done % self.config.probe_every == 0
+        due_eval, due_probe = self.measures_at(self.steps_done)
         if due_eval or due_probe or self.steps_done % RECORD_BLOCK == 0 or self.finished:
             if not self.flush():
                 return None
@@ -158,6 +157,10 @@ class Trainer:
                 # seconds include its eval and probe: what steps/s means.
                 self.history.add_seconds(self.steps_done, time.perf_counter() - started)
         return record
+
+    def measures_at(self, step: int) -> tuple[bool, bool]:
+        """Whether step `step` ends with (a held-out eval, a probe)."""
+        return step % self.config.eval_every == 0, step % self.config.probe_every == 0
 
     def flush(self) -> bool:
         """Move the staged step records to the History (one transfer from the device), and learn
@@ -181,7 +184,6 @@ class Trainer:
 
     def _diverge(self, why: str) -> None:
         self.optimizer.zero_grad()
-        self._halted.zero_()
         self.diverged = True
         self.divergence_message = (f"Training diverged: {why}. The model keeps its last finite weights. "
                                    "Try a lower learning rate or gradient clipping.")

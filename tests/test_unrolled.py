@@ -45,16 +45,11 @@ def test_hand_written_backward_passes_gradcheck(cls):
     torch.manual_seed(4)
     module = cls(2, 3, 2, batch_first=True).double()
     x = torch.randn(2, 5, 2, dtype=torch.float64, requires_grad=True)
-    params = list(module.parameters())
+    names = [n for n, _ in module.named_parameters()]
 
-    def f(x, *weights):
-        with torch.no_grad():
-            for p, w in zip(params, weights):
-                p.copy_(w)
-        # (gradcheck differentiates with respect to its own copies of the weights)
-        return torch.func.functional_call(module, dict(zip([n for n, _ in module.named_parameters()], weights)),
-                                          (x,))[0]
-    assert torch.autograd.gradcheck(f, (x, *[p.detach().clone().requires_grad_() for p in params]))
+    def f(x, *weights):          # the module run with gradcheck's own copies of its weights
+        return torch.func.functional_call(module, dict(zip(names, weights)), (x,))[0]
+    assert torch.autograd.gradcheck(f, (x, *[p.detach().clone().requires_grad_() for p in module.parameters()]))
 
 
 def test_an_initial_state_that_wants_a_gradient_gets_it_through_autograd():
