@@ -26,7 +26,7 @@ from .budget import HELDOUT_SIZE
 from .config import FIELDS, Config
 from .data import DataError, app_dir
 from .loading import NONLINEARITIES, cell_name, check_inputs, load_module, parse_loss, read_sequences, unit_loss
-from .memory import ARENAS, ARENAS_ENV
+from .memory import ARENAS, ARENAS_ENV, settle_for_training
 from .run import Status
 from .store import RunStore, StoreError, check_name, new_id, new_key
 from .trace import trace
@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     if args.command == "app":
         _app(rest)                        # does not return: this process becomes Streamlit
+    if args.command in ("train", "bench"):
+        settle_for_training()             # this process trains: a step's memory stays mapped (explorer/memory.py)
     if args.command == "bench":
         if args.rounds < 1 or args.chunk < 1:
             return _fail("--rounds and --chunk must be at least 1")

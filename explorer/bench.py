@@ -15,6 +15,9 @@ Figures (docs/PERFORMANCE.md says what limits each):
   its gates (what users write today to see them);
 * probe_in_bare_steps[cell][size]: one probe ÷ one bare step (median of alternating timings);
 * peephole_over_lstm[size]: the peephole LSTM's Trainer ÷ the fused LSTM's Trainer;
+* background_probe_over_inline[size]: an LSTM Trainer probing every PROBE_OFTEN steps in a
+  thread of its own, on a CPU copy (Trainer(background_probe=True)) ÷ the same probing in line:
+  above 1, the background probe is the better choice on that device;
 * rss_20000_over_1000: a Trainer's resident memory after 20,000 steps ÷ after 1,000 (tiny
   model): the History's bound.
 """
@@ -45,6 +48,7 @@ SIZES = {"small": dict(seq_len=100, hidden=64, batch_size=64),
 CELLS = ("lstm", "gru", "rnn", "peephole")
 BASE = dict(task="adding", optimizer="adam", lr=0.003, steps=200_000)
 # --short (CI): everything small and quick; it must not crash, and its numbers mean little.
+PROBE_OFTEN = 10       # steps between probes where the probe's placement is compared
 SHORT = dict(sizes={"small": dict(seq_len=20, hidden=16, batch_size=8)}, round_steps=6, chunk=3, rounds=2,
              rss_steps=(50, 200))
 
@@ -97,9 +101,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _fed_trainer(config: Config, batches: list) -> Trainer:
+def _fed_trainer(config: Config, batches: list, background_probe: bool = False) -> Trainer:
     """A Trainer whose batches are `batches`, in turn (so it trains on what the other loops do)."""
-    trainer = Trainer(config)                  # its step-0 probe is start-up, not timed
+    trainer = Trainer(config, background_probe=background_probe)   # its step-0 probe is start-up, not timed
     turns = itertools.cycle(batches)
     trainer.task.sample = lambda n, generator: next(turns)
     return trainer
@@ -193,6 +197,7 @@ def history_bound(steps: tuple[int, int], device: str) -> dict:
     """RSS after steps[1] steps ÷ after steps[0], of a tiny model trained in a fresh process (so
     the figure is the History's growth, not what the rest of the suite left in this one)."""
     code = ("import json, sys; from explorer.bench import rss_readings; "
+            "from explorer.memory import settle_for_training; settle_for_training(); "
             "print(json.dumps(rss_readings((int(sys.argv[1]), int(sys.argv[2])), sys.argv[3])))")
     done = subprocess.run([sys.executable, "-c", code, str(steps[0]), str(steps[1]), device],
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
@@ -216,7 +221,7 @@ def run_suite(device: str = "cpu", size: str = "small", short: bool = False, cel
                                                         ("sizes", "round_steps", "chunk", "rounds", "rss_steps"))
     say = progress or (lambda text: None)
     result: dict = {"trainer_over_bare": {}, "probe_in_bare_steps": {}, "trainer_over_hand_written": {},
-                    "peephole_over_lstm": {}, "steps_per_second": {}}
+                    "peephole_over_lstm": {}, "background_probe_over_inline": {}, "steps_per_second": {}}
     for size_name, shape in sizes.items():
         trainers = {}
         for cell in cells:
@@ -244,6 +249,20 @@ def run_suite(device: str = "cpu", size: str = "small", short: bool = False, cel
             timed = side_by_side({"lstm": lambda x, y: lstm.step(), "peephole": lambda x, y: peephole.step()},
                                  batches, dev, rounds, round_steps, chunk)
             result["peephole_over_lstm"][size_name] = _ratio(timed, "peephole", "lstm")
+        if "lstm" in trainers:
+            say(f"lstm, {size_name}: the probe in a thread against in line")
+            _, batches = trainers["lstm"]
+            often = Config(**BASE, **shape, cell="lstm", device=device, probe_every=PROBE_OFTEN)
+            inline, background = _fed_trainer(often, batches), _fed_trainer(often, batches, background_probe=True)
+
+            def background_step(x, y):
+                background.step()
+                if background.steps_done % round_steps == 0:
+                    background.wait_for_probe()          # a round's probes are in its time
+            timed = side_by_side({"inline": lambda x, y: inline.step(), "background": background_step},
+                                 batches, dev, rounds, round_steps, chunk)
+            background.wait_for_probe()
+            result["background_probe_over_inline"][size_name] = _ratio(timed, "background", "inline")
         del trainers
     say(f"RSS after {rss_steps[1]} steps against {rss_steps[0]}")
     result["rss_history_bound"] = history_bound(rss_steps, device)

@@ -32,6 +32,7 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 2**20   # blocks at least this big are mmapped, and unmapped when freed
 TRIM_THRESHOLD = 16 * 2**20   # free memory at an arena's top beyond this goes back to the OS
+TRAINING_TRIM_THRESHOLD = 1024 * 2**20   # the same, in a process that only trains (settle_for_training)
 ARENAS_ENV = "MALLOC_ARENA_MAX"
 ARENAS = 2                    # the main arena and one for every other thread: they rarely contend
 
@@ -54,6 +55,17 @@ def settle_allocator(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int =
     if _LIBC is None:
         return False
     return bool(_LIBC.mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(_LIBC.mallopt(M_TRIM_THRESHOLD, trim_threshold))
+
+
+def settle_for_training() -> bool:
+    """For a process that trains and little else (a worker, `python -m explorer train` or
+    `bench`): the same thresholds, but an arena keeps up to TRAINING_TRIM_THRESHOLD free at its
+    top. A step's temporaries are freed at its end and asked for again at the next step's start;
+    returned to the OS in between, every page of them faults in again. Measured on the peephole
+    LSTM at T = 100, hidden 64, batch 64: its hand-written backward took 5,500 page faults a call
+    with the server's 16 MB, 120 with this, and its forward ran in 7 ms instead of 16. What the
+    arena keeps is at most what a step used at its peak, which the run's memory budget counts."""
+    return settle_allocator(trim_threshold=TRAINING_TRIM_THRESHOLD)
 
 
 def arena_hint() -> str | None:

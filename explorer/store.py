@@ -189,6 +189,7 @@ class RunStore:
         the ones History let go deleted; its name is left as renamed). Call it where the trainer
         is not stepping (the run's model lock)."""
         config = trainer.config
+        trainer.wait_for_probe()   # a probe traced in the background belongs to the steps saved
         trainer.flush()        # the staged step records, and a divergence among them, before anything is read
         view = trainer.history.view()
         weights = save_tensors({k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()})

@@ -138,4 +138,4 @@ def _numpy(t: Tensor) -> np.ndarray:
     # float32 for display and export; a float64 module keeps float64, because whoever
     # asks for double precision wants to check the numbers at that precision.
     dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
-    return t.detach().to("cpu", dtype).numpy()
+    return t.detach().to("cpu", dtype).contiguous().numpy()

@@ -6,7 +6,9 @@ explorer.run drives it on a thread for a UI.
 from __future__ import annotations
 
 import copy
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property
 
 import torch
@@ -45,8 +47,14 @@ class Trainer:
     """Trains config's model on config's task, one `step()` at a time."""
 
     def __init__(self, config: Config, task: Task | None = None, max_traces: int = MAX_TRACES,
-                 record_start: bool = True):
+                 record_start: bool = True, background_probe: bool = False):
         self.config = config
+        # Probes traced on a CPU copy of the model in a thread of their own (probe()), so that
+        # a GPU keeps training meanwhile. Off by default: on the CPU the two share the cores,
+        # and on a GPU it is to be measured against the in-line probe (docs/PERFORMANCE.md).
+        self.background_probe = background_probe
+        self._probing: Future | None = None
+        self._probe_set_cpu: tuple[Tensor, Tensor] | None = None
         self.device, self.device_warning = resolve_device(config.device)
         self.task = task if task is not None else task_for(config)
         torch.manual_seed(config.seed)
@@ -156,6 +164,8 @@ class Trainer:
                 # memory, say), so a run saved after the failure is a whole step. The step's
                 # seconds include its eval and probe: what steps/s means.
                 self.history.add_seconds(self.steps_done, time.perf_counter() - started)
+        if self.finished:
+            self.wait_for_probe()     # a finished run's history is whole
         return record
 
     def measures_at(self, step: int) -> tuple[bool, bool]:
@@ -211,28 +221,60 @@ class Trainer:
 
     def trace(self, x: Tensor, y: Tensor | None = None) -> Trace:
         """Trace the model on any sequences, the loss being the task's, summed over them."""
-        model = self.model
+        return self.trace_model(self.model, x, y)
+
+    def trace_model(self, model: nn.Module, x: Tensor, y: Tensor | None = None) -> Trace:
+        """Trace `model`, this run's or a copy of it (on any device), as trace() does."""
+        device = next(model.parameters()).device
 
         def loss_fn(hidden, target):
             return self.task.loss(model.readout(hidden), target, reduction="sum")
 
-        y = y.to(self.device) if y is not None else None
-        return trace(model.rnn, x.to(self.device), y, loss_fn if y is not None else None)
+        y = y.to(device) if y is not None else None
+        return trace(model.rnn, x.to(device), y, loss_fn if y is not None else None)
 
-    def probe(self) -> Trace:
-        """Trace the fixed probe sequences now and keep the trace in the history."""
+    def probe(self) -> Trace | None:
+        """Trace the fixed probe sequences now and keep the trace in the history.
+
+        With `background_probe`, the trace is made from a CPU copy of the model, taken now, in a
+        thread of its own, and reaches the history (and `probe_copy`) when it is done: this
+        returns None at once. One probe runs at a time; `wait_for_probe()` waits for it, and
+        raises what it raised."""
+        if self.background_probe:
+            self.wait_for_probe()
+            if self._probe_set_cpu is None:
+                self._probe_set_cpu = tuple(t.cpu() for t in self.probe_set)
+            step, model = self.steps_done, self._frozen_copy(torch.device("cpu"))
+            self._probing = _probe_thread().submit(self._probe_copy, step, model)
+            return None
         tr = self.trace(*self.probe_set)
         self.history.record_trace(self.steps_done, tr)
         self.keep_probe_copy()
         return tr
 
+    def _probe_copy(self, step: int, model: nn.Module) -> Trace:
+        """(In the probe thread.) Trace a copy of the model, as probe() does the model."""
+        tr = self.trace_model(model, *self._probe_set_cpu)
+        self.history.record_trace(step, tr)
+        self.probe_copy = (step, model)
+        return tr
+
+    def wait_for_probe(self) -> None:
+        """Wait for a probe traced in the background, if one is; raise its error, if it failed."""
+        probing, self._probing = self._probing, None
+        if probing is not None:
+            probing.result()
+
     def keep_probe_copy(self) -> None:
         """Copy the model as it stands into `probe_copy` (call it where it is not stepping). A
         copy costs far less than the probe's trace; frozen and in eval mode, it is only traced."""
+        self.probe_copy = (self.steps_done, self._frozen_copy())
+
+    def _frozen_copy(self, device: torch.device | None = None) -> nn.Module:
         model = copy.deepcopy(self.model).eval().requires_grad_(False)
         for p in model.parameters():
             p.grad = None
-        self.probe_copy = (self.steps_done, model)
+        return model if device is None else model.to(device)
 
     @cached_property
     def probe_labels(self) -> list[str]:
@@ -255,3 +297,18 @@ class Trainer:
         self.__dict__.pop("probe_labels", None)     # described again, under the new loss
         self.history = History(self.param_names, max_traces=self.history.max_traces)
         self.probe()
+        self.wait_for_probe()
+
+
+_PROBES: ThreadPoolExecutor | None = None
+_PROBES_LOCK = threading.Lock()
+
+
+def _probe_thread() -> ThreadPoolExecutor:
+    """The process's one probe thread (Trainer.probe with background_probe), made when first
+    needed: probes are a few per second at most, and one at a time keeps the cores for training."""
+    global _PROBES
+    with _PROBES_LOCK:
+        if _PROBES is None:
+            _PROBES = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe")
+        return _PROBES

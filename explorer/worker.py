@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 from .history import History
+from .memory import settle_for_training
 from .trainer import Trainer
 
 # Steps a worker may run ahead of the records the server has read. The server's reading thread
@@ -261,6 +262,7 @@ def _send(conn, message) -> None:
 def main(fd: int) -> None:
     """A worker process's entry point: warm up, then serve on the inherited socket."""
     conn = Connection(fd)
+    settle_for_training()      # a step's temporaries stay mapped between steps (explorer/memory.py)
     warm_up()
     serve(conn)
 

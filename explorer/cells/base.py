@@ -67,6 +67,11 @@ class LayerStates:
     gates: dict[str, Tensor]
     saved: dict[str, Tensor]
 
+    def stack(self) -> "LayerStates":
+        """Already stacked: an unroll that writes into buffers over time returns these, and
+        its callers take either kind through `stack()`."""
+        return self
+
 
 @dataclass
 class LayerGradients:
@@ -78,15 +83,19 @@ class LayerGradients:
     pre: Tensor | None = None  # dL/d(pre-activations) (batch, time, blocks*hidden), where a cell gives them
 
 
-def input_projection(x: Tensor, w: LayerWeights, fold_hh_bias: bool) -> Tensor:
+def input_projection(x: Tensor, w: LayerWeights, fold_hh_bias: bool, time_major: bool = False) -> Tensor:
     """The input term of every gate for all steps in one matmul: the cheap part of the
-    unroll, taken out of the sequential loop."""
-    proj = torch.matmul(x, w.weight_ih.t())  # (batch, time, blocks*hidden)
-    if w.bias_ih is not None:
-        proj = proj + w.bias_ih
+    unroll, taken out of the sequential loop. One addmm with the biases summed first: the
+    result is the size of every gate at every step, and each extra pass over it (a bias added,
+    a transpose made contiguous) cost as much as the matmul (fresh pages for a big tensor).
+    time_major: laid out (time, batch, blocks*hidden), each step's rows one contiguous block."""
+    rows = x.transpose(0, 1) if time_major else x                   # (time, batch, input) or (batch, time, input)
+    flat = rows.reshape(-1, x.shape[-1])                             # copies only x, the small input
+    bias = w.bias_ih
     if fold_hh_bias and w.bias_hh is not None:
-        proj = proj + w.bias_hh
-    return proj
+        bias = bias + w.bias_hh if bias is not None else w.bias_hh
+    proj = flat @ w.weight_ih.t() if bias is None else torch.addmm(bias, flat, w.weight_ih.t())
+    return proj.view(*rows.shape[:2], -1)                             # (.., .., blocks*hidden)
 
 
 def kept():
@@ -218,11 +227,11 @@ class UnrolledRNN(nn.Module):
                 h_n.append(x[:, -1])
                 c_n.append(c_last)
                 continue
-            steps = self.unroll(x, w, h0_k, c0_k, False)
-            x = torch.stack(steps.hidden, dim=1)      # (batch, time, hidden)
-            h_n.append(steps.hidden[-1])
+            states = self.unroll(x, w, h0_k, c0_k, False).stack()
+            x = states.hidden                          # (batch, time, hidden)
+            h_n.append(x[:, -1])
             if self.has_cell:
-                c_n.append(steps.cell[-1])
+                c_n.append(states.cell[:, -1])
         state = torch.stack(h_n)                       # (layers, batch, hidden)
         if self.has_cell:
             state = (state, torch.stack(c_n))

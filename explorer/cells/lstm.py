@@ -8,19 +8,38 @@ pre-activations, so its unroll, backward pass and equations are these with `peep
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
 
-from .base import (Cell, Gate, LayerGradients, LayerUnroll, StepContext, Worked, activate, input_projection, kept,
+from .base import (Cell, Gate, LayerGradients, LayerStates, LayerUnroll, StepContext, Worked, activate, input_projection, kept,
                    num, previous, previous_line, sigma_line, sigmoid, term)
 
 GATES = ("input", "forget", "candidate", "output")
 ROLES = {"input": "gate", "forget": "gate", "candidate": "tanh", "output": "gate", "hidden": "tanh"}
 
 
-def unroll(x, w, h, c, keep_gates=True, peephole=False) -> LayerUnroll:
-    """One layer over x (batch, time, input) from state h, c (batch, hidden)."""
+def unroll(x, w, h, c, keep_gates=True, peephole=False) -> LayerUnroll | LayerStates:
+    """One layer over x (batch, time, input) from state h, c (batch, hidden).
+
+    Three ways to the same numbers, chosen by what the caller needs:
+    - recording for autograd: one graph node per operation and step (`_unroll_graph`);
+    - the LSTM without autograd (the trace): PyTorch's fused kernel for h_t, then every gate
+      at once from h_{t-1} (`_unroll_fused`);
+    - the peephole LSTM without autograd (its training forward, its trace): the loop, written
+      in place into time-major buffers (`_unroll_in_place`).
+    """
+    if torch.is_grad_enabled():
+        return _unroll_graph(x, w, h, c, keep_gates, peephole)
+    if peephole:
+        return _unroll_in_place(x, w, h, c)
+    return _unroll_fused(x, w, h, c)
+
+
+def _unroll_graph(x, w, h, c, keep_gates, peephole) -> LayerUnroll:
+    """Step by step, each step's tensors new, so that autograd can differentiate the unroll."""
     keep = kept()
     H = h.shape[-1]
     proj = input_projection(x, w, fold_hh_bias=True)  # (batch, time, 4*hidden)
@@ -36,7 +55,6 @@ def unroll(x, w, h, c, keep_gates=True, peephole=False) -> LayerUnroll:
             both = torch.sigmoid(torch.addcmul(pre[:, :2 * H].view(-1, 2, H), w_cif, c.unsqueeze(1)))
             input_gate, forget = both.unbind(1)        # each (batch, hidden)
         else:
-            # One sigmoid over i, f and o at once: fewer kernel launches per step.
             input_gate, forget, _, output = torch.sigmoid(pre).split(H, dim=1)
         candidate = torch.tanh(pre[:, 2 * H:3 * H])
         c = torch.addcmul(forget * c, input_gate, candidate)
@@ -49,6 +67,63 @@ def unroll(x, w, h, c, keep_gates=True, peephole=False) -> LayerUnroll:
             for name, value in zip(GATES, (input_gate, forget, candidate, output)):
                 out.gates[name].append(keep(value))
     return out
+
+
+def _unroll_fused(x, w, h, c) -> LayerStates:
+    """h_t from nn.LSTM's own kernel (its loop is in C++, or cuDNN), then every gate of every
+    step in one matmul from h_{t-1}: only c_t = f_t c_{t-1} + i_t g_t stays a Python loop, one
+    operation a step where the step-by-step unroll takes ten."""
+    B, T, _ = x.shape
+    H = h.shape[-1]
+    params = [w.weight_ih, w.weight_hh] + ([w.bias_ih, w.bias_hh] if w.bias_ih is not None else [])
+    with warnings.catch_warnings():          # cuDNN asks for one weight buffer; a trace reads, it does not train
+        warnings.filterwarnings("ignore", "RNN module weights are not part of single contiguous chunk")
+        hidden, _, _ = torch.lstm(x, (h.unsqueeze(0), c.unsqueeze(0)), params, w.bias_ih is not None,
+                                  1, 0.0, False, False, True)        # (batch, time, hidden)
+    proj = input_projection(x, w, fold_hh_bias=True)                 # (batch, time, 4*hidden)
+    pre = torch.addmm(proj.flatten(0, 1), previous(hidden, h).flatten(0, 1), w.weight_hh.t())
+    gates = torch.sigmoid(pre).view(B, T, 4 * H)                    # (batch, time, 4*hidden): i, f, ·, o
+    gates[..., 2 * H:3 * H] = torch.tanh(pre.view(B, T, 4 * H)[..., 2 * H:3 * H])   # g
+    input_gate, forget, candidate, output = gates.split(H, dim=2)
+    cell = (input_gate * candidate).transpose(0, 1).contiguous()     # (time, batch, hidden), i_t g_t so far
+    c_previous = c
+    for cell_t, forget_t in zip(cell.unbind(0), forget.unbind(1)):
+        c_previous = cell_t.addcmul_(forget_t, c_previous)
+    return LayerStates(hidden=hidden, cell=cell.transpose(0, 1), saved={},
+                       gates=dict(zip(GATES, (input_gate, forget, candidate, output))))
+
+
+def _unroll_in_place(x, w, h, c) -> LayerStates:
+    """The peephole LSTM's loop with no autograd: every step's tensors are written into
+    time-major buffers through views taken once, so a step is ten operations and no more
+    (each is a dispatch of some microseconds, which at this size is the whole cost)."""
+    B, T, _ = x.shape
+    H = h.shape[-1]
+    w_ci, w_cf, w_co = (w.extra[f"weight_c{g}"] for g in "ifo")          # each (hidden,)
+    w_cif = torch.stack([w_ci, w_cf])                                   # (2, hidden): both see c_{t-1}
+    w_hh_t = w.weight_hh.t()                                            # (hidden, 4*hidden)
+    pre = input_projection(x, w, fold_hh_bias=True, time_major=True)   # (time, batch, 4*hidden)
+    gates = torch.empty_like(pre)                                       # (time, batch, 4*hidden): i, f, g, o
+    cell, tanh_cell, hidden = (pre.new_empty(T, B, H) for _ in range(3))  # each (time, batch, hidden)
+    by_step = lambda t: t.unbind(0)                                      # noqa: E731 - T views, taken once
+    pre_t, pre_if, pre_g, pre_o = (by_step(v) for v in (pre, pre[..., :2 * H].unflatten(2, (2, H)),
+                                                        pre[..., 2 * H:3 * H], pre[..., 3 * H:]))
+    gate_if, gate_g, gate_o = (by_step(v) for v in (gates[..., :2 * H].unflatten(2, (2, H)),
+                                                    gates[..., 2 * H:3 * H], gates[..., 3 * H:]))
+    gate_i, gate_f = by_step(gates[..., :H]), by_step(gates[..., H:2 * H])
+    cell_t, tanh_t, hidden_t = by_step(cell), by_step(tanh_cell), by_step(hidden)
+    seen = (c.unsqueeze(1), *by_step(cell.unsqueeze(2)))                # c_{t-1} as (batch, 1, hidden)
+    c_previous = c
+    for t in range(T):
+        pre_t[t].addmm_(h, w_hh_t)
+        torch.sigmoid(pre_if[t].addcmul_(w_cif, seen[t]), out=gate_if[t])    # i, f see c_{t-1}
+        torch.tanh(pre_g[t], out=gate_g[t])
+        c_previous = torch.mul(gate_f[t], c_previous, out=cell_t[t]).addcmul_(gate_i[t], gate_g[t])
+        torch.sigmoid(pre_o[t].addcmul_(w_co, c_previous), out=gate_o[t])   # o sees c_t
+        h = torch.mul(gate_o[t], torch.tanh(c_previous, out=tanh_t[t]), out=hidden_t[t])
+    batch_major = lambda v: v.transpose(0, 1)                          # noqa: E731 - (batch, time, ...) views
+    return LayerStates(hidden=batch_major(hidden), cell=batch_major(cell), saved={},
+                       gates={name: batch_major(v) for name, v in zip(GATES, gates.split(H, dim=2))})
 
 
 def backprop(u, w, grad_output, h0, c0, peephole=False, grad_cell_last=None) -> LayerGradients:
@@ -64,31 +139,35 @@ def backprop(u, w, grad_output, h0, c0, peephole=False, grad_cell_last=None) -> 
     to_pre = torch.stack([g * i * (1 - i),                # dc_t -> input gate pre-activation
                           previous(c, c0) * f * (1 - f),  # dc_t -> forget gate pre-activation
                           i * (1 - g ** 2)], dim=2)       # dc_t -> candidate pre-activation (batch, time, 3, H)
-    to_pre = to_pre.reshape(B, T, 3 * H)
     to_output = tanh_c * o * (1 - o)                      # dh_t -> output gate pre-activation
     if peephole:
         w_ci, w_cf, w_co = (w.extra[f"weight_c{g}"] for g in "ifo")
-    # Time-major, so that each step's rows are one block; every step's gradients are written in
-    # place (out=), and the recurrent matmul adds the next step's term: 8 operations a step.
-    time_major = lambda t: t.transpose(0, 1).contiguous()     # noqa: E731 - (time, batch, ...)
-    to_cell, to_pre, to_output, f = (time_major(t) for t in (to_cell, to_pre, to_output, f))
-    grad_h, grad_c = c.new_empty(T, B, H), c.new_empty(T, B, H)
-    grad_pre = c.new_empty(T, B, 4 * H)
+    # Time-major buffers, every step's gradients written in place (out=) through per-step views
+    # taken once before the loop: 5 operations a step (8 with peepholes) and nothing else, since
+    # at this size each operation, a view included, costs its dispatch and little more.
+    by_step = lambda t: t.transpose(0, 1).contiguous().unbind(0)   # noqa: E731 - T views (batch, ...)
+    to_cell, to_pre, to_output, forget = (by_step(t) for t in (to_cell, to_pre, to_output, f))
+    grad_h = grad_output.transpose(0, 1).contiguous()                # (time, batch, hidden): dL/dh_t from above so far
+    grad_c, grad_pre = c.new_empty(T, B, H), c.new_empty(T, B, 4 * H)
+    dh_t, dc_t, d_pre_t = grad_h.unbind(0), grad_c.unbind(0), grad_pre.unbind(0)
+    dc_wide = grad_c.unsqueeze(2).unbind(0)                        # dc_t as (batch, 1, hidden)
+    d_gates = grad_pre[..., :3 * H].unflatten(2, (3, H)).unbind(0)  # δ of i, f, g (batch, 3, hidden)
+    d_output = grad_pre[..., 3 * H:].unbind(0)
+    if peephole:
+        d_input, d_forget = grad_pre[..., :H].unbind(0), grad_pre[..., H:2 * H].unbind(0)
     dc_next = c.new_zeros(B, H) if grad_cell_last is None else grad_cell_last
     for t in reversed(range(T)):
-        d_pre = grad_pre[t]                                        # (batch, 4*hidden)
-        if t == T - 1:
-            dh = grad_h[t].copy_(grad_output[:, t])
-        else:                                                      # its own term, and the next step's through W_hh
-            dh = torch.addmm(grad_output[:, t], grad_pre[t + 1], w.weight_hh, out=grad_h[t])
-        d_output = torch.mul(dh, to_output[t], out=d_pre[:, 3 * H:])
-        dc = torch.addcmul(dc_next, dh, to_cell[t], out=grad_c[t])
+        dh = dh_t[t]
+        if t < T - 1:                                              # and the next step's term through W_hh
+            dh.addmm_(d_pre_t[t + 1], w.weight_hh)
+        torch.mul(dh, to_output[t], out=d_output[t])
+        dc = torch.addcmul(dc_next, dh, to_cell[t], out=dc_t[t])
         if peephole:
-            dc.addcmul_(d_output, w_co)
-        torch.mul(dc.unsqueeze(1), to_pre[t].view(B, 3, H), out=d_pre[:, :3 * H].view(B, 3, H))
-        dc_next = dc * f[t]
+            dc.addcmul_(d_output[t], w_co)
+        torch.mul(dc_wide[t], to_pre[t], out=d_gates[t])
+        dc_next = dc * forget[t]
         if peephole:
-            dc_next.addcmul_(d_pre[:, :H], w_ci).addcmul_(d_pre[:, H:2 * H], w_cf)
+            dc_next.addcmul_(d_input[t], w_ci).addcmul_(d_forget[t], w_cf)
     batch_major = lambda t: t.transpose(0, 1)                  # noqa: E731 - (batch, time, ...) views
     grad_pre = batch_major(grad_pre)                           # (batch, time, 4*hidden)
     return LayerGradients(batch_major(grad_h), batch_major(grad_c), grad_pre @ w.weight_ih, grad_pre)
