@@ -1,6 +1,8 @@
 """A classroom on one server: at most GATE_EXPLORER_MAX_RUNS runs train at once, the others
 wait first-come and know their place, a pause leaves the queue; a session that ends stops its
 runs (saved first) unless another session holds them, and gives its memory back."""
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -207,3 +209,25 @@ def test_live_pages_refresh_less_often_as_runs_crowd_the_places(monkeypatch):
     for run in runs:
         places.leave(run)
     assert where.refresh_every(0.4) == pytest.approx(0.4)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+@pytest.mark.parametrize("settle, most", [("settle_allocator", None), ("settle_for_training", 200)])
+def test_a_training_process_keeps_a_steps_freed_memory_mapped(settle, most):
+    """A step frees its temporaries and asks for them again: under the server's thresholds the
+    freed top of the heap goes back to the OS and every page faults in again; a process that
+    only trains keeps it. Counted as page faults, in a fresh process each."""
+    code = ("import resource, torch; from explorer import memory; memory.{}(); "
+            "faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+            "for _ in range(3): torch.ones(5 * 2**20)\n"                  # 20 MB, freed at once
+            "before = faults()\n"
+            "for _ in range(10): torch.ones(5 * 2**20)\n"
+            "print((faults() - before) // 10)").format(settle)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    per_step = int(done.stdout.split()[-1])
+    if most is None:
+        assert per_step > 2000, per_step              # 20 MB is 5,120 pages: (nearly) every one faults
+    else:
+        assert per_step < most, per_step

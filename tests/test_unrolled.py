@@ -62,3 +62,34 @@ def test_an_initial_state_that_wants_a_gradient_gets_it_through_autograd():
     reference = torch.autograd.grad(_through_autograd(module, x, (h0, c0)), [h0, c0, *module.parameters()])
     for a, b in zip(ours, reference):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "peephole"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_unrolls_without_autograd_equal_the_step_by_step_equations(cell, bias):
+    """With no autograd the LSTM's unroll takes h_t from the fused kernel and every gate at once,
+    and the peephole's writes into time-major buffers: both against the step-by-step unroll
+    (what autograd records), layer on layer, in float64."""
+    from explorer.cells import CELLS, layer_weights
+    torch.manual_seed(5)
+    module = (PeepholeLSTM if cell == "peephole" else torch.nn.LSTM)(3, 6, 2, bias=bias, batch_first=True).double()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0, 0.6)                                     # saturating gates, large peepholes
+    x = torch.randn(4, 11, 3, dtype=torch.float64)
+    h0, c0 = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)
+    fast_input, slow_input = x, x
+    for k in range(2):
+        w = layer_weights(module, k)
+        with torch.no_grad():
+            fast = CELLS[cell].unroll(fast_input, w, h0, c0, True).stack()
+        with torch.enable_grad():
+            slow = CELLS[cell].unroll(slow_input, w, h0, c0, True).stack()
+        for name in ("input", "forget", "candidate", "output"):
+            torch.testing.assert_close(fast.gates[name], slow.gates[name].detach(), rtol=1e-12, atol=1e-12, msg=name)
+        torch.testing.assert_close(fast.cell, slow.cell.detach(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(fast.hidden, slow.hidden.detach(), rtol=1e-12, atol=1e-12)
+        fast_input, slow_input = fast.hidden, slow.hidden.detach()   # (the peephole's: a strided view)
+    if cell == "lstm":                                            # and the fused module's own output
+        state = (h0.expand(2, -1, -1).contiguous(), c0.expand(2, -1, -1).contiguous())   # h0, c0 in both layers
+        torch.testing.assert_close(fast.hidden, module(x, state)[0].detach(), rtol=1e-12, atol=1e-12)

@@ -35,6 +35,8 @@ BASELINE = """
 import json, sys, time
 sys.path.insert(0, {repo!r})
 import pages.session                     # the app's torch thread setting, nothing more
+from explorer.memory import settle_for_training
+settle_for_training()                    # a process that only trains, as the app's worker is
 from explorer import Config, Run
 run = Run(Config(steps=200_000))
 run.start()
