@@ -162,12 +162,28 @@ def spectra_on_gpu() -> None:
     check("recurrent_spectra of a GPU LSTM", len(spectra) == 8 and worst < 1e-5, {"max_abs_error": worst})
 
 
+def background_probe_on_gpu() -> None:
+    """Issue 13: the probe traced on a CPU copy in a thread of its own (background_probe) gives
+    the in-line probe's traces on the GPU (cuDNN's h_t), step for step."""
+    config = Config(device="cuda", steps=30, probe_every=10, eval_every=10)
+    inline, background = Trainer(config), Trainer(config, background_probe=True)
+    while not inline.finished:
+        inline.step()
+        background.step()
+    want, got = dict(inline.history.view().traces), dict(background.history.view().traces)
+    worst = max(float(np.abs(got[s].layers[0].gates[g] - want[s].layers[0].gates[g]).max())
+                for s in want for g in want[s].layers[0].gates)
+    check("background probe = in-line probe on the GPU", sorted(got) == sorted(want) and worst < 1e-4,
+          {"steps": sorted(got), "max_abs_gate_difference": worst})
+
+
 def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("No CUDA GPU here: this script checks the library on one.")
     RESULTS["gpu"] = torch.cuda.get_device_name()
     RESULTS["torch"] = torch.__version__
-    for part in (trace_against_cudnn, trainer_on_gpu, no_sync_in_steps, run_thread_on_gpu, spectra_on_gpu):
+    for part in (trace_against_cudnn, trainer_on_gpu, no_sync_in_steps, background_probe_on_gpu, run_thread_on_gpu,
+                 spectra_on_gpu):
         try:
             part()
         except Exception as error:  # noqa: BLE001 - report every part, then fail
