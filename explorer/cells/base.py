@@ -139,9 +139,12 @@ class _HandWritten(torch.autograd.Function):
         x, h0, c0 = ctx.saved_tensors
         module, w, states = ctx.module, ctx.w, ctx.states
         grads = module.backprop(states, w, grad_hidden, h0, c0, grad_cell_last=grad_cell_last)
-        delta = grads.pre.flatten(0, 1)                                              # (batch*time, blocks*hidden)
-        grad_ih = delta.t() @ x.flatten(0, 1)                                        # (blocks*hidden, input)
-        grad_hh = delta.t() @ previous(states.hidden, h0).flatten(0, 1)              # (blocks*hidden, hidden)
+        # Sums over time and batch, taken time-major: the hand-written backward's buffers are,
+        # so δ is a view and only the small input is copied.
+        delta = grads.pre.transpose(0, 1).reshape(-1, grads.pre.shape[-1])          # (time*batch, blocks*hidden)
+        grad_ih = delta.t() @ x.transpose(0, 1).reshape(-1, x.shape[-1])            # (blocks*hidden, input)
+        h_previous = torch.cat([h0.unsqueeze(0), states.hidden.transpose(0, 1)[:-1]])  # (time, batch, hidden)
+        grad_hh = delta.t() @ h_previous.flatten(0, 1)                               # (blocks*hidden, hidden)
         grad_bias = delta.sum(0) if w.bias_ih is not None else None                  # (blocks*hidden,)
         extra = module.extra_grads(states, grads.pre, c0) if module.extra else {}
         # (each bias its own tensor: one .grad aliasing another would be scaled twice in place)

@@ -122,7 +122,7 @@ def _unroll_in_place(x, w, h, c) -> LayerStates:
         torch.sigmoid(pre_o[t].addcmul_(w_co, c_previous), out=gate_o[t])   # o sees c_t
         h = torch.mul(gate_o[t], torch.tanh(c_previous, out=tanh_t[t]), out=hidden_t[t])
     batch_major = lambda v: v.transpose(0, 1)                          # noqa: E731 - (batch, time, ...) views
-    return LayerStates(hidden=batch_major(hidden), cell=batch_major(cell), saved={},
+    return LayerStates(hidden=batch_major(hidden), cell=batch_major(cell), saved={"tanh_cell": batch_major(tanh_cell)},
                        gates={name: batch_major(v) for name, v in zip(GATES, gates.split(H, dim=2))})
 
 
@@ -131,43 +131,49 @@ def backprop(u, w, grad_output, h0, c0, peephole=False, grad_cell_last=None) -> 
     once, then only what must be sequential. Measured about twice as fast as autograd through
     the unroll, which pays per graph node. grad_cell_last: dL/dc_T from outside the layer (its
     final cell state used downstream), if any."""
-    i, f, g, o = (u.gates[n] for n in GATES)             # each (batch, time, hidden)
-    c = u.cell
-    tanh_c = torch.tanh(c)
-    B, T, H = c.shape
-    to_cell = o * (1 - tanh_c ** 2)                       # dh_t -> dc_t through h_t = o tanh(c_t)
-    to_pre = torch.stack([g * i * (1 - i),                # dc_t -> input gate pre-activation
-                          previous(c, c0) * f * (1 - f),  # dc_t -> forget gate pre-activation
-                          i * (1 - g ** 2)], dim=2)       # dc_t -> candidate pre-activation (batch, time, 3, H)
-    to_output = tanh_c * o * (1 - o)                      # dh_t -> output gate pre-activation
+    # Every factor time-major, written once where the loop reads it: the unrolls keep their
+    # tensors time-major underneath, so these are views, and each pass over (time, batch,
+    # hidden) costs about a millisecond here (half of this function's time went on such passes).
+    time_major = lambda v: v.transpose(0, 1)                        # noqa: E731 - (time, batch, ...) views
+    i, f, g, o = (time_major(u.gates[n]) for n in GATES)
+    c = time_major(u.cell)
+    T, B, H = c.shape
+    tanh_c = time_major(u.saved["tanh_cell"]) if "tanh_cell" in u.saved else torch.tanh(c)  # (an unroll may keep it)
+    slope = lambda s: torch.addcmul(s, s, s, value=-1)              # noqa: E731 - σ' = s(1 - s), one pass
+    to_pre = c.new_empty(T, B, 3, H)                                # dc_t -> pre-activations of i, f, g
+    torch.mul(g, slope(i), out=to_pre[:, :, 0])
+    c_previous = torch.cat([c0.unsqueeze(0), c[:-1]])               # (time, batch, hidden)
+    torch.mul(c_previous, slope(f), out=to_pre[:, :, 1])
+    torch.mul(i, torch.addcmul(c.new_ones(()), g, g, value=-1), out=to_pre[:, :, 2])
+    to_output = tanh_c * slope(o)                                   # dh_t -> output gate pre-activation
+    to_cell = torch.addcmul(o, o * tanh_c, tanh_c, value=-1)        # dh_t -> dc_t: o (1 - tanh² c_t)
+    decay = f                                                       # dc_t -> dc_{t-1}, directly
     if peephole:
+        # The peepholes' paths folded into the factors, so the loop does not pay for them:
+        # c_t reaches o_t (w_co), and c_{t-1} reaches i_t and f_t (w_ci, w_cf).
         w_ci, w_cf, w_co = (w.extra[f"weight_c{g}"] for g in "ifo")
-    # Time-major buffers, every step's gradients written in place (out=) through per-step views
-    # taken once before the loop: 5 operations a step (8 with peepholes) and nothing else, since
-    # at this size each operation, a view included, costs its dispatch and little more.
-    by_step = lambda t: t.transpose(0, 1).contiguous().unbind(0)   # noqa: E731 - T views (batch, ...)
-    to_cell, to_pre, to_output, forget = (by_step(t) for t in (to_cell, to_pre, to_output, f))
+        to_cell.addcmul_(to_output, w_co)
+        decay = torch.addcmul(f, to_pre[:, :, 0], w_ci).addcmul_(to_pre[:, :, 1], w_cf)
+    # Every step's gradients written in place (out=) through per-step views taken once before
+    # the loop: 5 operations a step, peepholes or not, and nothing else, since at this size each
+    # operation, a view included, costs its dispatch and little more.
+    to_cell, to_pre, to_output, decay = (v.unbind(0) for v in (to_cell, to_pre, to_output, decay))
     grad_h = grad_output.transpose(0, 1).contiguous()                # (time, batch, hidden): dL/dh_t from above so far
     grad_c, grad_pre = c.new_empty(T, B, H), c.new_empty(T, B, 4 * H)
     dh_t, dc_t, d_pre_t = grad_h.unbind(0), grad_c.unbind(0), grad_pre.unbind(0)
     dc_wide = grad_c.unsqueeze(2).unbind(0)                        # dc_t as (batch, 1, hidden)
     d_gates = grad_pre[..., :3 * H].unflatten(2, (3, H)).unbind(0)  # δ of i, f, g (batch, 3, hidden)
     d_output = grad_pre[..., 3 * H:].unbind(0)
-    if peephole:
-        d_input, d_forget = grad_pre[..., :H].unbind(0), grad_pre[..., H:2 * H].unbind(0)
     dc_next = c.new_zeros(B, H) if grad_cell_last is None else grad_cell_last
+    carried = c.new_empty(B, H)                                    # dL/dc_{t-1} through c_t, step by step
     for t in reversed(range(T)):
         dh = dh_t[t]
         if t < T - 1:                                              # and the next step's term through W_hh
             dh.addmm_(d_pre_t[t + 1], w.weight_hh)
         torch.mul(dh, to_output[t], out=d_output[t])
         dc = torch.addcmul(dc_next, dh, to_cell[t], out=dc_t[t])
-        if peephole:
-            dc.addcmul_(d_output[t], w_co)
         torch.mul(dc_wide[t], to_pre[t], out=d_gates[t])
-        dc_next = dc * forget[t]
-        if peephole:
-            dc_next.addcmul_(d_input[t], w_ci).addcmul_(d_forget[t], w_cf)
+        dc_next = torch.mul(dc, decay[t], out=carried)
     batch_major = lambda t: t.transpose(0, 1)                  # noqa: E731 - (batch, time, ...) views
     grad_pre = batch_major(grad_pre)                           # (batch, time, 4*hidden)
     return LayerGradients(batch_major(grad_h), batch_major(grad_c), grad_pre @ w.weight_ih, grad_pre)
