@@ -104,9 +104,11 @@ def kept():
     return (lambda t: t.detach()) if torch.is_grad_enabled() else (lambda t: t)
 
 
-def previous(states: Tensor, initial: Tensor) -> Tensor:
-    """States shifted one step later: s_{t-1} at index t, the initial state at 0."""
-    return torch.cat([initial.unsqueeze(1), states[:, :-1]], dim=1)
+def previous(states: Tensor, initial: Tensor, time_dim: int = 1) -> Tensor:
+    """States shifted one step later: s_{t-1} at index t, the initial state at 0 (time along
+    `time_dim`: 1 batch-first, 0 time-major)."""
+    earlier = states.narrow(time_dim, 0, states.shape[time_dim] - 1)
+    return torch.cat([initial.unsqueeze(time_dim), earlier], dim=time_dim)
 
 
 def steps_backwards(*tensors: Tensor):
@@ -143,7 +145,7 @@ class _HandWritten(torch.autograd.Function):
         # so δ is a view and only the small input is copied.
         delta = grads.pre.transpose(0, 1).reshape(-1, grads.pre.shape[-1])          # (time*batch, blocks*hidden)
         grad_ih = delta.t() @ x.transpose(0, 1).reshape(-1, x.shape[-1])            # (blocks*hidden, input)
-        h_previous = torch.cat([h0.unsqueeze(0), states.hidden.transpose(0, 1)[:-1]])  # (time, batch, hidden)
+        h_previous = previous(states.hidden.transpose(0, 1), h0, time_dim=0)         # (time, batch, hidden)
         grad_hh = delta.t() @ h_previous.flatten(0, 1)                               # (blocks*hidden, hidden)
         grad_bias = delta.sum(0) if w.bias_ih is not None else None                  # (blocks*hidden,)
         extra = module.extra_grads(states, grads.pre, c0) if module.extra else {}
@@ -366,7 +368,7 @@ class Cell:
     has_cell: bool                    # a cell state c_t (and dL/dc_t)
     build: Callable[..., nn.Module]   # (input_size, hidden_size, num_layers, batch_first, dropout)
     matches: Callable[[nn.Module], bool]
-    unroll: Callable[..., LayerUnroll]        # (x, w, h0, c0, keep_gates)
+    unroll: Callable[..., LayerUnroll | LayerStates]   # (x, w, h0, c0, keep_gates); callers take .stack()
     backprop: Callable[..., LayerGradients]   # (states, w, grad_output, h0, c0), under no_grad
     step: Callable[[StepContext], Worked]
     note: str                         # Step through: conventions, and where the tutorial differs

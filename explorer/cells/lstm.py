@@ -55,6 +55,7 @@ def _unroll_graph(x, w, h, c, keep_gates, peephole) -> LayerUnroll:
             both = torch.sigmoid(torch.addcmul(pre[:, :2 * H].view(-1, 2, H), w_cif, c.unsqueeze(1)))
             input_gate, forget = both.unbind(1)        # each (batch, hidden)
         else:
+            # One sigmoid over i, f and o at once: fewer kernel launches per step.
             input_gate, forget, _, output = torch.sigmoid(pre).split(H, dim=1)
         candidate = torch.tanh(pre[:, 2 * H:3 * H])
         c = torch.addcmul(forget * c, input_gate, candidate)
@@ -75,11 +76,7 @@ def _unroll_fused(x, w, h, c) -> LayerStates:
     operation a step where the step-by-step unroll takes ten."""
     B, T, _ = x.shape
     H = h.shape[-1]
-    params = [w.weight_ih, w.weight_hh] + ([w.bias_ih, w.bias_hh] if w.bias_ih is not None else [])
-    with warnings.catch_warnings():          # cuDNN asks for one weight buffer; a trace reads, it does not train
-        warnings.filterwarnings("ignore", "RNN module weights are not part of single contiguous chunk")
-        hidden, _, _ = torch.lstm(x, (h.unsqueeze(0), c.unsqueeze(0)), params, w.bias_ih is not None,
-                                  1, 0.0, False, False, True)        # (batch, time, hidden)
+    hidden = _fused_hidden(x, w, h, c)                               # (batch, time, hidden)
     proj = input_projection(x, w, fold_hh_bias=True)                 # (batch, time, 4*hidden)
     pre = torch.addmm(proj.flatten(0, 1), previous(hidden, h).flatten(0, 1), w.weight_hh.t())
     gates = torch.sigmoid(pre).view(B, T, 4 * H)                    # (batch, time, 4*hidden): i, f, ·, o
@@ -91,6 +88,20 @@ def _unroll_fused(x, w, h, c) -> LayerStates:
         c_previous = cell_t.addcmul_(forget_t, c_previous)
     return LayerStates(hidden=hidden, cell=cell.transpose(0, 1), saved={},
                        gates=dict(zip(GATES, (input_gate, forget, candidate, output))))
+
+
+def _fused_hidden(x, w, h, c):
+    """h_t of every step from PyTorch's own LSTM kernel with this layer's weights."""
+    params = [w.weight_ih, w.weight_hh] + ([w.bias_ih, w.bias_hh] if w.bias_ih is not None else [])
+    run = lambda: torch.lstm(x, (h.unsqueeze(0), c.unsqueeze(0)), params, w.bias_ih is not None,  # noqa: E731
+                             1, 0.0, False, False, True)[0]
+    if not x.is_cuda:
+        return run()
+    # cuDNN asks for one weight buffer; a trace reads, it does not train. Only here: catching
+    # warnings swaps the process's filters, which a probe thread must not do under another's.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "RNN module weights are not part of single contiguous chunk")
+        return run()
 
 
 def _unroll_in_place(x, w, h, c) -> LayerStates:
@@ -142,7 +153,7 @@ def backprop(u, w, grad_output, h0, c0, peephole=False, grad_cell_last=None) -> 
     slope = lambda s: torch.addcmul(s, s, s, value=-1)              # noqa: E731 - σ' = s(1 - s), one pass
     to_pre = c.new_empty(T, B, 3, H)                                # dc_t -> pre-activations of i, f, g
     torch.mul(g, slope(i), out=to_pre[:, :, 0])
-    c_previous = torch.cat([c0.unsqueeze(0), c[:-1]])               # (time, batch, hidden)
+    c_previous = previous(c, c0, time_dim=0)                        # (time, batch, hidden)
     torch.mul(c_previous, slope(f), out=to_pre[:, :, 1])
     torch.mul(i, torch.addcmul(c.new_ones(()), g, g, value=-1), out=to_pre[:, :, 2])
     to_output = tanh_c * slope(o)                                   # dh_t -> output gate pre-activation
