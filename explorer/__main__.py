@@ -29,6 +29,7 @@ from .loading import NONLINEARITIES, cell_name, check_inputs, load_module, parse
 from .memory import ARENAS, ARENAS_ENV, settle_for_training
 from .run import Status
 from .store import RunStore, StoreError, check_name, new_id, new_key
+from .sweep import ENGINES, Cancelled, grid, resume, sweep
 from .trace import trace
 from .trainer import Trainer
 
@@ -78,11 +79,30 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--chunk", type=int, default=10, help="steps per turn when the loops take turns")
     bench.add_argument("--short", action="store_true", help="a tiny, quick version (CI): it must not crash")
     bench.add_argument("--out", "--json", dest="json_path", metavar="PATH", help="also write the JSON here")
+    _add_sweep_parser(sub)
     sub.add_parser("app", help="start the browser app; further arguments go to `streamlit run` "
                               "(e.g. --server.port 8600)")
     _add_runs_parser(sub)
     _add_trace_parser(sub)
     return parser
+
+
+def _add_sweep_parser(sub) -> None:
+    sw = sub.add_parser("sweep", help="train a grid of configs (cells x lengths x seeds...) and write one "
+                                      "row per run: held-out loss, steps to solve, gradient ratio...")
+    sw.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2,...",
+                    help="a Config field and its values, e.g. cell=rnn,lstm,gru; repeat for more axes")
+    sw.add_argument("--seeds", type=int, metavar="N", help="run every grid point with seeds 0..N-1")
+    for f in dataclasses.fields(Config):
+        sw.add_argument("--" + f.name.replace("_", "-"), dest=f.name, metavar=f.name.upper(),
+                        help=argparse.SUPPRESS)      # (as for train; every run gets the value)
+    sw.add_argument("--engine", choices=ENGINES, default="local",
+                    help="local: a process pool here; ray: Ray tasks (RAY_ADDRESS or --address joins a cluster)")
+    sw.add_argument("--workers", type=int, metavar="N", help="local: processes at once (default: one per core)")
+    sw.add_argument("--address", help="ray: the cluster's address (default: RAY_ADDRESS, else a local instance)")
+    sw.add_argument("--out", metavar="PATH.parquet", help="write the rows here (.parquet, or .csv)")
+    sw.add_argument("--resume", metavar="SWEEP_ID", help="go on with a stored sweep: its done runs are skipped")
+    sw.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
 def _add_trace_parser(sub) -> None:
@@ -130,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     if args.command == "app":
         _app(rest)                        # does not return: this process becomes Streamlit
-    if args.command in ("train", "bench"):
+    if args.command in ("train", "bench", "sweep"):
         settle_for_training()             # this process trains: a step's memory stays mapped (explorer/memory.py)
     if args.command == "bench":
         if args.rounds < 1 or args.chunk < 1:
@@ -145,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         return _runs(args)
     if args.command == "trace":
         return _trace(args)
+    if args.command == "sweep":
+        return _sweep(args)
     return _train(args)
 
 
@@ -238,6 +260,76 @@ def _train_steps(trainer: Trainer, quiet: bool) -> float:
             print(f"step {trainer.steps_done:6d}  loss {record['loss']:.4f}  "
                   f"{trainer.task.metric_name} {record['metric']:.4f}", file=sys.stderr)
     return time.perf_counter() - started
+
+
+def _sweep(args) -> int:
+    """Run (or resume) a sweep with a progress line per run; the rows to --out, a summary to stdout."""
+    out = Path(args.out) if args.out else None
+    if out is not None and out.suffix.lower() not in (".parquet", ".csv"):
+        return _fail(f"--out must name a .parquet or .csv file, not {out.name}")
+    if args.workers is not None and args.workers < 1:
+        return _fail("--workers must be at least 1")
+    fixed = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
+    try:
+        store = RunStore(timeout=STORE_TIMEOUT_S)
+        if args.resume:
+            if args.grid or args.seeds is not None or fixed:
+                return _fail("--resume runs the stored sweep as it was: give no --grid, --seeds or settings")
+            total, done = len(store.sweep_configs(args.resume)), len(store.sweep_rows(args.resume))
+            heading = f"resuming, {done} of {total} runs done"
+        else:
+            axes = {}
+            for text in args.grid:
+                name, sep, values = text.partition("=")
+                name = name.strip().replace("-", "_")
+                if not sep or not name or not values.strip():
+                    return _fail(f"--grid takes FIELD=V1,V2,..., got {text!r}")
+                if name in axes:
+                    return _fail(f"--grid {name} is given twice")
+                axes[name] = [v.strip() for v in values.split(",")]
+            configs = grid(axes, seeds=args.seeds, **fixed)
+            heading = f"{len(configs)} runs"
+    except (ValueError, StoreError) as error:
+        return _fail(str(error))
+    sweep_id = args.resume or new_id()
+    if not args.quiet:
+        print(f"sweep {sweep_id}: {heading} on the {args.engine} engine", file=sys.stderr, flush=True)
+    options = dict(engine=args.engine, store=store, workers=args.workers, address=args.address,
+                   progress=None if args.quiet else _progress_line)
+    try:
+        frame = resume(sweep_id, **options) if args.resume else sweep(configs, sweep_id=sweep_id, **options)
+    except (ValueError, StoreError) as error:
+        return _fail(str(error))
+    except (Cancelled, KeyboardInterrupt):
+        print(f"sweep {sweep_id} stopped; its finished runs are stored. Go on with: "
+              f"python -m explorer sweep --resume {sweep_id}", file=sys.stderr)
+        return 130
+    if out is not None:
+        try:
+            frame.to_parquet(out, index=False) if out.suffix.lower() == ".parquet" else frame.to_csv(out, index=False)
+        except OSError as error:
+            return _fail(f"cannot write {out}: {error.strerror or error} (the rows are stored: "
+                         f"--resume {sweep_id} --out PATH writes them again)")
+    _print(_sweep_table(frame))
+    return 0
+
+
+def _progress_line(done: int, total: int, row: dict) -> None:
+    width = 20
+    bar = "#" * (width * done // total) + "." * (width - width * done // total)
+    what = f"{row['cell']} seq_len={row['seq_len']} seed={row['seed']}"
+    if row["status"] == "failed":
+        result = f"failed: {row['message']}"
+    else:
+        result = f"{row['status']}, held-out loss {row['eval_loss']:.4g} ({row['seconds']:.1f} s)"
+    print(f"[{bar}] {done}/{total}  {what}: {result}", file=sys.stderr, flush=True)
+
+
+def _sweep_table(frame) -> str:
+    """The rows in a few columns: the fields that vary, then the results."""
+    varying = [c for c in Config.__dataclass_fields__ if frame[c].nunique(dropna=False) > 1]
+    shown = frame[varying + ["eval_loss", "baseline_loss", "solved_step", "grad_ratio_final", "status"]]
+    return f"sweep {frame.attrs['sweep_id']}\n" + shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
 def _first_line(error: BaseException) -> str:

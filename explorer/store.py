@@ -49,7 +49,7 @@ from .trace import LayerTrace, Trace
 from .trainer import Trainer
 
 DB_ENV = "GATE_EXPLORER_DB"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MAX_DATA_BYTES = 32 * 2**20      # a CSV kept with its run; larger files are read from their path
 BUSY_TIMEOUT_S = 30.0            # how long a save waits for another process's transaction
 
@@ -61,6 +61,11 @@ class StoreError(Exception):
 class RunNotFound(StoreError, KeyError):
     def __str__(self) -> str:
         return self.args[0]
+
+
+class SweepNotFound(StoreError, KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class FollowRefused(StoreError):
@@ -131,7 +136,77 @@ MIGRATIONS = {
         created TEXT NOT NULL, revoked TEXT);
     CREATE INDEX follows_by_run ON follows (run_id);
     """,
+    # Sweeps (explorer.sweep): the configs a sweep runs, in order, and the row of each one done.
+    # A row's run is kept in runs like any other; a failed run has a row and no run.
+    3: """
+    CREATE TABLE sweeps (
+        id TEXT PRIMARY KEY, configs TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL);
+    CREATE TABLE sweep_rows (
+        sweep_id TEXT NOT NULL REFERENCES sweeps(id) ON DELETE CASCADE, position INTEGER NOT NULL,
+        row TEXT NOT NULL, PRIMARY KEY (sweep_id, position));
+    """,
 }
+
+
+@dataclass
+class RunRecord:
+    """A finished run made into what the store keeps, in the process that trained it: plain
+    bytes and text, so it crosses to another process (a sweep's pool, a Ray task) and is written
+    by `RunStore.add` there, where the store is."""
+    config: dict
+    name: str
+    steps: int
+    status: str
+    eval_loss: float | None
+    eval_metric: float | None
+    weights: bytes
+    optimizer: bytes
+    optimizer_meta: str
+    rng: bytes
+    history: bytes
+    meta: str
+    data: bytes | None
+    traces: list[tuple[int, bytes, str]]      # (step, arrays, meta)
+
+    @property
+    def nbytes(self) -> int:
+        """What the run takes in the store, about: its blobs (SQLite adds little)."""
+        blobs = [self.weights, self.optimizer, self.rng, self.history, self.data or b""]
+        return sum(map(len, blobs)) + sum(len(arrays) for _, arrays, _ in self.traces)
+
+
+def run_record(trainer: Trainer, status: str, name: str | None = None, last_trace_only: bool = False) -> RunRecord:
+    """The run's whole state, as `RunStore.save` keeps it; with last_trace_only, of its probe
+    traces only the newest (a sweep's runs: a 1,000-run sweep stays small)."""
+    trainer.wait_for_probe()
+    trainer.flush()
+    view = trainer.history.view()
+    weights, optimizer, optimizer_meta, rng, history, meta = _state_blobs(trainer, view)
+    traces = view.traces[-1:] if last_trace_only else view.traces
+    eval_loss, eval_metric = _last_eval(view)
+    return RunRecord(config=trainer.config.to_dict(), name=name or default_name(trainer.config),
+                     steps=trainer.steps_done, status=str(status), eval_loss=eval_loss, eval_metric=eval_metric,
+                     weights=weights, optimizer=optimizer, optimizer_meta=optimizer_meta, rng=rng,
+                     history=history, meta=meta, data=_data_of(trainer.config, trainer.task),
+                     traces=[(step, *_trace_record(trace)) for step, trace in traces])
+
+
+def _state_blobs(trainer: Trainer, view: HistoryView) -> tuple[bytes, bytes, str, bytes, bytes, str]:
+    """(weights, optimizer, optimizer_meta, rng, history, trainer_meta) as the state table keeps them."""
+    weights = save_tensors({k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()})
+    optimizer, optimizer_meta = _optimizer_state(trainer.optimizer)
+    rng = save_tensors({"batches": trainer.batch_generator.get_state(), "torch": torch.get_rng_state()})
+    history = zlib.compress(save_arrays(_history_arrays(view)))
+    meta = json.dumps({"steps_done": trainer.steps_done, "diverged": trainer.diverged,
+                       "divergence_message": trainer.divergence_message})
+    return weights, optimizer, optimizer_meta, rng, history, meta
+
+
+def _last_eval(view: HistoryView) -> tuple[float | None, float | None]:
+    evals = view.evals
+    if not len(evals["step"]):
+        return None, None
+    return float(evals["eval_loss"][-1]), float(evals["eval_metric"][-1])
 
 
 def _now() -> str:
@@ -192,15 +267,8 @@ class RunStore:
         trainer.wait_for_probe()   # a probe traced in the background belongs to the steps saved
         trainer.flush()        # the staged step records, and a divergence among them, before anything is read
         view = trainer.history.view()
-        weights = save_tensors({k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()})
-        optimizer, optimizer_meta = _optimizer_state(trainer.optimizer)
-        rng = save_tensors({"batches": trainer.batch_generator.get_state(), "torch": torch.get_rng_state()})
-        history = zlib.compress(save_arrays(_history_arrays(view)))
-        meta = json.dumps({"steps_done": trainer.steps_done, "diverged": trainer.diverged,
-                           "divergence_message": trainer.divergence_message})
-        evals = view.evals
-        eval_loss = float(evals["eval_loss"][-1]) if len(evals["step"]) else None
-        eval_metric = float(evals["eval_metric"][-1]) if len(evals["step"]) else None
+        weights, optimizer, optimizer_meta, rng, history, meta = _state_blobs(trainer, view)
+        eval_loss, eval_metric = _last_eval(view)
         now = _now()
         with self._connect() as db:
             try:
@@ -238,6 +306,75 @@ class RunStore:
             except BaseException:
                 db.rollback()
                 raise
+
+    def add(self, run_id: str, record: RunRecord, *, owner_key: str, db=None) -> None:
+        """Keep a new run made into a RunRecord (by another process, say), in one transaction."""
+        if db is None:
+            with self._connect() as db:
+                return self._transaction(db, lambda: self.add(run_id, record, owner_key=owner_key, db=db))
+        now = _now()
+        config = Config.from_dict(record.config)
+        db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (run_id, _key_hash(owner_key), record.name, json.dumps(record.config), config.task,
+                    config.cell, record.steps, record.status, record.eval_loss, record.eval_metric, now, now))
+        db.execute("INSERT INTO state VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (run_id, record.weights, record.optimizer, record.optimizer_meta, record.rng,
+                    record.history, record.meta, record.data))
+        for step, arrays, meta in record.traces:
+            db.execute("INSERT INTO traces VALUES (?, ?, ?, ?)", (run_id, step, arrays, meta))
+
+    @staticmethod
+    def _transaction(db, work) -> None:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            work()
+            db.execute("COMMIT")
+        except BaseException:
+            db.rollback()
+            raise
+
+    # -- sweeps ------------------------------------------------------------------------------
+    def create_sweep(self, sweep_id: str, configs: list[dict]) -> None:
+        """A new sweep of these configs (Config.to_dict()s), in the order its rows are numbered."""
+        now = _now()
+        with self._connect() as db:
+            self._transaction(db, lambda: db.execute("INSERT INTO sweeps VALUES (?, ?, ?, ?)",
+                                                     (sweep_id, json.dumps(configs), now, now)))
+
+    def sweep_configs(self, sweep_id: str) -> list[dict]:
+        with self._connect() as db:
+            row = db.execute("SELECT configs FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
+        if row is None:
+            raise SweepNotFound(f"no sweep with id {sweep_id!r} in the run store {self.path}")
+        return json.loads(row[0])
+
+    def sweep_rows(self, sweep_id: str) -> dict[int, dict]:
+        """The rows of the sweep's runs done so far, by position."""
+        self.sweep_configs(sweep_id)             # (an unknown id is an error, not an empty sweep)
+        with self._connect() as db:
+            rows = db.execute("SELECT position, row FROM sweep_rows WHERE sweep_id = ?", (sweep_id,)).fetchall()
+        return {position: json.loads(row) for position, row in rows}
+
+    def add_sweep_row(self, sweep_id: str, position: int, row: dict, record: RunRecord | None = None,
+                      owner_key: str | None = None) -> None:
+        """A sweep's row, with its run (row["run_id"]) when it has one, in one transaction: a
+        sweep stopped at any moment keeps whole rows only."""
+        def work():
+            if record is not None:
+                self.add(row["run_id"], record, owner_key=owner_key or new_key(), db=db)
+            db.execute("INSERT OR REPLACE INTO sweep_rows VALUES (?, ?, ?)", (sweep_id, position, json.dumps(row)))
+            db.execute("UPDATE sweeps SET updated = ? WHERE id = ?", (_now(), sweep_id))
+        with self._connect() as db:
+            self._transaction(db, work)
+
+    def list_sweeps(self) -> list[dict]:
+        """Every sweep, newest first: id, runs, done, created, updated."""
+        with self._connect() as db:
+            rows = db.execute("SELECT s.id, s.configs, s.created, s.updated, COUNT(r.position) FROM sweeps s "
+                              "LEFT JOIN sweep_rows r ON r.sweep_id = s.id GROUP BY s.id "
+                              "ORDER BY s.created DESC, s.rowid DESC").fetchall()
+        return [{"id": i, "runs": len(json.loads(c)), "done": n, "created": cr, "updated": up}
+                for i, c, cr, up, n in rows]
 
     # -- reading -----------------------------------------------------------------------------
     def list(self, task: str | None = None, cell: str | None = None, owner_key: str | None = None) -> list[RunInfo]:

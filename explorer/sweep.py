@@ -1,0 +1,323 @@
+"""Sweeps: many runs over a grid of Configs (cells x lengths x seeds...), one row each.
+
+The lesson of vanishing gradients is a curve, not a run: as the sequences grow the plain RNN
+fails first, then the LSTM and GRU. Drawing it honestly takes dozens of runs, so a sweep runs
+them in parallel, in a process pool on this machine (`local`) or as Ray tasks (`ray`, on a
+local Ray instance or a cluster), and returns a DataFrame with one row per run (COLUMNS).
+
+Every run trains in a process of its own with one torch thread, so the same config gives the
+same numbers on either engine. It is made into a RunRecord there (only its final probe trace:
+a 1,000-run sweep stays small) and written to the run store here, in the process that holds
+the store, with its row: a sweep stopped at any moment keeps whole rows, and `resume(id)` runs
+only the configs without one. A run that raises becomes a row with status "failed" and the
+sweep goes on; a failed row has no run, and a resumed sweep runs it again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .config import FIELDS, Config
+
+ENGINES = ("local", "ray")
+# After the Config fields, in this order: other tools read these columns by name.
+RESULT_COLUMNS = ("eval_loss", "eval_metric", "baseline_loss", "solved_step", "grad_ratio_init",
+                  "grad_ratio_final", "seconds", "steps_per_second", "status", "message", "run_id")
+CONFIG_COLUMNS = tuple(f.name for f in dataclasses.fields(Config))
+COLUMNS = CONFIG_COLUMNS + RESULT_COLUMNS
+STATUSES = ("finished", "diverged", "failed")
+CANCEL_EVERY = 25            # steps between a worker's looks at the sweep's cancel flag
+
+Progress = Callable[[int, int, dict], None]   # (rows done, rows in all, the newest row)
+
+
+class Cancelled(Exception):
+    """The sweep was cancelled: the rows done so far are stored; resume(sweep_id) runs the rest."""
+
+    def __init__(self, sweep_id: str, done: int, total: int):
+        super().__init__(f"sweep {sweep_id} cancelled after {done} of {total} runs; "
+                         f"resume it with its id")
+        self.sweep_id, self.done, self.total = sweep_id, done, total
+
+
+# -- the grid ----------------------------------------------------------------------------------------
+
+def grid(axes: Mapping[str, Sequence], seeds: int | None = None, **fixed) -> list[Config]:
+    """Every combination of the axes' values (the first axis varies slowest), seeds 0..seeds-1
+    innermost, with the fixed fields set on every run. Values may be strings, as from a CLI.
+    ValueError names a bad field or value. A sweep's run probes at its start and its end only,
+    unless probe_every is given: the sweep keeps its final trace, not the ones between."""
+    axes = {name: list(values) for name, values in axes.items()}
+    if seeds is not None:
+        if "seed" in axes or "seed" in fixed:
+            raise ValueError("give the seeds either as --seeds N or as a seed field, not both")
+        if not 1 <= int(seeds) <= 10_000:
+            raise ValueError(f"seeds must be between 1 and 10000, got {seeds}")
+        axes["seed"] = list(range(int(seeds)))
+    for name, values in axes.items():
+        if not values:
+            raise ValueError(f"the grid's {name} has no values")
+    overlap = sorted(set(axes) & set(fixed))
+    if overlap:
+        raise ValueError(f"{overlap[0]} is both a grid axis and a fixed setting")
+    configs = []
+    for combination in itertools.product(*axes.values()):
+        values = {**fixed, **dict(zip(axes, combination))}
+        if "probe_every" not in values:
+            steps = Config.from_dict({"steps": values["steps"]}).steps if "steps" in values else Config.steps
+            values["probe_every"] = min(steps, int(FIELDS["probe_every"].hi))
+        configs.append(Config.from_dict(values))
+    return configs
+
+
+# -- one run (in a worker process) -------------------------------------------------------------------
+
+def grad_ratio(trace) -> float | None:
+    """‖∂L/∂h_0‖ / ‖∂L/∂h_T‖ of the top layer over the traced sequences: how much of the loss's
+    gradient at the last step reaches the first. None when nothing reaches the last step."""
+    grad = np.asarray(trace.layers[-1].grad_hidden, dtype=np.float64)      # (batch, time) per-sequence norms
+    first, last = np.sqrt((grad[:, 0] ** 2).sum()), np.sqrt((grad[:, -1] ** 2).sum())
+    if not (last > 0 and math.isfinite(first) and math.isfinite(last)):
+        return None
+    return float(first / last)
+
+
+def run_one(config: dict, should_stop: Callable[[], bool] = lambda: False):
+    """Train one config to its step budget: (row, RunRecord or None). Never raises for the run's
+    own failures: they become a "failed" row. Returns None if should_stop() said so midway."""
+    from .budget import HELDOUT_SIZE
+    from .store import new_id, run_record
+    from .trainer import Trainer
+
+    row = dict(config, **{name: None for name in RESULT_COLUMNS})
+    started = time.perf_counter()
+    try:
+        trainer = Trainer(Config.from_dict(config))
+        task = trainer.task
+        row["baseline_loss"] = float(task.baseline_loss)
+        row["grad_ratio_init"] = grad_ratio(trainer.history.latest_trace()[1])
+        training_started = time.perf_counter()
+        while not trainer.finished:
+            if trainer.step() is None:
+                break
+            if trainer.steps_done % CANCEL_EVERY == 0 and should_stop():
+                return None
+        training = time.perf_counter() - training_started
+        if trainer.history.latest_trace()[0] != trainer.steps_done:
+            trainer.probe()                      # (a probe_every that does not divide the steps)
+        trainer.wait_for_probe()
+        row["grad_ratio_final"] = grad_ratio(trainer.history.latest_trace()[1])
+        # Held out on the same 1,000 sequences `python -m explorer train` reports.
+        row["eval_loss"], row["eval_metric"] = trainer.evaluate(*task.heldout(HELDOUT_SIZE, trainer.config.seed))
+        evals = trainer.history.view().evals
+        below = evals["step"][evals["eval_loss"] < task.baseline_loss / 2]
+        row["solved_step"] = int(below[0]) if len(below) else None
+        row["steps_per_second"] = trainer.steps_done / training if training > 0 else None
+        row["status"] = "diverged" if trainer.diverged else "finished"
+        row["message"] = trainer.divergence_message
+        record = run_record(trainer, row["status"], last_trace_only=True)
+        row["run_id"] = new_id()
+    except Exception as error:       # noqa: BLE001 — any failure of one run is that run's row
+        row.update({name: None for name in RESULT_COLUMNS}, status="failed", message=_why(error))
+        record = None
+    row["seconds"] = time.perf_counter() - started
+    return row, record
+
+
+def _why(error: BaseException) -> str:
+    """A failed run's message: one line; what the user can act on first."""
+    from .data import DataError
+    from .run import out_of_memory
+    first = (str(error).strip().splitlines() or [""])[0]
+    if out_of_memory(error):
+        return f"out of memory: {first}"
+    if isinstance(error, (ValueError, DataError)) and first:
+        return first                         # (already says what was wrong with the settings or data)
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+# -- the engines ---------------------------------------------------------------------------------------
+
+_CANCEL = None          # in a local pool's worker: the sweep's cancel flag (multiprocessing.Event)
+
+
+def _worker_start(cancel) -> None:
+    """A local pool's worker: one torch thread, a trainer's allocator settings, the cancel flag."""
+    global _CANCEL
+    import torch
+
+    from .memory import settle_for_training
+    torch.set_num_threads(1)
+    settle_for_training()
+    _CANCEL = cancel
+
+
+def _local_run(config: dict):
+    return run_one(config, should_stop=_CANCEL.is_set)
+
+
+def _run_local(pending: dict[int, dict], workers: int, cancel: threading.Event, done: Callable) -> bool:
+    """Run the configs in a pool of `workers` processes; done(position, result) as each ends.
+    False if cancelled (the runs under way stop at their next look at the flag)."""
+    context = multiprocessing.get_context("spawn")       # (fork would copy the caller's torch threads)
+    flag = context.Event()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_start,
+                             initargs=(flag,)) as pool:
+        futures = {pool.submit(_local_run, config): position for position, config in pending.items()}
+        try:
+            while futures:
+                finished, _ = wait(futures, timeout=0.2, return_when=FIRST_COMPLETED)
+                if cancel.is_set():
+                    flag.set()
+                    for future in futures:
+                        future.cancel()
+                    return False
+                for future in finished:
+                    position = futures.pop(future)
+                    result = future.result()
+                    if result is not None:
+                        done(position, result)
+        except BaseException:                     # Ctrl-C, a broken pool: stop every worker's run
+            flag.set()
+            for future in futures:
+                future.cancel()
+            raise
+    return True
+
+
+def _ray_run(config: dict):
+    import torch
+    torch.set_num_threads(1)
+    return run_one(config)
+
+
+def _ray_init(address: str | None) -> None:
+    """Join the cluster at address (or RAY_ADDRESS), else start a local Ray instance, once."""
+    import ray
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    root = str(Path(__file__).resolve().parents[1])
+    # A local instance's workers import explorer from here; a cluster's nodes have it installed.
+    env = {} if address else {"env_vars": {"PYTHONPATH": os.pathsep.join(
+        filter(None, (root, os.environ.get("PYTHONPATH"))))}}
+    ray.init(address=address, runtime_env=env or None, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+
+
+def _run_ray(pending: dict[int, dict], address: str | None, cancel: threading.Event, done: Callable) -> bool:
+    """Run the configs as Ray tasks of one CPU each; done(position, result) as each ends."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("the ray engine needs Ray: pip install -r requirements-ray.txt") from None
+    _ray_init(address)
+    remote = ray.remote(num_cpus=1, max_retries=0)(_ray_run)
+    refs = {remote.remote(config): position for position, config in pending.items()}
+    try:
+        while refs:
+            finished, _ = ray.wait(list(refs), num_returns=1, timeout=0.2)
+            if cancel.is_set():
+                for ref in refs:
+                    ray.cancel(ref, force=True)
+                return False
+            for ref in finished:
+                position = refs.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as error:          # noqa: BLE001 — the task's process died, say
+                    result = (dict(pending[position], **{name: None for name in RESULT_COLUMNS},
+                                   status="failed", message=_why(error)), None)
+                done(position, result)
+    except BaseException:
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        raise
+    return True
+
+
+# -- the sweep -----------------------------------------------------------------------------------------
+
+def sweep(configs: Iterable[Config], *, engine: str = "local", store=None, workers: int | None = None,
+          address: str | None = None, progress: Progress | None = None,
+          cancel: threading.Event | None = None, sweep_id: str | None = None) -> pd.DataFrame:
+    """Run every config to its step budget; a DataFrame with one row per config, in their order,
+    with COLUMNS. The sweep, its rows and its runs are kept in `store` (a RunStore; the default
+    one when None) under the frame's attrs["sweep_id"]. progress(done, total, row) as each run
+    ends. Setting `cancel` stops the sweep: Cancelled is raised, and what was done is kept."""
+    from .store import RunStore, new_id
+    configs = [c.to_dict() for c in configs]
+    if not configs:
+        raise ValueError("a sweep needs at least one config")
+    store = store if store is not None else RunStore()
+    sweep_id = sweep_id or new_id()
+    store.create_sweep(sweep_id, configs)
+    return _carry_out(store, sweep_id, configs, {}, engine, workers, address, progress, cancel)
+
+
+def resume(sweep_id: str, *, engine: str = "local", store=None, workers: int | None = None,
+           address: str | None = None, progress: Progress | None = None,
+           cancel: threading.Event | None = None) -> pd.DataFrame:
+    """Go on with a stored sweep: the configs with a finished or diverged row are skipped."""
+    from .store import RunStore
+    store = store if store is not None else RunStore()
+    configs = store.sweep_configs(sweep_id)
+    kept = {position: row for position, row in store.sweep_rows(sweep_id).items() if row["status"] != "failed"}
+    return _carry_out(store, sweep_id, configs, kept, engine, workers, address, progress, cancel)
+
+
+def results(sweep_id: str, store=None) -> pd.DataFrame:
+    """A stored sweep's rows so far, in the grid's order."""
+    from .store import RunStore
+    store = store if store is not None else RunStore()
+    rows = store.sweep_rows(sweep_id)
+    return _frame([rows[position] for position in sorted(rows)], sweep_id)
+
+
+def _carry_out(store, sweep_id, configs, kept, engine, workers, address, progress, cancel) -> pd.DataFrame:
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+    rows = dict(kept)
+    pending = {position: config for position, config in enumerate(configs) if position not in rows}
+    cancel = cancel or threading.Event()
+    total = len(configs)
+
+    def done(position: int, result) -> None:
+        row, record = result
+        store.add_sweep_row(sweep_id, position, row, record)
+        rows[position] = row
+        if progress is not None:
+            progress(len(rows), total, row)
+
+    if pending:
+        if engine == "local":
+            count = max(1, min(workers or os.cpu_count() or 1, len(pending)))
+            complete = _run_local(pending, count, cancel, done)
+        else:
+            complete = _run_ray(pending, address, cancel, done)
+        if not complete:
+            raise Cancelled(sweep_id, len(rows), total)
+    return _frame([rows[position] for position in range(total)], sweep_id)
+
+
+def _frame(rows: list[dict], sweep_id: str) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    frame["solved_step"] = frame["solved_step"].astype("Int64")
+    for column in ("eval_loss", "eval_metric", "baseline_loss", "grad_ratio_init", "grad_ratio_final",
+                   "seconds", "steps_per_second"):
+        frame[column] = frame[column].astype("float64")
+    for column in ("status", "message", "run_id"):
+        frame[column] = frame[column].astype("string")
+    frame.attrs["sweep_id"] = sweep_id
+    return frame

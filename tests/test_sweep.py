@@ -1,0 +1,187 @@
+"""explorer.sweep: the grid, the rows (checked against autograd and against training in this
+process), failures, cancel and resume, the store's share of it, and the CLI."""
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from explorer.budget import HELDOUT_SIZE
+from explorer.config import Config
+from explorer.store import RunStore
+from explorer.sweep import COLUMNS, Cancelled, grid, resume, results, sweep
+from explorer.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(task="adding", steps=40, eval_every=20, hidden=16, batch_size=16, device="cpu")
+
+
+def test_grid_runs_every_combination_with_the_seeds_innermost():
+    configs = grid({"cell": ["rnn", "gru"], "seq_len": ["10", "25"]}, seeds=2, steps=300)
+    assert [(c.cell, c.seq_len, c.seed) for c in configs] == [
+        ("rnn", 10, 0), ("rnn", 10, 1), ("rnn", 25, 0), ("rnn", 25, 1),
+        ("gru", 10, 0), ("gru", 10, 1), ("gru", 25, 0), ("gru", 25, 1)]
+    assert {c.steps for c in configs} == {300}
+    assert {c.probe_every for c in configs} == {300}        # a sweep's run probes at its start and end
+    assert grid({"cell": ["lstm"]}, probe_every=50)[0].probe_every == 50
+
+
+@pytest.mark.parametrize("axes, seeds, fixed, says", [
+    ({"cel": ["rnn"]}, None, {}, "unknown setting 'cel'"),
+    ({"cell": ["rnn", "foo"]}, None, {}, "cell must be one of"),
+    ({"seq_len": ["1"]}, None, {}, "seq_len must be between 2 and 1000"),
+    ({"seed": ["1"]}, 3, {}, "not both"),
+    ({"cell": []}, None, {}, "has no values"),
+    ({"cell": ["rnn"]}, None, {"cell": "gru"}, "both a grid axis and a fixed setting"),
+    ({"cell": ["rnn"]}, 0, {}, "seeds must be between"),
+])
+def test_a_bad_grid_is_refused_naming_what(axes, seeds, fixed, says):
+    with pytest.raises(ValueError, match=says):
+        grid(axes, seeds=seeds, **fixed)
+
+
+def _unrolled_grad_hidden(trainer: Trainer) -> np.ndarray:
+    """‖∂L/∂h_t‖ per probe sequence and step by autograd through nn.GRUCell, step by step, with
+    the model's weights in float64: the reference for the sweep's gradient ratio."""
+    gru = trainer.model.rnn
+    cell = torch.nn.GRUCell(gru.input_size, gru.hidden_size, dtype=torch.float64)
+    cell.weight_ih.data.copy_(gru.weight_ih_l0); cell.weight_hh.data.copy_(gru.weight_hh_l0)
+    cell.bias_ih.data.copy_(gru.bias_ih_l0); cell.bias_hh.data.copy_(gru.bias_hh_l0)
+    x, y = trainer.probe_set
+    x = x.double()
+    h = torch.zeros(len(x), gru.hidden_size, dtype=torch.float64)
+    states = []
+    for t in range(x.shape[1]):
+        h = cell(x[:, t], h)
+        h.retain_grad()
+        states.append(h)
+    head = torch.nn.Linear(gru.hidden_size, trainer.model.head.out_features, dtype=torch.float64)
+    head.load_state_dict(trainer.model.head.state_dict())
+    loss = trainer.task.loss(head(states[-1]), y.double(), reduction="sum")     # adding: the last step's output
+    loss.backward()
+    return torch.stack([h.grad.norm(dim=-1) for h in states], 1).numpy()     # (batch, time)
+
+
+def test_a_sweeps_rows_are_the_runs_numbers(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    configs = grid({"cell": ["gru"], "seq_len": [8, 12]}, **SMALL)
+    frame = sweep(configs, store=store, workers=2)
+    assert tuple(frame.columns) == COLUMNS
+    assert list(frame["seq_len"]) == [8, 12] and set(frame["status"]) == {"finished"}
+    for config, (_, row) in zip(configs, frame.iterrows()):
+        # Trained again here, one torch thread, as a worker does: the same numbers.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            trainer = Trainer(config)
+            initial = _unrolled_grad_hidden(trainer)
+            while not trainer.finished:
+                trainer.step()
+            loss, metric = trainer.evaluate(*trainer.task.heldout(HELDOUT_SIZE, config.seed))
+        finally:
+            torch.set_num_threads(threads)
+        assert row["eval_loss"] == pytest.approx(loss, rel=1e-6) and row["eval_metric"] == pytest.approx(metric)
+        assert row["baseline_loss"] == pytest.approx(1 / 6)
+        final = _unrolled_grad_hidden(trainer)
+        for column, grads in (("grad_ratio_init", initial), ("grad_ratio_final", final)):
+            expected = np.linalg.norm(grads[:, 0]) / np.linalg.norm(grads[:, -1])
+            assert row[column] == pytest.approx(expected, rel=1e-4), column
+        evals = store.metrics_frame(row["run_id"]).dropna(subset=["eval_loss"])
+        below = evals["step"][evals["eval_loss"] < row["baseline_loss"] / 2]
+        assert (pd.isna(row["solved_step"]) and below.empty) or row["solved_step"] == below.iloc[0]
+        assert row["steps_per_second"] > 0 and row["seconds"] > 0
+        # The run is in the store, with its final trace only.
+        saved = store.load(row["run_id"])
+        assert saved.steps_done == config.steps
+        assert [step for step, _ in saved.history.view().traces] == [config.steps]
+        assert torch.equal(saved.model.rnn.weight_hh_l0, trainer.model.rnn.weight_hh_l0)
+    assert results(frame.attrs["sweep_id"], store).drop(columns=["seconds", "steps_per_second"]).equals(
+        frame.drop(columns=["seconds", "steps_per_second"]))
+
+
+def test_a_failing_run_is_a_failed_row_and_the_sweep_goes_on(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    configs = [Config(task="csv", csv_path=str(tmp_path / "missing.csv"), steps=10), Config(cell="rnn", **SMALL)]
+    frame = sweep(configs, store=store, workers=1)
+    failed, done = frame.iloc[0], frame.iloc[1]
+    assert failed["status"] == "failed" and "missing.csv" in failed["message"] and pd.isna(failed["run_id"])
+    assert pd.isna(failed["eval_loss"])
+    assert done["status"] == "finished" and store.info(done["run_id"]).steps == SMALL["steps"]
+
+
+def test_a_cancelled_sweep_keeps_its_rows_and_resumes_by_its_id(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    configs = grid({"seq_len": [6, 7, 8, 9]}, cell="rnn", **SMALL)
+    cancel = threading.Event()
+    seen = []
+
+    def progress(done, total, row):
+        seen.append((done, total))
+        cancel.set()                                   # after the first run ends
+
+    with pytest.raises(Cancelled) as stopped:
+        sweep(configs, store=store, workers=1, progress=progress, cancel=cancel)
+    sweep_id = stopped.value.sweep_id
+    kept = store.sweep_rows(sweep_id)
+    assert seen[0] == (1, 4) and 1 <= len(kept) < 4
+    ran = []
+    frame = resume(sweep_id, store=store, workers=2, progress=lambda done, total, row: ran.append(row["seq_len"]))
+    assert sorted(ran) == sorted({6, 7, 8, 9} - {row["seq_len"] for row in kept.values()})
+    assert list(frame["seq_len"]) == [6, 7, 8, 9] and set(frame["status"]) == {"finished"}
+    for position, row in kept.items():                  # the runs done before were not run again
+        assert frame.iloc[position]["run_id"] == row["run_id"]
+    assert {s["id"]: (s["runs"], s["done"]) for s in store.list_sweeps()}[sweep_id] == (4, 4)
+
+
+def test_an_unknown_sweep_id_is_a_clear_error(tmp_path):
+    with pytest.raises(KeyError, match="no sweep with id 'nope'"):
+        resume("nope", store=RunStore(tmp_path / "runs.sqlite"))
+
+
+def _cli(*args, db):
+    return subprocess.run([sys.executable, "-m", "explorer", "sweep", *args], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, env={**__import__("os").environ, "GATE_EXPLORER_DB": str(db)})
+
+
+def test_cli_sweep_writes_the_columns_and_refuses_bad_input_in_one_line(tmp_path):
+    db, out = tmp_path / "runs.sqlite", tmp_path / "results.parquet"
+    done = _cli("--grid", "cell=rnn,gru", "--grid", "seq_len=6", "--seeds", "2", "--steps", "30",
+                "--hidden", "8", "--eval-every", "10", "--out", str(out), db=db)
+    assert done.returncode == 0, done.stderr
+    frame = pd.read_parquet(out)
+    assert tuple(frame.columns) == COLUMNS
+    assert [(r.cell, r.seed) for r in frame.itertuples()] == [("rnn", 0), ("rnn", 1), ("gru", 0), ("gru", 1)]
+    assert set(frame["steps"]) == {30} and set(frame["hidden"]) == {8}
+    assert "[####################] 4/4" in done.stderr
+    sweep_id = done.stdout.split()[1]
+    again = _cli("--resume", sweep_id, "--out", str(tmp_path / "again.csv"), db=db)   # all done: nothing runs
+    assert again.returncode == 0 and "1/4" not in again.stderr
+    assert list(pd.read_csv(tmp_path / "again.csv")["run_id"]) == list(frame["run_id"])
+    for args, says in ((["--grid", "cel=rnn"], "unknown setting 'cel'"),
+                       (["--grid", "cell=rnn,foo"], "cell must be one of"),
+                       (["--grid", "cell"], "--grid takes FIELD=V1,V2"),
+                       (["--lr", "x"], "lr must be a number"),
+                       (["--out", "r.txt"], "--out must name a .parquet or .csv"),
+                       (["--resume", "nope"], "no sweep with id 'nope'")):
+        bad = _cli(*args, db=db)
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and says in bad.stderr, (args, bad.stderr)
+
+
+def test_a_sweep_run_is_small_in_the_store(tmp_path):
+    """Only the final trace is kept: the size per run the closing note reports, bounded."""
+    from explorer.store import run_record
+    from explorer.sweep import run_one
+    config = Config(cell="lstm", seq_len=50, steps=20, probe_every=10, device="cpu")
+    row, record = run_one(config.to_dict())
+    assert len(record.traces) == 1 and record.traces[0][0] == 20
+    trainer = Trainer(config)
+    while not trainer.finished:
+        trainer.step()
+    every = run_record(trainer, "finished")
+    assert len(every.traces) == 3 and record.nbytes < every.nbytes
+    assert json.loads(record.meta)["steps_done"] == 20
