@@ -22,7 +22,6 @@ import os
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -202,27 +201,11 @@ def _ray_run(config: dict):
     return run_one(config)
 
 
-def _ray_init(address: str | None) -> None:
-    """Join the cluster at address (or RAY_ADDRESS), else start a local Ray instance, once."""
-    import ray
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    root = str(Path(__file__).resolve().parents[1])
-    # A local instance's workers import explorer from here; a cluster's nodes have it installed.
-    env = {} if address else {"env_vars": {"PYTHONPATH": os.pathsep.join(
-        filter(None, (root, os.environ.get("PYTHONPATH"))))}}
-    ray.init(address=address, runtime_env=env or None, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
-
-
 def _run_ray(pending: dict[int, dict], address: str | None, cancel: threading.Event, done: Callable) -> bool:
     """Run the configs as Ray tasks of one CPU each; done(position, result) as each ends."""
-    try:
-        import ray
-    except ImportError:
-        raise ValueError("the ray engine needs Ray: pip install -r requirements-ray.txt") from None
-    _ray_init(address)
+    from . import ray_engine
+    ray = ray_engine.require_ray()
+    ray_engine.init(address)
     remote = ray.remote(num_cpus=1, max_retries=0)(_ray_run)
     refs = {remote.remote(config): position for position, config in pending.items()}
     try:

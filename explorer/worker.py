@@ -178,8 +178,9 @@ class Workers:
     """A server's worker processes: lent one per training run, kept warm (at most `keep` idle)
     so that pressing Train does not wait for a new interpreter and torch to start (~3 s here)."""
 
-    def __init__(self, keep: int = 1):
+    def __init__(self, keep: int = 1, make=Worker):
         self.keep = keep
+        self.make = make              # a new worker: a process here, or an actor (explorer.ray_engine)
         self._lock = threading.Lock()
         self._idle: list[Worker] = []
 
@@ -190,7 +191,7 @@ class Workers:
                 if worker.alive():
                     return worker
                 worker.close()
-        return Worker()
+        return self.make()
 
     def give_back(self, worker: Worker) -> None:
         """Keep a worker for the next run, or end it if enough are kept (or it is gone)."""
@@ -206,7 +207,7 @@ class Workers:
             with self._lock:
                 missing = self.keep - len(self._idle)
             for _ in range(max(0, missing)):
-                self.give_back(Worker())
+                self.give_back(self.make())
         threading.Thread(target=start, name="gate-explorer-warm", daemon=True).start()
 
     def close(self) -> None:

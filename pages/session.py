@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import streamlit as st
 import torch
 
-from explorer import Config, DataError, Run, Status, Trainer
+from explorer import Config, DataError, Run, Status, Trainer, ray_engine
 from explorer.admission import Admission, max_runs, threads_per_run
 from explorer.data import env_number
 from explorer.memory import arena_hint, give_back, settle_allocator
@@ -158,6 +158,13 @@ def admission() -> Admission:
     """The server's admission: how many runs train at once (GATE_EXPLORER_MAX_RUNS), and the
     worker processes they train in, started now so the first Train does not wait for them."""
     slots = max_runs()
+    if ray_engine.app_engine() == "ray":          # GATE_EXPLORER_ENGINE=ray: each run in a Ray actor
+        try:
+            ray_engine.require_ray()
+            return Admission(slots, workers=ray_engine.shared(keep=slots))
+        except ValueError as error:               # (Ray is not installed: the runs train here)
+            logging.getLogger("gate_explorer").warning("%s=ray: %s; runs train on this machine",
+                                                       ray_engine.ENGINE_ENV, error)
     return Admission(slots, workers=shared(keep=slots) if use_workers() else None)
 
 
