@@ -91,6 +91,8 @@ def test_the_app_trains_in_ray_actors_when_its_engine_says_so(ray_instance, monk
     try:
         workers = session.admission().workers
         assert workers is ray_engine.shared(1) and workers.make is ray_engine.RayWorker
+        assert _wait_for(lambda: len(workers._idle) >= workers.keep, 90.0)    # its actors are up, warm
+        assert workers._idle[0].alive()
         monkeypatch.setenv(ray_engine.ENGINE_ENV, "")
         session.admission.clear()
         assert session.admission().workers is None or session.admission().workers.make is not ray_engine.RayWorker
