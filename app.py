@@ -29,6 +29,7 @@ def pages() -> list:
         st.Page("pages/lessons.py", title="Lessons", icon=":material/school:", url_path="lessons"),
         st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:", url_path="runs"),
         st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
+        st.Page("pages/sweep.py", title="Sweep", icon=":material/stacked_line_chart:", url_path="sweep"),
     ]
 
 

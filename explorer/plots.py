@@ -369,6 +369,99 @@ def compare_gates_figure(summaries: dict[str, dict[str, tuple[float, float, floa
     return _figure(data, layout, "compare-gates", legend=_LEGEND_ON_TOP)
 
 
+# -- sweeps (the Sweep page) ---------------------------------------------------------------
+# Each takes explorer.sweep's DataFrame (one row per run). Every run is a point whose
+# customdata is [run_id, seed], so a click on it can open that run; per cell, a line through
+# the median over seeds and a band over their range.
+
+def sweep_loss_figure(frame, loss_name: str = "held-out loss") -> go.Figure:
+    """Held-out loss against sequence length, per cell, with the task's baseline dashed."""
+    done = frame[frame["status"] != "failed"]
+    values = done["eval_loss"].to_numpy(np.float64)
+    log = bool(len(values)) and bool(np.all(values > 0))
+    data = _sweep_traces(done, "eval_loss", log)
+    layout = _axes("sequence length T", loss_name, log)
+    if log:
+        layout["yaxis"].update(_log_ticks([values, done["baseline_loss"].to_numpy(np.float64)]))
+    baselines = sorted(set(done["baseline_loss"].dropna().round(6)))
+    layout["shapes"] = _baseline_lines([(b, _baseline_label("baseline", b)) for b in baselines], at="start")
+    return _figure(data, layout, "sweep-loss", legend=_LEGEND_ON_TOP)
+
+
+def sweep_solved_figure(frame) -> go.Figure:
+    """The first held-out eval below half the baseline, against sequence length, per cell. A
+    run that never got there is an x at its step budget, and counts at the budget in the median
+    (so a median at the budget says: most seeds did not solve it)."""
+    done = frame[frame["status"] != "failed"].copy()
+    done["solved_or_budget"] = done["solved_step"].astype("Float64").fillna(done["steps"].astype("Float64")).astype(float)
+    data = _sweep_traces(done, "solved_or_budget", log=False, unsolved=done["solved_step"].isna().to_numpy())
+    layout = _axes("sequence length T", "steps to solve (held-out loss < baseline / 2)", log=False)
+    budgets = sorted(set(done["steps"]))
+    layout["shapes"] = _baseline_lines([(float(b), f"step budget ({b}): x = not solved") for b in budgets],
+                                       at="start")
+    return _figure(data, layout, "sweep-solved", legend=_LEGEND_ON_TOP)
+
+
+def sweep_grad_ratio_figure(frame) -> go.Figure:
+    """‖∂L/∂h_0‖ / ‖∂L/∂h_T‖ at the end of training against sequence length, per cell, on a log
+    axis; dotted, each cell's median at initialisation. A ratio that underflowed to 0 has no
+    logarithm and is left out."""
+    done = frame[frame["status"] != "failed"]
+    data = _sweep_traces(done, "grad_ratio_final", log=True)
+    for k, cell in enumerate(dict.fromkeys(done["cell"])):
+        rows = done[done["cell"] == cell]
+        lengths = sorted(set(rows["seq_len"]))
+        initial = [np.nanmedian(_positive(rows[rows["seq_len"] == t]["grad_ratio_init"].to_numpy(np.float64)))
+                   if np.any(rows[rows["seq_len"] == t]["grad_ratio_init"].to_numpy(np.float64) > 0) else np.nan
+                   for t in lengths]
+        data.append(_line(f"{cell} at initialisation", np.array(lengths), np.array(initial, np.float64), width=1.5,
+                          color=_COLORS[k % len(_COLORS)], dash="dot"))
+    layout = _axes("sequence length T", "‖∂L/∂h_0‖ / ‖∂L/∂h_T‖ (after training)", log=True)
+    layout["yaxis"].update(_log_ticks([_positive(done["grad_ratio_final"].to_numpy(np.float64)),
+                                       _positive(done["grad_ratio_init"].to_numpy(np.float64))]))
+    return _figure(data, layout, "sweep-grad-ratio", legend=_LEGEND_ON_TOP)
+
+
+def _sweep_traces(done, column: str, log: bool, unsolved: np.ndarray | None = None) -> list[dict]:
+    """Per cell: the range over seeds as a band, the median as a line, every run as a point."""
+    data = []
+    for k, cell in enumerate(dict.fromkeys(done["cell"])):
+        color = _COLORS[k % len(_COLORS)]
+        mask = (done["cell"] == cell).to_numpy()
+        rows = done[mask]
+        values = rows[column].to_numpy(np.float64)
+        if log:
+            values = _positive(values).astype(np.float64)
+        lengths = np.array(sorted(set(rows["seq_len"])))
+        per_length = [values[(rows["seq_len"] == t).to_numpy()] for t in lengths]
+        seen = [v[np.isfinite(v)] for v in per_length]
+        low = np.array([v.min() if len(v) else np.nan for v in seen])
+        high = np.array([v.max() if len(v) else np.nan for v in seen])
+        median = np.array([np.median(v) if len(v) else np.nan for v in seen])
+        data.append({"type": "scatter", "mode": "lines", "x": lengths, "y": high, "line": {"width": 0},
+                     "legendgroup": cell, "showlegend": False, "hoverinfo": "skip"})
+        data.append({"type": "scatter", "mode": "lines", "x": lengths, "y": low, "line": {"width": 0},
+                     "fill": "tonexty", "fillcolor": _translucent(color), "legendgroup": cell,
+                     "showlegend": False, "hoverinfo": "skip"})
+        median_line = _line(f"{cell} (median, range over seeds)", lengths, median, markers=False, color=color)
+        median_line["legendgroup"] = cell
+        data.append(median_line)
+        symbols = ["x" if unsolved is not None and unsolved[mask][i] else "circle" for i in range(len(rows))]
+        data.append({"type": "scatter", "mode": "markers", "name": f"{cell} runs", "legendgroup": cell,
+                     "showlegend": False, "x": rows["seq_len"].to_numpy(), "y": values,
+                     "marker": {"color": color, "size": 9, "symbol": symbols, "line": {"width": 1, "color": "white"}},
+                     "customdata": np.stack([rows["run_id"].fillna("").to_numpy(object),
+                                             rows["seed"].to_numpy(object)], axis=1),
+                     "hovertemplate": f"{cell}, T = %{{x}}, seed %{{customdata[1]}}: %{{y:.4g}}"
+                                      "<br>click to open this run<extra></extra>"})
+    return data
+
+
+def _translucent(color: str, alpha: float = 0.18) -> str:
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r}, {g}, {b}, {alpha})"
+
+
 # -- helpers --------------------------------------------------------------------------
 
 def _figure(data: list[dict], layout: dict, uirevision: str, legend: dict | None = None) -> go.Figure:

@@ -36,6 +36,8 @@ RESULT_COLUMNS = ("eval_loss", "eval_metric", "baseline_loss", "solved_step", "g
 CONFIG_COLUMNS = tuple(f.name for f in dataclasses.fields(Config))
 COLUMNS = CONFIG_COLUMNS + RESULT_COLUMNS
 STATUSES = ("finished", "diverged", "failed")
+MAX_PAGE_RUNS_ENV = "GATE_EXPLORER_MAX_SWEEP_RUNS"
+MAX_PAGE_RUNS = 60           # a sweep started from the app: at most this many runs (a class shares the server)
 CANCEL_EVERY = 25            # steps between a worker's looks at the sweep's cancel flag
 
 Progress = Callable[[int, int, dict], None]   # (rows done, rows in all, the newest row)
@@ -48,6 +50,12 @@ class Cancelled(Exception):
         super().__init__(f"sweep {sweep_id} cancelled after {done} of {total} runs; "
                          f"resume it with its id")
         self.sweep_id, self.done, self.total = sweep_id, done, total
+
+
+def max_page_runs() -> int:
+    """The runs one sweep started from the app may have: GATE_EXPLORER_MAX_SWEEP_RUNS, else 60."""
+    from .data import env_number
+    return int(env_number(MAX_PAGE_RUNS_ENV, MAX_PAGE_RUNS))
 
 
 # -- the grid ----------------------------------------------------------------------------------------
@@ -78,6 +86,34 @@ def grid(axes: Mapping[str, Sequence], seeds: int | None = None, **fixed) -> lis
             values["probe_every"] = min(steps, int(FIELDS["probe_every"].hi))
         configs.append(Config.from_dict(values))
     return configs
+
+
+def seconds_per_step(config: Config, steps: int = 3) -> float:
+    """Measured here and now: a training step of config, after a first one (which pays the
+    first-use costs), without its probes and evals."""
+    from .trainer import Trainer
+    trainer = Trainer(dataclasses.replace(config, steps=steps + 1, probe_every=100_000, eval_every=100_000),
+                      record_start=False)
+    trainer.step()
+    started = time.perf_counter()
+    for _ in range(steps):
+        trainer.step()
+    return (time.perf_counter() - started) / steps
+
+
+def estimate_seconds(configs: Sequence[Config], workers: int, measure=seconds_per_step) -> float:
+    """About how long the sweep takes on `workers` processes: each kind of run (all but its
+    length and seed alike) is timed at its longest length, and a step's time taken as growing
+    with the length (an unrolled step is a loop over time)."""
+    longest: dict[tuple, Config] = {}
+    for config in configs:
+        kind = tuple(v for k, v in config.to_dict().items() if k not in ("seq_len", "seed", "steps"))
+        if kind not in longest or config.seq_len > longest[kind].seq_len:
+            longest[kind] = config
+    per_step = {kind: measure(config) / config.seq_len for kind, config in longest.items()}   # seconds per time step
+    total = sum(per_step[tuple(v for k, v in c.to_dict().items() if k not in ("seq_len", "seed", "steps"))]
+                * c.seq_len * c.steps for c in configs)
+    return total / max(1, min(workers, len(configs)))
 
 
 # -- one run (in a worker process) -------------------------------------------------------------------
@@ -234,11 +270,13 @@ def _run_ray(pending: dict[int, dict], address: str | None, cancel: threading.Ev
 
 def sweep(configs: Iterable[Config], *, engine: str = "local", store=None, workers: int | None = None,
           address: str | None = None, progress: Progress | None = None,
-          cancel: threading.Event | None = None, sweep_id: str | None = None) -> pd.DataFrame:
+          cancel: threading.Event | None = None, sweep_id: str | None = None,
+          owner_key: str | None = None) -> pd.DataFrame:
     """Run every config to its step budget; a DataFrame with one row per config, in their order,
     with COLUMNS. The sweep, its rows and its runs are kept in `store` (a RunStore; the default
     one when None) under the frame's attrs["sweep_id"]. progress(done, total, row) as each run
-    ends. Setting `cancel` stops the sweep: Cancelled is raised, and what was done is kept."""
+    ends. Setting `cancel` stops the sweep: Cancelled is raised, and what was done is kept.
+    The runs belong to owner_key (a browser's, from the app), or to nobody who can change them."""
     from .store import RunStore, new_id
     configs = [c.to_dict() for c in configs]
     if not configs:
@@ -246,18 +284,18 @@ def sweep(configs: Iterable[Config], *, engine: str = "local", store=None, worke
     store = store if store is not None else RunStore()
     sweep_id = sweep_id or new_id()
     store.create_sweep(sweep_id, configs)
-    return _carry_out(store, sweep_id, configs, {}, engine, workers, address, progress, cancel)
+    return _carry_out(store, sweep_id, configs, {}, engine, workers, address, progress, cancel, owner_key)
 
 
 def resume(sweep_id: str, *, engine: str = "local", store=None, workers: int | None = None,
            address: str | None = None, progress: Progress | None = None,
-           cancel: threading.Event | None = None) -> pd.DataFrame:
+           cancel: threading.Event | None = None, owner_key: str | None = None) -> pd.DataFrame:
     """Go on with a stored sweep: the configs with a finished or diverged row are skipped."""
     from .store import RunStore
     store = store if store is not None else RunStore()
     configs = store.sweep_configs(sweep_id)
     kept = {position: row for position, row in store.sweep_rows(sweep_id).items() if row["status"] != "failed"}
-    return _carry_out(store, sweep_id, configs, kept, engine, workers, address, progress, cancel)
+    return _carry_out(store, sweep_id, configs, kept, engine, workers, address, progress, cancel, owner_key)
 
 
 def results(sweep_id: str, store=None) -> pd.DataFrame:
@@ -268,7 +306,8 @@ def results(sweep_id: str, store=None) -> pd.DataFrame:
     return _frame([rows[position] for position in sorted(rows)], sweep_id)
 
 
-def _carry_out(store, sweep_id, configs, kept, engine, workers, address, progress, cancel) -> pd.DataFrame:
+def _carry_out(store, sweep_id, configs, kept, engine, workers, address, progress, cancel,
+               owner_key) -> pd.DataFrame:
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
     rows = dict(kept)
@@ -278,7 +317,7 @@ def _carry_out(store, sweep_id, configs, kept, engine, workers, address, progres
 
     def done(position: int, result) -> None:
         row, record = result
-        store.add_sweep_row(sweep_id, position, row, record)
+        store.add_sweep_row(sweep_id, position, row, record, owner_key)
         rows[position] = row
         if progress is not None:
             progress(len(rows), total, row)
@@ -304,3 +343,55 @@ def _frame(rows: list[dict], sweep_id: str) -> pd.DataFrame:
         frame[column] = frame[column].astype("string")
     frame.attrs["sweep_id"] = sweep_id
     return frame
+
+
+class SweepJob:
+    """A sweep (new, or resumed by its id) on a thread of its own, for a page to poll: the page
+    never waits for it, and it goes on while nobody looks. `state()` is a lock-protected copy."""
+
+    def __init__(self, store, configs: list[Config] | None = None, sweep_id: str | None = None, *,
+                 workers: int | None = None, owner_key: str | None = None, engine: str = "local"):
+        from .store import new_id
+        if configs is None and sweep_id is None:
+            raise ValueError("a sweep job needs configs or the id of a stored sweep")
+        self.store, self.configs, self.resuming = store, configs, configs is None
+        self.sweep_id = sweep_id or new_id()
+        self.total = len(configs) if configs is not None else len(store.sweep_configs(self.sweep_id))
+        self._options = dict(engine=engine, store=store, workers=workers, owner_key=owner_key,
+                             progress=self._progress, cancel=threading.Event())
+        self._lock = threading.Lock()
+        self._done = len(store.sweep_rows(self.sweep_id)) if self.resuming else 0
+        self._status, self._message = "running", ""
+        self.started = time.monotonic()
+        self._thread = threading.Thread(target=self._work, name="gate-explorer-sweep", daemon=True)
+        self._thread.start()
+
+    def _progress(self, done: int, total: int, row: dict) -> None:
+        with self._lock:
+            self._done = done
+
+    def _work(self) -> None:
+        try:
+            if self.resuming:
+                resume(self.sweep_id, **self._options)
+            else:
+                sweep(self.configs, sweep_id=self.sweep_id, **self._options)
+            status, message = "finished", ""
+        except Cancelled as stopped:
+            status, message = "cancelled", str(stopped)
+        except Exception as error:    # noqa: BLE001 — the page says why the sweep stopped
+            status, message = "failed", f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+        with self._lock:
+            self._status, self._message = status, message
+
+    def cancel(self) -> None:
+        self._options["cancel"].set()
+
+    def state(self) -> dict:
+        """{"done", "total", "status" (running, finished, cancelled or failed), "message", "seconds"}."""
+        with self._lock:
+            return {"done": self._done, "total": self.total, "status": self._status, "message": self._message,
+                    "seconds": time.monotonic() - self.started}
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)

@@ -18,6 +18,7 @@ LINKED_LESSON_RUNS = "linked_lesson_runs"   # runs=<id>.<id>... of a lesson link
 LINKED_FOLLOW = "linked_follow"   # follow=<token> of a follow link, until the session follows it
 FOLLOW_STOPPED = "follow_stopped"   # a follower's poll found the run stopped: the page reruns whole
 LINKED_COMPARE = "linked_compare"   # compare=<id>.<id>... of a Compare link, until the page reads it
+LINKED_SWEEP = "linked_sweep"       # sweep=<id> of a Sweep link, until the page reads it
 RUNS_PROBLEM = "runs_problem"   # why the run picked on the Runs page could not be opened
 YOURS_NOTE = "yours_note"    # what of your uploaded sequences was left out (said once, in the sidebar)
 
@@ -42,6 +43,7 @@ YOURS_STEPS = "yours_steps"
 YOURS_LOSS = "yours_loss"
 YOURS_NAME = "yours_name"
 COMPARE_PICK = "compare_pick"   # the runs on the Compare page (ids), which its link holds
+SWEEP_PICK = "sweep_pick"       # the sweep the Sweep page shows (its id), which its link holds
 
 
 def config_widget(field: str) -> str:

@@ -52,6 +52,11 @@ def read_link() -> tuple[dict, list[str]]:
                 st.session_state[keys.LINKED_COMPARE] = tokens      # the Compare page looks them up
             else:
                 problems.append("compare: not a list of run ids (<id>.<id>...)")
+        elif name == "sweep":
+            if TOKEN.match(value):
+                st.session_state[keys.LINKED_SWEEP] = value             # the Sweep page looks it up
+            else:
+                problems.append("sweep: not a sweep id")
         elif name == "follow":
             if TOKEN.match(value):
                 st.session_state[keys.LINKED_FOLLOW] = value
@@ -112,6 +117,8 @@ def write_link(config: Config | None, run=None, lesson_runs: dict | None = None,
     kept = st.session_state.get(keys.KEPT, {})
     if page == "compare" and kept.get(keys.COMPARE_PICK):
         params["compare"] = ".".join(kept[keys.COMPARE_PICK])
+    if page == "sweep" and kept.get(keys.SWEEP_PICK):
+        params["sweep"] = kept[keys.SWEEP_PICK]
     for name, key in VIEW.items():
         if kept.get(key):                            # 0, the default, is left out
             params[name] = str(kept[key])

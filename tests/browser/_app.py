@@ -14,7 +14,7 @@ STEP = '.st-key-step_counter [data-testid="stMetricValue"], .st-key-live_charts 
 EXCEPTION = '[data-testid="stException"]'
 # title: url path; the default page is also served at the root
 PAGES = {"Train": "(train)?", "Gates": "gates", "Gradients": "gradients", "Step through": "step",
-         "Lessons": "lessons", "Runs": "runs", "Compare": "compare"}
+         "Lessons": "lessons", "Runs": "runs", "Compare": "compare", "Sweep": "sweep"}
 TIMEOUT_MS = 60_000   # generous: two noisy cores, and torch warming up in the server
 
 

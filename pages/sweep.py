@@ -1,0 +1,242 @@
+"""Sweep: the vanishing-gradient lab. A grid of cells x sequence lengths x seeds, every run
+starting from the sidebar's settings; its cost before it starts (runs, steps, a time measured on
+this server), a progress bar while it runs, and the picture as runs finish: held-out loss, steps
+to solve and the gradient ratio against the length, per cell. A click on a run's point opens it
+on the Gates or Gradients page. The page's link names the sweep; its rows download as CSV or
+Parquet. One sweep runs on a server at a time, bounded by GATE_EXPLORER_MAX_SWEEP_RUNS."""
+from __future__ import annotations
+
+import io
+import threading
+
+import streamlit as st
+
+from explorer import plots
+from explorer.admission import max_runs
+from explorer.store import StoreError
+from explorer.sweep import SweepJob, estimate_seconds, grid, max_page_runs, results, seconds_per_step
+from pages import keys
+from pages.session import ERRORS, run_store, session, store_problem
+from pages.sidebar import applied_config, take_settings
+
+CELL_CHOICES = ("rnn", "lstm", "gru", "rnn-relu", "peephole", "cifg")
+LENGTHS = (5, 10, 25, 50, 75, 100, 150, 200, 300)
+REFRESH_SECONDS = 1.0
+SHOWN = ["cell", "seq_len", "seed", "eval_loss", "baseline_loss", "solved_step", "grad_ratio_init",
+         "grad_ratio_final", "steps_per_second", "status", "message"]
+
+config = applied_config()               # runs the page inside the app's shell
+where = session()
+store = run_store()
+if store is None:
+    st.error(f"Sweeps need the run store, which is not available on this server: {store_problem()}")
+    st.stop()
+
+
+class _Jobs:
+    """The server's sweeps started from the app (id -> SweepJob); one runs at a time."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.by_id: dict[str, SweepJob] = {}
+
+    def running(self) -> SweepJob | None:
+        with self.lock:
+            return next((j for j in self.by_id.values() if j.state()["status"] == "running"), None)
+
+
+@st.cache_resource(show_spinner=False)
+def _jobs() -> _Jobs:
+    return _Jobs()
+
+
+@st.cache_data(max_entries=64, show_spinner="Timing a step of the longest runs on this server…")
+def _measured(config_json: dict) -> float:
+    from explorer.config import Config
+    return seconds_per_step(Config.from_dict(config_json))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 5:
+        return "a few seconds"
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def _kept() -> dict:
+    return st.session_state.setdefault(keys.KEPT, {})
+
+
+linked = st.session_state.pop(keys.LINKED_SWEEP, None)
+if linked:
+    _kept()[keys.SWEEP_PICK] = linked
+jobs = _jobs()
+
+st.markdown("### Sweep: as the sequences grow, which cell still learns?")
+st.caption("Every run starts from the sidebar's settings (task, hidden units, optimiser, learning rate…); "
+           "the grid sets the cell, the sequence length and the seed. One seed does not settle which cell is "
+           "better: the band shows the range over seeds.")
+if config is None:
+    st.info("Fix the sidebar's settings first: every run of a sweep starts from them.")
+    st.stop()
+
+left, middle, right, far = st.columns([2, 2, 1, 1], vertical_alignment="bottom")
+cells = left.multiselect("Cells", CELL_CHOICES, default=["rnn", "lstm", "gru"], key="sweep_cells")
+lengths = middle.multiselect("Sequence lengths T", LENGTHS, default=[10, 25, 50, 100], key="sweep_lengths")
+seeds = right.number_input("Seeds", 1, 10, 3, key="sweep_seeds", help="Each grid point runs with seeds 0..N-1.")
+steps = far.number_input("Steps per run", 50, 20_000, 800, step=50, key="sweep_steps")
+
+configs, problem = [], None
+try:
+    if not cells or not lengths:
+        problem = "Pick at least one cell and one length."
+    else:
+        fixed = {k: v for k, v in config.to_dict().items() if k not in ("cell", "seq_len", "seed", "steps", "probe_every")}
+        configs = grid({"cell": cells, "seq_len": sorted(lengths)}, seeds=int(seeds), steps=int(steps), **fixed)
+except ValueError as error:
+    problem = str(error)
+cap, places = max_page_runs(), max_runs()
+running = jobs.running()
+if problem is None and len(configs) > cap:
+    problem = (f"{len(configs)} runs is more than this server allows in one sweep ({cap}). Fewer cells, "
+               f"lengths or seeds; or run it from the command line: python -m explorer sweep.")
+if problem:
+    st.warning(problem)
+else:
+    try:
+        estimate = estimate_seconds(configs, places, measure=lambda c: _measured(c.to_dict()))
+        st.markdown(f"**Cost:** {len(configs)} runs × {int(steps):,} steps = {len(configs) * int(steps):,} training "
+                    f"steps, {places} at a time on this server: about **{_duration(estimate)}** (a step of each "
+                    f"cell timed here at T = {max(lengths)}).")
+    except ERRORS as error:
+        problem = f"These settings cannot train here: {error}"
+        st.error(problem)
+
+
+def _start() -> None:
+    if jobs.running() is not None:
+        return
+    try:
+        job = SweepJob(store, configs, workers=places, owner_key=where.owner_key)
+    except (StoreError, ValueError) as error:
+        st.session_state["sweep_problem"] = str(error)
+        return
+    with jobs.lock:
+        jobs.by_id[job.sweep_id] = job
+    _kept()[keys.SWEEP_PICK] = job.sweep_id
+
+
+st.button("Run the sweep", type="primary", on_click=_start, disabled=bool(problem) or running is not None,
+          key="sweep_run", help="Runs in the background: this page can be left and come back to (its link "
+                                "names the sweep).")
+if running is not None and running.sweep_id != _kept().get(keys.SWEEP_PICK):
+    st.info("Another sweep is running on this server; one runs at a time. Start yours when it ends.")
+if st.session_state.get("sweep_problem"):
+    st.error(f"The sweep could not start: {st.session_state.pop('sweep_problem')}")
+
+# -- the sweep on show ----------------------------------------------------------------------------------
+try:
+    stored = store.list_sweeps()
+except StoreError as error:
+    st.error(f"The sweeps cannot be read: {error}")
+    st.stop()
+ids = [s["id"] for s in stored]
+shown = _kept().get(keys.SWEEP_PICK)
+if shown and shown not in ids:
+    st.warning(f"No sweep with id {shown} on this server.")
+    shown = None
+if not ids:
+    st.stop()
+labels = {s["id"]: f"{s['created'][:16].replace('T', ' ')} · {s['done']} of {s['runs']} runs · {s['id']}" for s in stored}
+shown = st.selectbox("Sweep", ids, index=ids.index(shown) if shown else 0, format_func=labels.get, key="sweep_pick_box")
+_kept()[keys.SWEEP_PICK] = shown
+
+
+def _open(run_id: str, page: str) -> None:
+    run, why = where.open(run_id, where.owner_key)
+    if run is None:
+        st.session_state["sweep_problem"] = why
+        return
+    where.adopt(run)
+    take_settings(run)
+    st.session_state[keys.GO_TO] = page
+
+
+def _show(sweep_id: str) -> None:
+    job = jobs.by_id.get(sweep_id)
+    state = job.state() if job is not None else None
+    if state is not None and state["status"] == "running":
+        done, total = state["done"], state["total"]
+        left = state["seconds"] / max(done, 1) * (total - done) if done else None
+        st.progress(done / total, text=f"{done} of {total} runs done · {_duration(state['seconds'])}"
+                                       + (f" · about {_duration(left)} left" if left is not None else ""))
+        st.button("Cancel the sweep", on_click=job.cancel, key="sweep_cancel",
+                  help="Stops it; the runs done are kept, and Resume runs the rest.")
+    elif state is not None and state["status"] == "failed":
+        st.error(f"The sweep stopped: {state['message']}")
+    elif state is not None and state["status"] == "cancelled":
+        st.info(state["message"])
+    try:
+        frame = results(sweep_id, store)
+        total = len(store.sweep_configs(sweep_id))
+    except StoreError as error:
+        st.error(f"The sweep cannot be read: {error}")
+        return
+    if state is not None and state["status"] != "running" and st.session_state.get("sweep_was_running") == sweep_id:
+        st.session_state.pop("sweep_was_running")
+        st.rerun()                         # (the whole page: the fragment stops refreshing)
+    if state is not None and state["status"] == "running":
+        st.session_state["sweep_was_running"] = sweep_id
+    if len(frame) < total and (state is None or state["status"] != "running"):
+        st.button(f"Resume: run the {total - len(frame)} runs not done", key="sweep_resume",
+                  on_click=_resume, args=(sweep_id,), disabled=jobs.running() is not None)
+    if frame.empty:
+        st.info("No run of this sweep has finished yet.")
+        return
+    failed = frame[frame["status"] == "failed"]
+    if len(failed):
+        st.warning(f"{len(failed)} run(s) failed: " + "; ".join(sorted(set(failed["message"].astype(str))))[:400])
+    figures = {"loss": plots.sweep_loss_figure(frame), "solved": plots.sweep_solved_figure(frame),
+               "grad": plots.sweep_grad_ratio_figure(frame)}
+    top = st.columns(2)
+    picked = []
+    for column, name in zip([*top, st.container()], figures):
+        with column:
+            event = st.plotly_chart(figures[name], on_select="rerun", selection_mode="points",
+                                    key=f"sweep_chart_{name}_{sweep_id}", width="stretch")
+            picked += [p.get("customdata") for p in (event.selection.points if event else []) if p.get("customdata")]
+    run_ids = [c[0] for c in picked if c and c[0]]
+    if run_ids:
+        row = frame[frame["run_id"] == run_ids[-1]].iloc[0]
+        st.markdown(f"**Picked:** {row['cell']}, T = {row['seq_len']}, seed {row['seed']}: held-out loss "
+                    f"{row['eval_loss']:.4g} (baseline {row['baseline_loss']:.4g})")
+        gates, grads = st.columns(2)
+        gates.button("Open it on the Gates page", on_click=_open, args=(run_ids[-1], "pages/gates.py"),
+                     key="sweep_open_gates", width="stretch")
+        grads.button("Open it on the Gradients page", on_click=_open, args=(run_ids[-1], "pages/gradients.py"),
+                     key="sweep_open_grads", width="stretch")
+    else:
+        st.caption("Click a run's point on a chart to open that run on the Gates or Gradients page.")
+    st.dataframe(frame[SHOWN], hide_index=True, width="stretch", key=f"sweep_rows_{sweep_id}")
+    csv, parquet = st.columns(2)
+    csv.download_button("Download the rows (CSV)", frame.to_csv(index=False), f"sweep-{sweep_id}.csv",
+                        "text/csv", key="sweep_csv", width="stretch")
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    parquet.download_button("Download the rows (Parquet)", buffer.getvalue(), f"sweep-{sweep_id}.parquet",
+                            "application/vnd.apache.parquet", key="sweep_parquet", width="stretch")
+
+
+def _resume(sweep_id: str) -> None:
+    if jobs.running() is not None:
+        return
+    try:
+        job = SweepJob(store, sweep_id=sweep_id, workers=places, owner_key=where.owner_key)
+    except (StoreError, ValueError) as error:
+        st.session_state["sweep_problem"] = str(error)
+        return
+    with jobs.lock:
+        jobs.by_id[sweep_id] = job
+
+
+is_running = (jobs.by_id.get(shown) is not None and jobs.by_id[shown].state()["status"] == "running")
+st.fragment(run_every=REFRESH_SECONDS if is_running else None)(_show)(shown)
