@@ -23,6 +23,8 @@ import numpy as np
 from .config import Config
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .trace import Trace
     from .trainer import Trainer
 
@@ -390,3 +392,78 @@ def lesson(key: str) -> Lesson:
         if candidate.key == key:
             return candidate
     raise ValueError(f"unknown lesson {key!r}; known lessons: {', '.join(item.key for item in LESSONS)}")
+
+
+# -- sweep lessons (the Sweep page) ----------------------------------------------------------------
+# A curve rather than a run: the same settings over cells x lengths x seeds (explorer.sweep).
+
+@dataclass(frozen=True)
+class SweepLesson:
+    key: str
+    title: str
+    cells: tuple[str, ...]
+    lengths: tuple[int, ...]
+    seeds: int
+    settings: dict                 # every other Config field the runs share
+    press: str
+    look: str
+    expect: str
+    source: str
+    check: Callable[["pd.DataFrame"], tuple[bool, str]]   # on the sweep's rows (explorer.sweep.COLUMNS)
+
+    def configs(self, lengths: tuple[int, ...] | None = None, seeds: int | None = None) -> list[Config]:
+        """The lesson's grid (or a smaller one: other lengths, fewer seeds), in sweep order."""
+        from .sweep import grid
+        return grid({"cell": list(self.cells), "seq_len": list(lengths or self.lengths)},
+                    seeds=seeds or self.seeds, **self.settings)
+
+    def is_its_sweep(self, configs: list[dict]) -> bool:
+        """Whether a stored sweep's configs are this lesson's grid (its claim applies to them)."""
+        return [c.to_dict() for c in self.configs()] == configs
+
+
+def _check_holds_out(frame) -> tuple[bool, str]:
+    """At the grid's longest length: the tanh RNN's median held-out loss is at the baseline
+    (above 0.9 of it), the LSTM's and the GRU's well below it (under a quarter of it); and at
+    its shortest, the tanh RNN solves the task (median under half the baseline): its loss rises
+    with the length."""
+    done = frame[frame["status"] != "failed"]
+    if done.empty:
+        return False, "No run of the sweep has finished yet."
+    T = int(done["seq_len"].max())
+    at = done[done["seq_len"] == T]
+    median = at.groupby("cell")["eval_loss"].median()
+    missing = [cell for cell in ("rnn", "lstm", "gru") if cell not in median]
+    if missing:
+        return False, f"No finished run of {', '.join(missing)} at T = {T} yet."
+    baseline = float(at["baseline_loss"].iloc[0])
+    holds = median["rnn"] > 0.9 * baseline and median["lstm"] < 0.25 * baseline and median["gru"] < 0.25 * baseline
+    seeds = at.groupby("cell")["seed"].nunique()
+    curve = done[done["cell"] == "rnn"].groupby("seq_len")["eval_loss"].median()
+    if len(curve) > 1:
+        holds = holds and curve.iloc[0] < 0.5 * baseline
+    return bool(holds), (
+        f"At T = {T}, median held-out MSE over {seeds['rnn']} seed(s) (baseline {baseline:.3f}): tanh RNN "
+        f"{median['rnn']:.3f}, LSTM {median['lstm']:.4f}, GRU {median['gru']:.4f}. The tanh RNN's median by "
+        f"length: " + ", ".join(f"T = {t}: {v:.3f}" for t, v in curve.items()) + ".")
+
+
+HOLDS_OUT = SweepLesson(
+    key="holds-out-longest",
+    title="Which cell holds out longest? The vanishing gradient as a curve",
+    cells=("rnn", "lstm", "gru"),
+    lengths=(10, 25, 50, 100),
+    seeds=3,
+    settings={k: v for k, v in _VANISHING.items() if k not in ("seq_len", "seed", "probe_every")},
+    press="Run the sweep: a tanh RNN, an LSTM and a GRU learn the adding problem at T = 10, 25, 50 and 100, "
+          "three seeds each, with the vanishing-gradient lesson's settings (36 runs of 1,500 steps).",
+    look="held-out loss against T, and the gradient ratio ‖∂L/∂h_0‖ / ‖∂L/∂h_T‖ on its log axis; click a "
+         "point to open that run on the Gradients page.",
+    expect="The tanh RNN solves the short sequences, then rises to the 'predict 1' line as T grows, as its "
+           "gradient ratio falls by orders of magnitude; the LSTM and the GRU stay far below the line up to "
+           "T = 100 on every seed.",
+    source="Bengio, Simard & Frasconi 1994; Hochreiter & Schmidhuber 1997; the adding problem as in "
+           "Arjovsky, Shah & Bengio 2016.",
+    check=_check_holds_out,
+)
+SWEEP_LESSONS: tuple[SweepLesson, ...] = (HOLDS_OUT,)

@@ -235,6 +235,11 @@ def applied_config() -> Config | None:
 def take_settings(run) -> None:
     """The sidebar shows run's settings: the draft becomes its config, and the widgets drop
     the values they held, so they show it afresh."""
-    st.session_state[keys.DRAFT] = run.trainer.config.to_dict()
+    show_settings(run.trainer.config)
+
+
+def show_settings(config: Config) -> None:
+    """The sidebar shows these settings (as take_settings, for a config of no run)."""
+    st.session_state[keys.DRAFT] = config.to_dict()
     for key in [k for k in st.session_state if str(k).startswith(keys.CONFIG_WIDGET)]:
         del st.session_state[key]

@@ -13,11 +13,13 @@ import streamlit as st
 
 from explorer import plots
 from explorer.admission import max_runs
+from explorer.config import Config
+from explorer.lessons import SWEEP_LESSONS, SweepLesson
 from explorer.store import StoreError
 from explorer.sweep import SweepJob, estimate_seconds, grid, max_page_runs, results, seconds_per_step
 from pages import keys
 from pages.session import ERRORS, run_store, session, store_problem
-from pages.sidebar import applied_config, take_settings
+from pages.sidebar import applied_config, show_settings, take_settings
 
 CELL_CHOICES = ("rnn", "lstm", "gru", "rnn-relu", "peephole", "cifg")
 LENGTHS = (5, 10, 25, 50, 75, 100, 150, 200, 300)
@@ -75,6 +77,20 @@ st.markdown("### Sweep: as the sequences grow, which cell still learns?")
 st.caption("Every run starts from the sidebar's settings (task, hidden units, optimiser, learning rate…); "
            "the grid sets the cell, the sequence length and the seed. One seed does not settle which cell is "
            "better: the band shows the range over seeds.")
+
+
+def _set_up(lesson: SweepLesson) -> None:
+    """The lesson's grid in the widgets, and its settings in the sidebar."""
+    st.session_state.update(sweep_cells=list(lesson.cells), sweep_lengths=list(lesson.lengths),
+                            sweep_seeds=lesson.seeds, sweep_steps=lesson.settings["steps"])
+    show_settings(Config(**lesson.settings))
+
+
+for lesson in SWEEP_LESSONS:
+    with st.expander(f"Lesson: {lesson.title}", icon=":material/school:"):
+        st.markdown(f"**Press:** {lesson.press}\n\n**Look at:** {lesson.look}\n\n**Expect:** {lesson.expect}")
+        st.caption(f"Source: {lesson.source}")
+        st.button("Set up this lesson's sweep", on_click=_set_up, args=(lesson,), key=f"sweep_lesson_{lesson.key}")
 if config is None:
     st.info("Fix the sidebar's settings first: every run of a sweep starts from them.")
     st.stop()
@@ -177,7 +193,8 @@ def _show(sweep_id: str) -> None:
         st.info(state["message"])
     try:
         frame = results(sweep_id, store)
-        total = len(store.sweep_configs(sweep_id))
+        configs = store.sweep_configs(sweep_id)
+        total = len(configs)
     except StoreError as error:
         st.error(f"The sweep cannot be read: {error}")
         return
@@ -186,12 +203,23 @@ def _show(sweep_id: str) -> None:
         st.rerun()                         # (the whole page: the fragment stops refreshing)
     if state is not None and state["status"] == "running":
         st.session_state["sweep_was_running"] = sweep_id
-    if len(frame) < total and (state is None or state["status"] != "running"):
-        st.button(f"Resume: run the {total - len(frame)} runs not done", key="sweep_resume",
+    missing = total - int((frame["status"] != "failed").sum())       # (a resume runs failed runs again)
+    if missing and (state is None or state["status"] != "running"):
+        st.button(f"Resume: run the {missing} runs not done", key="sweep_resume",
                   on_click=_resume, args=(sweep_id,), disabled=jobs.running() is not None)
     if frame.empty:
         st.info("No run of this sweep has finished yet.")
         return
+    for lesson in SWEEP_LESSONS:
+        if lesson.is_its_sweep(configs):
+            if len(frame) < total:
+                st.caption(f"This is the lesson \u201c{lesson.title}\u201d: its claim is checked when every run "
+                           "has finished.")
+            else:
+                holds, numbers = lesson.check(frame)
+                (st.success if holds else st.warning)(
+                    ("The lesson's claim holds on these runs. " if holds else
+                     "The lesson's claim does not hold on these runs. ") + numbers)
     failed = frame[frame["status"] == "failed"]
     if len(failed):
         st.warning(f"{len(failed)} run(s) failed: " + "; ".join(sorted(set(failed["message"].astype(str))))[:400])
