@@ -26,7 +26,7 @@ def test_every_page_opens_without_a_traceback(app):
     app.open()
     assert not app.problems()
     app.shot("open-train")
-    for title in ("Gates", "Gradients", "Step through", "Lessons", "Runs", "Compare", "Train"):
+    for title in ("Gates", "Gradients", "Step through", "Lessons", "Runs", "Compare", "Sweep", "Train"):
         app.go_to(title)
         assert not app.problems(), title
         app.shot(f"open-{title.lower().replace(' ', '-')}")
