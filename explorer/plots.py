@@ -397,6 +397,8 @@ def sweep_solved_figure(frame) -> go.Figure:
     data = _sweep_traces(done, "solved_or_budget", log=False, unsolved=done["solved_step"].isna().to_numpy())
     layout = _axes("sequence length T", "steps to solve (held-out loss < baseline / 2)", log=False)
     budgets = sorted(set(done["steps"]))
+    if budgets:                       # from 0, with the budget line (and its x marks) at the top
+        layout["yaxis"]["range"] = [0, 1.1 * float(budgets[-1])]
     layout["shapes"] = _baseline_lines([(float(b), f"step budget ({b}): x = not solved") for b in budgets],
                                        at="start")
     return _figure(data, layout, "sweep-solved", legend=_LEGEND_ON_TOP)
@@ -414,11 +416,17 @@ def sweep_grad_ratio_figure(frame) -> go.Figure:
         initial = [np.nanmedian(_positive(rows[rows["seq_len"] == t]["grad_ratio_init"].to_numpy(np.float64)))
                    if np.any(rows[rows["seq_len"] == t]["grad_ratio_init"].to_numpy(np.float64) > 0) else np.nan
                    for t in lengths]
-        data.append(_line(f"{cell} at initialisation", np.array(lengths), np.array(initial, np.float64), width=1.5,
+        data.append(_line(f"{_cell_title(cell)} at initialisation", np.array(lengths), np.array(initial, np.float64), width=1.5,
                           color=_COLORS[k % len(_COLORS)], dash="dot"))
     layout = _axes("sequence length T", "‖∂L/∂h_0‖ / ‖∂L/∂h_T‖ (after training)", log=True)
-    layout["yaxis"].update(_log_ticks([_positive(done["grad_ratio_final"].to_numpy(np.float64)),
-                                       _positive(done["grad_ratio_init"].to_numpy(np.float64))]))
+    shown = [_positive(done[c].to_numpy(np.float64)) for c in ("grad_ratio_final", "grad_ratio_init")]
+    layout["yaxis"].update(_log_ticks(shown))
+    finite = np.concatenate(shown)[np.isfinite(np.concatenate(shown))] if len(done) else np.zeros(0)
+    if len(finite):
+        # A vanished gradient spans twenty powers of ten: about eight labels, not one per power.
+        span = np.log10(finite.max()) - np.log10(finite.min())
+        if span > 8:
+            layout["yaxis"]["dtick"] = int(np.ceil(span / 8))
     return _figure(data, layout, "sweep-grad-ratio", legend=_LEGEND_ON_TOP)
 
 
@@ -443,7 +451,7 @@ def _sweep_traces(done, column: str, log: bool, unsolved: np.ndarray | None = No
         data.append({"type": "scatter", "mode": "lines", "x": lengths, "y": low, "line": {"width": 0},
                      "fill": "tonexty", "fillcolor": _translucent(color), "legendgroup": cell,
                      "showlegend": False, "hoverinfo": "skip"})
-        median_line = _line(f"{cell} (median, range over seeds)", lengths, median, markers=False, color=color)
+        median_line = _line(f"{_cell_title(cell)} (median, range over seeds)", lengths, median, markers=False, color=color)
         median_line["legendgroup"] = cell
         data.append(median_line)
         symbols = ["x" if unsolved is not None and unsolved[mask][i] else "circle" for i in range(len(rows))]
@@ -452,9 +460,13 @@ def _sweep_traces(done, column: str, log: bool, unsolved: np.ndarray | None = No
                      "marker": {"color": color, "size": 9, "symbol": symbols, "line": {"width": 1, "color": "white"}},
                      "customdata": np.stack([rows["run_id"].fillna("").to_numpy(object),
                                              rows["seed"].to_numpy(object)], axis=1),
-                     "hovertemplate": f"{cell}, T = %{{x}}, seed %{{customdata[1]}}: %{{y:.4g}}"
+                     "hovertemplate": f"{_cell_title(cell)}, T = %{{x}}, seed %{{customdata[1]}}: %{{y:.4g}}"
                                       "<br>click to open this run<extra></extra>"})
     return data
+
+
+def _cell_title(cell: str) -> str:
+    return CELLS[cell].title if cell in CELLS else cell
 
 
 def _translucent(color: str, alpha: float = 0.18) -> str:

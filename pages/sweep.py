@@ -18,6 +18,7 @@ from explorer.lessons import SWEEP_LESSONS, SweepLesson
 from explorer.store import StoreError
 from explorer.sweep import SweepJob, estimate_seconds, grid, max_page_runs, results, seconds_per_step
 from pages import keys
+from pages.charts import PRESENT_FONT
 from pages.session import ERRORS, run_store, session, store_problem
 from pages.sidebar import applied_config, show_settings, take_settings
 
@@ -178,6 +179,8 @@ def _open(run_id: str, page: str) -> None:
 
 
 def _show(sweep_id: str) -> None:
+    if st.session_state.get(keys.GO_TO):      # an Open button's callback: only a whole rerun switches page
+        st.rerun()
     job = jobs.by_id.get(sweep_id)
     state = job.state() if job is not None else None
     if state is not None and state["status"] == "running":
@@ -225,6 +228,9 @@ def _show(sweep_id: str) -> None:
         st.warning(f"{len(failed)} run(s) failed: " + "; ".join(sorted(set(failed["message"].astype(str))))[:400])
     figures = {"loss": plots.sweep_loss_figure(frame), "solved": plots.sweep_solved_figure(frame),
                "grad": plots.sweep_grad_ratio_figure(frame)}
+    if st.session_state.get(keys.PRESENT):          # legible from the back of a room
+        for figure in figures.values():
+            figure.update_layout(font={"size": PRESENT_FONT}, height=560)
     top = st.columns(2)
     picked = []
     for column, name in zip([*top, st.container()], figures):
@@ -244,7 +250,13 @@ def _show(sweep_id: str) -> None:
                      key="sweep_open_grads", width="stretch")
     else:
         st.caption("Click a run's point on a chart to open that run on the Gates or Gradients page.")
-    st.dataframe(frame[SHOWN], hide_index=True, width="stretch", key=f"sweep_rows_{sweep_id}")
+    st.dataframe(frame[SHOWN], hide_index=True, width="stretch", key=f"sweep_rows_{sweep_id}", column_config={
+        "eval_loss": st.column_config.NumberColumn("held-out loss", format="%.3g"),
+        "baseline_loss": st.column_config.NumberColumn("baseline", format="%.3g"),
+        "solved_step": st.column_config.NumberColumn("solved at step", format="%d"),
+        "grad_ratio_init": st.column_config.NumberColumn("gradient ratio, start", format="%.2e"),
+        "grad_ratio_final": st.column_config.NumberColumn("gradient ratio, end", format="%.2e"),
+        "steps_per_second": st.column_config.NumberColumn("steps/s", format="%.0f")})
     csv, parquet = st.columns(2)
     csv.download_button("Download the rows (CSV)", frame.to_csv(index=False), f"sweep-{sweep_id}.csv",
                         "text/csv", key="sweep_csv", width="stretch")
