@@ -383,8 +383,11 @@ def sweep_loss_figure(frame, loss_name: str = "held-out loss") -> go.Figure:
     layout = _axes("sequence length T", loss_name, log)
     if log:
         layout["yaxis"].update(_log_ticks([values, done["baseline_loss"].to_numpy(np.float64)]))
-    baselines = sorted(set(done["baseline_loss"].dropna().round(6)))
-    layout["shapes"] = _baseline_lines([(b, _baseline_label("baseline", b)) for b in baselines], at="start")
+    baselines = {}                   # one line per task's baseline (the same float, up to rounding)
+    for value in done["baseline_loss"].dropna():
+        baselines.setdefault(round(float(value), 9), float(value))
+    layout["shapes"] = _baseline_lines([(b, _baseline_label("baseline", b)) for b in sorted(baselines.values())],
+                                       at="start")
     return _figure(data, layout, "sweep-loss", legend=_LEGEND_ON_TOP)
 
 

@@ -458,3 +458,61 @@ def test_compare_log_axes_label_each_power_of_ten_once_the_lines_span_two():
     loss = plots.compare_heldout_figure({"a": (np.array([1, 2]), np.array([0.3, 0.9]))}, [(5.0, "b")], "loss")
     assert list(loss.layout.yaxis.tickvals) == pytest.approx([0.5, 1, 2, 5])
     assert list(loss.layout.yaxis.ticktext) == ["0.5", "1", "2", "5"]
+
+
+# -- the Sweep page's figures -------------------------------------------------------------------
+
+def _sweep_rows():
+    """A made-up sweep's rows (explorer.sweep.COLUMNS' result columns that the figures read):
+    rnn and gru, T 10 and 50, three seeds; one rnn run failed, one gradient ratio underflowed."""
+    import pandas as pd
+    rng = np.random.default_rng(0)
+    rows = []
+    for cell in ("rnn", "gru"):
+        for T in (10, 50):
+            for seed in range(3):
+                solved = None if (cell == "rnn" and T == 50) else 100 * (seed + 1)
+                rows.append({"cell": cell, "seq_len": T, "seed": seed, "steps": 400, "status": "finished",
+                             "eval_loss": float(rng.uniform(0.001, 0.2)), "baseline_loss": 1 / 6,
+                             "solved_step": solved, "grad_ratio_init": float(rng.uniform(1e-6, 1)),
+                             "grad_ratio_final": 0.0 if (cell, T, seed) == ("rnn", 50, 2) else float(rng.uniform(1e-9, 1)),
+                             "run_id": f"{cell}-{T}-{seed}"})
+    rows[1]["status"], rows[1]["eval_loss"] = "failed", None
+    frame = pd.DataFrame(rows)
+    frame["solved_step"] = frame["solved_step"].astype("Int64")
+    return frame
+
+
+def _by_name(figure, name):
+    return next(t for t in figure.data if t.name == name)
+
+
+def test_sweep_figures_draw_each_cells_median_and_range_over_seeds_and_every_run_as_a_point():
+    frame = _sweep_rows()
+    done = frame[frame["status"] != "failed"]
+    loss = plots.sweep_loss_figure(frame)
+    for cell, title in (("rnn", "RNN"), ("gru", "GRU")):
+        rows = done[done["cell"] == cell].groupby("seq_len")["eval_loss"]
+        median = _by_name(loss, f"{title} (median, range over seeds)")
+        np.testing.assert_allclose(median.y, rows.median().to_numpy())
+        band = [t for t in loss.data if t.legendgroup == cell and t.mode == "lines" and t.showlegend is False]
+        np.testing.assert_allclose(band[0].y, rows.max().to_numpy())
+        np.testing.assert_allclose(band[1].y, rows.min().to_numpy())
+        runs = _by_name(loss, f"{cell} runs")
+        assert [c[0] for c in runs.customdata] == list(done[done["cell"] == cell]["run_id"])   # a click opens it
+    assert loss.layout.yaxis.type == "log" and loss.layout.shapes[0].y0 == pytest.approx(1 / 6)
+    solved = plots.sweep_solved_figure(frame)
+    runs = _by_name(solved, "rnn runs")
+    unsolved = [s == "x" for s in runs.marker.symbol]
+    assert unsolved == list(done[done["cell"] == "rnn"]["solved_step"].isna())      # x: not solved, at the budget
+    assert all(y == 400 for y, x in zip(runs.y, unsolved) if x)
+    assert solved.layout.yaxis.range == pytest.approx((0, 440.0))
+    ratio = plots.sweep_grad_ratio_figure(frame)
+    runs = _by_name(ratio, "rnn runs")
+    assert np.isnan(runs.y[list(runs.customdata[:, 0]).index("rnn-50-2")])        # 0 has no logarithm: left out
+    gru = done[done["cell"] == "gru"]
+    np.testing.assert_allclose(_by_name(ratio, "GRU at initialisation").y,
+                               gru.groupby("seq_len")["grad_ratio_init"].median().to_numpy(), rtol=1e-6)
+    for figure in (loss, solved, ratio):
+        validated = go.Figure(figure.to_plotly_json())
+        assert json.loads(validated.to_json()) == json.loads(figure.to_json())
