@@ -135,7 +135,7 @@ def _start() -> None:
     try:
         job = SweepJob(store, configs, workers=places, owner_key=where.owner_key)
     except (StoreError, ValueError) as error:
-        st.session_state["sweep_problem"] = str(error)
+        st.session_state[keys.SWEEP_PROBLEM] = f"The sweep could not start: {error}"
         return
     with jobs.lock:
         jobs.by_id[job.sweep_id] = job
@@ -147,8 +147,8 @@ st.button("Run the sweep", type="primary", on_click=_start, disabled=bool(proble
                                 "names the sweep).")
 if running is not None and running.sweep_id != _kept().get(keys.SWEEP_PICK):
     st.info("Another sweep is running on this server; one runs at a time. Start yours when it ends.")
-if st.session_state.get("sweep_problem"):
-    st.error(f"The sweep could not start: {st.session_state.pop('sweep_problem')}")
+if st.session_state.get(keys.SWEEP_PROBLEM):
+    st.error(st.session_state.pop(keys.SWEEP_PROBLEM))
 
 # -- the sweep on show ----------------------------------------------------------------------------------
 try:
@@ -171,7 +171,7 @@ _kept()[keys.SWEEP_PICK] = shown
 def _open(run_id: str, page: str) -> None:
     run, why = where.open(run_id, where.owner_key)
     if run is None:
-        st.session_state["sweep_problem"] = why
+        st.session_state[keys.SWEEP_PROBLEM] = f"Could not open that run: {why}"
         return
     where.adopt(run)
     take_settings(run)
@@ -179,8 +179,8 @@ def _open(run_id: str, page: str) -> None:
 
 
 def _show(sweep_id: str) -> None:
-    if st.session_state.get(keys.GO_TO):      # an Open button's callback: only a whole rerun switches page
-        st.rerun()
+    if st.session_state.get(keys.GO_TO) or st.session_state.get(keys.SWEEP_PROBLEM):
+        st.rerun()         # an Open button's callback: only a whole rerun switches page (or says why not)
     job = jobs.by_id.get(sweep_id)
     state = job.state() if job is not None else None
     if state is not None and state["status"] == "running":
@@ -201,11 +201,11 @@ def _show(sweep_id: str) -> None:
     except StoreError as error:
         st.error(f"The sweep cannot be read: {error}")
         return
-    if state is not None and state["status"] != "running" and st.session_state.get("sweep_was_running") == sweep_id:
-        st.session_state.pop("sweep_was_running")
+    if state is not None and state["status"] != "running" and st.session_state.get(keys.SWEEP_WAS_RUNNING) == sweep_id:
+        st.session_state.pop(keys.SWEEP_WAS_RUNNING)
         st.rerun()                         # (the whole page: the fragment stops refreshing)
     if state is not None and state["status"] == "running":
-        st.session_state["sweep_was_running"] = sweep_id
+        st.session_state[keys.SWEEP_WAS_RUNNING] = sweep_id
     missing = total - int((frame["status"] != "failed").sum())       # (a resume runs failed runs again)
     if missing and (state is None or state["status"] != "running"):
         st.button(f"Resume: run the {missing} runs not done", key="sweep_resume",
@@ -272,7 +272,7 @@ def _resume(sweep_id: str) -> None:
     try:
         job = SweepJob(store, sweep_id=sweep_id, workers=places, owner_key=where.owner_key)
     except (StoreError, ValueError) as error:
-        st.session_state["sweep_problem"] = str(error)
+        st.session_state[keys.SWEEP_PROBLEM] = f"The sweep could not start: {error}"
         return
     with jobs.lock:
         jobs.by_id[sweep_id] = job
