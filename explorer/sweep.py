@@ -355,6 +355,7 @@ class SweepJob:
         if configs is None and sweep_id is None:
             raise ValueError("a sweep job needs configs or the id of a stored sweep")
         self.store, self.configs, self.resuming = store, configs, configs is None
+        self.owner_key = owner_key
         self.sweep_id = sweep_id or new_id()
         self.total = len(configs) if configs is not None else len(store.sweep_configs(self.sweep_id))
         self._options = dict(engine=engine, store=store, workers=workers, owner_key=owner_key,

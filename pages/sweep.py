@@ -25,6 +25,7 @@ from pages.sidebar import applied_config, show_settings, take_settings
 CELL_CHOICES = ("rnn", "lstm", "gru", "rnn-relu", "peephole", "cifg")
 LENGTHS = (5, 10, 25, 50, 75, 100, 150, 200, 300)
 REFRESH_SECONDS = 1.0
+PICK_BOX = "sweep_pick_box"
 SHOWN = ["cell", "seq_len", "seed", "eval_loss", "baseline_loss", "solved_step", "grad_ratio_init",
          "grad_ratio_final", "steps_per_second", "status", "message"]
 
@@ -46,6 +47,7 @@ class _Jobs:
     def running(self) -> SweepJob | None:
         with self.lock:
             return next((j for j in self.by_id.values() if j.state()["status"] == "running"), None)
+
 
 
 @st.cache_resource(show_spinner=False)
@@ -130,14 +132,14 @@ else:
 
 
 def _start() -> None:
-    if jobs.running() is not None:
-        return
-    try:
-        job = SweepJob(store, configs, workers=places, owner_key=where.owner_key)
-    except (StoreError, ValueError) as error:
-        st.session_state[keys.SWEEP_PROBLEM] = f"The sweep could not start: {error}"
-        return
-    with jobs.lock:
+    with jobs.lock:                       # (two sessions pressing at once: one sweep starts)
+        if any(j.state()["status"] == "running" for j in jobs.by_id.values()):
+            return
+        try:
+            job = SweepJob(store, configs, workers=places, owner_key=where.owner_key)
+        except (StoreError, ValueError) as error:
+            st.session_state[keys.SWEEP_PROBLEM] = f"The sweep could not start: {error}"
+            return
         jobs.by_id[job.sweep_id] = job
     _kept()[keys.SWEEP_PICK] = job.sweep_id
 
@@ -164,7 +166,15 @@ if shown and shown not in ids:
 if not ids:
     st.stop()
 labels = {s["id"]: f"{s['created'][:16].replace('T', ' ')} · {s['done']} of {s['runs']} runs · {s['id']}" for s in stored}
-shown = st.selectbox("Sweep", ids, index=ids.index(shown) if shown else 0, format_func=labels.get, key="sweep_pick_box")
+
+
+def _picked() -> None:
+    _kept()[keys.SWEEP_PICK] = st.session_state[PICK_BOX]
+
+
+# The box shows the sweep the page shows: a linked one, one just started, or the one picked in it.
+st.session_state[PICK_BOX] = shown or ids[0]
+shown = st.selectbox("Sweep", ids, format_func=labels.get, key=PICK_BOX, on_change=_picked)
 _kept()[keys.SWEEP_PICK] = shown
 
 
@@ -188,8 +198,9 @@ def _show(sweep_id: str) -> None:
         left = state["seconds"] / max(done, 1) * (total - done) if done else None
         st.progress(done / total, text=f"{done} of {total} runs done · {_duration(state['seconds'])}"
                                        + (f" · about {_duration(left)} left" if left is not None else ""))
-        st.button("Cancel the sweep", on_click=job.cancel, key="sweep_cancel",
-                  help="Stops it; the runs done are kept, and Resume runs the rest.")
+        if job.owner_key == where.owner_key:          # (whoever started it; others watch)
+            st.button("Cancel the sweep", on_click=job.cancel, key="sweep_cancel",
+                      help="Stops it; the runs done are kept, and Resume runs the rest.")
     elif state is not None and state["status"] == "failed":
         st.error(f"The sweep stopped: {state['message']}")
     elif state is not None and state["status"] == "cancelled":
@@ -267,14 +278,14 @@ def _show(sweep_id: str) -> None:
 
 
 def _resume(sweep_id: str) -> None:
-    if jobs.running() is not None:
-        return
-    try:
-        job = SweepJob(store, sweep_id=sweep_id, workers=places, owner_key=where.owner_key)
-    except (StoreError, ValueError) as error:
-        st.session_state[keys.SWEEP_PROBLEM] = f"The sweep could not start: {error}"
-        return
     with jobs.lock:
+        if any(j.state()["status"] == "running" for j in jobs.by_id.values()):
+            return
+        try:
+            job = SweepJob(store, sweep_id=sweep_id, workers=places, owner_key=where.owner_key)
+        except (StoreError, ValueError) as error:
+            st.session_state[keys.SWEEP_PROBLEM] = f"The sweep could not start: {error}"
+            return
         jobs.by_id[sweep_id] = job
 
 

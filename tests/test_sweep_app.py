@@ -127,3 +127,27 @@ def test_a_link_opens_a_stored_sweep_or_says_there_is_none(tmp_path):
     assert not at.exception
     assert any("No sweep with id 0123456789abcdef" in w.value for w in at.warning)
     assert np.isfinite(frame["eval_loss"]).all()
+
+
+def test_a_new_sweep_replaces_the_one_on_show_and_the_box_picks_between_them(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    first = sweep(grid({"cell": ["rnn"]}, seq_len=6, steps=30, hidden=8, eval_every=10, device="cpu"),
+                  store=store, workers=1).attrs["sweep_id"]
+    at = sweep_page({"sweep": first})
+    assert at.selectbox(key="sweep_pick_box").value == first
+    at.multiselect(key="sweep_cells").set_value(["gru"]).run()
+    at.multiselect(key="sweep_lengths").set_value([5]).run()
+    at.number_input(key="sweep_seeds").set_value(1).run()
+    at.number_input(key="sweep_steps").set_value(50).run()
+    at.button(key="sweep_run").click().run()
+    second = at.selectbox(key="sweep_pick_box").value
+    assert second != first and at.query_params["sweep"] in (second, [second])
+    deadline = time.monotonic() + 120
+    while at.get("progress"):
+        assert time.monotonic() < deadline, "the sweep did not finish"
+        time.sleep(1)
+        at.run()
+    assert [run_id for run_id, _ in points(charts(at)["sweep-loss"])] == list(results(second, store)["run_id"])
+    at.selectbox(key="sweep_pick_box").set_value(first).run()
+    assert not at.exception
+    assert [run_id for run_id, _ in points(charts(at)["sweep-loss"])] == list(results(first, store)["run_id"])
