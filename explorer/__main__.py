@@ -1,7 +1,9 @@
 """Command line: `python -m explorer train ...` trains one run; `python -m explorer bench` measures;
 `python -m explorer runs` lists, exports and deletes the runs in the run store; `python -m explorer
 trace MODEL INPUT --out PATH.parquet` traces your own model's state_dict on your sequences;
-`python -m explorer app` starts the browser app. Installed, `gate-explorer` is the same command.
+`python -m explorer sweep --grid cell=rnn,lstm,gru --seeds 3 --out results.parquet` runs a grid of
+configs and writes one row per run; `python -m explorer app` starts the browser app. Installed,
+`gate-explorer` is the same command.
 
 Every Config field is an option (--seq-len for seq_len), validated by Config itself, so
 the CLI accepts exactly what the app and the URL accept, the memory budget included. A bad
