@@ -307,16 +307,20 @@ class RunStore:
                 db.rollback()
                 raise
 
-    def add(self, run_id: str, record: RunRecord, *, owner_key: str, db=None) -> None:
+    def add(self, run_id: str, record: RunRecord, *, owner_key: str) -> None:
         """Keep a new run made into a RunRecord (by another process, say), in one transaction."""
-        if db is None:
-            with self._connect() as db:
-                return self._transaction(db, lambda: self.add(run_id, record, owner_key=owner_key, db=db))
+        with self._connect() as db:
+            self._transaction(db, lambda: self._insert(db, run_id, record, owner_key))
+
+    @staticmethod
+    def _insert(db, run_id: str, record: RunRecord, owner_key: str) -> None:
+        # The config as the run had it: not validated again here, where the memory budget
+        # (GATE_EXPLORER_MAX_RUN_MB) may be another machine's than the one that trained it.
         now = _now()
-        config = Config.from_dict(record.config)
         db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (run_id, _key_hash(owner_key), record.name, json.dumps(record.config), config.task,
-                    config.cell, record.steps, record.status, record.eval_loss, record.eval_metric, now, now))
+                   (run_id, _key_hash(owner_key), record.name, json.dumps(record.config), record.config["task"],
+                    record.config["cell"], record.steps, record.status, record.eval_loss, record.eval_metric,
+                    now, now))
         db.execute("INSERT INTO state VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                    (run_id, record.weights, record.optimizer, record.optimizer_meta, record.rng,
                     record.history, record.meta, record.data))
@@ -361,7 +365,7 @@ class RunStore:
         sweep stopped at any moment keeps whole rows only."""
         def work():
             if record is not None:
-                self.add(row["run_id"], record, owner_key=owner_key or new_key(), db=db)
+                self._insert(db, row["run_id"], record, owner_key or new_key())
             db.execute("INSERT OR REPLACE INTO sweep_rows VALUES (?, ?, ?)", (sweep_id, position, json.dumps(row)))
             db.execute("UPDATE sweeps SET updated = ? WHERE id = ?", (_now(), sweep_id))
         with self._connect() as db:

@@ -174,11 +174,16 @@ def test_cli_sweep_writes_the_columns_and_refuses_bad_input_in_one_line(tmp_path
 
 def test_a_sweep_run_is_small_in_the_store(tmp_path):
     """Only the final trace is kept: the size per run the closing note reports, bounded."""
-    from explorer.store import run_record
+    from explorer.store import new_id, new_key, run_record
     from explorer.sweep import run_one
     config = Config(cell="lstm", seq_len=50, steps=20, probe_every=10, device="cpu")
     row, record = run_one(config.to_dict())
     assert len(record.traces) == 1 and record.traces[0][0] == 20
+    store, run_id = RunStore(tmp_path / "runs.sqlite"), new_id()
+    store.add(run_id, record, owner_key=new_key())          # a record made elsewhere, kept here
+    kept = store.load(run_id)
+    assert kept.steps_done == 20 and [step for step, _ in kept.history.view().traces] == [20]
+    assert store.info(run_id).eval_loss == pytest.approx(record.eval_loss)
     trainer = Trainer(config)
     while not trainer.finished:
         trainer.step()
