@@ -44,6 +44,7 @@ YOURS_LOSS = "yours_loss"
 YOURS_NAME = "yours_name"
 COMPARE_PICK = "compare_pick"   # the runs on the Compare page (ids), which its link holds
 SWEEP_PICK = "sweep_pick"       # the sweep the Sweep page shows (its id), which its link holds
+SWEEP_RUN_PICK = "sweep_run_pick"   # the run last clicked on a Sweep chart (its id)
 SWEEP_PROBLEM = "sweep_problem"     # why a sweep could not start, or a run of it could not be opened
 SWEEP_WAS_RUNNING = "sweep_was_running"   # the sweep the page last saw running (its end reruns the page)
 

@@ -6,6 +6,7 @@ on the Gates or Gradients page. The page's link names the sweep; its rows downlo
 Parquet. One sweep runs on a server at a time, bounded by GATE_EXPLORER_MAX_SWEEP_RUNS."""
 from __future__ import annotations
 
+import functools
 import io
 import threading
 
@@ -178,6 +179,12 @@ shown = st.selectbox("Sweep", ids, format_func=labels.get, key=PICK_BOX, on_chan
 _kept()[keys.SWEEP_PICK] = shown
 
 
+def _clicked(key: str) -> None:
+    points = (st.session_state.get(key) or {}).get("selection", {}).get("points", [])
+    ids = [p["customdata"][0] for p in points if p.get("customdata") and p["customdata"][0]]
+    _kept()[keys.SWEEP_RUN_PICK] = ids[-1] if ids else None
+
+
 def _open(run_id: str, page: str) -> None:
     run, why = where.open(run_id, where.owner_key)
     if run is None:
@@ -243,13 +250,14 @@ def _show(sweep_id: str) -> None:
         for figure in figures.values():
             figure.update_layout(font={"size": PRESENT_FONT}, height=560)
     top = st.columns(2)
-    picked = []
     for column, name in zip([*top, st.container()], figures):
         with column:
-            event = st.plotly_chart(figures[name], on_select="rerun", selection_mode="points",
-                                    key=f"sweep_chart_{name}_{sweep_id}", width="stretch")
-            picked += [p.get("customdata") for p in (event.selection.points if event else []) if p.get("customdata")]
-    run_ids = [c[0] for c in picked if c and c[0]]
+            key = f"sweep_chart_{name}_{sweep_id}"
+            # Each chart keeps its own selection: the newest click, on any chart, is the run picked.
+            st.plotly_chart(figures[name], on_select=functools.partial(_clicked, key), selection_mode="points",
+                            key=key, width="stretch")
+    newest = _kept().get(keys.SWEEP_RUN_PICK)
+    run_ids = [newest] if newest and (frame["run_id"] == newest).any() else []
     if run_ids:
         row = frame[frame["run_id"] == run_ids[-1]].iloc[0]
         st.markdown(f"**Picked:** {row['cell']}, T = {row['seq_len']}, seed {row['seed']}: held-out loss "

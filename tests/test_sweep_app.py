@@ -1,8 +1,10 @@
-"""The Sweep page under AppTest: its cost before it starts, the server's cap, a sweep run from
-the page whose charts show the stored rows (every point a run, by id), the lesson's set-up, and
-links to a stored sweep or to none."""
+"""The Sweep page under AppTest: its cost before it starts (read against its widgets), the
+server's cap, a sweep run from the page whose three charts show the stored rows (every point a
+run, by id; the held-out loss as stored), the lesson's set-up, and links to a stored sweep or
+to none."""
 import base64
 import json
+import re
 import time
 from pathlib import Path
 
@@ -16,10 +18,16 @@ from explorer.store import RunStore
 from explorer.sweep import grid, results, sweep
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
+FIGURES = {"sweep-loss", "sweep-solved", "sweep-grad-ratio"}   # the charts' uirevisions
+COST = re.compile(r"\*\*Cost:\*\* (?P<runs>[\d,]+) runs × (?P<steps>[\d,]+) steps = (?P<total>[\d,]+) training "
+                  r"steps, (?P<places>\d+) at a time on this server: about \*\*.+\*\* \(a step of each cell "
+                  r"timed here at T = (?P<longest>\d+)\)\.")
 
 
 @pytest.fixture(autouse=True)
 def fresh_session(tmp_path, monkeypatch):
+    """A store of the test's own (the page reads it through a cached resource, as it does the
+    server's sweeps: both cleared, so nothing carries over from another test)."""
     monkeypatch.setenv("GATE_EXPLORER_DB", str(tmp_path / "runs.sqlite"))
     st.cache_resource.clear()
     yield
@@ -37,7 +45,9 @@ def sweep_page(link: dict | None = None) -> AppTest:
 def charts(at: AppTest) -> dict[str, dict]:
     """The page's Plotly figures by their uirevision (sweep-loss, sweep-solved, sweep-grad-ratio)."""
     figures = [json.loads(element.proto.spec) for element in at.get("plotly_chart")]
-    return {figure["layout"]["uirevision"]: figure for figure in figures}
+    out = {figure["layout"]["uirevision"]: figure for figure in figures}
+    assert len(out) == len(figures), f"two charts of one kind: {[f['layout']['uirevision'] for f in figures]}"
+    return out
 
 
 def values(array) -> np.ndarray:
@@ -52,58 +62,113 @@ def points(figure: dict) -> list[tuple[str, float]]:
     out = []
     for trace in figure["data"]:
         if trace.get("mode") == "markers":
-            out += [(custom[0], float(y)) for custom, y in zip(trace["customdata"], values(trace["y"]))]
+            ys = values(trace["y"])
+            assert len(trace["customdata"]) == len(ys)
+            out += [(custom[0], float(y)) for custom, y in zip(trace["customdata"], ys)]
     return out
 
 
-def cost(at: AppTest) -> str:
-    return next(m.value for m in at.markdown if m.value.startswith("**Cost:**"))
+def run_ids(figure: dict) -> list[str]:
+    return sorted(run_id for run_id, _ in points(figure))
+
+
+def cost(at: AppTest) -> re.Match:
+    lines = [m.value for m in at.markdown if m.value.startswith("**Cost:**")]
+    assert len(lines) == 1, f"the page has {len(lines)} cost lines"
+    match = COST.fullmatch(lines[0])
+    assert match, f"the cost line reads {lines[0]!r}"
+    return match
+
+
+def number(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def assert_cost_matches_the_widgets(at: AppTest) -> re.Match:
+    cells = at.multiselect(key="sweep_cells").value
+    lengths = at.multiselect(key="sweep_lengths").value
+    seeds, steps = int(at.number_input(key="sweep_seeds").value), int(at.number_input(key="sweep_steps").value)
+    line = cost(at)
+    runs = len(cells) * len(lengths) * seeds
+    assert number(line["runs"]) == runs
+    assert number(line["steps"]) == steps
+    assert number(line["total"]) == runs * steps
+    assert int(line["longest"]) == max(lengths)
+    assert int(line["places"]) >= 1
+    return line
 
 
 def small_grid(at: AppTest) -> AppTest:
+    """rnn and gru at T = 5 and 10, one seed, 50 steps: four runs."""
     at.multiselect(key="sweep_cells").set_value(["rnn", "gru"]).run()
     at.multiselect(key="sweep_lengths").set_value([5, 10]).run()
     at.number_input(key="sweep_seeds").set_value(1).run()
     return at.number_input(key="sweep_steps").set_value(50).run()
 
 
+def wait_for_the_sweep(at: AppTest, timeout: float = 120) -> AppTest:
+    """Rerun every second until the progress bar is gone and the charts are drawn."""
+    deadline = time.monotonic() + timeout
+    while at.get("progress") or len(at.get("plotly_chart")) < 3:
+        assert not at.exception, at.exception
+        assert time.monotonic() < deadline, f"the sweep did not finish in {timeout:g} s"
+        time.sleep(1)
+        at.run()
+    return at
+
+
 def test_the_page_says_the_cost_of_its_grid_before_it_starts():
     at = sweep_page()
     assert not at.exception
-    assert cost(at).startswith("**Cost:** 36 runs × 800 steps = 28,800 training steps")   # 3 cells × 4 lengths × 3 seeds
+    line = assert_cost_matches_the_widgets(at)                 # the defaults: 3 cells × 4 lengths × 3 seeds
+    assert (number(line["runs"]), number(line["steps"])) == (36, 800)
     small_grid(at)
     assert not at.exception
-    assert cost(at).startswith("**Cost:** 4 runs × 50 steps = 200 training steps")
+    line = assert_cost_matches_the_widgets(at)
+    assert (number(line["runs"]), number(line["total"]), line["longest"]) == (4, 200, "10")
+    at.multiselect(key="sweep_lengths").set_value([5, 10, 25]).run()
+    at.number_input(key="sweep_seeds").set_value(2).run()
+    line = assert_cost_matches_the_widgets(at)
+    assert (number(line["runs"]), line["longest"]) == (12, "25")
     assert not at.button(key="sweep_run").disabled
+    assert not at.warning
 
 
 def test_a_grid_over_the_servers_cap_is_refused(monkeypatch):
     monkeypatch.setenv("GATE_EXPLORER_MAX_SWEEP_RUNS", "3")
     at = small_grid(sweep_page())
-    assert any("4 runs is more than this server allows in one sweep (3)" in w.value for w in at.warning)
+    assert not at.exception
+    assert any("4 runs is more than this server allows in one sweep (3)" in w.value for w in at.warning), \
+        [w.value for w in at.warning]
     assert at.button(key="sweep_run").disabled
+    assert not [m for m in at.markdown if m.value.startswith("**Cost:**")]
+    at.multiselect(key="sweep_lengths").set_value([5]).run()                  # 2 runs: allowed again
+    assert not at.button(key="sweep_run").disabled
+    assert number(cost(at)["runs"]) == 2
 
 
 def test_a_sweep_run_from_the_page_draws_its_stored_rows(tmp_path):
     at = small_grid(sweep_page())
     at.button(key="sweep_run").click().run()
-    sweep_id = at.query_params["sweep"][0] if isinstance(at.query_params["sweep"], list) else at.query_params["sweep"]
-    deadline = time.monotonic() + 180
-    while at.get("progress") or len(charts(at)) < 3:
-        assert time.monotonic() < deadline, "the sweep did not finish"
-        time.sleep(1)
-        at.run()
     assert not at.exception
+    sweep_id = at.query_params["sweep"]
+    wait_for_the_sweep(at)
+    assert not at.exception
+    assert at.query_params["sweep"] == sweep_id
     frame = results(sweep_id, RunStore(tmp_path / "runs.sqlite"))
     assert len(frame) == 4 and set(frame["status"]) == {"finished"}
+    assert sorted(zip(frame["cell"], frame["seq_len"])) == [("gru", 5), ("gru", 10), ("rnn", 5), ("rnn", 10)]
+    assert len(at.get("plotly_chart")) == 3
     figures = charts(at)
-    assert set(figures) == {"sweep-loss", "sweep-solved", "sweep-grad-ratio"}
-    for figure in figures.values():
-        assert sorted(run_id for run_id, _ in points(figure)) == sorted(frame["run_id"])
+    assert set(figures) == FIGURES
+    for name, figure in figures.items():
+        assert run_ids(figure) == sorted(frame["run_id"]), name
     loss = dict(points(figures["sweep-loss"]))
+    assert len(loss) == len(frame)
     for row in frame.itertuples():
         assert loss[row.run_id] == pytest.approx(row.eval_loss, rel=1e-6)
     assert any(b.label == "Download the rows (CSV)" for b in at.get("download_button"))
+    assert not at.button(key="sweep_run").disabled                # the sweep is over: another may start
 
 
 def test_the_lessons_set_up_fills_the_grid_and_the_sidebar():
@@ -113,20 +178,39 @@ def test_the_lessons_set_up_fills_the_grid_and_the_sidebar():
     assert at.multiselect(key="sweep_cells").value == list(HOLDS_OUT.cells)
     assert at.multiselect(key="sweep_lengths").value == list(HOLDS_OUT.lengths)
     assert at.session_state["draft"]["lr"] == HOLDS_OUT.settings["lr"]
-    assert cost(at).startswith("**Cost:** 36 runs × 1,500 steps")
+    assert cost(at)["runs"] == "36" and cost(at)["steps"] == "1,500"
+    assert_cost_matches_the_widgets(at)
 
 
-def test_a_link_opens_a_stored_sweep_or_says_there_is_none(tmp_path):
+def test_a_link_to_an_unknown_sweep_says_there_is_none():
+    at = sweep_page({"sweep": "0123456789abcdef"})
+    assert not at.exception
+    assert any("No sweep with id 0123456789abcdef" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert not at.get("plotly_chart")
+
+
+def test_a_link_opens_a_stored_sweep_with_its_charts(tmp_path):
     store = RunStore(tmp_path / "runs.sqlite")
     frame = sweep(grid({"cell": ["rnn", "lstm"]}, seq_len=6, steps=30, hidden=8, eval_every=10, device="cpu"),
                   store=store, workers=1)
-    at = sweep_page({"sweep": frame.attrs["sweep_id"]})
+    sweep_id = frame.attrs["sweep_id"]
+    at = sweep_page({"sweep": sweep_id})
     assert not at.exception
-    assert sorted(run_id for run_id, _ in points(charts(at)["sweep-loss"])) == sorted(frame["run_id"])
+    assert not at.warning
+    assert at.selectbox(key="sweep_pick_box").value == sweep_id
+    assert at.query_params["sweep"] == sweep_id
+    figures = charts(at)
+    assert set(figures) == FIGURES
+    for name, figure in figures.items():
+        assert run_ids(figure) == sorted(frame["run_id"]), name
+    loss = dict(points(figures["sweep-loss"]))
+    for row in frame.itertuples():
+        assert loss[row.run_id] == pytest.approx(row.eval_loss, rel=1e-6)
+    # An unknown id, with a stored sweep on the server: said, and the stored one shown instead.
     at = sweep_page({"sweep": "0123456789abcdef"})
     assert not at.exception
     assert any("No sweep with id 0123456789abcdef" in w.value for w in at.warning)
-    assert np.isfinite(frame["eval_loss"]).all()
+    assert at.selectbox(key="sweep_pick_box").value == sweep_id
 
 
 def test_a_new_sweep_replaces_the_one_on_show_and_the_box_picks_between_them(tmp_path):
@@ -141,13 +225,10 @@ def test_a_new_sweep_replaces_the_one_on_show_and_the_box_picks_between_them(tmp
     at.number_input(key="sweep_steps").set_value(50).run()
     at.button(key="sweep_run").click().run()
     second = at.selectbox(key="sweep_pick_box").value
-    assert second != first and at.query_params["sweep"] in (second, [second])
-    deadline = time.monotonic() + 120
-    while at.get("progress"):
-        assert time.monotonic() < deadline, "the sweep did not finish"
-        time.sleep(1)
-        at.run()
+    assert second != first and at.query_params["sweep"] == second
+    wait_for_the_sweep(at)
     assert [run_id for run_id, _ in points(charts(at)["sweep-loss"])] == list(results(second, store)["run_id"])
     at.selectbox(key="sweep_pick_box").set_value(first).run()
     assert not at.exception
+    assert at.query_params["sweep"] == first
     assert [run_id for run_id, _ in points(charts(at)["sweep-loss"])] == list(results(first, store)["run_id"])
