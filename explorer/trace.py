@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from . import clamp as clamps
 from .cells import cell_of, layer_weights
 
 
@@ -36,6 +37,7 @@ class Trace:
     loss: float
     grad_input: np.ndarray            # (batch, time) ||dL/dx_t||
     layers: list[LayerTrace]
+    clamp: dict | None = None         # the what-if it was made with (explorer.clamp's normal form); None: none
 
     def to_frame(self) -> pd.DataFrame:
         """Long table (layer, sequence, t, unit, quantity, value) for export.
@@ -73,7 +75,7 @@ def _long(arr: np.ndarray, quantity: str, layer: int | None) -> pd.DataFrame:
 
 
 def trace(module: nn.Module, x, target=None,
-          loss_fn: Callable[[Tensor, object], Tensor] | None = None) -> Trace:
+          loss_fn: Callable[[Tensor, object], Tensor] | None = None, clamp=None) -> Trace:
     """Unroll `module` on x exactly, keeping every gate and the gradient norm at every step.
 
     x is laid out as the module expects (batch_first or time-first), or unbatched 2-D
@@ -81,6 +83,11 @@ def trace(module: nn.Module, x, target=None,
     return it and must give a scalar; by default the loss is the sum of the last layer's
     output at the last step. The loss should be summed, not averaged, over the sequences
     so that each sequence's gradients are its own. Dropout is not applied (as in eval mode).
+
+    clamp (a what-if, explorer/clamp.py) maps gate names to a value, or to dict(value=...,
+    units=None or [...], steps=None or (start, stop), layers=None or [...]): those gates are
+    held at the value, as constants (no gradient into their pre-activations), and everything
+    downstream follows. None or empty: no clamp.
     """
     cell = cell_of(module)
     param = next(module.parameters())
@@ -94,14 +101,18 @@ def trace(module: nn.Module, x, target=None,
     if xb.shape[1] == 0:
         raise ValueError("x has no time steps")
     xb = xb.detach()                                    # (batch, time, input)
+    clamp = clamps.check(clamp, cell, module.num_layers, module.hidden_size, xb.shape[1])
+    fixed = clamps.layer_clamps(clamp, cell, module.num_layers, module.hidden_size, xb.shape[1], xb.device)
+    # Passed only to a layer with a clamp: without one, every cell takes its fastest unroll.
+    clamped = [{"clamp": c} if c is not None else {} for c in fixed]
 
     h0 = xb.new_zeros(xb.shape[0], module.hidden_size)   # (batch, hidden)
     c0 = h0 if cell.has_cell else None
     weights = [layer_weights(module, k) for k in range(module.num_layers)]
     with torch.no_grad():
         layer_input, states = xb, []
-        for w in weights:
-            states.append(cell.unroll(layer_input, w, h0, c0, True).stack())
+        for w, extra in zip(weights, clamped):
+            states.append(cell.unroll(layer_input, w, h0, c0, True, **extra).stack())
             layer_input = states[-1].hidden                  # (batch, time, hidden)
     # Autograd only for the loss itself: dL/d(output), whatever loss_fn computes.
     output = layer_input.detach().requires_grad_(True)
@@ -119,7 +130,7 @@ def trace(module: nn.Module, x, target=None,
     grads = [None] * len(states)
     with torch.no_grad():
         for k in reversed(range(len(states))):
-            grads[k] = cell.backprop(states[k], weights[k], grad_output, h0, c0)
+            grads[k] = cell.backprop(states[k], weights[k], grad_output, h0, c0, **clamped[k])
             grad_output = grads[k].input                 # dL/dh of the layer below, or dL/dx
 
     layers = [LayerTrace(
@@ -131,7 +142,7 @@ def trace(module: nn.Module, x, target=None,
     ) for u, g in zip(states, grads)]
     grad_input = _numpy(grad_output.norm(dim=-1))       # (batch, time)
     return Trace(cell=cell.name, output=_numpy(output), loss=float(loss.detach()),
-                 grad_input=grad_input, layers=layers)
+                 grad_input=grad_input, layers=layers, clamp=clamp)
 
 
 def _numpy(t: Tensor) -> np.ndarray:

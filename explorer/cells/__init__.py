@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from . import cifg, gru, lstm, peephole, rnn
-from .base import Cell, LayerWeights, layer_weights
+from .base import Cell, LayerClamp, LayerWeights, layer_weights
 from .cifg import CIFGLSTM
 from .peephole import PeepholeLSTM
 
@@ -31,4 +31,4 @@ def cell_of(module: nn.Module) -> Cell:
     return found
 
 
-__all__ = ["CELLS", "CIFGLSTM", "Cell", "LayerWeights", "PeepholeLSTM", "cell_of", "layer_weights"]
+__all__ = ["CELLS", "CIFGLSTM", "Cell", "LayerClamp", "LayerWeights", "PeepholeLSTM", "cell_of", "layer_weights"]

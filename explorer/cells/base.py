@@ -83,6 +83,33 @@ class LayerGradients:
     pre: Tensor | None = None  # dL/d(pre-activations) (batch, time, blocks*hidden), where a cell gives them
 
 
+@dataclass
+class LayerClamp:
+    """The gates one layer holds constant (a what-if, explorer.clamp): for each gate, its value
+    and where, as a (time, hidden) bool mask. A clamped gate is a constant: its value replaces
+    the computed one in the unroll, and no gradient flows into its pre-activation."""
+
+    fixed: dict[str, tuple[float, Tensor]]   # gate -> (value, mask (time, hidden) bool)
+
+    def apply(self, name: str, t: int, gate: Tensor) -> Tensor:
+        """gate (batch, hidden) at step t with the clamped units replaced by the value."""
+        if name not in self.fixed:
+            return gate
+        value, mask = self.fixed[name]
+        return torch.where(mask[t], torch.tensor(value, dtype=gate.dtype, device=gate.device), gate)
+
+
+
+def freed(factor: Tensor, clamp: LayerClamp | None, name: str, time_major: bool = False) -> Tensor:
+    """factor (a gate's derivative with respect to its pre-activation, times what it multiplies;
+    (batch, time, hidden), or time-major) with the gate's clamped positions zeroed: a constant
+    passes no gradient back to its pre-activation."""
+    if clamp is None or name not in clamp.fixed:
+        return factor
+    free = ~clamp.fixed[name][1]                                   # (time, hidden)
+    return factor * free.unsqueeze(1 if time_major else 0).to(factor.dtype)
+
+
 def input_projection(x: Tensor, w: LayerWeights, fold_hh_bias: bool, time_major: bool = False) -> Tensor:
     """The input term of every gate for all steps in one matmul: the cheap part of the
     unroll, taken out of the sequential loop. One addmm with the biases summed first: the

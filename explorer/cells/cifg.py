@@ -13,24 +13,28 @@ import numpy as np
 import torch
 
 from . import lstm
-from .base import (Cell, Gate, LayerGradients, LayerUnroll, StepContext, UnrolledRNN, Worked, activate,
-                   input_projection, kept, num, previous, previous_line, sigma_line, sigmoid, stacked,
+from .base import (Cell, Gate, LayerClamp, LayerGradients, LayerUnroll, StepContext, UnrolledRNN, Worked, activate,
+                   freed, input_projection, kept, num, previous, previous_line, sigma_line, sigmoid, stacked,
                    steps_backwards, term)
 
 BLOCKS = ("forget", "candidate", "output")
 
 
-def unroll(x, w, h, c, keep_gates=True) -> LayerUnroll:
-    """One layer over x (batch, time, input) from state h, c (batch, hidden)."""
+def unroll(x, w, h, c, keep_gates=True, clamp: LayerClamp | None = None) -> LayerUnroll:
+    """One layer over x (batch, time, input) from state h, c (batch, hidden). A clamp holds
+    gates constant; the input gate is clamped through the forget gate (explorer.clamp), since
+    i_t = 1 − f_t holds whatever f_t is."""
     keep = kept()
     H = h.shape[-1]
     proj = input_projection(x, w, fold_hh_bias=True)  # (batch, time, 3*hidden)
     w_hh_t = w.weight_hh.t()                           # (hidden, 3*hidden)
     out = LayerUnroll(hidden=[], cell=[], gates={g: [] for g in lstm.GATES} if keep_gates else {})
-    for proj_t in proj.unbind(1):
+    for t, proj_t in enumerate(proj.unbind(1)):
         pre = torch.addmm(proj_t, h, w_hh_t)           # (batch, 3*hidden)
         forget, output = torch.sigmoid(pre[:, :H]), torch.sigmoid(pre[:, 2 * H:])
         candidate = torch.tanh(pre[:, H:2 * H])
+        if clamp is not None:
+            forget, candidate, output = (clamp.apply(n, t, v) for n, v in zip(BLOCKS, (forget, candidate, output)))
         c = torch.lerp(candidate, c, forget)           # f c_{t-1} + (1 − f) g
         h = output * torch.tanh(c)
         out.hidden.append(h)
@@ -41,7 +45,7 @@ def unroll(x, w, h, c, keep_gates=True) -> LayerUnroll:
     return out
 
 
-def backprop(u, w, grad_output, h0, c0, grad_cell_last=None) -> LayerGradients:
+def backprop(u, w, grad_output, h0, c0, grad_cell_last=None, clamp: LayerClamp | None = None) -> LayerGradients:
     """BPTT by hand; see lstm.backprop. The coupling sends dc_t into the forget gate's
     pre-activation twice: through f c_{t-1} and through (1 − f) g."""
     f, g, o = (u.gates[n] for n in BLOCKS)               # each (batch, time, hidden)
@@ -49,9 +53,9 @@ def backprop(u, w, grad_output, h0, c0, grad_cell_last=None) -> LayerGradients:
     tanh_c = torch.tanh(c)
     B, T, H = c.shape
     to_cell = o * (1 - tanh_c ** 2)                       # dh_t -> dc_t through h_t = o tanh(c_t)
-    to_pre = torch.cat([(previous(c, c0) - g) * f * (1 - f),   # dc_t -> forget pre-activation
-                        (1 - f) * (1 - g ** 2)], dim=2)        # dc_t -> candidate pre-activation (batch, time, 2*hidden)
-    to_output = tanh_c * o * (1 - o)                      # dh_t -> output gate pre-activation
+    to_pre = torch.cat([freed((previous(c, c0) - g) * f * (1 - f), clamp, "forget"),   # dc_t -> forget pre-activation
+                        freed((1 - f) * (1 - g ** 2), clamp, "candidate")], dim=2)      # dc_t -> candidate's (batch, time, 2*hidden)
+    to_output = freed(tanh_c * o * (1 - o), clamp, "output")   # dh_t -> output gate pre-activation
     grad_h, grad_c, grad_pre = [], [], []
     dh_rec = c.new_zeros(B, H)
     dc_next = c.new_zeros(B, H) if grad_cell_last is None else grad_cell_last

@@ -13,15 +13,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import (Cell, Gate, LayerGradients, LayerUnroll, StepContext, Worked, activate, input_projection, kept,
+from .base import (Cell, Gate, LayerClamp, LayerGradients, LayerUnroll, StepContext, Worked, activate, freed, input_projection, kept,
                    num, previous, previous_line, sigma_line, sigmoid, stacked, steps_backwards, term)
 
 GATES = ("reset", "update", "candidate")
 ROLES = {"reset": "gate", "update": "gate", "candidate": "tanh", "hidden": "tanh"}
 
 
-def unroll(x, w, h, c=None, keep_gates=True) -> LayerUnroll:
-    """One layer over x (batch, time, input) from state h (batch, hidden); c is unused."""
+def unroll(x, w, h, c=None, keep_gates=True, clamp: LayerClamp | None = None) -> LayerUnroll:
+    """One layer over x (batch, time, input) from state h (batch, hidden); c is unused. A
+    clamp holds gates constant (a what-if)."""
     keep = kept()
     H = h.shape[-1]
     # b_hr and b_hz may be folded into the input term; b_hn may not, because the reset
@@ -34,12 +35,16 @@ def unroll(x, w, h, c=None, keep_gates=True) -> LayerUnroll:
     w_hh_t = w.weight_hh.t()                           # (hidden, 3*hidden)
     out = LayerUnroll(hidden=[], cell=None, gates={g: [] for g in GATES} if keep_gates else {},
                       saved={"recurrent_candidate": []} if keep_gates else {})
-    for proj_t in proj.unbind(1):
+    for t, proj_t in enumerate(proj.unbind(1)):
         rec = h @ w_hh_t                               # (batch, 3*hidden)
         rz = torch.sigmoid(proj_t[:, :2 * H] + rec[:, :2 * H])
         reset, update = rz[:, :H], rz[:, H:]
+        if clamp is not None:
+            reset, update = clamp.apply("reset", t, reset), clamp.apply("update", t, update)
         rec_n = rec[:, 2 * H:] if b_hn is None else rec[:, 2 * H:] + b_hn
         candidate = torch.tanh(torch.addcmul(proj_t[:, 2 * H:], reset, rec_n))
+        if clamp is not None:
+            candidate = clamp.apply("candidate", t, candidate)
         # PyTorch's convention: an update gate near 1 keeps the old state.
         h = candidate + update * (h - candidate)
         out.hidden.append(h)
@@ -50,15 +55,15 @@ def unroll(x, w, h, c=None, keep_gates=True) -> LayerUnroll:
     return out
 
 
-def backprop(u, w, grad_output, h0, c0=None) -> LayerGradients:
-    """BPTT by hand; see lstm.backprop."""
+def backprop(u, w, grad_output, h0, c0=None, clamp: LayerClamp | None = None) -> LayerGradients:
+    """BPTT by hand; see lstm.backprop. A clamped gate's pre-activation gets no gradient."""
     r, z, n = (u.gates[name] for name in GATES)          # each (batch, time, hidden)
     h = u.hidden
     rec_n = u.saved["recurrent_candidate"]                # W_hn h_{t-1} + b_hn
     H = h.shape[-1]
-    to_update = (previous(h, h0) - n) * z * (1 - z)       # dh_t -> update gate pre-activation
-    to_candidate = (1 - z) * (1 - n ** 2)                 # dh_t -> candidate pre-activation
-    to_reset = rec_n * r * (1 - r)                        # candidate pre-act. -> reset pre-activation
+    to_update = freed((previous(h, h0) - n) * z * (1 - z), clamp, "update")   # dh_t -> update gate pre-activation
+    to_candidate = freed((1 - z) * (1 - n ** 2), clamp, "candidate")          # dh_t -> candidate pre-activation
+    to_reset = freed(rec_n * r * (1 - r), clamp, "reset")                      # candidate pre-act. -> reset's
     grad_h, grad_input_pre = [], []                       # the latter w.r.t. W_ih x + b_ih, gates (r, z, n)
     dh_rec = h.new_zeros(h.shape[0], H)
     for ext, to_z, to_n, to_r, reset, update in steps_backwards(grad_output, to_update, to_candidate, to_reset, r, z):

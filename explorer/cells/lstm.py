@@ -14,32 +14,35 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import (Cell, Gate, LayerGradients, LayerStates, LayerUnroll, StepContext, Worked, activate, input_projection, kept,
-                   num, previous, previous_line, sigma_line, sigmoid, term)
+from .base import (Cell, Gate, LayerClamp, LayerGradients, LayerStates, LayerUnroll, StepContext, Worked, activate, input_projection, kept,
+                   freed, num, previous, previous_line, sigma_line, sigmoid, term)
 
 GATES = ("input", "forget", "candidate", "output")
 ROLES = {"input": "gate", "forget": "gate", "candidate": "tanh", "output": "gate", "hidden": "tanh"}
 
 
-def unroll(x, w, h, c, keep_gates=True, peephole=False) -> LayerUnroll | LayerStates:
-    """One layer over x (batch, time, input) from state h, c (batch, hidden).
+def unroll(x, w, h, c, keep_gates=True, peephole=False, clamp: LayerClamp | None = None) -> LayerUnroll | LayerStates:
+    """One layer over x (batch, time, input) from state h, c (batch, hidden); `clamp` holds
+    some gates constant (a what-if).
 
     Three ways to the same numbers, chosen by what the caller needs:
-    - recording for autograd: one graph node per operation and step (`_unroll_graph`);
+    - recording for autograd, or with gates clamped: one graph node per operation and step
+      (`_unroll_graph`);
     - the LSTM without autograd (the trace): PyTorch's fused kernel for h_t, then every gate
       at once from h_{t-1} (`_unroll_fused`);
     - the peephole LSTM without autograd (its training forward, its trace): the loop, written
       in place into time-major buffers (`_unroll_in_place`).
     """
-    if torch.is_grad_enabled():
-        return _unroll_graph(x, w, h, c, keep_gates, peephole)
+    if torch.is_grad_enabled() or clamp is not None:
+        return _unroll_graph(x, w, h, c, keep_gates, peephole, clamp)
     if peephole:
         return _unroll_in_place(x, w, h, c)
     return _unroll_fused(x, w, h, c)
 
 
-def _unroll_graph(x, w, h, c, keep_gates, peephole) -> LayerUnroll:
-    """Step by step, each step's tensors new, so that autograd can differentiate the unroll."""
+def _unroll_graph(x, w, h, c, keep_gates, peephole, clamp=None) -> LayerUnroll:
+    """Step by step, each step's tensors new, so that autograd can differentiate the unroll
+    (or a clamp can replace a gate at any step)."""
     keep = kept()
     H = h.shape[-1]
     proj = input_projection(x, w, fold_hh_bias=True)  # (batch, time, 4*hidden)
@@ -48,7 +51,7 @@ def _unroll_graph(x, w, h, c, keep_gates, peephole) -> LayerUnroll:
         w_ci, w_cf, w_co = (w.extra[f"weight_c{g}"] for g in "ifo")   # each (hidden,)
         w_cif = torch.stack([w_ci, w_cf])                               # (2, hidden): both see c_{t-1}
     out = LayerUnroll(hidden=[], cell=[], gates={g: [] for g in GATES} if keep_gates else {})
-    for proj_t in proj.unbind(1):                      # one view per step, taken once
+    for t, proj_t in enumerate(proj.unbind(1)):        # one view per step, taken once
         pre = torch.addmm(proj_t, h, w_hh_t)           # (batch, 4*hidden)
         if peephole:
             # i and f at once: W h + W x + b + w_c ⊙ c_{t-1} for both, then one sigmoid.
@@ -58,9 +61,14 @@ def _unroll_graph(x, w, h, c, keep_gates, peephole) -> LayerUnroll:
             # One sigmoid over i, f and o at once: fewer kernel launches per step.
             input_gate, forget, _, output = torch.sigmoid(pre).split(H, dim=1)
         candidate = torch.tanh(pre[:, 2 * H:3 * H])
+        if clamp is not None:
+            input_gate, forget, candidate = (clamp.apply(n, t, v) for n, v in
+                                             zip(GATES, (input_gate, forget, candidate)))
         c = torch.addcmul(forget * c, input_gate, candidate)
         if peephole:
             output = torch.sigmoid(torch.addcmul(pre[:, 3 * H:], w_co, c))
+        if clamp is not None:
+            output = clamp.apply("output", t, output)
         h = output * torch.tanh(c)
         out.hidden.append(h)
         out.cell.append(c)
@@ -137,11 +145,13 @@ def _unroll_in_place(x, w, h, c) -> LayerStates:
                        gates={name: batch_major(v) for name, v in zip(GATES, gates.split(H, dim=2))})
 
 
-def backprop(u, w, grad_output, h0, c0, peephole=False, grad_cell_last=None) -> LayerGradients:
+def backprop(u, w, grad_output, h0, c0, peephole=False, grad_cell_last=None,
+             clamp: LayerClamp | None = None) -> LayerGradients:
     """BPTT by hand: the factors that do not depend on the incoming gradient for all steps at
     once, then only what must be sequential. Measured about twice as fast as autograd through
     the unroll, which pays per graph node. grad_cell_last: dL/dc_T from outside the layer (its
-    final cell state used downstream), if any."""
+    final cell state used downstream), if any. clamp: the gates the unroll held constant, whose
+    pre-activations get no gradient."""
     # Every factor time-major, written once where the loop reads it: the unrolls keep their
     # tensors time-major underneath, so these are views, and each pass over (time, batch,
     # hidden) costs about a millisecond here (half of this function's time went on such passes).
@@ -157,6 +167,10 @@ def backprop(u, w, grad_output, h0, c0, peephole=False, grad_cell_last=None) -> 
     torch.mul(c_previous, slope(f), out=to_pre[:, :, 1])
     torch.mul(i, torch.addcmul(c.new_ones(()), g, g, value=-1), out=to_pre[:, :, 2])
     to_output = tanh_c * slope(o)                                   # dh_t -> output gate pre-activation
+    if clamp is not None:                                           # before the peepholes fold them in
+        for block, name in enumerate(GATES[:3]):
+            to_pre[:, :, block] = freed(to_pre[:, :, block], clamp, name, time_major=True)
+        to_output = freed(to_output, clamp, "output", time_major=True)
     to_cell = torch.addcmul(o, o * tanh_c, tanh_c, value=-1)        # dh_t -> dc_t: o (1 - tanh² c_t)
     decay = f                                                       # dc_t -> dc_{t-1}, directly
     if peephole:
