@@ -1,5 +1,6 @@
 """Analyses the Gates and Gradients pages show: gate saturation, units "on" in a time range,
-and the recurrent weights' singular values against the vanishing-gradient bound."""
+units that follow a per-step target, and the recurrent weights' singular values against the
+vanishing-gradient bound."""
 from __future__ import annotations
 
 import numpy as np
@@ -83,6 +84,27 @@ def units_on(values: np.ndarray, start: int, stop: int, threshold: float = 0.5,
                           "mean_inside": mean_inside, "mean_outside": mean_outside})
     table = table[table["score"] > 0].sort_values("score", ascending=False, kind="stable")
     return table.head(top).reset_index(drop=True)
+
+
+def target_correlations(values: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Pearson r of each unit's value with a per-step target (the bracket depth, say), over
+    every (sequence, step): values (batch, time, hidden), target (batch, time) -> (hidden,).
+    A unit that never changes correlates with nothing: 0."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1, np.shape(values)[-1])   # (batch·time, hidden)
+    target = np.asarray(target, dtype=np.float64).reshape(-1)                         # (batch·time,)
+    if len(target) != len(values):
+        raise ValueError(f"the target has {len(target)} steps in all, the values {len(values)}")
+    centred, d = values - values.mean(axis=0), target - target.mean()
+    spread = np.sqrt((centred ** 2).sum(axis=0) * (d ** 2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = centred.T @ d / spread
+    return np.nan_to_num(r)
+
+
+def most_correlated(values: np.ndarray, target: np.ndarray, count: int) -> list[int]:
+    """The `count` units whose value follows the target most closely (largest |r|), best first."""
+    r = target_correlations(values, target)
+    return [int(u) for u in np.argsort(-np.abs(r), kind="stable")[:count]]
 
 
 def recurrent_spectra(module: nn.Module) -> list[dict]:

@@ -286,6 +286,49 @@ def singular_values_figure(spectra: list[dict]) -> go.Figure:
 
 # -- lessons: several runs side by side -------------------------------------------------
 
+def whatif_output_figure(quantity: str, target: np.ndarray, outputs: dict[str, np.ndarray],
+                         steps: tuple[int, int] | None, T: int) -> go.Figure:
+    """What-if: the model's output against the target for one sequence, as trained and with the
+    clamp (explorer.whatif.WhatIf.series). One value a step is drawn as lines; a task with one
+    output per sequence as three points at the last step. The clamped steps are shaded."""
+    one = len(target) == 1
+    t = np.arange(T - len(target), T)
+    colors = {"target": "#444", "as trained": _COLORS[0], "clamped": _COLORS[1]}
+    data = []
+    for name, y in (("target", target), *outputs.items()):
+        line = _line(name, t, np.asarray(y, np.float64), markers=one, color=colors.get(name),
+                     dash="dot" if name == "target" else None, width=3 if name == "clamped" else 2)
+        if one:
+            line["mode"], line["marker"] = "markers", {"size": 14, "color": colors.get(name)}
+        data.append(line)
+    layout = _axes("time step t", quantity, log=False)
+    layout["xaxis"]["range"] = [-0.5, T - 0.5]
+    layout["shapes"] = _clamped_band(steps, T)
+    return _figure(data, layout, "whatif-output", legend=_LEGEND_ON_TOP)
+
+
+def whatif_grad_figure(traces: dict[str, Trace], sequence: int, layer: int,
+                       steps: tuple[int, int] | None) -> go.Figure:
+    """What-if: ‖∂L/∂h_t‖ of one layer against t, as trained and with the clamp (log axis);
+    the clamped steps are shaded."""
+    data = []
+    for i, (name, tr) in enumerate(traces.items()):
+        norms = _positive(_bucket_mean(tr.layers[layer].grad_hidden[sequence], _MAX_TIME))
+        T = tr.grad_input.shape[1]
+        data.append(_line(f"‖∂L/∂h_t‖ {name}", _bucket_mean(np.arange(T), _MAX_TIME), norms,
+                          color=_COLORS[i], width=3 if name == "clamped" else 2))
+    layout = _axes("time step t", "gradient norm", log=True)
+    layout["shapes"] = _clamped_band(steps, T)
+    return _figure(data, layout, "whatif-grad", legend=_LEGEND_ON_TOP)
+
+
+def _clamped_band(steps: tuple[int, int] | None, T: int) -> list[dict]:
+    start, stop = steps if steps is not None else (0, T)
+    return [{"type": "rect", "xref": "x", "yref": "paper", "x0": start - 0.5, "x1": stop - 0.5, "y0": 0, "y1": 1,
+             "fillcolor": "gold", "opacity": 0.2, "line": {"width": 0}, "layer": "below",
+             "label": {"text": "clamped", "textposition": "top center", "font": {"size": 13}}}]
+
+
 def compare_loss_figure(views: dict[str, HistoryView], baseline_loss: float, loss_name: str,
                         baseline_name: str = "baseline", max_points: int = 400) -> go.Figure:
     """Training loss (thin) and held-out loss (thick, markers) of each run, one colour per run,

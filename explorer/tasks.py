@@ -131,6 +131,7 @@ class Task:
     baseline_metric: float
     options: dict  # the task's own parameters, JSON-able
     trainable = True  # False: a model to look at, not to train (your uploaded model)
+    step_target_name: str | None = None  # what a per-step numeric target measures ("depth"), if it has one
 
     def own_model(self):
         """The model this task brings (your uploaded model); None: the Trainer builds one."""
@@ -525,6 +526,7 @@ class BracketsTask(Task):
     solving it needs a counter in the state."""
 
     name, output_mode, regression = "brackets", "all", False
+    step_target_name = "depth"  # y is the nesting depth after each bracket: units can follow it
     input_size = 2  # one-hot '(' and ')'
     loss_name, metric_name, higher_is_better = "cross-entropy (nats)", "accuracy", True
     baseline_name = "depth frequencies (majority depth)"

@@ -1,10 +1,12 @@
 """Gates: every gate, c_t and h_t of one sequence as unit × time heatmaps under its input;
-picked units as lines; gate saturation per unit; units that are on in a time range."""
+picked units as lines; gate saturation per unit; units that are on in a time range; and a
+what-if: a gate held constant, the sequence run again (pages/whatif.py)."""
 import streamlit as st
 
 from explorer import analysis, plots
 from pages.charts import chart
 from pages.sequence import kept, picked, resolve, weights_note
+from pages.whatif import panel
 
 run, choice, run_every = picked()
 task = run.trainer.task
@@ -72,3 +74,4 @@ def find_units(tr, k: int, b: int, x) -> None:
 
 
 view()
+panel(run, choice)

@@ -19,6 +19,7 @@ LINKED_FOLLOW = "linked_follow"   # follow=<token> of a follow link, until the s
 FOLLOW_STOPPED = "follow_stopped"   # a follower's poll found the run stopped: the page reruns whole
 LINKED_COMPARE = "linked_compare"   # compare=<id>.<id>... of a Compare link, until the page reads it
 LINKED_SWEEP = "linked_sweep"       # sweep=<id> of a Sweep link, until the page reads it
+LINKED_CLAMP = "linked_clamp"       # clamp=<JSON> of a Gates link, until the what-if panel reads it
 RUNS_PROBLEM = "runs_problem"   # why the run picked on the Runs page could not be opened
 YOURS_NOTE = "yours_note"    # what of your uploaded sequences was left out (said once, in the sidebar)
 
@@ -46,6 +47,7 @@ COMPARE_PICK = "compare_pick"   # the runs on the Compare page (ids), which its 
 SWEEP_PICK = "sweep_pick"       # the sweep the Sweep page shows (its id), which its link holds
 SWEEP_RUN_PICK = "sweep_run_pick"   # the run last clicked on a Sweep chart (its id)
 SWEEP_PROBLEM = "sweep_problem"     # why a sweep could not start, or a run of it could not be opened
+WHATIF_CLAMP = "whatif_clamp"   # the clamp the Gates page's what-if panel shows (normal form), which its link holds
 SWEEP_WAS_RUNNING = "sweep_was_running"   # the sweep the page last saw running (its end reruns the page)
 
 

@@ -2,13 +2,15 @@
 differs from the default, the sequence, layer, unit and step picked, the lesson and
 presentation mode (the page is the URL's path), and the run: `run=<id>&key=<owner key>` (a
 lesson's: `runs=<id>.<id>...`), so a reload reattaches to it or reopens it from the store. On
-the Compare page, `compare=<id>.<id>...`: the runs it compares. A follower's link holds
+the Compare page, `compare=<id>.<id>...`: the runs it compares; on the Gates page,
+`clamp=<JSON>`: the what-if panel's clamp (explorer.clamp's normal form). A follower's link holds
 `follow=<token>` (pages/follow.py) and its own view choices, no settings and no run.
 Parameters from a URL are untrusted: each is checked by Config's own rules (ids and keys by
 their form), and what is rejected is named on the page, never raised.
 """
 from __future__ import annotations
 
+import json
 import re
 
 import streamlit as st
@@ -57,6 +59,8 @@ def read_link() -> tuple[dict, list[str]]:
                 st.session_state[keys.LINKED_SWEEP] = value             # the Sweep page looks it up
             else:
                 problems.append("sweep: not a sweep id")
+        elif name == "clamp":
+            st.session_state[keys.LINKED_CLAMP] = value       # the Gates page's what-if panel checks it
         elif name == "follow":
             if TOKEN.match(value):
                 st.session_state[keys.LINKED_FOLLOW] = value
@@ -119,6 +123,8 @@ def write_link(config: Config | None, run=None, lesson_runs: dict | None = None,
         params["compare"] = ".".join(kept[keys.COMPARE_PICK])
     if page == "sweep" and kept.get(keys.SWEEP_PICK):
         params["sweep"] = kept[keys.SWEEP_PICK]
+    if page == "gates" and kept.get(keys.WHATIF_CLAMP):
+        params["clamp"] = json.dumps(kept[keys.WHATIF_CLAMP], separators=(",", ":"))
     for name, key in VIEW.items():
         if kept.get(key):                            # 0, the default, is left out
             params[name] = str(kept[key])
