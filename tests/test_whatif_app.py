@@ -1,0 +1,81 @@
+"""The Gates page's what-if panel in AppTest: it clamps, shows both runs, puts the clamp in the
+link, restores it from a link, and says what is wrong with a bad one."""
+import json
+
+import numpy as np
+
+from test_app import app, figures, fresh_session, linked, no_exception, step, values  # noqa: F401
+
+BRACKETS = dict(task="brackets", seq_len=12)
+
+
+def gates(at):
+    at.switch_page("pages/gates.py").run()
+    no_exception(at)
+    return at
+
+
+def test_the_panel_clamps_the_forget_gate_and_shows_both_runs_side_by_side():
+    at = gates(step(app(**BRACKETS), 10))
+    assert "whatif_output_plot" not in figures(at)                     # off until asked
+    assert "clamp" not in at.query_params
+    at.toggle(key="whatif_on").set_value(True).run()
+    no_exception(at)
+    assert at.selectbox(key="whatif_gate").value == "forget" and at.slider(key="whatif_value").value == 0.0
+    labels = [m.label for m in at.metric]
+    assert {"cross-entropy (nats), as trained", "cross-entropy (nats), clamped",
+            "accuracy on this sequence, clamped"} <= set(labels)
+    charts = figures(at)
+    output = {t["name"]: values(t["y"]) for t in charts["whatif_output_plot"]["data"]}
+    assert set(output) == {"target", "as trained", "clamped"} and len(output["target"]) == 12
+    grads = {t["name"]: values(t["y"]) for t in charts["whatif_grad_plot"]["data"]}
+    assert not np.allclose(grads["‖∂L/∂h_t‖ as trained"], grads["‖∂L/∂h_t‖ clamped"])
+    assert json.loads(at.query_params["clamp"]) == {
+        "forget": {"value": 0.0, "units": None, "steps": [0, 12], "layers": None}}
+    assert any("Over all 3 probe sequences: forget = 0 at steps 0–11" in c.value for c in at.caption)
+    # Units that follow the depth: named, and the clamp holds exactly those.
+    at.radio(key="whatif_units_mode").set_value("units that follow the {target}").run()
+    no_exception(at)
+    clamp = json.loads(at.query_params["clamp"])["forget"]
+    assert len(clamp["units"]) == 3
+    named = next(c.value for c in at.caption if "follows the depth most closely" in c.value)
+    assert named.endswith(": " + ", ".join(map(str, clamp["units"])) + ".") or \
+        sorted(int(u) for u in named.rsplit(": ", 1)[1].rstrip(".").split(", ")) == clamp["units"]
+    # Switched off: no clamp in the link.
+    at.toggle(key="whatif_on").set_value(False).run()
+    assert "clamp" not in at.query_params and "whatif_output_plot" not in figures(at)
+
+
+def test_a_link_with_a_clamp_opens_the_panel_with_it():
+    clamp = {"input": {"value": 1.0, "units": [1, 4], "steps": [2, 9]}}
+    at = gates(linked({**{k: str(v) for k, v in BRACKETS.items()}, "clamp": json.dumps(clamp)}))
+    assert at.toggle(key="whatif_on").value is True
+    assert at.selectbox(key="whatif_gate").value == "input"
+    assert at.slider(key="whatif_value").value == 1.0
+    assert at.slider(key="whatif_steps").value == (2, 8)
+    assert at.multiselect(key="whatif_units").value == [1, 4]
+    assert "whatif_output_plot" in figures(at)
+    assert json.loads(at.query_params["clamp"]) == {"input": {"value": 1.0, "units": [1, 4], "steps": [2, 9],
+                                                              "layers": None}}
+
+
+def test_a_links_bad_clamp_is_named_and_left_out():
+    for clamp, words in (('{"forget": {"value": 2}}', "outside the gate's range [0, 1]"),
+                         ("not json", "The link's clamp was left out"),
+                         ('{"update": 0.5}', "choose from input, forget, candidate, output")):
+        at = gates(linked({**{k: str(v) for k, v in BRACKETS.items()}, "clamp": clamp}))
+        warnings = " ".join(w.value for w in at.warning)
+        assert "The link's clamp was left out" in warnings and words in warnings, warnings
+        assert not at.toggle(key="whatif_on").value
+
+
+def test_a_plain_rnn_has_nothing_to_clamp_and_no_units_picked_is_a_message():
+    at = gates(app(cell="rnn", **BRACKETS))
+    assert any("A plain RNN has no gates to hold constant" in i.value for i in at.info)
+    at = gates(app(**BRACKETS))
+    at.toggle(key="whatif_on").set_value(True).run()
+    at.radio(key="whatif_units_mode").set_value("units I pick").run()
+    at.multiselect(key="whatif_units").set_value([]).run()
+    no_exception(at)
+    assert any("Pick at least one unit" in i.value for i in at.info)
+    assert "clamp" not in at.query_params
