@@ -25,6 +25,7 @@ import torch
 
 from .bench import run_suite
 from .budget import HELDOUT_SIZE
+from .clamp import describe
 from .config import FIELDS, Config
 from .data import DataError, app_dir
 from .loading import NONLINEARITIES, cell_name, check_inputs, load_module, parse_loss, read_sequences, unit_loss
@@ -124,6 +125,9 @@ def _add_trace_parser(sub) -> None:
                          "output at the last step) or UNIT@STEP, one top-layer unit's h at one step")
     tr.add_argument("--prefix", help="which recurrent module, when the state_dict holds several "
                                      "(e.g. encoder.)")
+    tr.add_argument("--clamp", metavar="JSON",
+                    help='a what-if: gates held constant, as trace(clamp=...) takes them, e.g. \'{"forget": 0}\' '
+                         'or \'{"input": {"value": 1, "units": [3], "steps": [10, 20], "layers": [0]}}\'')
 
 
 def _add_runs_parser(sub) -> None:
@@ -356,7 +360,7 @@ def _trace(args) -> int:
             loss_fn = None
         else:
             loss_fn = unit_loss(*chosen, hidden=module.hidden_size, steps=x.shape[1], batch_first=not args.time_first)
-        result = trace(module, torch.from_numpy(xs), loss_fn=loss_fn)
+        result = trace(module, torch.from_numpy(xs), loss_fn=loss_fn, clamp=_clamp(args.clamp))
         result.to_frame().to_parquet(out, index=False)
     except (ValueError, DataError) as error:
         return _fail(str(error))
@@ -365,8 +369,19 @@ def _trace(args) -> int:
     except (RuntimeError, MemoryError) as error:
         return _fail(f"tracing failed: {_first_line(error)}")
     _print(f"traced {x.shape[0]} sequence{'s' * (x.shape[0] > 1)} × {x.shape[1]} steps through "
-           f"{cell_name(module)} ({module.num_layers} × {module.hidden_size} units), loss {result.loss:.6g}: {out}")
+           f"{cell_name(module)} ({module.num_layers} × {module.hidden_size} units)"
+           f"{f' with {describe(result.clamp)}' if result.clamp else ''}, loss {result.loss:.6g}: {out}")
     return 0
+
+
+def _clamp(text: str | None):
+    """--clamp's JSON, or None; ValueError (one line) when it is not JSON."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--clamp is not JSON: {error}") from None
 
 
 def _runs(args) -> int:

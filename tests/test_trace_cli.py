@@ -1,6 +1,7 @@
 """`python -m explorer trace MODEL INPUT --out PATH.parquet`: the written table is explorer.trace
 on the original module, whatever the file types, layout, loss and nonlinearity; every failure is
 one line. main() in this process, and a real process where stderr itself is the promise."""
+import json
 import pickle
 import subprocess
 import sys
@@ -222,3 +223,20 @@ def test_a_malicious_pt_fails_in_one_line_and_runs_nothing(tmp_path, files):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: evil.pt was refused"), done.stderr
     assert not target.exists() and not out.exists()
+
+
+def test_a_clamp_traces_the_what_if_and_a_bad_one_fails_in_one_line(capsys, tmp_path):
+    module = _module("lstm")
+    model, data, out = _saved(module, tmp_path / "m.safetensors"), _npy(tmp_path / "x.npy", _x((3, 6, 2))), \
+        tmp_path / "t.parquet"
+    clamp = {"forget": {"value": 0.0, "units": [1, 3], "steps": [2, 5], "layers": [1]}}
+    printed = traced(capsys, "trace", model, data, "--out", out, "--clamp", json.dumps(clamp))
+    assert "with forget = 0 on units 1, 3 at steps 2–4 in layer 2" in printed
+    assert_table(out, trace(module, torch.from_numpy(_x((3, 6, 2))), clamp=clamp).to_frame())
+    written = pd.read_parquet(out)
+    forget = written[(written.quantity == "forget") & (written.layer == 1) & written.unit.isin([1, 3])
+                     & written.t.between(2, 4)]
+    assert len(forget) == 3 * 3 * 2 and (forget.value == 0.0).all()
+    for bad, words in (("{", "--clamp is not JSON"), ('{"forget": 2}', "outside the gate's range [0, 1]")):
+        fails(capsys, "trace", model, data, "--out", tmp_path / "bad.parquet", "--clamp", bad, words=words)
+        assert not (tmp_path / "bad.parquet").exists()
