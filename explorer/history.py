@@ -196,4 +196,5 @@ def trace_nbytes(trace: Trace) -> int:
     for layer in trace.layers:
         arrays += list(layer.gates.values()) + [layer.hidden, layer.grad_hidden]
         arrays += [a for a in (layer.cell, layer.grad_cell) if a is not None]
+        arrays += list(layer.weight_grad_share.values())
     return sum(a.nbytes for a in arrays)

@@ -368,8 +368,8 @@ FORGET_GATE = Lesson(
     title="What is the forget gate for? Shut it for one step and the count is lost",
     variants=(Variant("LSTM", _COUNTING),),
     press=f"Train all: the bracket-counting LSTM of the lesson before (16 units, 40 brackets, 600 steps). "
-          f"Then, on the Gates page, turn on 'Clamp a gate': the forget gate, held at 0, steps "
-          f"{_WIPED_STEP} to {_WIPED_STEP}, all units; then held at 1.",
+          f"Then press Explore LSTM, and on the Gates page turn on 'Clamp a gate': the forget gate, held at "
+          f"0, steps clamped {_WIPED_STEP} to {_WIPED_STEP}, all units; then held at 1.",
     look="the what-if panel: the predicted depth against the true depth, as trained and clamped, and the "
          "accuracy over the probe sequences.",
     expect=f"Shut for that one step, the cells keep nothing of c_{{t−1}}: the depth predicted after "

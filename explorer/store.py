@@ -674,6 +674,8 @@ def _trace_record(trace: Trace) -> tuple[bytes, str]:
             value = getattr(layer, name)
             if value is not None:
                 arrays[f"{k}/{name}"] = value.astype(np.float32)
+        for name, value in layer.weight_grad_share.items():
+            arrays[f"{k}/share/{name}"] = value.astype(np.float32)
     meta = {"cell": trace.cell, "loss": trace.loss, "layers": len(trace.layers)}
     return zlib.compress(save_arrays({k: np.ascontiguousarray(v) for k, v in arrays.items()})), json.dumps(meta)
 
@@ -684,7 +686,10 @@ def _trace_from(blob: bytes, meta: str) -> Trace:
     layers = []
     for k in range(meta["layers"]):
         gates = {name: as32(f"{k}/gate/{name}") for name in CELLS[meta["cell"]].gates}
+        # (a run saved before traces kept the weight-gradient share has none)
+        share = {name: as32(f"{k}/share/{name}") for name in CELLS[meta["cell"]].blocks if f"{k}/share/{name}" in arrays}
         layers.append(LayerTrace(gates=gates, hidden=as32(f"{k}/hidden"), cell=as32(f"{k}/cell"),
-                                 grad_hidden=as32(f"{k}/grad_hidden"), grad_cell=as32(f"{k}/grad_cell")))
+                                 grad_hidden=as32(f"{k}/grad_hidden"), grad_cell=as32(f"{k}/grad_cell"),
+                                 weight_grad_share=share))
     return Trace(cell=meta["cell"], output=layers[-1].hidden, loss=meta["loss"],
                  grad_input=as32("grad_input"), layers=layers)

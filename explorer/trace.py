@@ -7,7 +7,7 @@ the spec; each cell's equations are in explorer/cells/.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from . import clamp as clamps
-from .cells import cell_of, layer_weights
+from .cells import Cell, cell_of, layer_weights
+from .cells.base import LayerGradients, LayerStates, previous
 
 
 @dataclass
@@ -28,6 +29,9 @@ class LayerTrace:
     cell: np.ndarray | None           # (batch, time, hidden) c_t, LSTMs only
     grad_hidden: np.ndarray           # (batch, time) ||dL/dh_t||, total derivative
     grad_cell: np.ndarray | None      # (batch, time) ||dL/dc_t||, LSTMs only
+    # Where the recurrent weights' gradient comes from in time: block (a gate's, the candidate's;
+    # a plain RNN's "W_hh") -> (batch, time), ‖δᵃ_t h_{t−1}ᵀ‖_F over its sum over t (rows sum to 1).
+    weight_grad_share: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -43,7 +47,9 @@ class Trace:
         """Long table (layer, sequence, t, unit, quantity, value) for export.
 
         Per-unit quantities (gates, hidden, cell) fill every column; gradient norms have
-        no unit, and grad_input belongs to no layer, so those cells are <NA>.
+        no unit, and grad_input belongs to no layer, so those cells are <NA>. (The table's
+        quantities are a contract of `python -m explorer trace`; the weight-gradient share is
+        exported by the Gradients page's own download.)
         """
         parts = []
         for k, layer in enumerate(self.layers):
@@ -89,6 +95,35 @@ def trace(module: nn.Module, x, target=None,
     held at the value, as constants (no gradient into their pre-activations), and everything
     downstream follows. None or empty: no clamp.
     """
+    run = _unroll_and_backprop(module, x, target, loss_fn, clamp)
+    layers = [LayerTrace(
+        gates={name: _numpy(v) for name, v in u.gates.items()},
+        hidden=_numpy(u.hidden),
+        cell=_numpy(u.cell) if u.cell is not None else None,
+        grad_hidden=_numpy(g.hidden.norm(dim=-1)),
+        grad_cell=_numpy(g.cell.norm(dim=-1)) if g.cell is not None else None,
+        weight_grad_share={name: _numpy(v) for name, v in _weight_grad_share(run.cell, u, g, run.h0).items()},
+    ) for u, g in zip(run.states, run.grads)]
+    grad_input = _numpy(run.grad_input.norm(dim=-1))    # (batch, time)
+    return Trace(cell=run.cell.name, output=_numpy(run.output), loss=run.loss,
+                 grad_input=grad_input, layers=layers, clamp=run.clamp)
+
+
+@dataclass
+class _Unrolled:
+    """trace()'s working tensors, before they become numpy: each layer's unroll and gradients."""
+
+    cell: Cell
+    states: list[LayerStates]
+    grads: list[LayerGradients]
+    h0: Tensor                        # (batch, hidden) the initial state, zeros
+    output: Tensor                    # (batch, time, hidden) the top layer's h_t
+    loss: float
+    grad_input: Tensor                # (batch, time, input) dL/dx_t
+    clamp: dict | None
+
+
+def _unroll_and_backprop(module, x, target, loss_fn, clamp) -> _Unrolled:
     cell = cell_of(module)
     param = next(module.parameters())
     x = torch.as_tensor(x).to(device=param.device, dtype=param.dtype)
@@ -132,17 +167,36 @@ def trace(module: nn.Module, x, target=None,
         for k in reversed(range(len(states))):
             grads[k] = cell.backprop(states[k], weights[k], grad_output, h0, c0, **clamped[k])
             grad_output = grads[k].input                 # dL/dh of the layer below, or dL/dx
+    return _Unrolled(cell, states, grads, h0, output.detach(), float(loss.detach()), grad_output, clamp)
 
-    layers = [LayerTrace(
-        gates={name: _numpy(v) for name, v in u.gates.items()},
-        hidden=_numpy(u.hidden),
-        cell=_numpy(u.cell) if u.cell is not None else None,
-        grad_hidden=_numpy(g.hidden.norm(dim=-1)),
-        grad_cell=_numpy(g.cell.norm(dim=-1)) if g.cell is not None else None,
-    ) for u, g in zip(states, grads)]
-    grad_input = _numpy(grad_output.norm(dim=-1))       # (batch, time)
-    return Trace(cell=cell.name, output=_numpy(output), loss=float(loss.detach()),
-                 grad_input=grad_input, layers=layers, clamp=clamp)
+
+def _weight_grad_share(cell: Cell, u: LayerStates, g: LayerGradients, h0: Tensor) -> dict[str, Tensor]:
+    """Each recurrent block's per-step share of its weight gradient: ‖δᵃ_t h_{t−1}ᵀ‖_F, which
+    for an outer product is ‖δᵃ_t‖ ‖h_{t−1}‖, over its sum over t; (batch, time) per block.
+    A sequence whose gradient is zero at every step has no share anywhere: its row is 0."""
+    H = u.hidden.shape[-1]
+    h_norm = previous(u.hidden, h0).norm(dim=-1)                        # (batch, time) ‖h_{t-1}‖
+    delta = g.recurrent_delta.unflatten(-1, (len(cell.blocks), H))      # (batch, time, blocks, hidden)
+    terms = delta.norm(dim=-1) * h_norm.unsqueeze(-1)                   # (batch, time, blocks)
+    total = terms.sum(dim=1, keepdim=True)                              # (batch, 1, blocks)
+    share = torch.where(total > 0, terms / total.clamp_min(torch.finfo(terms.dtype).tiny), 0.0)
+    return {name: share[..., j] for j, name in enumerate(cell.blocks)}
+
+
+def recurrent_weight_terms(module: nn.Module, x, target=None, loss_fn=None, clamp=None) -> list[dict[str, Tensor]]:
+    """The per-step terms of each layer's recurrent weight gradient, as matrices: for block a,
+    δᵃ_t[b] h_{t−1}[b]ᵀ, (batch, time, hidden, hidden), whose sum over batch and time is
+    dL/dW_hh's block a. What LayerTrace.weight_grad_share takes the norms of; for tests and
+    notebooks (it is (time × hidden) times the size of the share)."""
+    run = _unroll_and_backprop(module, x, target, loss_fn, clamp)
+    terms = []
+    for u, g in zip(run.states, run.grads):
+        H = u.hidden.shape[-1]
+        h_previous = previous(u.hidden, run.h0)                          # (batch, time, hidden)
+        delta = g.recurrent_delta.unflatten(-1, (len(run.cell.blocks), H))   # (batch, time, blocks, hidden)
+        terms.append({name: delta[..., j, :, None] * h_previous[..., None, :]
+                      for j, name in enumerate(run.cell.blocks)})
+    return terms
 
 
 def _numpy(t: Tensor) -> np.ndarray:

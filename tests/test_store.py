@@ -64,6 +64,9 @@ def test_a_reopened_run_equals_the_saved_one(store):
             for gate in la.gates:
                 np.testing.assert_allclose(lb.gates[gate], la.gates[gate], rtol=1e-3, atol=1e-3)
             np.testing.assert_array_equal(lb.grad_hidden, la.grad_hidden)       # gradients stay float32
+            assert list(lb.weight_grad_share) == ["reset", "update", "candidate"]
+            for block, share in la.weight_grad_share.items():
+                np.testing.assert_array_equal(lb.weight_grad_share[block], share)
         np.testing.assert_array_equal(b.grad_input, a.grad_input)
     info = store.info(run_id)
     assert (info.name, info.task, info.cell, info.steps, info.status) == ("my gru", "adding", "gru", 20, "paused")

@@ -81,6 +81,14 @@ class LayerGradients:
     cell: Tensor | None       # dL/dc_t, cells with a cell state only
     input: Tensor             # dL/dx_t of this layer's input
     pre: Tensor | None = None  # dL/d(pre-activations) (batch, time, blocks*hidden), where a cell gives them
+    # dL/d(W_hh h_{t-1} + b_hh), block by block (batch, time, blocks*hidden), so that
+    # dL/dW_hh = Σ_t δ_t h_{t-1}ᵀ; None where it is `pre` (every cell but the GRU, whose reset
+    # gate multiplies the candidate's recurrent term).
+    recurrent: Tensor | None = None
+
+    @property
+    def recurrent_delta(self) -> Tensor:
+        return self.pre if self.recurrent is None else self.recurrent
 
 
 @dataclass

@@ -64,7 +64,7 @@ def backprop(u, w, grad_output, h0, c0=None, clamp: LayerClamp | None = None) ->
     to_update = freed((previous(h, h0) - n) * z * (1 - z), clamp, "update")   # dh_t -> update gate pre-activation
     to_candidate = freed((1 - z) * (1 - n ** 2), clamp, "candidate")          # dh_t -> candidate pre-activation
     to_reset = freed(rec_n * r * (1 - r), clamp, "reset")                      # candidate pre-act. -> reset's
-    grad_h, grad_input_pre = [], []                       # the latter w.r.t. W_ih x + b_ih, gates (r, z, n)
+    grad_h, grad_input_pre, grad_recurrent = [], [], []   # w.r.t. W_ih x + b_ih and W_hh h + b_hh, gates (r, z, n)
     dh_rec = h.new_zeros(h.shape[0], H)
     for ext, to_z, to_n, to_r, reset, update in steps_backwards(grad_output, to_update, to_candidate, to_reset, r, z):
         dh = ext + dh_rec
@@ -75,7 +75,10 @@ def backprop(u, w, grad_output, h0, c0=None, clamp: LayerClamp | None = None) ->
         d_recurrent = torch.cat([d_reset, d_update, d_candidate * reset], dim=1)  # w.r.t. W_hh h + b_hh
         dh_rec = torch.addmm(dh * update, d_recurrent, w.weight_hh)
         grad_h.append(dh)
-    return LayerGradients(stacked(grad_h), None, stacked(grad_input_pre) @ w.weight_ih)
+        grad_recurrent.append(d_recurrent)
+    grad_input_pre = stacked(grad_input_pre)              # (batch, time, 3*hidden)
+    return LayerGradients(stacked(grad_h), None, grad_input_pre @ w.weight_ih, grad_input_pre,
+                          recurrent=stacked(grad_recurrent))
 
 
 def step(ctx: StepContext) -> Worked:

@@ -38,7 +38,8 @@ def backprop(u, w, grad_output, h0, c0=None, nonlinearity="tanh") -> LayerGradie
         dh_rec = d_pre @ w.weight_hh
         grad_h.append(dh)
         grad_pre.append(d_pre)
-    return LayerGradients(stacked(grad_h), None, stacked(grad_pre) @ w.weight_ih)
+    grad_pre = stacked(grad_pre)                          # (batch, time, hidden)
+    return LayerGradients(stacked(grad_h), None, grad_pre @ w.weight_ih, grad_pre)
 
 
 def step(ctx: StepContext, nonlinearity="tanh") -> Worked:
