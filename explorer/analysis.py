@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .cells import CELLS, cell_of, layer_weights
-from .trace import LayerTrace
+from .trace import LayerTrace, Trace
 
 # 1/γ, where γ bounds the derivative of the block's activation: σ' ≤ 1/4, tanh' ≤ 1, relu' ≤ 1.
 SIGMOID_BOUND, TANH_BOUND, RELU_BOUND = 4.0, 1.0, 1.0
@@ -105,6 +105,25 @@ def most_correlated(values: np.ndarray, target: np.ndarray, count: int) -> list[
     """The `count` units whose value follows the target most closely (largest |r|), best first."""
     r = target_correlations(values, target)
     return [int(u) for u in np.argsort(-np.abs(r), kind="stable")[:count]]
+
+
+def weight_share_frame(traces: list[tuple[int, Trace]], sequence: int, layer: int) -> pd.DataFrame:
+    """One sequence's weight-gradient share over training, for download: a row per recorded
+    step and time step, a column per block (LayerTrace.weight_grad_share)."""
+    frames = []
+    for step, tr in traces:
+        share = tr.layers[layer].weight_grad_share
+        if share:
+            T = next(iter(share.values())).shape[1]
+            frames.append(pd.DataFrame({"step": step, "t": np.arange(T),
+                                        **{block: values[sequence] for block, values in share.items()}}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["step", "t"])
+
+
+def salient_share(share: np.ndarray, salient: list[dict[int, str]]) -> np.ndarray:
+    """Each sequence's weight-gradient share (batch, time) summed over its own salient steps
+    (Task.salient_steps, one dict per sequence): (batch,)."""
+    return np.array([share[b, list(steps)].sum() if steps else 0.0 for b, steps in enumerate(salient)])
 
 
 def recurrent_spectra(module: nn.Module) -> list[dict]:

@@ -241,6 +241,56 @@ def grad_history_figure(traces: list[tuple[int, Trace]], sequence: int, layer: i
     return _figure(data, layout, f"grad-history-layer{layer}")
 
 
+def weight_share_figure(trace: Trace, sequence: int, layer: int, blocks: list[str],
+                        salient: dict[int, str] | None = None) -> go.Figure:
+    """Where the recurrent weight gradient comes from in time: each chosen block's share of
+    ‖δᵃ_t h_{t−1}ᵀ‖ at every step t (log axis: a vanishing gradient leaves the early steps
+    orders of magnitude below the late ones). The task's salient steps (the adding problem's
+    markers) are drawn as dashed lines."""
+    shares = trace.layers[layer].weight_grad_share
+    T = trace.grad_input.shape[1]
+    t = _bucket_mean(np.arange(T), _MAX_TIME)
+    data = [_line(_block_title(trace.cell, block), t, _positive(_bucket_mean(shares[block][sequence], _MAX_TIME)),
+                  color=_COLORS[i % len(_COLORS)], markers=T <= 60)
+            for i, block in enumerate(blocks)]
+    layout = _axes("time step t", "share of the weight gradient", log=True)
+    layout["yaxis"].update(_log_ticks([d["y"] for d in data]))
+    layout["shapes"] = _salient_lines(salient)
+    return _figure(data, layout, f"weight-share-layer{layer}", legend=_LEGEND_ON_TOP)
+
+
+def weight_share_history_figure(traces: list[tuple[int, Trace]], sequence: int, layer: int, block: str,
+                                salient: dict[int, str] | None = None) -> go.Figure:
+    """log₁₀ of one block's weight-gradient share at each time step (x) for each recorded
+    training step (y): whether the learning signal reaches the early steps as training goes."""
+    kept = [(step, tr) for step, tr in traces if block in tr.layers[layer].weight_grad_share]
+    rows = [tr.layers[layer].weight_grad_share[block][sequence] for _, tr in kept]
+    T = rows[0].shape[0] if rows else 0
+    z = np.stack([_log10(r) for r in rows]) if rows else np.zeros((0, 0), np.float32)
+    name = _block_title(kept[0][1].cell if kept else "lstm", block)
+    data = [{"type": "heatmap", "z": _heatmap(z, len(z), _MAX_TIME), "x": _centres(T, _MAX_TIME),
+             "y": np.array([step for step, _ in kept], np.int32), "coloraxis": "coloraxis",
+             "hovertemplate": f"t %{{x}}<br>step %{{y}}<br>log₁₀ share ({name}) = %{{z:.2f}}<extra></extra>"}]
+    layout = _axes("time step t", "training step", log=False)
+    layout["yaxis"]["type"] = "category"
+    layout["coloraxis"] = {"colorscale": _SEQUENTIAL,
+                           "colorbar": {"title": {"text": "log₁₀ share", "side": "right"}, "thickness": 14}}
+    layout["shapes"] = _salient_lines(salient)
+    return _figure(data, layout, f"weight-share-history-layer{layer}")
+
+
+def _block_title(cell: str, block: str) -> str:
+    return "W_hh" if block == "W_hh" else quantity_title(cell, block)
+
+
+def _salient_lines(salient: dict[int, str] | None) -> list[dict]:
+    """A dashed line at each of a task's salient steps ({t: what it is}, Task.salient_steps)."""
+    return [{"type": "line", "xref": "x", "yref": "paper", "x0": t, "x1": t, "y0": 0, "y1": 1,
+             "line": {"dash": "dash", "color": "#d62728", "width": 2},
+             "label": {"text": f"{name} t = {t}", "textposition": "end", "font": {"size": 13}}}
+            for t, name in (salient or {}).items()]
+
+
 def input_grad_figure(trace: Trace, sequence: int, x_input: np.ndarray,
                       time_labels: list[str] | None = None,
                       feature_names: list[str] | None = None) -> go.Figure:

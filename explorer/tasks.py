@@ -209,6 +209,11 @@ class Task:
         """How a person builds a sequence of this task by hand; None where no builder fits."""
         return None
 
+    def salient_steps(self, x: Tensor | np.ndarray) -> dict[int, str]:
+        """The steps of one sequence x (time, features) its answer hangs on, named (the adding
+        problem's markers), for time axes to mark; {} where no step stands out."""
+        return {}
+
     def describe_sequence(self, x: Tensor, y: Tensor) -> str:
         """A short description of one sequence x (time, features) with target y, for a picker."""
         symbols = self.time_labels(x[:40])
@@ -266,6 +271,10 @@ class AddingTask(Task):
     def describe_sequence(self, x, y):
         marked = torch.nonzero(x[:, 1] > 0.5).flatten().tolist()
         return f"markers at t = {', '.join(map(str, marked))}; target {float(y.flatten()[0]):.2f}"
+
+    def salient_steps(self, x):
+        marked = np.flatnonzero(np.asarray(x)[:, 1] > 0.5)
+        return {int(t): "marker" for t in marked}
 
     def handmade(self):
         T = self.seq_len

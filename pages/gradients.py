@@ -1,5 +1,6 @@
 """Gradients: how far back the gradient reaches. ‖∂L/∂h_t‖ (and ‖∂L/∂c_t‖) against t, the
-same over training, the input's connectivity, and the recurrent weights' singular values."""
+same over training, where the recurrent weights' gradient comes from in time, the input's
+connectivity, and the recurrent weights' singular values."""
 import streamlit as st
 
 from explorer import analysis, plots
@@ -38,6 +39,8 @@ def view() -> None:
             chart(lambda: plots.grad_history_figure(shown.recorded, b, k, quantity), key="grad_history_plot",
                   shared=shown.shared(run, k, quantity))
 
+    weight_share(shown, k)
+
     st.subheader("Input connectivity ‖∂L/∂x_t‖")
     st.caption("How much each input step moves the loss (Distill, 'Memorization in RNNs').")
     chart(lambda: plots.input_grad_figure(tr, b, shown.x, time_labels=task.time_labels(shown.x),
@@ -52,6 +55,39 @@ def view() -> None:
     weights_step = run.trainer.steps_done if isinstance(run, Followed) else None
     chart(lambda: plots.singular_values_figure(run.inspect(lambda model: analysis.recurrent_spectra(model.rnn))),
           key="spectra_plot", shared=(run.id, run.trainer.config, weights_step) if weights_step is not None and run.id else None)
+
+
+def weight_share(shown, k: int) -> None:
+    """Where the learning comes from in time: each step's share of a W_hh block's gradient."""
+    tr, b = shown.trace, shown.sequence
+    st.subheader("Where the learning comes from in time")
+    shares = tr.layers[k].weight_grad_share
+    if not shares:
+        st.info("This probe was saved before runs kept the weight gradient's share per step: train on, or "
+                "pick a sequence built by hand, to see it.")
+        return
+    blocks = tuple(shares)
+    cell = tr.cell
+    block = kept(st.radio, "Block of W_hh", blocks, key="share_block", default=blocks[0], horizontal=True,
+                 format_func=lambda name: "W_hh" if name == "W_hh" else plots.quantity_title(cell, name))
+    salient = task.salient_steps(shown.x)
+    row = shares[block][b]
+    said = (f"The steps marked on the axis (t = {', '.join(map(str, salient))}) hold "
+            f"{row[list(salient)].sum():.1%} of it; " if salient else "")
+    st.caption(f"Layer {k + 1}: dL/dW_hh is a sum over steps of δ_t h_{{t−1}}ᵀ (Cashman et al.'s RNNbow). "
+               f"Each point is one step's share of that block's sum for this sequence. {said}{'t' if said else 'T'}he last 5 steps "
+               f"hold {row[-5:].sum():.1%}. A learning signal that vanishes on its way back in time leaves the "
+               "early steps orders of magnitude below the late ones.")
+    chart(lambda: plots.weight_share_figure(tr, b, k, [block], salient), key="weight_share_plot",
+          shared=shown.shared(run, k, block, "share"))
+    if shown.recorded is not None and task.trainable:
+        st.caption("The same over training, one row per recorded probe.")
+        chart(lambda: plots.weight_share_history_figure(shown.recorded, b, k, block, salient),
+              key="weight_share_history_plot", shared=shown.shared(run, k, block, "share history"))
+    history = shown.recorded if shown.recorded is not None else [(shown.step, tr)]
+    st.download_button("Download the share per step (CSV)",
+                       lambda: analysis.weight_share_frame(history, b, k).to_csv(index=False),
+                       "weight-gradient-share.csv", "text/csv", key="share_csv", on_click="ignore")
 
 
 view()
