@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.colors import get_colorscale
+from plotly.colors import get_colorscale, sample_colorscale
 import plotly.io as pio
 from plotly.colors import qualitative
 
+from . import diagram
 from .cells import CELLS
 from .history import HistoryView
 from .trace import Trace
@@ -377,6 +378,95 @@ def _clamped_band(steps: tuple[int, int] | None, T: int) -> list[dict]:
     return [{"type": "rect", "xref": "x", "yref": "paper", "x0": start - 0.5, "x1": stop - 0.5, "y0": 0, "y1": 1,
              "fillcolor": "gold", "opacity": 0.2, "line": {"width": 0}, "layer": "below",
              "label": {"text": "clamped", "textposition": "top center", "font": {"size": 13}}}]
+
+
+_GATE_SCALE = [[0.0, "#ffffff"], [1.0, "#6baed6"]]     # σ gates 0..1: white to a blue text stays legible on
+_NODE_SIZE = {"gate": 66, "tanh": 66, "state": 58, "op": 26}
+
+
+def cell_diagram_figure(trace: Trace, sequence: int, layer: int, unit: int | None, t: int,
+                        x_input: np.ndarray | None = None, max_frames: int = 200) -> go.Figure:
+    """The cell as the classic diagram (explorer/diagram.py) with one unit's real values (or,
+    unit None, the mean over units) at step t: each gate's value as its colour and number, the
+    cell-state line from c_{t−1} to c_t. Frames for the steps (at most max_frames, evenly
+    spaced, always t itself) let Plotly's own ▶ play it along time, and its slider pick a step."""
+    shape = diagram.layout(trace.cell)
+    T = trace.grad_input.shape[1]
+    at = {node.name: node for node in shape.nodes}
+    steps = sorted({*range(0, T, max(1, -(-T // max_frames))), t})
+    who = f"unit {unit}" if unit is not None else "mean over units"
+    title = f"{CELLS[trace.cell].title}, layer {layer + 1}, {who}"
+
+    def points(step: int) -> dict:
+        numbers = diagram.values(trace, sequence, layer, step, unit)
+        text, colours, custom = [], [], []
+        for node in shape.nodes:
+            value = numbers.get(node.name)
+            if node.name == "x" and x_input is not None:
+                shown = ", ".join(f"{v:.3g}" for v in np.asarray(x_input)[step][:3])
+                text.append(f"<b>{node.label}</b><br>({shown}{', …' if np.shape(x_input)[-1] > 3 else ''})")
+            else:
+                text.append(f"<b>{node.label}</b>" + (f"<br>{value:.3f}" if value is not None else ""))
+            custom.append(np.nan if value is None else value)
+            colours.append(_node_colour(node.kind, value))
+        return {"text": text, "customdata": custom, "marker": {"color": colours}}
+
+    base = {"type": "scatter", "mode": "markers+text", "name": "cell", "hoverinfo": "skip", "showlegend": False,
+            "x": [n.x for n in shape.nodes], "y": [n.y for n in shape.nodes],
+            "textposition": [n.text_at for n in shape.nodes],
+            "textfont": {"size": 13, "color": "#111"},
+            "marker": {"symbol": ["square" if n.kind in ("gate", "tanh") else "circle" for n in shape.nodes],
+                       "size": [_NODE_SIZE[n.kind] for n in shape.nodes], "line": {"color": "#333", "width": 1.5}}}
+    first = points(t)
+    data = [{**base, **first, "marker": {**base["marker"], **first["marker"]}}]
+    frames = [{"name": str(step), "data": [points(step)], "traces": [0],
+               "layout": {"title": {"text": f"{title}, t = {step}"}}} for step in steps]
+    arrows = [{"x": at[target].x, "y": at[target].y, "ax": at[source].x, "ay": at[source].y,
+               "xref": "x", "yref": "y", "axref": "x", "ayref": "y", "text": "", "showarrow": True,
+               "arrowhead": 2, "arrowsize": 1.2, "arrowwidth": 2.2 if not dashed else 1.4,
+               "arrowcolor": "#555" if not dashed else "#d62728", "standoff": _NODE_SIZE[at[target].kind] / 2 + 2,
+               "startstandoff": _NODE_SIZE[at[source].kind] / 2 + 2, "opacity": 1.0 if not dashed else 0.7}
+              for source, target, dashed in shape.arrows]
+    # The inputs meet on one bus along the bottom, and the bus feeds each gate from below.
+    bus_start = min(at[name].x for name in shape.fed) - 1.0 if shape.fed else 0.0
+    arrows += [{"x": bus_start, "y": diagram.BUS_Y, "ax": at[name].x, "ay": at[name].y, "xref": "x", "yref": "y",
+                "axref": "x", "ayref": "y", "text": "", "showarrow": True, "arrowhead": 0, "arrowwidth": 2.2,
+                "arrowcolor": "#555", "startstandoff": _NODE_SIZE[at[name].kind] / 2 + 2}
+               for name in shape.feeding]
+    arrows += [{"x": at[name].x, "y": at[name].y, "ax": at[name].x, "ay": diagram.BUS_Y, "xref": "x", "yref": "y",
+                "axref": "x", "ayref": "y", "text": "", "showarrow": True, "arrowhead": 2, "arrowsize": 1.2,
+                "arrowwidth": 2.2, "arrowcolor": "#555", "standoff": _NODE_SIZE[at[name].kind] / 2 + 2}
+               for name in shape.fed]
+    bus = [{"type": "line", "xref": "x", "yref": "y", "x0": bus_start, "x1": max(at[n].x for n in shape.fed),
+            "y0": diagram.BUS_Y, "y1": diagram.BUS_Y, "line": {"color": "#555", "width": 2.2}}] if shape.fed else []
+    play = {"type": "buttons", "direction": "left", "x": 0.0, "y": -0.02, "xanchor": "left", "yanchor": "top",
+            "showactive": False, "pad": {"t": 0, "r": 10},
+            "buttons": [{"label": "▶ Play", "method": "animate",
+                         "args": [None, {"frame": {"duration": 350, "redraw": True}, "fromcurrent": True,
+                                         "transition": {"duration": 0}}]},
+                        {"label": "❚❚ Pause", "method": "animate",
+                         "args": [[None], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate"}]}]}
+    slider = {"active": steps.index(t), "x": 0.2, "len": 0.8, "y": -0.02, "yanchor": "top", "pad": {"t": 0},
+              "currentvalue": {"prefix": "t = ", "font": {"size": 14}},
+              "steps": [{"label": str(step), "method": "animate",
+                         "args": [[str(step)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True},
+                                                "transition": {"duration": 0}}]} for step in steps]}
+    hidden_axis = {"visible": False, "fixedrange": True}
+    layout = {"title": {"text": f"{title}, t = {t}"}, "height": 520, "annotations": arrows, **({"shapes": bus} if bus else {}),
+              "xaxis": {**hidden_axis, "range": [-0.3, 12.3]}, "yaxis": {**hidden_axis, "range": [-0.4, 7.0]},
+              "updatemenus": [play], "sliders": [slider], "margin": {"l": 10, "r": 10, "t": 50, "b": 90}}
+    figure = _figure(data, layout, f"cell-diagram-{trace.cell}")
+    figure.frames = [go.Frame(frame) for frame in frames]
+    return figure
+
+
+def _node_colour(kind: str, value: float | None) -> str:
+    """A gate's colour from its value (σ: 0..1; tanh and states: −1..1, clipped); ops are grey."""
+    if value is None or kind == "op":
+        return "#eeeeee"
+    if kind == "gate":
+        return sample_colorscale(_GATE_SCALE, [float(np.clip(value, 0.0, 1.0))])[0]
+    return sample_colorscale(_DIVERGING, [0.2 + 0.6 * (float(np.clip(value, -1.0, 1.0)) + 1) / 2])[0]
 
 
 def compare_loss_figure(views: dict[str, HistoryView], baseline_loss: float, loss_name: str,

@@ -79,7 +79,9 @@ function draw(graph, version, figure) {
   figure = figure || JSON.parse(version);
   graph.style.minHeight = (figure.layout.height || 450) + "px";   // no jump while Plotly loads
   plotlyReady().then(
-    (Plotly) => Plotly.react(graph, figure.data, figure.layout, CONFIG),
+    // Frames, where a figure has them, let its own ▶ and slider animate it (the cell diagram).
+    (Plotly) => Plotly.react(graph, {data: figure.data, layout: figure.layout, frames: figure.frames || [],
+                                     config: CONFIG}),
     (error) => { graph.textContent = "The chart could not load Plotly: " + error.message; },
   );
 }

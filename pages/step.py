@@ -1,9 +1,12 @@
 """Step through: the chosen cell's equations with the real numbers of one unit at one time
-step of the chosen sequence, traced with the weights as they are now."""
+step of the chosen sequence, traced with the weights as they are now; and the cell drawn as
+the classic diagram with the same numbers, which Plotly's own ▶ plays along time."""
 import streamlit as st
 
+from explorer import plots
 from explorer.stepthrough import StepThrough, step_through
 from pages import keys
+from pages.charts import chart
 from pages.session import current_run
 from pages.sidebar import applied_config
 from pages.sequence import choose, kept, weights_note
@@ -36,18 +39,29 @@ unit = kept(pick.number_input, "unit", key=keys.STEP_UNIT, default=0, min_value=
             valid=lambda v: isinstance(v, int) and 0 <= v < H)
 
 
-def _worked(model) -> tuple[StepThrough, int]:
+def _worked(model):
     # Traced and read under one lock: the weights cannot change between the two.
     tr = trainer.trace(x, y)
-    return step_through(model.rnn, tr, x[0].cpu().numpy(), 0, choice.layer, int(t), int(unit)), trainer.steps_done
+    return (step_through(model.rnn, tr, x[0].cpu().numpy(), 0, choice.layer, int(t), int(unit)), trainer.steps_done,
+            tr)
 
 
-s, weights_step = run.inspect(_worked)
+s, weights_step, traced = run.inspect(_worked)
 labels = task.time_labels(x[0].cpu().numpy())
 at = f" (input “{labels[t]}”)" if labels else ""
 st.caption(f"Layer {choice.layer + 1}, unit {unit}, time step t = {t}{at}; "
            f"{weights_note(run, weights_step).lower()}. Each W·v is that unit's row of the weight matrix times the vector; "
            f"‖x_t‖ = {s.input_norm:.4g} for this layer's input.")
+
+mean = kept(st.toggle, "Diagram: the mean over units", key="step_diagram_mean", default=False,
+            help="The diagram shows the unit picked above, or each quantity's mean over the layer's units.")
+layer_input = x[0].cpu().numpy() if choice.layer == 0 else None
+with st.container(key="cell_diagram"):
+    chart(plots.cell_diagram_figure(traced, 0, choice.layer, None if mean else int(unit), int(t), layer_input),
+          key="cell_diagram_plot")
+st.caption("Each box is a gate, coloured by its value (σ gates white at 0 to blue at 1; tanh and states blue at "
+           "−1, white at 0, red at +1); the top line carries the state from t−1 to t. ▶ Play runs it along "
+           "time with Plotly's own frames; ◀ ▶ above move it and the equations together.")
 
 for line in s.lines:
     st.latex(line)
