@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from .trace import Trace
 
@@ -129,3 +130,9 @@ def values(trace: Trace, sequence: int, layer: int, t: int, unit: int | None) ->
     else:
         out["hidden_gate"] = out["hidden"]
     return out
+
+
+def frame(trace: Trace, sequence: int, layer: int, unit: int | None) -> pd.DataFrame:
+    """Every number the diagram shows at every step, for download: a row per step t."""
+    T = trace.layers[layer].hidden.shape[1]
+    return pd.DataFrame([{"t": t, **values(trace, sequence, layer, t, unit)} for t in range(T)])

@@ -3,7 +3,7 @@ step of the chosen sequence, traced with the weights as they are now; and the ce
 the classic diagram with the same numbers, which Plotly's own ▶ plays along time."""
 import streamlit as st
 
-from explorer import plots
+from explorer import diagram, plots
 from explorer.stepthrough import StepThrough, step_through
 from pages import keys
 from pages.charts import chart
@@ -59,6 +59,9 @@ layer_input = x[0].cpu().numpy() if choice.layer == 0 else None
 with st.container(key="cell_diagram"):
     chart(plots.cell_diagram_figure(traced, 0, choice.layer, None if mean else int(unit), int(t), layer_input),
           key="cell_diagram_plot")
+st.download_button("Download the diagram's numbers at every step (CSV)",
+                   lambda: diagram.frame(traced, 0, choice.layer, None if mean else int(unit)).to_csv(index=False),
+                   "cell-diagram.csv", "text/csv", key="diagram_csv", on_click="ignore")
 st.caption("Each box is a gate, coloured by its value (σ gates white at 0 to blue at 1; tanh and states blue at "
            "−1, white at 0, red at +1); the top line carries the state from t−1 to t. ▶ Play runs it along "
            "time with Plotly's own frames; ◀ ▶ above move it and the equations together.")

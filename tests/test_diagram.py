@@ -106,3 +106,14 @@ def test_the_figure_is_valid_plotly(cell):
     tr, x = _traced(cell)
     figure = plots.cell_diagram_figure(tr, 0, 0, 0, 0, x_input=x[0])
     assert json.loads(go.Figure(figure.to_plotly_json()).to_json()) == json.loads(figure.to_json())
+
+
+def test_the_download_holds_the_diagrams_numbers_at_every_step():
+    tr, x = _traced("cifg")
+    from explorer.diagram import frame
+    table = frame(tr, 2, 0, 1)
+    assert list(table["t"]) == list(range(T))
+    for t in (0, 5, T - 1):
+        row = table.iloc[t]
+        for name, value in _expected(tr, 2, 0, t, 1).items():
+            assert row[name] == pytest.approx(value, abs=1e-6)
