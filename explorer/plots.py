@@ -344,16 +344,19 @@ def whatif_output_figure(quantity: str, target: np.ndarray, outputs: dict[str, n
     output per sequence as three points at the last step. The clamped steps are shaded."""
     one = len(target) == 1
     t = np.arange(T - len(target), T)
-    colors = {"target": "#444", "as trained": _COLORS[0], "clamped": _COLORS[1]}
+    colors = {"target": "#c8c8c8", "as trained": _COLORS[0], "clamped": _COLORS[1]}
     data = []
     for name, y in (("target", target), *outputs.items()):
+        # The target as a wide grey band under the lines: an output on target still shows it.
         line = _line(name, t, np.asarray(y, np.float64), markers=one, color=colors.get(name),
-                     dash="dot" if name == "target" else None, width=3 if name == "clamped" else 2)
+                     width={"target": 7, "clamped": 3}.get(name, 2))
         if one:
             line["mode"], line["marker"] = "markers", {"size": 14, "color": colors.get(name)}
         data.append(line)
     layout = _axes("time step t", quantity, log=False)
     layout["xaxis"]["range"] = [-0.5, T - 0.5]
+    if quantity == "depth":                              # whole levels of nesting
+        layout["yaxis"]["dtick"] = 1
     layout["shapes"] = _clamped_band(steps, T)
     return _figure(data, layout, "whatif-output", legend=_LEGEND_ON_TOP)
 
