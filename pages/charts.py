@@ -60,6 +60,11 @@ const CONFIG = %(config)s;
 function plotlyReady() {
   // One load per tab, shared by every chart on every page.
   if (!window.__gateExplorerPlotly) {
+    // Plotly rejects a playing animation's promise, with no reason, when its Pause button (or a
+    // new figure) interrupts it, and nothing catches that: it is not an error, so say so once.
+    window.addEventListener("unhandledrejection", (event) => {
+      if (event.reason === undefined) event.preventDefault();
+    });
     window.__gateExplorerPlotly = new Promise((resolve, reject) => {
       if (window.Plotly) return resolve(window.Plotly);
       const script = document.createElement("script");
