@@ -79,17 +79,18 @@ def _gru() -> Layout:
     nodes = (
         Node("h_prev", "h<sub>t−1</sub>", 0.7, 6.0, "state"), Node("h_prev_in", "h<sub>t−1</sub>", 0.7, 2.2, "state"),
         Node("x", "x<sub>t</sub>", 0.7, 0.4, "state"),
-        Node("reset", "r<sub>t</sub>", 3.0, 2.6, "gate"), Node("update", "z<sub>t</sub>", 5.2, 2.6, "gate"),
+        # z first, then r beside the candidate it multiplies: no arrow crosses a gate.
+        Node("update", "z<sub>t</sub>", 3.0, 2.6, "gate"), Node("reset", "r<sub>t</sub>", 5.5, 2.6, "gate"),
         Node("candidate", "n<sub>t</sub>", 8.0, 2.6, "tanh"),
-        Node("kept", "z<sub>t</sub> h<sub>t−1</sub>", 5.2, 6.0, "op", "top center"),
-        Node("one_minus", "1 − z<sub>t</sub>", 6.6, 4.0, "op", "middle left"),
+        Node("kept", "z<sub>t</sub> h<sub>t−1</sub>", 3.0, 6.0, "op", "top center"),
+        Node("one_minus", "1 − z<sub>t</sub>", 4.6, 4.3, "op", "middle left"),
         Node("written", "(1 − z<sub>t</sub>) n<sub>t</sub>", 8.0, 4.6, "op", "middle right"),
         Node("sum", "+", 8.0, 6.0, "op", "top center"), Node("hidden", "h<sub>t</sub>", 11.3, 6.0, "state"),
     )
     arrows = (("h_prev", "kept", False), ("update", "kept", False), ("kept", "sum", False),
               ("update", "one_minus", False), ("one_minus", "written", False), ("candidate", "written", False),
               ("written", "sum", False), ("sum", "hidden", False), ("reset", "candidate", False))
-    return Layout(nodes, arrows, ("reset", "update", "candidate"), ("h_prev_in", "x"))
+    return Layout(nodes, arrows, ("update", "reset", "candidate"), ("h_prev_in", "x"))
 
 
 def _rnn(phi: str) -> Layout:

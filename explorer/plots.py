@@ -417,7 +417,7 @@ def cell_diagram_figure(trace: Trace, sequence: int, layer: int, unit: int | Non
     base = {"type": "scatter", "mode": "markers+text", "name": "cell", "hoverinfo": "skip", "showlegend": False,
             "x": [n.x for n in shape.nodes], "y": [n.y for n in shape.nodes],
             "textposition": [n.text_at for n in shape.nodes],
-            "textfont": {"size": 13, "color": "#111"},
+            "textfont": {"color": "#111"},     # the layout's size: larger in presentation mode
             "marker": {"symbol": ["square" if n.kind in ("gate", "tanh") else "circle" for n in shape.nodes],
                        "size": [_NODE_SIZE[n.kind] for n in shape.nodes], "line": {"color": "#333", "width": 1.5}}}
     first = points(t)
