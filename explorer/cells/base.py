@@ -107,7 +107,6 @@ class LayerClamp:
         return torch.where(mask[t], torch.tensor(value, dtype=gate.dtype, device=gate.device), gate)
 
 
-
 def freed(factor: Tensor, clamp: LayerClamp | None, name: str, time_major: bool = False) -> Tensor:
     """factor (a gate's derivative with respect to its pre-activation, times what it multiplies;
     (batch, time, hidden), or time-major) with the gate's clamped positions zeroed: a constant

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from . import lstm
-from .base import (Cell, Gate, LayerClamp, LayerGradients, LayerUnroll, StepContext, UnrolledRNN, Worked, activate,
-                   freed, input_projection, kept, num, previous, previous_line, sigma_line, sigmoid, stacked,
-                   steps_backwards, term)
+from .base import (Cell, Gate, LayerClamp, LayerGradients, LayerUnroll, StepContext, UnrolledRNN, Worked,
+                   activate, freed, input_projection, kept, num, previous, previous_line, sigma_line, sigmoid,
+                   stacked, steps_backwards, term)
 
 BLOCKS = ("forget", "candidate", "output")
 
@@ -53,8 +53,9 @@ def backprop(u, w, grad_output, h0, c0, grad_cell_last=None, clamp: LayerClamp |
     tanh_c = torch.tanh(c)
     B, T, H = c.shape
     to_cell = o * (1 - tanh_c ** 2)                       # dh_t -> dc_t through h_t = o tanh(c_t)
-    to_pre = torch.cat([freed((previous(c, c0) - g) * f * (1 - f), clamp, "forget"),   # dc_t -> forget pre-activation
-                        freed((1 - f) * (1 - g ** 2), clamp, "candidate")], dim=2)      # dc_t -> candidate's (batch, time, 2*hidden)
+    to_pre = torch.cat([freed((previous(c, c0) - g) * f * (1 - f), clamp, "forget"),  # dc_t -> forget pre-act.
+                        freed((1 - f) * (1 - g ** 2), clamp, "candidate")],          # dc_t -> candidate pre-act.
+                       dim=2)                                                          # (batch, time, 2*hidden)
     to_output = freed(tanh_c * o * (1 - o), clamp, "output")   # dh_t -> output gate pre-activation
     grad_h, grad_c, grad_pre = [], [], []
     dh_rec = c.new_zeros(B, H)

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import (Cell, Gate, LayerClamp, LayerGradients, LayerUnroll, StepContext, Worked, activate, freed, input_projection, kept,
-                   num, previous, previous_line, sigma_line, sigmoid, stacked, steps_backwards, term)
+from .base import (Cell, Gate, LayerClamp, LayerGradients, LayerUnroll, StepContext, Worked, activate, freed,
+                   input_projection, kept, num, previous, previous_line, sigma_line, sigmoid, stacked,
+                   steps_backwards, term)
 
 GATES = ("reset", "update", "candidate")
 ROLES = {"reset": "gate", "update": "gate", "candidate": "tanh", "hidden": "tanh"}

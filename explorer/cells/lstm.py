@@ -14,14 +14,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import (Cell, Gate, LayerClamp, LayerGradients, LayerStates, LayerUnroll, StepContext, Worked, activate, input_projection, kept,
-                   freed, num, previous, previous_line, sigma_line, sigmoid, term)
+from .base import (Cell, Gate, LayerClamp, LayerGradients, LayerStates, LayerUnroll, StepContext, Worked, activate,
+                   freed, input_projection, kept, num, previous, previous_line, sigma_line, sigmoid, term)
 
 GATES = ("input", "forget", "candidate", "output")
 ROLES = {"input": "gate", "forget": "gate", "candidate": "tanh", "output": "gate", "hidden": "tanh"}
 
 
-def unroll(x, w, h, c, keep_gates=True, peephole=False, clamp: LayerClamp | None = None) -> LayerUnroll | LayerStates:
+def unroll(x, w, h, c, keep_gates=True, peephole=False,
+           clamp: LayerClamp | None = None) -> LayerUnroll | LayerStates:
     """One layer over x (batch, time, input) from state h, c (batch, hidden); `clamp` holds
     some gates constant (a what-if).
 
