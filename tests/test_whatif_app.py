@@ -79,3 +79,12 @@ def test_a_plain_rnn_has_nothing_to_clamp_and_no_units_picked_is_a_message():
     no_exception(at)
     assert any("Pick at least one unit" in i.value for i in at.info)
     assert "clamp" not in at.query_params
+
+
+def test_a_large_model_is_traced_on_the_chosen_sequence_alone():
+    at = gates(app(task="brackets", seq_len=40, hidden=512, layers=3))       # 3 × 40 × 512 > 50,000
+    at.toggle(key="whatif_on").set_value(True).run()
+    no_exception(at)
+    captions = " ".join(c.value for c in at.caption)
+    assert "traced on the chosen sequence alone" in captions and "Over all" not in captions
+    assert "whatif_output_plot" in figures(at)
