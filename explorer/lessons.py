@@ -45,6 +45,7 @@ class Lesson:
     expect: str         # what the class should see
     source: str         # the claim's source
     check: Callable[[dict[str, "Trainer"]], tuple[bool, str]]
+    what_if: str | None = None   # a clamp (JSON, explorer.clamp) the Gates page's what-if opens with on Explore
 
 
 class _NotReady(Exception):
@@ -368,8 +369,8 @@ FORGET_GATE = Lesson(
     title="What is the forget gate for? Shut it for one step and the count is lost",
     variants=(Variant("LSTM", _COUNTING),),
     press=f"Train all: the bracket-counting LSTM of the lesson before (16 units, 40 brackets, 600 steps). "
-          f"Then press Explore LSTM, and on the Gates page turn on 'Clamp a gate': the forget gate, held at "
-          f"0, steps clamped {_WIPED_STEP} to {_WIPED_STEP}, all units; then held at 1.",
+          f"Then press Explore LSTM: the Gates page opens with its what-if on every unit's forget gate held at "
+          f"0 at step {_WIPED_STEP} alone. Then move 'Held at' to 1.",
     look="the what-if panel: the predicted depth against the true depth, as trained and clamped, and the "
          "accuracy over the probe sequences.",
     expect=f"Shut for that one step, the cells keep nothing of c_{{t−1}}: the depth predicted after "
@@ -380,6 +381,7 @@ FORGET_GATE = Lesson(
     source="Gers, Schmidhuber & Cummins 2000 (Learning to forget: continual prediction with LSTM); "
            "Greff et al. 2017 (removing the forget gate hurts most of the LSTM's parts).",
     check=_checked(("LSTM",), _check_forget_gate),
+    what_if=f'{{"forget": {{"value": 0, "steps": [{_WIPED_STEP}, {_WIPED_STEP + 1}]}}}}',
 )
 
 

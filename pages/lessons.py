@@ -31,6 +31,9 @@ def _explore(label: str) -> None:
     where.adopt(run)
     take_settings(run)
     st.session_state[keys.GO_TO] = "pages/gates.py"
+    chosen = KNOWN.get(st.session_state.get(keys.LESSON))
+    if chosen is not None and chosen.what_if is not None:
+        st.session_state[keys.LINKED_CLAMP] = chosen.what_if     # the Gates page's what-if opens on it
 
 wanted = ALIASES.get(st.session_state.get(keys.LESSON), st.session_state.get(keys.LESSON))
 st.session_state[keys.LESSON] = wanted           # a former key: the link gets the current one

@@ -88,3 +88,19 @@ def test_a_large_model_is_traced_on_the_chosen_sequence_alone():
     captions = " ".join(c.value for c in at.caption)
     assert "traced on the chosen sequence alone" in captions and "Over all" not in captions
     assert "whatif_output_plot" in figures(at)
+
+
+def test_the_forget_gate_lessons_explore_opens_the_gates_page_on_its_what_if():
+    from streamlit.testing.v1 import AppTest
+
+    from test_app import APP
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["lesson"] = "forget-gate"
+    at.run()
+    at.switch_page("pages/lessons.py").run()
+    next(b for b in at.button if b.label == "Explore LSTM").click().run()
+    no_exception(at)
+    assert at.toggle(key="whatif_on").value is True and at.slider(key="whatif_steps").value == (20, 20)
+    assert json.loads(at.query_params["clamp"]) == {"forget": {"value": 0.0, "units": None, "steps": [20, 21],
+                                                               "layers": None}}
+    assert "whatif_output_plot" in figures(at)
