@@ -346,7 +346,8 @@ def whatif_output_figure(quantity: str, target: np.ndarray, outputs: dict[str, n
     t = np.arange(T - len(target), T)
     colors = {"target": "#c8c8c8", "as trained": _COLORS[0], "clamped": _COLORS[1]}
     data = []
-    for name, y in (("target", target), *outputs.items()):
+    shown = [("target", target)] if not np.isnan(np.asarray(target, np.float64)).all() else []   # none: your model
+    for name, y in (*shown, *outputs.items()):
         # The target as a wide grey band under the lines: an output on target still shows it.
         line = _line(name, t, np.asarray(y, np.float64), markers=one, color=colors.get(name),
                      width={"target": 7, "clamped": 3}.get(name, 2))

@@ -43,9 +43,13 @@ class WhatIf:
         """(what is plotted, the target, each variant's output) for one sequence, one value a
         step ("all" tasks) or one in all ("last" tasks): the prediction itself for a regression
         of one value, the predicted class for the bracket depth, else the probability given to
-        the right answer (whose target is then 1)."""
+        the right answer (whose target is then 1). Your own model has no head and no target: its
+        top layer's h_t summed over units, the target all NaN."""
         target = y[sequence].cpu().numpy()
         out = {v: self.predictions[v][sequence] for v in VARIANTS}   # (out,) or (time, out)
+        if not task.trainable:          # your model: no head, no target; its top layer's h_t, summed
+            T = out["as trained"].shape[0]
+            return "Σ over units of the top layer's h_t", np.full(T, np.nan), {v: o.sum(-1) for v, o in out.items()}
         if task.regression:
             return "output", target.reshape(-1), {v: o.reshape(-1) for v, o in out.items()}
         if task.name == "brackets":

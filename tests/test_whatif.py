@@ -118,3 +118,22 @@ def test_the_whatif_figures_draw_both_runs_and_shade_the_clamped_steps(brackets,
     assert all(t.mode == "markers" and list(t.x) == [11] for t in single.data)
     for f in (figure, grads, single):                # the builders skip validation; check it here
         assert json.loads(go.Figure(f.to_plotly_json()).to_json()) == json.loads(f.to_json())
+
+
+def test_your_own_model_shows_its_top_layers_h_with_no_target():
+    from explorer.yours import ModelTask, YourModel
+    torch.manual_seed(0)
+    module = torch.nn.GRU(2, 5, batch_first=True)
+    task = ModelTask(module, np.random.default_rng(0).standard_normal((3, 9, 2)).astype(np.float32))
+    x, y = task.heldout(3, 0)
+    result = compare(YourModel(module), task, x, y, {"update": {"value": 1.0, "steps": (2, 5)}})
+    quantity, target, outputs = result.series(task, y, 1)
+    assert quantity.startswith("Σ over units") and np.isnan(target).all() and len(target) == 9
+    with torch.no_grad():
+        expected = module(x)[0][1].sum(-1).numpy()
+    np.testing.assert_allclose(outputs["as trained"], expected, rtol=1e-5, atol=1e-6)
+    frame = result.frame(task, y, 1, 0)
+    assert len(frame) == 9 and frame["target"].isna().all()
+    assert result.correct is None
+    figure = plots.whatif_output_figure(quantity, target, outputs, (2, 5), 9)
+    assert [t.name for t in figure.data] == ["as trained", "clamped"]          # no target to draw
