@@ -256,3 +256,68 @@ def test_a_plain_rnn_has_nothing_to_clamp():
     module = nn.RNN(INPUT, HIDDEN, batch_first=True).double()
     with pytest.raises(ValueError, match="has no gates to clamp"):
         trace(module, _input(), clamp={"input": 0.0})
+
+
+# -- fuzzing: any clamp a user can write ---------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from explorer.cells import CELLS  # noqa: E402
+from explorer.clamp import RANGES, check  # noqa: E402
+
+_MODULES_2 = {kind: _module(kind, layers=2) for kind in MODULES}
+
+
+@st.composite
+def _valid_clamps(draw):
+    kind = draw(st.sampled_from(list(MODULES)))
+    cell = CELLS[kind]
+    gates = draw(st.lists(st.sampled_from(cell.gates), min_size=1, max_size=2, unique=True))
+    if kind == "cifg" and {"input", "forget"} <= set(gates):     # coupled: one of the two at a time
+        gates.remove("input")
+    clamp = {}
+    for gate in gates:
+        lo, hi = RANGES[cell.roles[gate]]
+        value = draw(st.floats(lo, hi, allow_nan=False))
+        if draw(st.booleans()):
+            clamp[gate] = value
+            continue
+        start = draw(st.integers(0, TIME - 1))
+        clamp[gate] = {
+            "value": value,
+            "units": draw(st.none() | st.lists(st.integers(0, HIDDEN - 1), min_size=1, max_size=HIDDEN)),
+            "steps": draw(st.none() | st.integers(start + 1, TIME).map(lambda stop: (start, stop))),
+            "layers": draw(st.none() | st.lists(st.integers(0, 1), min_size=1, max_size=2)),
+        }
+    return kind, clamp
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_valid_clamps())
+def test_any_valid_clamp_equals_the_equations(case):
+    kind, clamp = case
+    module, x = _MODULES_2[kind], _input()
+    _assert_matches(_traced(module, x, clamp), _reference(kind, module, x, clamp))
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                   max_size=4), max_leaves=12)
+_NEAR = st.dictionaries(st.sampled_from(["forget", "input", "update", "candidate", "output", "x"]),
+                        _JSON | st.fixed_dictionaries({}, optional={k: _JSON for k in
+                                                                     ("value", "units", "steps", "layers")}),
+                        max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(list(MODULES)), _JSON | _NEAR)
+def test_anything_else_is_a_value_error_or_a_normal_form(kind, clamp):
+    """Whatever a link or a notebook passes, check() answers a normal form or a ValueError."""
+    try:
+        normal = check(clamp, CELLS[kind], 2, HIDDEN, TIME)
+    except ValueError:
+        return
+    if normal is not None:                                    # what it accepted, trace accepts
+        assert set(normal) <= set(CELLS[kind].gates)
+        trace(_MODULES_2[kind], _input(), clamp=normal)
