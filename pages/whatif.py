@@ -70,7 +70,7 @@ def choose(cell, task, run, x, y, layer: int, layers: int, hidden: int, T: int) 
     value = kept(middle.slider, "Held at", key="whatif_value", default=lo, min_value=lo, max_value=hi, step=0.05,
                  valid=lambda v: lo <= v <= hi)
     first, last = kept(right.slider, "Steps clamped (first, last)", key="whatif_steps", default=(0, T - 1),
-                       min_value=0, max_value=T - 1, valid=lambda r: 0 <= r[0] <= r[1] < T)
+                       min_value=0, max_value=T - 1, valid=lambda r: 0 <= r[0] <= r[1] < T)   # (T ≥ 2 everywhere)
     target = task.step_target_name
     modes = UNITS[:3 if target else 2]
     labels = {m: m.format(target=target) for m in modes}
@@ -85,8 +85,9 @@ def choose(cell, task, run, x, y, layer: int, layers: int, hidden: int, T: int) 
             st.info("Pick at least one unit.")
             return None
     elif mode == UNITS[2]:
+        most = min(hidden, 16)
         count = kept(units_column.slider, "How many", key="whatif_top", default=min(3, hidden), min_value=1,
-                     max_value=min(hidden, 16), valid=lambda n: 1 <= n <= min(hidden, 16))
+                     max_value=most, valid=lambda n: 1 <= n <= most) if most > 1 else 1
         quantity = "cell" if cell.has_cell else "hidden"
         traced = run.trace(x, y)
         units = analysis.most_correlated(getattr(traced.layers[layer], quantity), y.cpu().numpy(), count)

@@ -137,3 +137,11 @@ def test_your_own_model_gets_the_what_if_too(tmp_path):
     assert names == ["as trained", "clamped"]
     assert json.loads(at.query_params["clamp"]) == {"update": {"value": 0.0, "units": None, "steps": [0, 15],
                                                                "layers": [1]}}
+
+
+def test_one_unit_is_enough_to_follow_the_depth():
+    at = gates(app(task="brackets", seq_len=12, hidden=1))
+    at.toggle(key="whatif_on").set_value(True).run()
+    at.radio(key="whatif_units_mode").set_value("units that follow the {target}").run()
+    no_exception(at)
+    assert json.loads(at.query_params["clamp"])["forget"]["units"] == [0]
