@@ -5,6 +5,7 @@ import json
 import numpy as np
 
 from test_app import app, figures, fresh_session, linked, no_exception, step, values  # noqa: F401
+from test_your_model_app import saved  # noqa: F401 (a fixture: your model saved as a run)
 
 BRACKETS = dict(task="brackets", seq_len=12)
 
@@ -106,31 +107,11 @@ def test_the_forget_gate_lessons_explore_opens_the_gates_page_on_its_what_if():
     assert "whatif_output_plot" in figures(at)
 
 
-def test_your_own_model_gets_the_what_if_too(tmp_path):
+def test_your_own_model_gets_the_what_if_too(saved):
     """An uploaded 2-layer GRU: the panel clamps the layer the page shows and draws its h_t, with
     no target (the model has no head)."""
-    import numpy as np
-    import torch
-    from streamlit.testing.v1 import AppTest
-    from torch import nn
-
-    from explorer import Run, Status, Trainer
-    from explorer.store import RunStore, new_key
-    from explorer.yours import look_inside
-    from test_app import APP
-
-    torch.manual_seed(3)
-    module = nn.GRU(2, 6, 2, batch_first=True).eval()
-    x = np.random.default_rng(0).normal(size=(4, 15, 2)).astype(np.float32)
-    config, task, _ = look_inside(module, x, "last", ["left", "right"], "walk.npy")
-    key = new_key()
-    run = Run(config, trainer=Trainer(config, task=task), store=RunStore(tmp_path / "runs.sqlite"),
-              owner_key=key, name="my gru", status=Status.FINISHED)
-    run.save()
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.query_params.update({"run": run.id, "key": key, "layer": "1"})
-    at.run()
-    at = gates(at)
+    _, _, run_id, key = saved
+    at = gates(linked({"run": run_id, "key": key, "layer": "1"}))
     at.toggle(key="whatif_on").set_value(True).run()
     no_exception(at)
     names = [t["name"] for t in figures(at)["whatif_output_plot"]["data"]]
