@@ -349,8 +349,9 @@ def whatif_output_figure(quantity: str, target: np.ndarray, outputs: dict[str, n
     shown = [("target", target)] if not np.isnan(np.asarray(target, np.float64)).all() else []   # none: your model
     for name, y in (*shown, *outputs.items()):
         # The target as a wide grey band under the lines: an output on target still shows it.
+        # The clamped line dashed: where it equals the line as trained, that one shows through.
         line = _line(name, t, np.asarray(y, np.float64), markers=one, color=colors.get(name),
-                     width={"target": 7, "clamped": 3}.get(name, 2))
+                     width={"target": 7, "clamped": 3}.get(name, 2), dash="dash" if name == "clamped" else None)
         if one:
             line["mode"], line["marker"] = "markers", {"size": 14, "color": colors.get(name)}
         data.append(line)
@@ -371,8 +372,10 @@ def whatif_grad_figure(traces: dict[str, Trace], sequence: int, layer: int,
         norms = _positive(_bucket_mean(tr.layers[layer].grad_hidden[sequence], _MAX_TIME))
         T = tr.grad_input.shape[1]
         data.append(_line(f"‖∂L/∂h_t‖ {name}", _bucket_mean(np.arange(T), _MAX_TIME), norms,
-                          color=_COLORS[i], width=3 if name == "clamped" else 2))
+                          color=_COLORS[i], width=3 if name == "clamped" else 2,
+                          dash="dash" if name == "clamped" else None))
     layout = _axes("time step t", "gradient norm", log=True)
+    layout["yaxis"].update(_log_ticks([d["y"] for d in data]))
     layout["shapes"] = _clamped_band(steps, T)
     return _figure(data, layout, "whatif-grad", legend=_LEGEND_ON_TOP)
 
@@ -381,7 +384,7 @@ def _clamped_band(steps: tuple[int, int] | None, T: int) -> list[dict]:
     start, stop = steps if steps is not None else (0, T)
     return [{"type": "rect", "xref": "x", "yref": "paper", "x0": start - 0.5, "x1": stop - 0.5, "y0": 0, "y1": 1,
              "fillcolor": "gold", "opacity": 0.2, "line": {"width": 0}, "layer": "below",
-             "label": {"text": "clamped", "textposition": "top center", "font": {"size": 13}}}]
+             "label": {"text": "clamped", "textposition": "top left", "font": {"size": 12}}}]
 
 
 _GATE_SCALE = [[0.0, "#ffffff"], [1.0, "#6baed6"]]     # σ gates 0..1: white to a blue text stays legible on

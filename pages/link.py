@@ -61,6 +61,9 @@ def read_link() -> tuple[dict, list[str]]:
                 problems.append("sweep: not a sweep id")
         elif name == "clamp":
             st.session_state[keys.LINKED_CLAMP] = value       # the Gates page's what-if panel checks it
+            layer = linked_layer(value)
+            if layer is not None and "layer" not in params:    # the picker opens on the layer it clamps
+                st.session_state.setdefault(keys.KEPT, {})[keys.PICK_LAYER] = layer
         elif name == "follow":
             if TOKEN.match(value):
                 st.session_state[keys.LINKED_FOLLOW] = value
@@ -81,6 +84,20 @@ def read_link() -> tuple[dict, list[str]]:
         problems.append(f"the combination: {error}")
         draft = defaults
     return draft, problems
+
+
+def linked_layer(text: str) -> int | None:
+    """The one layer a link's clamp names, if it names exactly one (the Gates page's layer picker
+    opens on it); None otherwise, or for text that is not such a clamp (the what-if panel says why)."""
+    try:
+        clamp = json.loads(text)
+    except ValueError:
+        return None
+    specs = list(clamp.values()) if isinstance(clamp, dict) else []
+    chosen = specs[0].get("layers") if len(specs) == 1 and isinstance(specs[0], dict) else None
+    if isinstance(chosen, list) and len(chosen) == 1 and isinstance(chosen[0], int) and not isinstance(chosen[0], bool):
+        return chosen[0] if chosen[0] >= 0 else None
+    return None
 
 
 def settings_params(config: Config | None) -> dict[str, str]:

@@ -36,7 +36,7 @@ def panel(run, choice: Choice) -> None:
     alone = len(x) > 1 and layers * T * hidden > WHOLE_PROBE_SET
     if alone:
         x, y, sequence = x[sequence:sequence + 1], y[sequence:sequence + 1], 0
-    restore_link(cell, layers, hidden, T)
+    restore_link(cell, layers, hidden, T, choice.layer)
     st.caption("Force a gate to a value of your choosing on some units and steps, and run the same "
                "sequence again with the same weights. The clamped gate is a constant: everything after it "
                "(the cell state, the output, the loss, every gradient) follows.")
@@ -93,7 +93,7 @@ def choose(cell, task, run, x, y, layer: int, layers: int, hidden: int, T: int) 
         units = analysis.most_correlated(getattr(traced.layers[layer], quantity), y.cpu().numpy(), count)
         units_column.caption(f"The {count} unit{'s' * (count > 1)} whose {'c_t' if cell.has_cell else 'h_t'} "
                              f"follows the {target} most closely over these sequences (|Pearson r|): "
-                             f"{', '.join(map(str, units))}.")
+                             f"{', '.join(map(str, sorted(units)))}.")
     return {gate: {"value": float(value), "units": units, "steps": (int(first), int(last) + 1),
                    "layers": [layer] if layers > 1 else None}}
 
@@ -137,8 +137,9 @@ def kept_clamp(clamp: dict | None) -> None:
         store.pop(keys.WHATIF_CLAMP, None)
 
 
-def restore_link(cell, layers: int, hidden: int, T: int) -> None:
-    """A link's clamp=..., once: set the panel's widgets to it, or say why it does not fit."""
+def restore_link(cell, layers: int, hidden: int, T: int, shown_layer: int) -> None:
+    """A link's clamp=..., once: set the panel's widgets to it, or say why it does not fit. The
+    panel clamps the layer the page shows; a clamp of other or several layers says so."""
     linked = st.session_state.pop(keys.LINKED_CLAMP, None)
     if linked is None:
         return
@@ -159,3 +160,8 @@ def restore_link(cell, layers: int, hidden: int, T: int) -> None:
     for key, value in values.items():
         store[key] = value
         st.session_state.pop(key, None)               # the kept value, not a stale widget's
+    if layers > 1 and spec["layers"] != [shown_layer]:
+        named = "every layer" if spec["layers"] is None else \
+            "layers " + ", ".join(str(k + 1) for k in spec["layers"])
+        st.info(f"The link's clamp named {named}; the panel clamps one layer, the one the page shows "
+                f"(layer {shown_layer + 1}). Pick another in 'Layer' above.")

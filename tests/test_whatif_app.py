@@ -126,3 +126,22 @@ def test_one_unit_is_enough_to_follow_the_depth():
     at.radio(key="whatif_units_mode").set_value("units that follow the {target}").run()
     no_exception(at)
     assert json.loads(at.query_params["clamp"])["forget"]["units"] == [0]
+
+
+def test_a_links_clamp_of_one_layer_opens_that_layer_and_of_every_layer_says_the_panel_takes_one():
+    two = {**{k: str(v) for k, v in BRACKETS.items()}, "layers": "2"}
+    at = gates(linked({**two, "clamp": json.dumps({"forget": {"value": 0, "layers": [1]}})}))
+    assert at.selectbox(key="pick_layer").value == 1
+    assert json.loads(at.query_params["clamp"])["forget"]["layers"] == [1]
+    assert not any("the panel clamps one layer" in i.value for i in at.info)
+    st_clear()
+    at = gates(linked({**two, "clamp": json.dumps({"forget": 0})}))
+    assert any("The link's clamp named every layer; the panel clamps one layer, the one the page shows (layer 1)"
+               in i.value for i in at.info)
+    assert json.loads(at.query_params["clamp"])["forget"]["layers"] == [0]
+
+
+def st_clear():
+    """Another browser: its own session (AppTest instances share one)."""
+    import streamlit as st
+    st.cache_resource.clear()

@@ -52,13 +52,31 @@ def choose_task(app, name: str) -> None:
     assert box.input_value() == name, f"the task selectbox reads {box.input_value()!r}"
 
 
-def panel_shot(app, name: str) -> None:
-    """The panel as the window shows it, scrolled to its heading (what a projector shows), and
-    the whole page (app.shot)."""
-    app.page.get_by_text(HEADING, exact=True).evaluate("e => e.scrollIntoView({block: 'start'})")
-    app.page.wait_for_timeout(300)                      # let Plotly settle after the scroll
-    app.page.screenshot(path=app.shots / f"{name}.png")
-    app.shot(f"{name}-full")
+def panel_shot(app, name: str, page=None) -> None:
+    """Two pictures of the panel for a person to judge: `name`-window.png, the window (1600 × 1000)
+    scrolled to the panel's heading, as a projector would show it; `name`.png, the whole panel
+    alone, from its heading to the download button (or the end of the page), taken with the
+    window grown to the page's height (the app scrolls inside its own container). The names
+    start whatif-panel-: test_whatif_diagram_browser.py saves whatif-forget-shut.png."""
+    page = page or app.page
+    page.get_by_text(HEADING, exact=True).evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(300)                          # Plotly settles after the scroll
+    page.screenshot(path=app.shots / f"{name}-window.png")
+    size = page.viewport_size
+    height = page.evaluate("""() => Math.max(...[...document.querySelectorAll(
+        '[data-testid="stMain"], [data-testid="stAppScrollToBottomContainer"], section')].map(e => e.scrollHeight))""")
+    try:
+        page.set_viewport_size({"width": size["width"], "height": max(size["height"], min(height, 8000))})
+        page.wait_for_timeout(500)                      # the charts redraw at the new size
+        top = page.get_by_text(HEADING, exact=True).bounding_box()
+        button = page.locator(".st-key-whatif_csv")
+        end = button.bounding_box() if button.count() else None
+        bottom = end["y"] + end["height"] if end else page.viewport_size["height"]
+        page.screenshot(path=app.shots / f"{name}.png",
+                        clip={"x": 0, "y": max(0, top["y"] - 16), "width": size["width"],
+                              "height": bottom + 16 - max(0, top["y"] - 16)})
+    finally:
+        page.set_viewport_size(size)
 
 
 def test_the_what_if_on_a_trained_brackets_run_and_its_link(app, browser):
@@ -146,9 +164,7 @@ def test_the_what_if_on_a_trained_brackets_run_and_its_link(app, browser):
         for key, want in expected.items():
             wait_until(fresh, lambda: series(fresh, key) == want, 10, f"{key} to match the sender's")
         assert not exceptions(fresh)
-        fresh.get_by_text(HEADING, exact=True).evaluate("e => e.scrollIntoView({block: 'start'})")
-        fresh.wait_for_timeout(300)
-        fresh.screenshot(path=app.shots / "whatif-panel-from-link.png")
+        panel_shot(app, "whatif-panel-from-link", fresh)
     finally:
         other.close()
 
@@ -166,7 +182,6 @@ def test_a_link_whose_clamp_does_not_fit_says_so(app):
         assert why in warning.first.inner_text(), warning.first.inner_text()
         assert not page.get_by_role("switch", name="Clamp a gate").is_checked()
         assert page.locator(plot("whatif_output_plot")).count() == 0
+        app.wait_until(lambda: clamp_of(page.url) is None, 10, "the page's link to drop the clamp it left out")
         assert app.problems() == [], clamp
-    page.get_by_text(HEADING, exact=True).evaluate("e => e.scrollIntoView({block: 'start'})")
-    page.wait_for_timeout(300)
-    page.screenshot(path=app.shots / "whatif-panel-bad-link.png")
+    panel_shot(app, "whatif-panel-bad-link")

@@ -1,12 +1,8 @@
-"""The what-if panel (Gates), the weight-gradient share (Gradients) and the live cell diagram
-(Step through) in a real browser: each draws, its link or buttons do what they say, and no
-traceback shows."""
-import json
-from urllib.parse import parse_qs, urlparse
-
+"""The weight-gradient share (Gradients) and the live cell diagram (Step through) in a real
+browser: each draws, its buttons do what they say, and no traceback shows. The what-if panel
+has its own file (test_whatif_browser.py)."""
 from _app import STEP, plot, plot_data, wait_ready, wait_until
 
-BRACKETS = "?task=brackets&seq_len=20&hidden=16&steps=100000&optimizer=adam&lr=0.01"
 ADDING = "?task=adding&seq_len=30&hidden=16&steps=100000"
 
 
@@ -25,33 +21,6 @@ def layout_of(page, key: str) -> dict:
                                      active: g._fullLayout.sliders && g._fullLayout.sliders.length
                                              ? g._fullLayout.sliders[0].active : null,
                                      shapes: (g.layout.shapes || []).length} : null; }""", plot(key))
-
-
-def test_the_what_if_panel_clamps_shows_both_runs_and_its_link_reopens_it(app, browser):
-    trained(app, BRACKETS)
-    app.go_to("Gates")
-    toggle = app.page.get_by_text("Clamp a gate", exact=True)
-    toggle.scroll_into_view_if_needed()
-    app._rerun(toggle.click, "turning the what-if on", plot("whatif_output_plot"))
-    names = [t["name"] for t in plot_data(app.page, "whatif_output_plot")]
-    assert names == ["target", "as trained", "clamped"]
-    grads = {t["name"] for t in plot_data(app.page, "whatif_grad_plot")}
-    assert grads == {"‖∂L/∂h_t‖ as trained", "‖∂L/∂h_t‖ clamped"}
-    clamp = json.loads(parse_qs(urlparse(app.page.url).query)["clamp"][0])
-    assert clamp == {"forget": {"value": 0.0, "units": None, "steps": [0, 20], "layers": None}}
-    assert not app.problems()
-    app.page.get_by_text("What if a gate were held constant?").evaluate("e => e.scrollIntoView({block: 'start'})")
-    app.page.screenshot(path=app.shots / "whatif-forget-shut.png")
-    # The link, opened in another browser, shows the same clamp.
-    other = browser.new_context(viewport={"width": 1600, "height": 1000})
-    try:
-        page = other.new_page()
-        page.goto(app.page.url)
-        wait_ready(page, plot("whatif_output_plot"))
-        assert page.get_by_role("switch", name="Clamp a gate").is_checked()
-        assert [t["name"] for t in plot_data(page, "whatif_output_plot")] == ["target", "as trained", "clamped"]
-    finally:
-        other.close()
 
 
 def test_the_gradients_page_shows_the_weight_gradient_share_with_the_markers(app):
