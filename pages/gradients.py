@@ -72,12 +72,13 @@ def weight_share(shown, k: int) -> None:
                  format_func=lambda name: "W_hh" if name == "W_hh" else plots.quantity_title(cell, name))
     salient = task.salient_steps(shown.x)
     row = shares[block][b]
+    last = f"the last 5 steps hold {row[-5:].sum():.1%}"
     said = (f"The steps marked on the axis (t = {', '.join(map(str, salient))}) hold "
-            f"{row[list(salient)].sum():.1%} of it; " if salient else "")
+            f"{row[list(salient)].sum():.1%} of it; {last}" if salient else last.capitalize())
     st.caption(f"Layer {k + 1}: dL/dW_hh is a sum over steps of δ_t h_{{t−1}}ᵀ (Cashman et al.'s RNNbow). "
-               f"Each point is one step's share of that block's sum for this sequence. {said}{'t' if said else 'T'}he last 5 steps "
-               f"hold {row[-5:].sum():.1%}. A learning signal that vanishes on its way back in time leaves the "
-               "early steps orders of magnitude below the late ones.")
+               f"Each point is one step's share of that block's sum for this sequence. {said}. A learning "
+               "signal that vanishes on its way back in time leaves the early steps orders of magnitude below "
+               "the late ones.")
     chart(lambda: plots.weight_share_figure(tr, b, k, [block], salient), key="weight_share_plot",
           shared=shown.shared(run, k, block, "share"))
     if shown.recorded is not None and task.trainable:

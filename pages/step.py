@@ -4,7 +4,7 @@ the classic diagram with the same numbers, which Plotly's own ▶ plays along ti
 import streamlit as st
 
 from explorer import diagram, plots
-from explorer.stepthrough import StepThrough, step_through
+from explorer.stepthrough import step_through
 from pages import keys
 from pages.charts import chart
 from pages.session import current_run
