@@ -106,7 +106,6 @@ def values(trace: Trace, sequence: int, layer: int, t: int, unit: int | None) ->
     over units of each quantity (a product's mean being the mean of the units' products).
     h_{t−1} and c_{t−1} are 0 at t = 0, as the trace starts from zero states."""
     lt = trace.layers[layer]
-    pick = (lambda a: float(a[sequence, t, unit])) if unit is not None else (lambda a: float(a[sequence, t].mean()))
     H = lt.hidden.shape[-1]
     zero = np.zeros((1, 1, H), lt.hidden.dtype)
 
@@ -117,7 +116,7 @@ def values(trace: Trace, sequence: int, layer: int, t: int, unit: int | None) ->
         return float(array[0, 0, unit]) if unit is not None else float(array[0, 0].mean())
 
     h_prev = at(lt.hidden, t - 1)
-    out = {"h_prev": number(h_prev), "hidden": pick(lt.hidden)}
+    out = {"h_prev": number(h_prev), "hidden": number(at(lt.hidden, t))}
     if trace.cell in LSTMS:
         c_prev, c = at(lt.cell, t - 1), at(lt.cell, t)
         f, i, g, o = (at(lt.gates[n], t) for n in ("forget", "input", "candidate", "output"))

@@ -297,18 +297,13 @@ _COUNTING = Config(task="brackets", seq_len=40, cell="lstm", hidden=16, optimize
                    batch_size=32, steps=600, seed=0, eval_every=25, probe_every=50, device="cpu")
 
 
-def _depth_correlations(trace: "Trace", depth: np.ndarray, quantity: str) -> np.ndarray:
-    """Pearson r of each unit's value (h_t or c_t) with the depth, over every probe (sequence, step)."""
-    from .analysis import target_correlations
-    return target_correlations(getattr(trace.layers[0], quantity), depth)
-
-
 def _check_counting(t: dict[str, "Trainer"]) -> tuple[bool, str]:
     trainer = t["LSTM"]
     step, trace = _newest_trace(trainer, "LSTM")
     depth = trainer.probe_set[1].cpu().numpy()                                 # (batch, time) depths
-    r_h = _depth_correlations(trace, depth, "hidden")
-    r_c = _depth_correlations(trace, depth, "cell")
+    from .analysis import target_correlations         # Pearson r with the depth, over every (sequence, step)
+    r_h = target_correlations(trace.layers[0].hidden, depth)
+    r_c = target_correlations(trace.layers[0].cell, depth)
     uh, uc = int(np.argmax(np.abs(r_h))), int(np.argmax(np.abs(r_c)))
     strong = int((np.abs(r_h) > 0.8).sum())
     accuracy = _final(trainer, "LSTM", "eval_metric")

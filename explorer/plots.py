@@ -387,7 +387,7 @@ def _clamped_band(steps: tuple[int, int] | None, T: int) -> list[dict]:
              "label": {"text": "clamped", "textposition": "top left", "font": {"size": 12}}}]
 
 
-_GATE_SCALE = [[0.0, "#ffffff"], [1.0, "#6baed6"]]     # σ gates 0..1: white to a blue text stays legible on
+_GATE_SCALE = [[0.0, "#ffffff"], [1.0, "#6baed6"]]     # σ gates 0..1: white to a blue light enough for black text
 _NODE_SIZE = {"gate": 66, "tanh": 66, "state": 58, "op": 26}
 
 

@@ -174,10 +174,8 @@ def _weight_grad_share(cell: Cell, u: LayerStates, g: LayerGradients, h0: Tensor
     """Each recurrent block's per-step share of its weight gradient: ‖δᵃ_t h_{t−1}ᵀ‖_F, which
     for an outer product is ‖δᵃ_t‖ ‖h_{t−1}‖, over its sum over t; (batch, time) per block.
     A sequence whose gradient is zero at every step has no share anywhere: its row is 0."""
-    H = u.hidden.shape[-1]
-    h_norm = previous(u.hidden, h0).norm(dim=-1)                        # (batch, time) ‖h_{t-1}‖
-    delta = g.recurrent_delta.unflatten(-1, (len(cell.blocks), H))      # (batch, time, blocks, hidden)
-    terms = delta.norm(dim=-1) * h_norm.unsqueeze(-1)                   # (batch, time, blocks)
+    delta, h_previous = _recurrent_factors(cell, u, g, h0)
+    terms = delta.norm(dim=-1) * h_previous.norm(dim=-1).unsqueeze(-1)  # (batch, time, blocks)
     total = terms.sum(dim=1, keepdim=True)                              # (batch, 1, blocks)
     share = torch.where(total > 0, terms / total.clamp_min(torch.finfo(terms.dtype).tiny), 0.0)
     return {name: share[..., j] for j, name in enumerate(cell.blocks)}
@@ -191,12 +189,17 @@ def recurrent_weight_terms(module: nn.Module, x, target=None, loss_fn=None, clam
     run = _unroll_and_backprop(module, x, target, loss_fn, clamp)
     terms = []
     for u, g in zip(run.states, run.grads):
-        H = u.hidden.shape[-1]
-        h_previous = previous(u.hidden, run.h0)                          # (batch, time, hidden)
-        delta = g.recurrent_delta.unflatten(-1, (len(run.cell.blocks), H))   # (batch, time, blocks, hidden)
+        delta, h_previous = _recurrent_factors(run.cell, u, g, run.h0)
         terms.append({name: delta[..., j, :, None] * h_previous[..., None, :]
                       for j, name in enumerate(run.cell.blocks)})
     return terms
+
+
+def _recurrent_factors(cell: Cell, u: LayerStates, g: LayerGradients, h0: Tensor) -> tuple[Tensor, Tensor]:
+    """The two factors of each step's term δᵃ_t h_{t−1}ᵀ of dL/dW_hh: δ block by block
+    (batch, time, blocks, hidden) and h_{t−1} (batch, time, hidden)."""
+    H = u.hidden.shape[-1]
+    return g.recurrent_delta.unflatten(-1, (len(cell.blocks), H)), previous(u.hidden, h0)
 
 
 def _numpy(t: Tensor) -> np.ndarray:

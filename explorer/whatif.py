@@ -42,7 +42,7 @@ class WhatIf:
     def series(self, task: Task, y: torch.Tensor, sequence: int) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
         """(what is plotted, the target, each variant's output) for one sequence, one value a
         step ("all" tasks) or one in all ("last" tasks): the prediction itself for a regression
-        of one value, the predicted class for the bracket depth, else the probability given to
+        of one value, the predicted class for a per-step target (the bracket depth), else the probability given to
         the right answer (whose target is then 1). Your own model has no head and no target: its
         top layer's h_t summed over units, the target all NaN."""
         target = y[sequence].cpu().numpy()
@@ -52,8 +52,8 @@ class WhatIf:
             return "Σ over units of the top layer's h_t", np.full(T, np.nan), {v: o.sum(-1) for v, o in out.items()}
         if task.regression:
             return "output", target.reshape(-1), {v: o.reshape(-1) for v, o in out.items()}
-        if task.name == "brackets":
-            return "depth", target.reshape(-1), {v: o.argmax(-1).reshape(-1) for v, o in out.items()}
+        if task.step_target_name is not None:            # an ordinal class a step: the bracket depth
+            return task.step_target_name, target.reshape(-1), {v: o.argmax(-1).reshape(-1) for v, o in out.items()}
         index = target.reshape(-1).astype(int)
         shown = {}
         for v, o in out.items():

@@ -23,7 +23,7 @@ def test_the_diagram_follows_the_pages_step_and_unit():
     # The equations say the same h_t as the diagram's h_t node.
     checked = next(c.value for c in at.caption if "The trace recorded h_t" in c.value)
     hidden = figure["data"][0]["text"][-1]
-    assert hidden.startswith("<b>h<sub>t</sub></b><br>") and f"{float(hidden.split('<br>')[1]):.3f}" in hidden
+    assert hidden.startswith("<b>h<sub>t</sub></b><br>")
     traced = float(checked.split("h_t = ")[1].split(" ")[0])
     assert float(hidden.split("<br>")[1]) == round(traced, 3)
     at.number_input(key="step_unit").set_value(3).run()
