@@ -85,6 +85,9 @@ class LayerGradients:
     # dL/dW_hh = Σ_t δ_t h_{t-1}ᵀ; None where it is `pre` (every cell but the GRU, whose reset
     # gate multiplies the candidate's recurrent term).
     recurrent: Tensor | None = None
+    # The gradients of the cell's own per-layer parameters (the peepholes), where the backward
+    # pass summed them as it went; else the layer's `extra_grads` takes them from `pre`.
+    extra: dict[str, Tensor] | None = None
 
     @property
     def recurrent_delta(self) -> Tensor:
@@ -182,7 +185,8 @@ class _HandWritten(torch.autograd.Function):
         h_previous = previous(states.hidden.transpose(0, 1), h0, time_dim=0)         # (time, batch, hidden)
         grad_hh = delta.t() @ h_previous.flatten(0, 1)                               # (blocks*hidden, hidden)
         grad_bias = delta.sum(0) if w.bias_ih is not None else None                  # (blocks*hidden,)
-        extra = module.extra_grads(states, grads.pre, c0) if module.extra else {}
+        extra = grads.extra if grads.extra is not None else (
+            module.extra_grads(states, grads.pre, c0) if module.extra else {})
         # (each bias its own tensor: one .grad aliasing another would be scaled twice in place)
         return (None, grads.input, None, None, grad_ih, grad_hh, grad_bias,
                 grad_bias.clone() if grad_bias is not None else None,
