@@ -15,6 +15,8 @@ Figures (docs/PERFORMANCE.md says what limits each):
   its gates (what users write today to see them);
 * probe_in_bare_steps[cell][size]: one probe ÷ one bare step (median of alternating timings);
 * peephole_over_lstm[size]: the peephole LSTM's Trainer ÷ the fused LSTM's Trainer;
+* peephole_compiled_over_pytorch[size]: the peephole LSTM's Trainer with its compiled step
+  (cells/native.py) ÷ the same with PyTorch's loop (CPU, where a C compiler built it);
 * background_probe_over_inline[size]: an LSTM Trainer probing every PROBE_OFTEN steps in a
   thread of its own, on a CPU copy (Trainer(background_probe=True)) ÷ the same probing in line:
   above 1, the background probe is the better choice on that device;
@@ -37,6 +39,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .cells import native
 from .config import Config
 from .models import build_recurrent, resolve_device
 from .tasks import make_task
@@ -221,7 +224,8 @@ def run_suite(device: str = "cpu", size: str = "small", short: bool = False, cel
                                                         ("sizes", "round_steps", "chunk", "rounds", "rss_steps"))
     say = progress or (lambda text: None)
     result: dict = {"trainer_over_bare": {}, "probe_in_bare_steps": {}, "trainer_over_hand_written": {},
-                    "peephole_over_lstm": {}, "background_probe_over_inline": {}, "steps_per_second": {}}
+                    "peephole_over_lstm": {}, "peephole_compiled_over_pytorch": {}, "background_probe_over_inline": {},
+                    "steps_per_second": {}}
     for size_name, shape in sizes.items():
         trainers = {}
         for cell in cells:
@@ -249,6 +253,16 @@ def run_suite(device: str = "cpu", size: str = "small", short: bool = False, cel
             timed = side_by_side({"lstm": lambda x, y: lstm.step(), "peephole": lambda x, y: peephole.step()},
                                  batches, dev, rounds, round_steps, chunk)
             result["peephole_over_lstm"][size_name] = _ratio(timed, "peephole", "lstm")
+            if native.usable(next(peephole.model.parameters())):
+                say(f"peephole, compiled step against PyTorch's loop, {size_name}")
+                plain = _fed_trainer(peephole.config, batches)
+
+                def plain_step(x, y):
+                    with native.pytorch_loop():
+                        plain.step()
+                timed = side_by_side({"compiled": lambda x, y: peephole.step(), "pytorch": plain_step},
+                                     batches, dev, rounds, round_steps, chunk)
+                result["peephole_compiled_over_pytorch"][size_name] = _ratio(timed, "compiled", "pytorch")
         if "lstm" in trainers:
             say(f"lstm, {size_name}: the probe in a thread against in line")
             _, batches = trainers["lstm"]
@@ -271,6 +285,7 @@ def run_suite(device: str = "cpu", size: str = "small", short: bool = False, cel
         "cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
         "sizes": {name: sizes[name] for name in sizes}, "task": BASE["task"], "optimizer": BASE["optimizer"],
         "rounds": rounds, "round_steps": round_steps, "chunk": chunk, "short": short,
+        "peephole_step": "compiled" if native.library() is not None else "pytorch",
     }
     result["targets"] = {"cpu": {"trainer_over_bare": ">= 0.95", "probe_in_bare_steps": "<= 1",
                                  "peephole_over_lstm": ">= 0.5"},

@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -38,6 +39,7 @@ ISA_FLAGS = {"AVX512": ["-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw", "
 
 _lock = threading.Lock()
 _loaded: dict[str, ctypes.CDLL | None] = {}
+_held_off = [0]                         # > 0 inside `pytorch_loop()`
 
 
 def cache_dir() -> Path:
@@ -81,10 +83,21 @@ def build(directory: Path | None = None) -> Path:
     return target
 
 
+@contextmanager
+def pytorch_loop():
+    """Within it, the peephole LSTM takes PyTorch's loop (the benchmark's side-by-side
+    comparison of the two; not meant for threads that train at the same time)."""
+    _held_off[0] += 1
+    try:
+        yield
+    finally:
+        _held_off[0] -= 1
+
+
 def library() -> ctypes.CDLL | None:
     """The compiled step, loaded once per process; None if it is turned off or cannot be built
     (said once, as a warning, and the PyTorch loop is used)."""
-    if os.environ.get(NATIVE_ENV, "1") == "0":
+    if os.environ.get(NATIVE_ENV, "1") == "0" or _held_off[0]:
         return None
     with _lock:
         if "lib" not in _loaded:
