@@ -58,6 +58,8 @@ def test_the_install_ships_the_app_its_pages_and_its_assets(installed):
                    if p.is_file() and "__pycache__" not in p.parts}
         assert shipped and all((app / folder / name).is_file() for name in shipped), folder
     assert (app / "static").is_dir()    # where the app puts Plotly's JavaScript at start-up
+    kernel = Path("explorer") / "cells" / "kernels.c"             # compiled at first use (cells/native.py)
+    assert (installed / kernel).read_text() == (ROOT / kernel).read_text()
 
 
 def test_explorer_imports_from_the_install_and_loads_its_assets(installed, tmp_path):

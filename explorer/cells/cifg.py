@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import lstm
+from . import lstm, native
 from .base import (Cell, Gate, LayerClamp, LayerGradients, LayerUnroll, StepContext, UnrolledRNN, Worked,
                    activate, freed, input_projection, kept, num, previous, previous_line, sigma_line, sigmoid,
                    stacked, steps_backwards, term)
@@ -24,6 +24,8 @@ def unroll(x, w, h, c, keep_gates=True, clamp: LayerClamp | None = None) -> Laye
     """One layer over x (batch, time, input) from state h, c (batch, hidden). A clamp holds
     gates constant; the input gate is clamped through the forget gate (explorer.clamp), since
     i_t = 1 − f_t holds whatever f_t is."""
+    if not torch.is_grad_enabled() and clamp is None and native.usable(x, h, c, w.weight_hh):
+        return native.layer_unroll("cifg", x, w, h, c)       # the same loop, each step compiled
     keep = kept()
     H = h.shape[-1]
     proj = input_projection(x, w, fold_hh_bias=True)  # (batch, time, 3*hidden)
@@ -48,6 +50,8 @@ def unroll(x, w, h, c, keep_gates=True, clamp: LayerClamp | None = None) -> Laye
 def backprop(u, w, grad_output, h0, c0, grad_cell_last=None, clamp: LayerClamp | None = None) -> LayerGradients:
     """BPTT by hand; see lstm.backprop. The coupling sends dc_t into the forget gate's
     pre-activation twice: through f c_{t-1} and through (1 − f) g."""
+    if clamp is None and native.usable(u.cell, grad_output, w.weight_hh):
+        return native.layer_backprop("cifg", u, w, grad_output, c0, grad_cell_last)
     f, g, o = (u.gates[n] for n in BLOCKS)               # each (batch, time, hidden)
     c = u.cell
     tanh_c = torch.tanh(c)

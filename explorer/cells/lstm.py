@@ -121,14 +121,9 @@ def _unroll_in_place(x, w, h, c) -> LayerStates:
     B, T, _ = x.shape
     H = h.shape[-1]
     w_ci, w_cf, w_co = (w.extra[f"weight_c{g}"] for g in "ifo")          # each (hidden,)
+    if native.usable(x, h, c, w.weight_hh, w_ci, w_cf, w_co):
+        return native.layer_unroll("peephole", x, w, h, c)              # the same loop, each step compiled
     pre = input_projection(x, w, fold_hh_bias=True, time_major=True)   # (time, batch, 4*hidden)
-    batch_major = lambda v: v.transpose(0, 1)                          # noqa: E731 - (batch, time, ...) views
-    if native.usable(pre, h, c, w.weight_hh, w_ci, w_cf, w_co):
-        # The same loop with each step's pointwise part compiled: one call a step, not ten.
-        gates, cell, tanh_cell, hidden = native.peephole_forward(pre, w.weight_hh, (w_ci, w_cf, w_co), h, c)
-        return LayerStates(hidden=batch_major(hidden), cell=batch_major(cell),
-                           saved={"tanh_cell": batch_major(tanh_cell), "gates": gates},
-                           gates={name: batch_major(v) for name, v in zip(GATES, gates.split(H, dim=2))})
     w_cif = torch.stack([w_ci, w_cf])                                   # (2, hidden): both see c_{t-1}
     w_hh_t = w.weight_hh.t()                                            # (hidden, 4*hidden)
     gates = torch.empty_like(pre)                                       # (time, batch, 4*hidden): i, f, g, o
@@ -149,6 +144,7 @@ def _unroll_in_place(x, w, h, c) -> LayerStates:
         c_previous = torch.mul(gate_f[t], c_previous, out=cell_t[t]).addcmul_(gate_i[t], gate_g[t])
         torch.sigmoid(pre_o[t].addcmul_(w_co, c_previous), out=gate_o[t])   # o sees c_t
         h = torch.mul(gate_o[t], torch.tanh(c_previous, out=tanh_t[t]), out=hidden_t[t])
+    batch_major = lambda v: v.transpose(0, 1)                          # noqa: E731 - (batch, time, ...) views
     return LayerStates(hidden=batch_major(hidden), cell=batch_major(cell), saved={"tanh_cell": batch_major(tanh_cell)},
                        gates={name: batch_major(v) for name, v in zip(GATES, gates.split(H, dim=2))})
 
@@ -165,7 +161,7 @@ def backprop(u, w, grad_output, h0, c0, peephole=False, grad_cell_last=None,
     # hidden) costs about a millisecond here (half of this function's time went on such passes).
     time_major = lambda v: v.transpose(0, 1)                        # noqa: E731 - (time, batch, ...) views
     if peephole and clamp is None and native.usable(u.cell, grad_output, w.weight_hh):
-        return _backprop_native(u, w, grad_output, c0, grad_cell_last)
+        return native.layer_backprop("peephole", u, w, grad_output, c0, grad_cell_last)
     i, f, g, o = (time_major(u.gates[n]) for n in GATES)
     c = time_major(u.cell)
     T, B, H = c.shape
@@ -212,26 +208,6 @@ def backprop(u, w, grad_output, h0, c0, peephole=False, grad_cell_last=None,
     batch_major = lambda t: t.transpose(0, 1)                  # noqa: E731 - (batch, time, ...) views
     grad_pre = batch_major(grad_pre)                           # (batch, time, 4*hidden)
     return LayerGradients(batch_major(grad_h), batch_major(grad_c), grad_pre @ w.weight_ih, grad_pre)
-
-
-def _backprop_native(u, w, grad_output, c0, grad_cell_last) -> LayerGradients:
-    """The peephole LSTM's BPTT with each step's pointwise part compiled (cells/native.py):
-    the same equations as `backprop`, one call a step."""
-    time_major = lambda v: v.transpose(0, 1)                        # noqa: E731 - (time, batch, ...) views
-    gates = u.saved.get("gates")                                    # (time, batch, 4*hidden), as the unroll wrote it
-    if gates is None:
-        gates = torch.cat([time_major(u.gates[n]) for n in GATES], dim=2)
-    cell = time_major(u.cell).contiguous()                          # (time, batch, hidden)
-    tanh_cell = (time_major(u.saved["tanh_cell"]).contiguous() if "tanh_cell" in u.saved
-                 else torch.tanh(cell))
-    T, B, H = cell.shape
-    grad_h = cell.new_empty(T, B, H).copy_(time_major(grad_output))  # a copy: completed in place
-    peepholes = tuple(w.extra[f"weight_c{g}"] for g in "ifo")
-    grad_c, grad_pre, peephole_grads = native.peephole_backward(grad_h, w.weight_hh, peepholes, gates.contiguous(),
-                                                                cell, tanh_cell, c0, grad_cell_last)
-    grad_input = (grad_pre.flatten(0, 1) @ w.weight_ih).view(T, B, -1)   # (time, batch, input), one 2-D matmul
-    return LayerGradients(time_major(grad_h), time_major(grad_c), time_major(grad_input), time_major(grad_pre),
-                          extra=dict(zip(("weight_ci", "weight_cf", "weight_co"), peephole_grads)))
 
 
 def step(ctx: StepContext, peephole: bool = False) -> Worked:
