@@ -15,8 +15,9 @@ Figures (docs/PERFORMANCE.md says what limits each):
   its gates (what users write today to see them);
 * probe_in_bare_steps[cell][size]: one probe ÷ one bare step (median of alternating timings);
 * peephole_over_lstm[size]: the peephole LSTM's Trainer ÷ the fused LSTM's Trainer;
-* peephole_compiled_over_pytorch[size]: the peephole LSTM's Trainer with its compiled step
-  (cells/native.py) ÷ the same with PyTorch's loop (CPU, where a C compiler built it);
+* cifg_over_lstm[size]: the same for the CIFG LSTM;
+* compiled_over_pytorch[cell][size]: the peephole or CIFG LSTM's Trainer with its compiled
+  step (cells/native.py) ÷ the same with PyTorch's loop (CPU, where a C compiler built it);
 * background_probe_over_inline[size]: an LSTM Trainer probing every PROBE_OFTEN steps in a
   thread of its own, on a CPU copy (Trainer(background_probe=True)) ÷ the same probing in line:
   above 1, the background probe is the better choice on that device;
@@ -34,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -224,7 +226,8 @@ def run_suite(device: str = "cpu", size: str = "small", short: bool = False, cel
                                                         ("sizes", "round_steps", "chunk", "rounds", "rss_steps"))
     say = progress or (lambda text: None)
     result: dict = {"trainer_over_bare": {}, "probe_in_bare_steps": {}, "trainer_over_hand_written": {},
-                    "peephole_over_lstm": {}, "peephole_compiled_over_pytorch": {}, "background_probe_over_inline": {},
+                    "peephole_over_lstm": {}, "cifg_over_lstm": {}, "compiled_over_pytorch": {},
+                    "background_probe_over_inline": {},
                     "steps_per_second": {}}
     for size_name, shape in sizes.items():
         trainers = {}
@@ -248,21 +251,26 @@ def run_suite(device: str = "cpu", size: str = "small", short: bool = False, cel
             result["probe_in_bare_steps"].setdefault(cell, {})[size_name] = _probe_cost(trainer, bare, batches[0], dev)
             trainers[cell] = (trainer, batches)
         if "lstm" in trainers and "peephole" in trainers:
-            say(f"peephole against lstm, {size_name}")
+            say(f"the peephole and CIFG LSTMs against the LSTM, {size_name}")
             (lstm, batches), (peephole, _) = trainers["lstm"], trainers["peephole"]
-            timed = side_by_side({"lstm": lambda x, y: lstm.step(), "peephole": lambda x, y: peephole.step()},
+            unfused = {"peephole": peephole, "cifg": _fed_trainer(replace(peephole.config, cell="cifg"), batches)}
+            timed = side_by_side({"lstm": lambda x, y: lstm.step(),
+                                  **{name: (lambda x, y, t=t: t.step()) for name, t in unfused.items()}},
                                  batches, dev, rounds, round_steps, chunk)
-            result["peephole_over_lstm"][size_name] = _ratio(timed, "peephole", "lstm")
+            for name in unfused:
+                result[f"{name}_over_lstm"][size_name] = _ratio(timed, name, "lstm")
             if native.usable(next(peephole.model.parameters())):
-                say(f"peephole, compiled step against PyTorch's loop, {size_name}")
-                plain = _fed_trainer(peephole.config, batches)
+                for name, trainer in unfused.items():
+                    say(f"{name}, the compiled step against PyTorch's loop, {size_name}")
+                    plain = _fed_trainer(trainer.config, batches)
 
-                def plain_step(x, y):
-                    with native.pytorch_loop():
-                        plain.step()
-                timed = side_by_side({"compiled": lambda x, y: peephole.step(), "pytorch": plain_step},
-                                     batches, dev, rounds, round_steps, chunk)
-                result["peephole_compiled_over_pytorch"][size_name] = _ratio(timed, "compiled", "pytorch")
+                    def plain_step(x, y, plain=plain):
+                        with native.pytorch_loop():
+                            plain.step()
+                    timed = side_by_side({"compiled": lambda x, y, t=trainer: t.step(), "pytorch": plain_step},
+                                         batches, dev, rounds, round_steps, chunk)
+                    result["compiled_over_pytorch"].setdefault(name, {})[size_name] = _ratio(
+                        timed, "compiled", "pytorch")
         if "lstm" in trainers:
             say(f"lstm, {size_name}: the probe in a thread against in line")
             _, batches = trainers["lstm"]
@@ -285,7 +293,7 @@ def run_suite(device: str = "cpu", size: str = "small", short: bool = False, cel
         "cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
         "sizes": {name: sizes[name] for name in sizes}, "task": BASE["task"], "optimizer": BASE["optimizer"],
         "rounds": rounds, "round_steps": round_steps, "chunk": chunk, "short": short,
-        "peephole_step": "compiled" if native.library() is not None else "pytorch",
+        "unfused_step": "compiled" if native.library() is not None else "pytorch",   # peephole, CIFG
     }
     result["targets"] = {"cpu": {"trainer_over_bare": ">= 0.95", "probe_in_bare_steps": "<= 1",
                                  "peephole_over_lstm": ">= 0.5"},

@@ -114,6 +114,9 @@ def test_bench_short_reports_every_figure_of_the_suite(tmp_path):
         rates = result["steps_per_second"][cell]["small"]
         assert rates["bare"] > 0 and rates["trainer"] > 0
     assert result["trainer_over_hand_written"]["small"] > 0 and result["peephole_over_lstm"]["small"] > 0
+    assert result["cifg_over_lstm"]["small"] > 0
+    if result["setting"]["unfused_step"] == "compiled":          # built with this machine's C compiler
+        assert all(result["compiled_over_pytorch"][cell]["small"] > 0 for cell in ("peephole", "cifg"))
     assert result["background_probe_over_inline"]["small"] > 0
     bound = result["rss_history_bound"]
     assert bound["steps"] == [50, 200] and bound["ratio"] == pytest.approx(bound["rss_mb"][1] / bound["rss_mb"][0])
