@@ -1,6 +1,9 @@
 """The cells with no fused kernel (peephole, CIFG) train through their hand-written backward
 (cells/base.py: _HandWritten). Its gradients, checked against autograd through the same
 equations step by step, and against finite differences (gradcheck), in float64."""
+import gc
+import weakref
+
 import pytest
 import torch
 
@@ -93,3 +96,20 @@ def test_the_unrolls_without_autograd_equal_the_step_by_step_equations(cell, bia
     if cell == "lstm":                                            # and the fused module's own output
         state = (h0.expand(2, -1, -1).contiguous(), c0.expand(2, -1, -1).contiguous())   # h0, c0 in both layers
         torch.testing.assert_close(fast.hidden, module(x, state)[0].detach(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [PeepholeLSTM, CIFGLSTM])
+def test_a_training_step_frees_its_activations_without_the_cycle_collector(cls):
+    # The hand-written Function once kept its own output on ctx: a reference cycle that only
+    # gc frees, and it seldom ran, so a run grew by a step's activations every step.
+    torch.manual_seed(6)
+    module = cls(3, 8, 2, batch_first=True)
+    gc.disable()
+    try:
+        output, (h_n, c_n) = module(torch.randn(4, 9, 3))
+        freed = weakref.ref(output)
+        (output.sum() + h_n.sum() + c_n.sum()).backward()
+        del output, h_n, c_n
+        assert freed() is None
+    finally:
+        gc.enable()

@@ -9,7 +9,7 @@ at one step with the real numbers (`step`). cells/__init__.py lists the entries.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 import numpy as np
@@ -169,14 +169,18 @@ class _HandWritten(torch.autograd.Function):
     def forward(ctx, module, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, *extra):
         w = LayerWeights(weight_ih, weight_hh, bias_ih, bias_hh, dict(zip(module.extra, extra)))
         states = module.unroll(x, w, h0, c0, True).stack()     # each (batch, time, hidden)
-        ctx.module, ctx.w, ctx.states = module, w, states
-        ctx.save_for_backward(x, h0, c0)
+        # h_t is this function's output: kept on ctx itself it would make a reference cycle
+        # (output -> its grad_fn, this ctx -> output), which only Python's cycle collector
+        # frees, and it seldom runs: a run's memory grew by a step's activations every step
+        # (tests/test_unrolled.py). save_for_backward keeps an output without the cycle.
+        ctx.module, ctx.w, ctx.states = module, w, replace(states, hidden=None)
+        ctx.save_for_backward(x, h0, c0, states.hidden)
         return states.hidden, states.cell[:, -1]              # (batch, time, hidden), c_T (batch, hidden)
 
     @staticmethod
     def backward(ctx, grad_hidden, grad_cell_last):
-        x, h0, c0 = ctx.saved_tensors
-        module, w, states = ctx.module, ctx.w, ctx.states
+        x, h0, c0, hidden = ctx.saved_tensors
+        module, w, states = ctx.module, ctx.w, replace(ctx.states, hidden=hidden)
         grads = module.backprop(states, w, grad_hidden, h0, c0, grad_cell_last=grad_cell_last)
         # Sums over time and batch, taken time-major: the hand-written backward's buffers are,
         # so δ is a view and only the small input is copied.
