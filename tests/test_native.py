@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from explorer.cells import lstm, native
+from explorer.cells.base import layer_weights
 from explorer.cells.cifg import CIFGLSTM
 from explorer.cells.peephole import PeepholeLSTM
 from explorer.trace import trace
@@ -49,6 +50,9 @@ def _counting(monkeypatch):
             return _real(*args, **kwargs)
         monkeypatch.setattr(native, real.__name__, spy)
     return calls
+
+
+CELLS = {PeepholeLSTM: "peephole", CIFGLSTM: "cifg"}
 
 
 def _assert_close_to(ours, reference, names):
@@ -105,6 +109,25 @@ def test_the_compiled_step_and_pytorchs_loop_give_the_same_numbers(cls):
         theirs = torch.autograd.grad(_loss(module, x), list(module.parameters()))
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
+
+
+@needs_compiler
+@both_cells
+def test_a_forward_pass_without_gradients_keeps_no_gates_and_gives_the_same_numbers(cls):
+    # An eval or a prediction: gates written over their own pre-activations, c_t in two buffers.
+    torch.manual_seed(10)
+    module = cls(3, 20, 2, batch_first=True)
+    x = torch.randn(6, 33, 3)
+    kept = module(x)                                            # the training forward, every gate kept
+    with torch.no_grad():
+        bare = module(x)
+        layer = native.layer_unroll(CELLS[cls], x, layer_weights(module, 0), torch.zeros(6, 20), torch.zeros(6, 20),
+                                    keep_gates=False)
+    assert layer.gates == {} and layer.saved == {} and layer.cell.shape == (6, 1, 20)
+    for ours, theirs in ((bare[0], kept[0]), (bare[1][0], kept[1][0]), (bare[1][1], kept[1][1])):
+        assert torch.equal(ours, theirs.detach())               # the same C step on the same numbers
+    with native.pytorch_loop(), torch.no_grad():
+        torch.testing.assert_close(module(x)[0], bare[0], rtol=1e-4, atol=1e-6)
 
 
 @needs_compiler

@@ -25,7 +25,7 @@ def unroll(x, w, h, c, keep_gates=True, clamp: LayerClamp | None = None) -> Laye
     gates constant; the input gate is clamped through the forget gate (explorer.clamp), since
     i_t = 1 − f_t holds whatever f_t is."""
     if not torch.is_grad_enabled() and clamp is None and native.usable(x, h, c, w.weight_hh):
-        return native.layer_unroll("cifg", x, w, h, c)       # the same loop, each step compiled
+        return native.layer_unroll("cifg", x, w, h, c, keep_gates)   # the same loop, each step compiled
     keep = kept()
     H = h.shape[-1]
     proj = input_projection(x, w, fold_hh_bias=True)  # (batch, time, 3*hidden)

@@ -38,7 +38,7 @@ def unroll(x, w, h, c, keep_gates=True, peephole=False,
     if torch.is_grad_enabled() or clamp is not None:
         return _unroll_graph(x, w, h, c, keep_gates, peephole, clamp)
     if peephole:
-        return _unroll_in_place(x, w, h, c)
+        return _unroll_in_place(x, w, h, c, keep_gates)
     return _unroll_fused(x, w, h, c)
 
 
@@ -114,7 +114,7 @@ def _fused_hidden(x, w, h, c):
         return run()
 
 
-def _unroll_in_place(x, w, h, c) -> LayerStates:
+def _unroll_in_place(x, w, h, c, keep_gates=True) -> LayerStates:
     """The peephole LSTM's loop with no autograd: every step's tensors are written into
     time-major buffers through views taken once, so a step is ten operations and no more
     (each is a dispatch of some microseconds, which at this size is the whole cost)."""
@@ -122,7 +122,7 @@ def _unroll_in_place(x, w, h, c) -> LayerStates:
     H = h.shape[-1]
     w_ci, w_cf, w_co = (w.extra[f"weight_c{g}"] for g in "ifo")          # each (hidden,)
     if native.usable(x, h, c, w.weight_hh, w_ci, w_cf, w_co):
-        return native.layer_unroll("peephole", x, w, h, c)              # the same loop, each step compiled
+        return native.layer_unroll("peephole", x, w, h, c, keep_gates)  # the same loop, each step compiled
     pre = input_projection(x, w, fold_hh_bias=True, time_major=True)   # (time, batch, 4*hidden)
     w_cif = torch.stack([w_ci, w_cf])                                   # (2, hidden): both see c_{t-1}
     w_hh_t = w.weight_hh.t()                                            # (hidden, 4*hidden)

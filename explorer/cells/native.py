@@ -137,33 +137,46 @@ def _address(t: Tensor) -> int:
 
 
 def unroll(cell: str, pre: Tensor, weight_hh: Tensor, peepholes: tuple[Tensor, ...], h: Tensor,
-           c: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+           c: Tensor, keep: bool = True) -> tuple[Tensor | None, Tensor, Tensor | None, Tensor]:
     """One layer of `cell` ("peephole" or "cifg") from state h, c (batch, hidden); pre (time,
     batch, blocks*hidden) holds each step's input term and biases, and is overwritten with
     W_hh h_{t-1} added. peepholes: (w_ci, w_cf, w_co), each (hidden,), for the peephole LSTM;
     () for the CIFG. Returns gates (time, batch, blocks*hidden) and cell, tanh(cell) and
-    hidden (time, batch, hidden), time-major."""
+    hidden (time, batch, hidden), time-major. keep=False (a forward pass that nobody will
+    differentiate or look inside): gates and tanh(cell) are None and cell is c_T alone
+    (batch, hidden), so that a layer holds its input terms and h_t and little else."""
     step = getattr(library(), f"{cell}_forward")
     T, B, G = pre.shape
     H = G // len(BLOCKS[cell])
     pre = pre.contiguous()
-    gates = torch.empty_like(pre)                                   # (time, batch, blocks*hidden)
-    cell_state, tanh_cell, hidden = (pre.new_empty(T, B, H) for _ in range(3))   # each (time, batch, hidden)
+    wide, narrow = B * G * 4, B * H * 4                             # bytes per step (float32)
+    hidden = pre.new_empty(T, B, H)                                 # (time, batch, hidden)
+    if keep:
+        gates = torch.empty_like(pre)                               # (time, batch, blocks*hidden)
+        cell_state, tanh_cell = pre.new_empty(T, B, H), pre.new_empty(T, B, H)   # each (time, batch, hidden)
+        gates_step, cell_step, tanh_step = wide, narrow, narrow
+    else:
+        # Each step's gates over its own pre-activations (the C step reads an element before it
+        # writes it), tanh(c_t) into one scratch step, c_t into two that take turns.
+        gates, tanh_cell, cell_state = pre, pre.new_empty(B, H), pre.new_empty(2, B, H)
+        gates_step, cell_step, tanh_step = wide, narrow, 0
     w_hh_t = weight_hh.t()                                          # (hidden, blocks*hidden)
     kept_alive = tuple(w.detach().contiguous() for w in peepholes)  # held while C reads their addresses
     own = tuple(_address(w) for w in kept_alive)
     c = c.detach().contiguous()
     pre_t, hidden_t = pre.unbind(0), hidden.unbind(0)               # per-step views, taken once
-    wide, narrow = B * G * 4, B * H * 4                             # bytes per step (float32)
     at_pre, at_gates, at_cell, at_tanh, at_hidden = (
         _address(v) for v in (pre, gates, cell_state, tanh_cell, hidden))
     c_previous = _address(c)
     for t in range(T):
         pre_t[t].addmm_(h, w_hh_t)
-        step(B, H, at_pre + t * wide, c_previous, *own, at_gates + t * wide, at_cell + t * narrow,
-             at_tanh + t * narrow, at_hidden + t * narrow)
-        c_previous = at_cell + t * narrow
+        c_now = at_cell + (t if keep else t % 2) * cell_step
+        step(B, H, at_pre + t * wide, c_previous, *own, at_gates + t * gates_step, c_now,
+             at_tanh + t * tanh_step, at_hidden + t * narrow)
+        c_previous = c_now
         h = hidden_t[t]
+    if not keep:
+        return None, cell_state[(T - 1) % 2], None, hidden
     return gates, cell_state, tanh_cell, hidden
 
 
@@ -209,14 +222,18 @@ def _peepholes(cell: str, w: LayerWeights) -> tuple[Tensor, ...]:
     return tuple(w.extra[name] for name in PEEPHOLES) if cell == "peephole" else ()
 
 
-def layer_unroll(cell: str, x: Tensor, w: LayerWeights, h: Tensor, c: Tensor) -> LayerStates:
+def layer_unroll(cell: str, x: Tensor, w: LayerWeights, h: Tensor, c: Tensor,
+                 keep_gates: bool = True) -> LayerStates:
     """One layer over x (batch, time, input), no autograd: the cell's unroll (lstm.unroll with
     peephole=True, cifg.unroll) with each step compiled. The buffers stay time-major underneath
-    (batch-first views of them), as the backward reads them."""
+    (batch-first views of them), as the backward reads them. keep_gates=False (an eval, a
+    prediction): h_t of every step and c_T only, `cell` (batch, 1, hidden), no gates."""
     H = h.shape[-1]
     pre = input_projection(x, w, fold_hh_bias=True, time_major=True)          # (time, batch, blocks*hidden)
-    gates, cell_state, tanh_cell, hidden = unroll(cell, pre, w.weight_hh, _peepholes(cell, w), h, c)
+    gates, cell_state, tanh_cell, hidden = unroll(cell, pre, w.weight_hh, _peepholes(cell, w), h, c, keep_gates)
     batch_major = lambda v: v.transpose(0, 1)                                 # noqa: E731 - (batch, time, ...) views
+    if not keep_gates:
+        return LayerStates(hidden=batch_major(hidden), cell=cell_state.unsqueeze(1), saved={}, gates={})
     blocks = dict(zip(BLOCKS[cell], (batch_major(v) for v in gates.split(H, dim=2))))
     if "input" not in blocks:
         blocks["input"] = 1 - blocks["forget"]                                # the CIFG: i_t = 1 − f_t
