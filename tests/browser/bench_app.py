@@ -10,6 +10,11 @@ round, so a noisy machine hurts both sides alike:
 * no page: the same run (explorer.Run, same torch thread count as the app) in a plain
            Python process with nothing polling it.
 
+--browser-apart measures the classroom's layout, where the browser is on another machine: the
+server, its training worker and the no-page run are held to one core and Chromium to the
+other, so the browser's drawing no longer takes the training's core (the server still shares
+it). Without it everything shares the machine's cores, as when one laptop runs both.
+
 It reports the ratio of their steps/s in each round (and the median and the worst), the bytes the server sends per refresh of the live
 part of the page (and the refresh rate), and how long a fresh tab takes, on the warm
 server, to show the Train page's first chart. Targets (issue 3): ratio >= 0.8, < 500 KB per
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -49,9 +55,11 @@ print(json.dumps({{"steps_per_second": (last - first) / took}}))
 """
 
 
-def no_page(seconds: float, warmup: float) -> float:
+def no_page(seconds: float, warmup: float, cores: set[int] | None = None) -> float:
     code = BASELINE.format(repo=str(REPO), seconds=seconds, warmup=warmup)
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
+                         preexec_fn=pin)
     return json.loads(out.stdout.strip().splitlines()[-1])["steps_per_second"]
 
 
@@ -98,21 +106,33 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--browser-apart", action="store_true",
+                        help="the server and training on one core, Chromium on the other")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
     OUT.mkdir(parents=True, exist_ok=True)
     results = {"page": [], "no_page": [], "first_chart_seconds": []}
-    with Server(OUT / "bench-streamlit.log") as server, sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        first_chart_seconds(browser, server)                 # warm the server (imports, torch)
-        for round_ in range(args.rounds):
-            results["first_chart_seconds"].append(first_chart_seconds(browser, server))
-            results["page"].append(with_page(browser, server, args.seconds, args.warmup))
-            results["no_page"].append(no_page(args.seconds, args.warmup))
-            print(f"round {round_ + 1}: page {results['page'][-1]['steps_per_second']:.1f} steps/s, "
-                  f"no page {results['no_page'][-1]:.1f} steps/s", file=sys.stderr)
-        browser.close()
+    cores = sorted(os.sched_getaffinity(0))
+    training_core = {cores[0]} if args.browser_apart and len(cores) > 1 else None
+    if training_core:
+        os.sched_setaffinity(0, training_core)      # the server and its workers inherit it
+    with Server(OUT / "bench-streamlit.log") as server:
+        if training_core:     # Playwright's driver and Chromium, started next, inherit the other cores
+            os.sched_setaffinity(0, set(cores) - training_core)
+        playwright = sync_playwright().start()
+        try:
+            browser = launch_chromium(playwright)
+            first_chart_seconds(browser, server)                 # warm the server (imports, torch)
+            for round_ in range(args.rounds):
+                results["first_chart_seconds"].append(first_chart_seconds(browser, server))
+                results["page"].append(with_page(browser, server, args.seconds, args.warmup))
+                results["no_page"].append(no_page(args.seconds, args.warmup, training_core))
+                print(f"round {round_ + 1}: page {results['page'][-1]['steps_per_second']:.1f} steps/s, "
+                      f"no page {results['no_page'][-1]:.1f} steps/s", file=sys.stderr)
+            browser.close()
+        finally:
+            playwright.stop()
     page = statistics.median(r["steps_per_second"] for r in results["page"])
     alone = statistics.median(results["no_page"])
     ratios = [r["steps_per_second"] / n for r, n in zip(results["page"], results["no_page"])]   # per round
@@ -124,6 +144,7 @@ def main() -> None:
         "kb_per_refresh_median": round(statistics.median(r["bytes_per_refresh_median"] for r in results["page"]) / 1e3, 1),
         "kb_per_refresh_max": round(max(r["bytes_per_refresh_max"] for r in results["page"]) / 1e3, 1),
         "first_chart_seconds_max": round(max(results["first_chart_seconds"]), 2),
+        "browser_apart": bool(training_core),
         "rounds": results,
     }
     text = json.dumps(summary, indent=2)
