@@ -21,6 +21,7 @@ from explorer.trace import trace
 HAS_COMPILER = shutil.which(os.environ.get("CC", "cc")) is not None
 needs_compiler = pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler here: the PyTorch loop is used")
 both_cells = pytest.mark.parametrize("cls", [PeepholeLSTM, CIFGLSTM])
+CELLS = {PeepholeLSTM: "peephole", CIFGLSTM: "cifg"}     # as explorer.cells.native names them
 
 
 def _loss(module, x, hx=None):
@@ -50,9 +51,6 @@ def _counting(monkeypatch):
             return _real(*args, **kwargs)
         monkeypatch.setattr(native, real.__name__, spy)
     return calls
-
-
-CELLS = {PeepholeLSTM: "peephole", CIFGLSTM: "cifg"}
 
 
 def _assert_close_to(ours, reference, names):

@@ -117,7 +117,9 @@ def _fused_hidden(x, w, h, c):
 def _unroll_in_place(x, w, h, c, keep_gates=True) -> LayerStates:
     """The peephole LSTM's loop with no autograd: every step's tensors are written into
     time-major buffers through views taken once, so a step is ten operations and no more
-    (each is a dispatch of some microseconds, which at this size is the whole cost)."""
+    (each is a dispatch of some microseconds, which at this size is the whole cost). Where
+    the compiled step can run (cells/native.py) it does, and keep_gates=False then keeps none;
+    PyTorch's loop keeps them either way."""
     B, T, _ = x.shape
     H = h.shape[-1]
     w_ci, w_cf, w_co = (w.extra[f"weight_c{g}"] for g in "ifo")          # each (hidden,)
