@@ -227,7 +227,8 @@ def test_without_a_compiler_the_build_says_so_and_pytorchs_loop_trains(monkeypat
     ours = torch.autograd.grad(_loss(module, x), [x, *module.parameters()])
     assert calls == {"forward": 0, "backward": 0}
     x64 = x.detach().double().requires_grad_()
-    _assert_close_to(ours, _reference(copy.deepcopy(module).double(), x64), ["x"] + [n for n, _ in module.named_parameters()])
+    reference = _reference(copy.deepcopy(module).double(), x64)
+    _assert_close_to(ours, reference, ["x"] + [n for n, _ in module.named_parameters()])
 
 
 def test_a_failing_compiler_is_named_with_its_message(monkeypatch, tmp_path):

@@ -132,10 +132,6 @@ def usable(*tensors: Tensor) -> bool:
     return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors) and library() is not None
 
 
-def _address(t: Tensor) -> int:
-    return t.data_ptr()
-
-
 def unroll(cell: str, pre: Tensor, weight_hh: Tensor, peepholes: tuple[Tensor, ...], h: Tensor,
            c: Tensor, keep: bool = True) -> tuple[Tensor | None, Tensor, Tensor | None, Tensor]:
     """One layer of `cell` ("peephole" or "cifg") from state h, c (batch, hidden); pre (time,
@@ -162,12 +158,11 @@ def unroll(cell: str, pre: Tensor, weight_hh: Tensor, peepholes: tuple[Tensor, .
         gates_step, cell_step, tanh_step = wide, narrow, 0
     w_hh_t = weight_hh.t()                                          # (hidden, blocks*hidden)
     kept_alive = tuple(w.detach().contiguous() for w in peepholes)  # held while C reads their addresses
-    own = tuple(_address(w) for w in kept_alive)
+    own = tuple(w.data_ptr() for w in kept_alive)
     c = c.detach().contiguous()
     pre_t, hidden_t = pre.unbind(0), hidden.unbind(0)               # per-step views, taken once
-    at_pre, at_gates, at_cell, at_tanh, at_hidden = (
-        _address(v) for v in (pre, gates, cell_state, tanh_cell, hidden))
-    c_previous = _address(c)
+    at_pre, at_gates, at_cell, at_tanh, at_hidden = (v.data_ptr() for v in (pre, gates, cell_state, tanh_cell, hidden))
+    c_previous = c.data_ptr()
     for t in range(T):
         pre_t[t].addmm_(h, w_hh_t)
         c_now = at_cell + (t if keep else t % 2) * cell_step
@@ -196,22 +191,21 @@ def backprop(cell: str, grad_h: Tensor, weight_hh: Tensor, peepholes: tuple[Tens
     carried = (cell_state.new_zeros(B, H) if grad_cell_last is None        # dL/dc through the next step
                else grad_cell_last.detach().to(cell_state.dtype).contiguous().clone())
     kept_alive = tuple(w.detach().contiguous() for w in peepholes)
-    own = tuple(_address(w) for w in kept_alive)
+    own = tuple(w.data_ptr() for w in kept_alive)
     sums = torch.zeros(3, H, dtype=torch.float64) if peepholes else None   # Σ δ c: w_ci, w_cf, w_co
     c0 = c0.detach().contiguous()
     dh_t, d_pre_t = grad_h.unbind(0), grad_pre.unbind(0)            # per-step views, taken once
     wide, narrow = B * G * 4, B * H * 4
     at_dh, at_gates, at_cell, at_tanh, at_grad_c, at_grad_pre = (
-        _address(v) for v in (grad_h, gates, cell_state, tanh_cell, grad_c, grad_pre))
-    at_carried = _address(carried)
+        v.data_ptr() for v in (grad_h, gates, cell_state, tanh_cell, grad_c, grad_pre))
+    at_carried, at_sums = carried.data_ptr(), sums.data_ptr() if sums is not None else None
     for t in reversed(range(T)):
         if t < T - 1:
             dh_t[t].addmm_(d_pre_t[t + 1], weight_hh)
-        c_previous = at_cell + (t - 1) * narrow if t > 0 else _address(c0)
+        c_previous = at_cell + (t - 1) * narrow if t > 0 else c0.data_ptr()
         if peepholes:    # the peephole LSTM's step also reads c_t (w_co's gradient) and sums into `sums`
             step(B, H, at_dh + t * narrow, at_gates + t * wide, c_previous, at_cell + t * narrow,
-                 at_tanh + t * narrow, *own, at_carried, at_grad_c + t * narrow, at_grad_pre + t * wide,
-                 _address(sums))
+                 at_tanh + t * narrow, *own, at_carried, at_grad_c + t * narrow, at_grad_pre + t * wide, at_sums)
         else:
             step(B, H, at_dh + t * narrow, at_gates + t * wide, c_previous, at_tanh + t * narrow,
                  at_carried, at_grad_c + t * narrow, at_grad_pre + t * wide)
