@@ -105,7 +105,7 @@ function drawGrid(root, parsed, shown) {
   // Several charts in one element, two to a row:
   // {"grid": {name: {"version": v, "figure": {...}}}, "wide": [name], "head": {...}}.
   // A poll's answer leaves out the charts the browser shows already.
-  if (parsed.head) drawHead(root, parsed.head.step, parsed.head.line);
+  if (parsed.head) drawHead(root, parsed.head);
   const grid = cell(root, "live-grid");
   for (const [name, entry] of Object.entries(parsed.grid)) {
     const wide = parsed.wide.includes(name) ? " wide" : "";
@@ -115,21 +115,36 @@ function drawGrid(root, parsed, shown) {
   if (parsed.head) shown.step = parsed.head.step;
 }
 
-function drawHead(root, step, line) {
-  // A follower's step counter and the line under it: the poll updates them with the charts.
-  let head = root.querySelector(":scope > .live-head");
-  if (!head) {
-    head = document.createElement("div");
-    head.className = "live-head";
-    head.innerHTML = "<div class='live-step'><span class='live-label'>Step</span> " +
-                     "<span class='live-value'></span></div><div class='live-line'></div>";
-    root.prepend(head);
+function drawHead(root, head, refusal) {
+  // The step and the line under it, moved by the poll with the charts. The owner's head has
+  // cells (step, speed, device, status) and a progress bar; a follower's, the step and a line.
+  // No head: the poll was refused (the link revoked, the run ended), and `refusal` says why.
+  let top = root.querySelector(":scope > .live-head");
+  if (!top) {
+    top = document.createElement("div");
+    top.className = "live-head";
+    top.innerHTML = "<div class='live-cells'></div><div class='live-bar'><div></div></div><div class='live-line'></div>";
+    root.prepend(top);
   }
-  // No step: the poll was refused (the link revoked, the run ended), and the line says why.
-  head.querySelector(".live-step").style.display = step === null ? "none" : "";
-  head.querySelector(".live-value").textContent = step === null ? "" : String(step);
-  head.querySelector(".live-line").textContent = line;
-  head.classList.toggle("refused", step === null);
+  const cells = top.querySelector(".live-cells");
+  const rows = head ? (head.cells || [["Step", String(head.step)]]) : [];
+  while (cells.children.length > rows.length) cells.lastChild.remove();
+  rows.forEach(([label, value], k) => {
+    let box = cells.children[k];
+    if (!box) {
+      box = document.createElement("div");
+      box.className = "live-step";
+      box.innerHTML = "<span class='live-label'></span><span class='live-value'></span>";
+      cells.appendChild(box);
+    }
+    box.querySelector(".live-label").textContent = label;
+    box.querySelector(".live-value").textContent = value;
+  });
+  const bar = top.querySelector(".live-bar");
+  bar.style.display = head && head.progress !== undefined ? "" : "none";
+  if (head && head.progress !== undefined) bar.firstChild.style.width = (100 * head.progress).toFixed(2) + "%%";
+  top.querySelector(".live-line").textContent = head ? head.line : refusal;
+  top.classList.toggle("refused", !head);
 }
 
 function follow(root, poll, shown, stopped) {
@@ -188,8 +203,12 @@ _component = st.components.v2.component(
     "gate_explorer.live_chart", js=JS % {"script": SCRIPT, "config": json.dumps(CONFIG)},
     css=(".live-chart { width: 100%; } .live-grid { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); "
          "gap: 1rem; } .live-cell.wide { grid-column: span 2; } "
-         ".live-head { margin-bottom: 0.75rem; } .live-label { font-size: 0.875rem; } "
-         ".live-value { font-size: 2.25rem; font-weight: 600; } .live-line { font-size: 0.95rem; } "
+         ".live-head { margin-bottom: 0.75rem; } .live-cells { display: flex; gap: 1rem; } "
+         ".live-step { flex: 1 1 0; display: flex; flex-direction: column; } .live-label { font-size: 0.875rem; } "
+         ".live-value { font-size: 2.25rem; line-height: 1.4; } .live-line { font-size: 0.95rem; } "
+         ".live-bar { height: 0.5rem; margin: 0.5rem 0 0.25rem; border-radius: 0.25rem; "
+         "background: rgba(128, 128, 128, 0.2); overflow: hidden; } "
+         ".live-bar > div { height: 100%; background: rgb(139, 30, 45); transition: width 0.3s; } "
          ".live-head.refused .live-line { font-weight: 600; color: rgb(125, 53, 59); }"),
     isolate_styles=False)
 
@@ -225,16 +244,18 @@ def chart_grid(figures: dict[str, tuple], key: str, wide: tuple[str, ...] = (), 
 
 
 def grid_data(figures: dict[str, tuple], wide: tuple[str, ...], present: bool, extra: dict | None = None,
-              have: frozenset[str] = frozenset(), prefix: str = "live_charts", session: bool = False) -> str:
+              have: frozenset[str] = frozenset(), prefix: str = "live_charts", session: bool = False,
+              memo: dict | None = None) -> str:
     """chart_grid's data: {"grid": {name: {"version", "figure"}}, "wide": [...], **extra}.
     Figures whose version is in `have` (the browser shows them already) are left out.
-    Outside a script run (the follow route, session=False) no session memo is read: a figure
-    without `shared` is built every time."""
+    Outside a script run (the poll routes, session=False) the session's memo cannot be read:
+    `memo` stands in for it (the owner's route passes its session's), else a figure without
+    `shared` is built every time."""
     # The figures' JSON goes in as it is (escaping it into strings cost the server as much as
     # the element), each with a version the browser compares to skip redrawing it.
     entries = []
     for name, (figure, version, shared) in figures.items():
-        spec = _built(figure, f"{prefix}.{name}", version, shared, present, session)
+        spec = _built(figure, f"{prefix}.{name}", version, shared, present, session, memo)
         tag = f"{len(spec)}-{hash(spec)}"
         if tag not in have:
             entries.append(f'{json.dumps(name)}: {{"version": "{tag}", "figure": {spec}}}')
@@ -243,12 +264,13 @@ def grid_data(figures: dict[str, tuple], wide: tuple[str, ...], present: bool, e
 
 
 def _built(figure, key: str, version: Hashable, shared: Hashable, present: bool | None = None,
-           session: bool = True) -> str:
+           session: bool = True, memo: dict | None = None) -> str:
     """The figure's JSON: from this session's last drawing of it, the server's shared cache,
-    or built now. `session`: in a script run (the session's own memo can be read)."""
+    or built now. `session`: in a script run (the session's own memo can be read); `memo`:
+    the memo to use outside one."""
     if present is None:
         present = bool(st.session_state.get(keys.PRESENT))
-    built = st.session_state.setdefault(keys.CHARTS, {}) if session else {}
+    built = st.session_state.setdefault(keys.CHARTS, {}) if session else (memo if memo is not None else {})
     if shared is not None:
         # A page whose figure did not change (a queued or paused run's) reuses its own copy:
         # the shared cache keeps only the newest figures, and a class's live run fills it fast.

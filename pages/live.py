@@ -1,4 +1,13 @@
-"""The Train page's live charts, and the route a follower's page polls for them.
+"""The Train page's live charts, and the routes its browser polls for them.
+
+The owner's page (a run of one's own) polls `GET /train-live/<watch token>` the same way, at
+the page's refresh rate: a Streamlit rerun of the live part 2.5 times a second cost the server
+its script run and the browser the rerun's deltas and React's redraw of them on top of
+Plotly's, and on 2 cores (the browser beside the server) the training kept 0.75 of its solo
+speed; with the poll Chromium used 0.4 of a core instead of 0.86 (tests/browser/bench_app.py).
+The watch token names the browser session (pages/session.Watches), which only that session's
+own page is told; the route answers with that session's current run, so Reset needs no new
+token.
 
 A class of twenty following the teacher's run cannot each rerun the page twice a second: on
 two cores each rerun cost the server about 25 ms of the interpreter the training shares
@@ -26,7 +35,7 @@ from explorer.follow import FigureCache, Followed
 from explorer.store import FollowRefused
 from pages import follow
 from pages.charts import grid_data
-from pages.session import live_runs
+from pages.session import live_runs, watches
 
 # Points per line on the live charts: more than a half-width chart has pixels for is spent
 # twice on every refresh, serialising on the server and drawing in the browser, and both
@@ -34,6 +43,7 @@ from pages.session import live_runs
 LIVE_POINTS = 400
 WIDE = ("gate_strip",)
 PATH = "follow-live"
+OWNER_PATH = "train-live"
 MAX_HAVE = 8                      # versions a poll may name (the grid has five charts)
 ANSWERS_KEPT = 64
 
@@ -90,9 +100,20 @@ def head(run, snap) -> dict:
                     f"{snap.step} of {snap.total_steps} steps"}
 
 
-def poll(token: str, gate: str | None, sequence: int, present: bool, every: float) -> dict:
-    """Where and how often a follower's browser asks for the newest step."""
-    return {"url": PATH + "/" + token, "every_ms": int(every * 1000),
+def owner_head(run, snap) -> dict:
+    """The owner's step, speed, device, status and progress (drawn by the chart component, so
+    the poll moves them with the charts)."""
+    return {"step": snap.step, "status": str(snap.status),
+            "cells": [["Step", str(snap.step)], ["Steps per second", f"{snap.steps_per_second:.1f}"],
+                      ["Device", str(run.trainer.device)], ["Status", str(snap.status)]],
+            "progress": min(snap.step / snap.total_steps, 1.0) if snap.total_steps else 0.0,
+            "line": f"{snap.step} of {snap.total_steps} steps"}
+
+
+def poll(token: str, gate: str | None, sequence: int, present: bool, every: float, path: str = PATH) -> dict:
+    """Where and how often a page's browser asks for the newest step: a follower's by its
+    follow token, the owner's (path OWNER_PATH) by its session's watch token."""
+    return {"url": path + "/" + token, "every_ms": int(every * 1000),
             "query": {"gate": gate or "", "sequence": sequence, "present": int(present)}}
 
 
@@ -127,12 +148,43 @@ def answer(token: str, gate: str | None, sequence: int, present: bool, since: in
     return 200, *ANSWERS.get((live.id, top["line"], gate, sequence, present, have), build)
 
 
+def owner_answer(token: str, gate: str | None, sequence: int, present: bool, since: int,
+                 have: frozenset[str]) -> tuple[int, bytes, bytes | None]:
+    """(HTTP status, JSON body, the body gzipped or None) of the owner's poll: as `answer`, for
+    the run the session named by token trains now; 403 when no session has that token (it
+    ended: the tab was closed long enough), 410 when it has no run of its own to train."""
+    where = watches().get(token)
+    if where is None:
+        return 403, _message("This page's session has ended: reload the page to see your runs."), None
+    run = where.run
+    if run is None or where.follow_token or run.read_only:
+        return 410, _message("This page shows no run of your own now: it reruns to say what it shows."), None
+    snap = run.snapshot()
+    if run.priority and snap.running:
+        snap = run.published(follow.FOLLOW_SECONDS)     # a class follows it: show the moment they see
+    if snap.step == since and snap.status == Status.RUNNING:
+        return 204, b"", None
+    figures, _ = train_figures(run, snap, gate, sequence)
+    body = grid_data(figures, WIDE, present, {"head": owner_head(run, snap)}, have=have, memo=where.charts).encode()
+    # One reader, often on this machine: the cheapest compression still shrinks the JSON 4×.
+    return 200, body, gzip.compress(body, compresslevel=1)
+
+
 def _message(text: str) -> bytes:
     return json.dumps({"message": text}).encode()
 
 
 async def follow_live(request: Request) -> Response:
     """GET /follow-live/<token>?gate=&sequence=&present=&since=&have=: see `answer`."""
+    return await _respond(request, answer)
+
+
+async def train_live(request: Request) -> Response:
+    """GET /train-live/<watch token>?gate=&sequence=&present=&since=&have=: see `owner_answer`."""
+    return await _respond(request, owner_answer)
+
+
+async def _respond(request: Request, answer) -> Response:
     query = request.query_params
     try:
         sequence, since, present = (int(query.get(name, default)) for name, default in
@@ -150,4 +202,5 @@ async def follow_live(request: Request) -> Response:
     return Response(body, status, media_type="application/json", headers=headers)
 
 
-ROUTES = [Route(f"/{PATH}/{{token}}", follow_live, methods=["GET"])]
+ROUTES = [Route(f"/{PATH}/{{token}}", follow_live, methods=["GET"]),
+          Route(f"/{OWNER_PATH}/{{token}}", train_live, methods=["GET"])]

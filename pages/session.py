@@ -8,10 +8,12 @@ import gc
 import hmac
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import streamlit as st
@@ -181,6 +183,10 @@ class Session:
     followed_id: str | None = None      # the run it named last time
     moved_at: float | None = None       # when its owner last moved it to a new run
     watching: object | None = None      # that run's read-only view (explorer.follow.Followed)
+    # What this session's Train page polls its live charts with (pages/live.py): a name for the
+    # session that only its own browser is told, and the figures it built last (by chart).
+    watch_token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    charts: dict = field(default_factory=dict)
 
     def follow(self, token: str) -> None:
         """Follow the run a follow link names, instead of training one's own."""
@@ -305,6 +311,7 @@ class Session:
         own: the reloading tab's new session must not wait for it."""
         runs = list({id(r): r for r in [self.run, *self.lesson_runs.values()] if r is not None}.values())
         self.unfollow()
+        watches().drop(self.watch_token)
         threading.Thread(target=self._let_go, args=(runs,), name="gate-explorer-close", daemon=True).start()
 
     def _let_go(self, runs: list[Run]) -> None:
@@ -326,9 +333,38 @@ class Session:
         later.start()
 
 
+class Watches:
+    """The server's browser sessions by watch token: the owner's Train page polls its run's
+    charts by it (pages/live.py), outside any script run. Weak: a session Streamlit has let go
+    of is gone from here too, whether or not its close ran."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._sessions: weakref.WeakValueDictionary[str, Session] = weakref.WeakValueDictionary()
+
+    def add(self, where: Session) -> None:
+        with self._lock:
+            self._sessions[where.watch_token] = where
+
+    def get(self, token: str) -> Session | None:
+        with self._lock:
+            return self._sessions.get(token)
+
+    def drop(self, token: str) -> None:
+        with self._lock:
+            self._sessions.pop(token, None)
+
+
+@st.cache_resource(show_spinner=False)
+def watches() -> Watches:
+    return Watches()
+
+
 @st.cache_resource(scope="session", on_release=Session.close, show_spinner=False)
 def session() -> Session:
-    return Session(owner_key=browser_key())
+    where = Session(owner_key=browser_key())
+    watches().add(where)
+    return where
 
 
 def refresh_every(seconds: float) -> float:

@@ -5,8 +5,8 @@ from explorer import Status
 from explorer.follow import Followed
 from pages import keys
 from pages.charts import chart_grid
-from pages.follow import FOLLOW_SECONDS, follow_every, follow_link, keep_followers, state_words
-from pages.live import WIDE, head, poll, train_figures
+from pages.follow import FOLLOW_SECONDS, POLLED_SECONDS, follow_every, follow_link, keep_followers, state_words
+from pages.live import OWNER_PATH, WIDE, head, owner_head, poll, train_figures
 from pages.session import current_run, refresh_every, session, waiting_note
 from pages.sidebar import applied_config
 
@@ -93,6 +93,12 @@ if task.trainable:
     queued = polling and not following and bool(run.snapshot().queue_place)
     if queued:
         every = max(every, QUEUED_SECONDS)
+    # While the owner's run trains, its browser polls for the charts and the step line
+    # (pages/live.py) at `every`; the page itself reruns only now and then, to catch what the
+    # poll cannot show (it also reruns at once when a poll finds the run no longer training).
+    owner_poll = polling and not following and not queued
+    if owner_poll:
+        poll_every, every = every, POLLED_SECONDS
 
 
     def poll_stopped() -> None:
@@ -101,8 +107,8 @@ if task.trainable:
     @st.fragment(run_every=every)
     def live() -> None:
         if st.session_state.pop(keys.FOLLOW_STOPPED, False):
-            # The follower's poll found the run paused, ended or the link revoked: the whole
-            # page (its sidebar's "live", its charts) says so now, not at the next rerun.
+            # The poll found the run paused, ended (or the follow link revoked): the whole
+            # page (its buttons, its sidebar's "live", its charts) says so now, not at the next rerun.
             st.rerun()
         snap = run.snapshot()
         if not following and run.priority and snap.running:
@@ -112,15 +118,6 @@ if task.trainable:
         if (polling and not snap.running) or (following and snap.status != drawn_status) or \
                 (queued and not snap.queue_place):
             st.rerun()                      # polling changes: redraw the page once, quietly
-        if not following:                   # a follower's step line is in the chart element
-            left, middle, right, far = st.columns(4)
-            with left.container(key="step_counter"):
-                st.metric("Step", str(snap.step))
-            middle.metric("Steps per second", f"{snap.steps_per_second:.1f}")
-            right.metric("Device", str(run.trainer.device))
-            far.metric("Status", snap.status)
-            st.progress(min(snap.step / snap.total_steps, 1.0),
-                        text=f"{snap.step} of {snap.total_steps} steps")
         if snap.queue_place:
             with st.container(key="queue_place"):
                 st.info(waiting_note(snap.queue_place, run.admission.slots))
@@ -134,15 +131,19 @@ if task.trainable:
             st.info(snap.message)
         gate, sequence = st.session_state.get(keys.STRIP_GATE), st.session_state.get(keys.STRIP_SEQUENCE, 0)
         figures, caption = train_figures(run, snap, gate, sequence)
-        extra = None
+        # The step line is drawn by the chart element: while the run trains, the browser's
+        # polls move it on with the charts (pages/live.py), and this fragment reruns only
+        # now and then. The owner's has step, speed, device, status and progress.
+        present = bool(st.session_state.get(keys.PRESENT))
         if following:
-            # The step line and the charts come from the follow route from here on, polled
-            # by the browser (pages/live.py); this fragment reruns only now and then.
-            present = bool(st.session_state.get(keys.PRESENT))
             extra = {"head": head(run, snap), "poll": poll(run.token, gate, sequence, present, FOLLOW_SECONDS)
                      if snap.running else None}
+        else:
+            extra = {"head": owner_head(run, snap), "poll": poll(session().watch_token, gate, sequence, present,
+                                                                 poll_every, OWNER_PATH)
+                     if owner_poll and snap.running else None}
         # One element for every chart (each element costs the server more than its figure).
-        chart_grid(figures, key="live_charts", wide=WIDE, extra=extra, on_stopped=poll_stopped if following else None)
+        chart_grid(figures, key="live_charts", wide=WIDE, extra=extra, on_stopped=poll_stopped)
         if caption:
             st.caption(caption)
 

@@ -19,6 +19,7 @@ from explorer.tasks import TASKS
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 SMALL = dict(seq_len=12, hidden=8, batch_size=8, probe_every=5, eval_every=5, probe_count=3)
+SMALL_STEPS = Config().steps
 
 
 @pytest.fixture(autouse=True)
@@ -62,8 +63,22 @@ def values(array) -> np.ndarray:
     return np.asarray(array, dtype=float)
 
 
+def live_head(at: AppTest) -> dict | None:
+    """The head the Train page's chart element draws (pages/live.py): the step line, and the
+    owner's cells (Step, Steps per second, Device, Status) and progress."""
+    for element in at.get("bidi_component"):
+        proto = element.proto
+        if proto.component_name == "gate_explorer.live_chart" and proto.id.endswith("live_charts"):
+            return json.loads(json.loads(proto.json)).get("head")
+    return None
+
+
 def metric(at: AppTest, label: str) -> str:
-    return next(m.value for m in at.metric if m.label == label)
+    """An st.metric's value, or the Train page's cell of that label in its chart element's head."""
+    shown = {m.label: m.value for m in at.metric}
+    if label not in shown:
+        shown = dict((live_head(at) or {}).get("cells", []))
+    return shown[label]
 
 
 def button(at: AppTest, label: str):
@@ -123,6 +138,51 @@ def test_step_trains_the_real_run_and_the_charts_carry_its_numbers():
     strip = charts["gate_strip_plot"]
     assert row_titles(strip)[:2] == ["input x_t", "input gate i_t"]
     assert at.selectbox(key="strip_gate").options == ["input", "forget", "candidate", "output"]
+
+
+def test_the_owners_page_polls_its_own_route_for_the_charts_while_the_run_trains():
+    """While training, the Train page's browser asks /train-live/<watch token> for the newest
+    step and charts (pages/live.py) instead of rerunning the page: the route answers with the
+    session's own run, the step line's cells included, and stops the poll when it pauses."""
+    import gzip
+    from pages import live
+
+    at = step(app(), 10)
+    head = live_head(at)
+    assert head["step"] == 10 and head["progress"] == pytest.approx(10 / SMALL_STEPS)
+    data = next(json.loads(json.loads(e.proto.json)) for e in at.get("bidi_component") if e.proto.id.endswith("live_charts"))
+    assert data["poll"] is None                                   # paused: nothing to poll for
+    at.session_state["draft"] = Config(**{**SMALL, "steps": 200_000}).to_dict()
+    button(at, "Reset").click().run()
+    button(at, "Train").click().run()
+    try:
+        data = next(json.loads(json.loads(e.proto.json)) for e in at.get("bidi_component")
+                    if e.proto.id.endswith("live_charts"))
+        assert data["poll"]["url"].startswith("train-live/") and data["poll"]["every_ms"] == 400
+        token = data["poll"]["url"].split("/", 1)[1]
+        deadline = time.monotonic() + 60
+        while True:          # the poll brings steps the page has not rerun for
+            status, body, zipped = live.owner_answer(token, None, 0, False, since=-1, have=frozenset())
+            polled = json.loads(body)
+            if polled["head"]["step"] > data["head"]["step"] + 5:
+                break
+            assert time.monotonic() < deadline, "the polls never saw the run move on"
+            time.sleep(0.1)
+        assert status == 200 and gzip.decompress(zipped) == body
+        cells = dict(polled["head"]["cells"])
+        assert cells["Status"] == "running" and cells["Device"] == "cpu" and int(cells["Step"]) == polled["head"]["step"]
+        train = next(t for t in polled["grid"]["loss_chart"]["figure"]["data"] if t["name"] == "training loss")
+        x = values(train["x"])
+        assert x[-1] <= polled["head"]["step"] and x[-1] > data["head"]["step"]   # the run's own newest steps
+        # Asking again with the figures it has: only what changed comes back, or 204 for nothing new.
+        versions = frozenset(entry["version"] for entry in polled["grid"].values())
+        again = live.owner_answer(token, None, 0, False, since=polled["head"]["step"], have=versions)
+        assert again[0] == 204 or "head" in json.loads(again[1])
+    finally:
+        button(at, "Pause").click().run()
+    status, body, _ = live.owner_answer(token, None, 0, False, since=-1, have=frozenset())
+    assert status == 200 and json.loads(body)["head"]["status"] == "paused"   # the browser stops polling
+    assert live.owner_answer("not-a-token", None, 0, False, since=-1, have=frozenset())[0] == 403
 
 
 def test_changing_the_cell_in_the_sidebar_rebuilds_the_run_and_its_figures():

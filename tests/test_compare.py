@@ -16,6 +16,7 @@ from explorer import Config, Trainer
 from explorer.compare import (NOT_READ, baselines, common_steps, comparability, differing_fields, from_store,
                               gate_summary, labels, relative_losses, same_probes)
 from explorer.store import RunStore, new_id, new_key
+from tests.test_app import metric
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 SMALL = dict(task="adding", seq_len=10, hidden=8, steps=30, probe_every=10, eval_every=10, batch_size=8)
@@ -258,7 +259,7 @@ def test_the_sessions_live_run_compares_with_a_saved_one_and_reading_changes_not
     at.selectbox(key="step_size").set_value(10).run()
     next(b for b in at.button if b.label == "Step").click().run()
     deadline = time.monotonic() + 60
-    while next(m.value for m in at.metric if m.label == "Step") != "10":
+    while metric(at, "Step") != "10":
         assert time.monotonic() < deadline, "the Step button's steps never landed"
         time.sleep(0.1)
         at.run()
