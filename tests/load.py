@@ -181,6 +181,7 @@ class Tab:
     errors: dict[str, int] = field(default_factory=dict)                                 # text -> times seen
     first_seen: dict[str, float] = field(default_factory=dict)                           # text -> when
     refused: dict[str, int] = field(default_factory=dict)      # URL off loopback -> times refused
+    polls: list[float] = field(default_factory=list)           # arrivals of the live poll's answers
 
     def error(self, text: str) -> None:
         text = text.strip()[:500]
@@ -201,6 +202,18 @@ class Tab:
         element = msg.delta.new_element
         if element.WhichOneof("type") == "metric" and element.metric.label == "Step" and element.metric.body.isdigit():
             self.steps.append((time.monotonic(), int(element.metric.body)))
+
+    def response(self, response) -> None:
+        """An answer to the Train page's live poll (pages/live.py): while the run trains, its
+        step counter moves by these, not by the websocket. Timed on arrival, like `frame`."""
+        if "/train-live/" not in response.url or response.status not in (200, 204):
+            return
+        self.polls.append(time.monotonic())
+        if response.status == 200:
+            try:
+                self.steps.append((time.monotonic(), int(response.json()["head"]["step"])))
+            except Exception as problem:   # noqa: BLE001 - an unreadable answer is the app's error
+                self.error(f"reading a live poll's answer: {problem}")
 
     def read(self) -> None:
         try:
@@ -241,6 +254,7 @@ def open_tab(browser, url: str, number: int, shots: Path) -> Tab:
     page = tab.app.page
     page.on("console", console)
     page.on("websocket", lambda ws: "/_stcore/stream" in ws.url and ws.on("framereceived", tab.frame))
+    page.on("response", tab.response)
     page.goto(url, wait_until="commit")
     return tab
 
@@ -281,9 +295,11 @@ def summarise(tab: Tab, since: float, until: float) -> dict:
     first_move = next((t for t, s in tab.steps if tab.pressed_at and t > tab.pressed_at and s > tab.start_step), None)
     out["pressed"] = tab.pressed_at is not None
     out["start_delay"] = round(first_move - tab.pressed_at, 2) if first_move else None
-    # The live view's refresh interval: between consecutive finished fragment reruns, from the
-    # last one before the window to the window's end (so a view that froze shows its wait).
-    done = [t for t, status, _ in tab.app.frames.finished if status == ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY]
+    # The live view's refresh interval: between consecutive finished fragment reruns or answered
+    # polls (a training run's page is refreshed by its polls), from the last one before the
+    # window to the window's end (so a view that froze shows its wait).
+    done = sorted([t for t, status, _ in tab.app.frames.finished
+                   if status == ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY] + tab.polls)
     edges = [t for t in done if t < since][-1:] + [t for t in done if since <= t <= until] + [until]
     gaps = sorted(b - a for a, b in zip(edges, edges[1:]))
     out["refreshes"] = sum(since <= t <= until for t in done)

@@ -16,7 +16,8 @@ other, so the browser's drawing no longer takes the training's core (the server 
 it). Without it everything shares the machine's cores, as when one laptop runs both.
 
 It reports the ratio of their steps/s in each round (and the median and the worst), the bytes the server sends per refresh of the live
-part of the page (and the refresh rate), and how long a fresh tab takes, on the warm
+part of the page (and the refresh rate: the answers with a new step to the page's polls of
+/train-live/, pages/live.py, their bytes as sent), and how long a fresh tab takes, on the warm
 server, to show the Train page's first chart. Targets (issue 3): ratio >= 0.8, < 500 KB per
 refresh, first chart < 3 s.
 """
@@ -67,6 +68,9 @@ def with_page(browser, server: Server, seconds: float, warmup: float) -> dict:
     context = browser.new_context(viewport={"width": 1600, "height": 1000})
     context.set_default_timeout(60_000)
     app = AppPage(context.new_page(), server.url, OUT)
+    polls: list[tuple[float, int]] = []        # (time, bytes sent) of each poll answered with a new step
+    app.page.on("response", lambda r: "/train-live/" in r.url and r.status == 200 and polls.append(
+        (time.monotonic(), int(r.headers.get("content-length", 0)))))
     try:
         app.open(plot("loss_chart"))
         app.configure({"steps": 200_000})
@@ -75,7 +79,7 @@ def with_page(browser, server: Server, seconds: float, warmup: float) -> dict:
         first, start = app.step(), time.monotonic()
         app.page.wait_for_timeout(seconds * 1000)
         last, took = app.step(), time.monotonic() - start
-        refreshes = app.frames.fragment_runs(since=start)
+        refreshes = [(at, size) for at, size in polls if start <= at <= start + took]
         app.press("Pause")
     finally:
         context.close()
