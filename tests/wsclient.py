@@ -755,8 +755,11 @@ class StreamlitClient:
             shown["have"][name] = entry["version"]
         if parsed.get("head"):
             shown["step"] = parsed["head"]["step"]
-            self.metrics["Step"] = str(shown["step"])
-            self.metric_times.append((now, "Step", str(shown["step"])))
+            # The owner's head has the cells the page draws as its step line (step, speed,
+            # device, status); a follower's only the step.
+            for label, value in parsed["head"].get("cells") or [["Step", str(shown["step"])]]:
+                self.metrics[label] = value
+                self.metric_times.append((now, label, value))
 
     def _follow(self, poll: dict | None, shown: dict | None = None, element: tuple[str, str] = ("", "")) -> None:
         if self._poller is not None:

@@ -19,10 +19,12 @@ TRACE_COLUMNS = ["step", "layer", "sequence", "t", "unit", "quantity", "value"]
 
 # --- reading the page ----------------------------------------------------------------------------
 def metric(page, label: str) -> str:
-    """The value of the st.metric labelled exactly `label` (e.g. "Status")."""
-    box = page.locator('[data-testid="stMetric"]').filter(
-        has=page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(rf"^\s*{re.escape(label)}\s*$")))
-    return box.locator('[data-testid="stMetricValue"]').first.inner_text(timeout=TIMEOUT_MS).strip()
+    """The value labelled exactly `label` (e.g. "Status"): an st.metric's, or a cell of the
+    Train page's step line (drawn by its chart element, pages/live.py)."""
+    box = page.locator('[data-testid="stMetric"], .live-step').filter(
+        has=page.locator('[data-testid="stMetricLabel"], .live-label',
+                         has_text=re.compile(rf"^\s*{re.escape(label)}\s*$")))
+    return box.locator('[data-testid="stMetricValue"], .live-value').first.inner_text(timeout=TIMEOUT_MS).strip()
 
 
 def url_params(page) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """tests/wsclient.py against the real app: a session over Streamlit's websocket, no Chromium.
 
 One server; a client on the Train page presses Train, and its step counter advances through
-the live fragment's timed reruns; Pause stops it and its timer; unchanged large elements come
+the page's polls of /train-live/ (pages/live.py); Pause stops them and the live fragment's timer; unchanged large elements come
 back as references to its cache; a second client is a session of its own.
 """
 from __future__ import annotations
@@ -67,18 +67,20 @@ async def scenario(url: str) -> dict:
         assert a.session_id and a.page_script_hash and a.widgets, "no session, page or widgets after the first run"
         assert a.page_not_found == [] and step(a) == 0, (a.page_not_found, a.metrics)
 
-        # Train: the live fragment reruns on its timer, and the step counter advances
+        # Train: the page polls the owner's route, and the step counter advances by its answers
+        # (the live fragment keeps a slow timer, to catch what only a rerun shows)
         await pressed(a, "Train")
         assert a.auto_reruns, "no fragment timer after Train"
         trained_at = time.monotonic()
         await a.wait_for(lambda c: len({v for at, v in c.metric_values("Step") if at > trained_at}) >= 4
-                         and len([t for t in c.fragment_runs() if t > trained_at]) >= 3, WAIT,
-                         "the step counter to advance through fragment runs")
+                         and len([t for t, status in c.polls if t > trained_at and status == 200]) >= 3, WAIT,
+                         "the step counter to advance through the page's polls")
         live = [int(v) for at, v in a.metric_values("Step") if at > trained_at]
         assert live == sorted(live) and live[-1] > live[0], f"the step went back or stood still: {live}"
         fragment_finishes = [(status, ids) for at, status, ids in a.finished if at > trained_at and status == FRAGMENT]
         assert all(ids for _, ids in fragment_finishes), "a fragment run's script_finished named no fragment"
-        assert a.auto_reruns_sent >= 3
+        # The fragment's own timer (every 10 s while the page polls) still reruns it
+        await a.wait_for(lambda c: c.auto_reruns_sent >= 1, WAIT, "a timed rerun of the live fragment")
 
         # Pause: the run holds its step, the timer stops, no more fragment runs
         await pressed(a, "Pause")
@@ -88,6 +90,7 @@ async def scenario(url: str) -> dict:
         assert step(a) == held, f"the step moved while paused: {held} -> {step(a)}"
         assert not a.auto_reruns, f"a fragment timer outlived the pause: {a.auto_reruns}"
         assert not [t for t in a.fragment_runs() if t > paused_at + 0.5], "fragment runs went on after the pause"
+        assert not [t for t, _ in a.polls if t > paused_at + 0.5], "the page went on polling after the pause"
 
         # Reruns after the pause: the large unchanged elements come back as references
         refs, hashes = a.ref_hits, len(a._cache)
@@ -107,7 +110,7 @@ async def scenario(url: str) -> dict:
         assert step(b) == 0 and step(a) == held + 1, (b.metrics, a.metrics)
         await pressed(b, "Train")
         b_from = time.monotonic()
-        await b.wait_for(lambda c: step(c) >= 3 and len([t for t in c.fragment_runs() if t > b_from]) >= 2, WAIT,
+        await b.wait_for(lambda c: step(c) >= 3 and len([t for t, _ in c.polls if t > b_from]) >= 2, WAIT,
                          "the second client's run to train")
         assert step(a) == held + 1 and not a.auto_reruns, "the second client's run moved the first's"
         await pressed(b, "Pause")
