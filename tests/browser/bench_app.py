@@ -17,7 +17,8 @@ it). Without it everything shares the machine's cores, as when one laptop runs b
 
 It reports the ratio of their steps/s in each round (and the median and the worst), the bytes the server sends per refresh of the live
 part of the page (and the refresh rate: the answers with a new step to the page's polls of
-/train-live/, pages/live.py, their bytes as sent), and how long a fresh tab takes, on the warm
+/train-live/, pages/live.py, their bytes as sent), the cores the server, its training worker
+and Chromium used meanwhile (from /proc), and how long a fresh tab takes, on the warm
 server, to show the Train page's first chart. Targets (issue 3): ratio >= 0.8, < 500 KB per
 refresh, first chart < 3 s.
 """
@@ -37,6 +38,9 @@ sys.path.insert(0, str(HERE))
 
 from _app import STEP, AppPage, plot, wait_ready  # noqa: E402
 from _server import OUT, REPO, Server, launch_chromium  # noqa: E402
+
+sys.path.insert(0, str(REPO))
+from tests.load import CpuMeter, generator_kind  # noqa: E402
 
 BASELINE = """
 import json, sys, time
@@ -65,6 +69,10 @@ def no_page(seconds: float, warmup: float, cores: set[int] | None = None) -> flo
 
 
 def with_page(browser, server: Server, seconds: float, warmup: float) -> dict:
+    """The page's side of a round: steps/s, refreshes, and the cores each process used."""
+    own = server.proc.pid
+    served = CpuMeter(own, kind=lambda pid, name: "server" if pid == own else "worker")
+    browsing = CpuMeter(os.getpid(), skip=own, kind=generator_kind)
     context = browser.new_context(viewport={"width": 1600, "height": 1000})
     context.set_default_timeout(60_000)
     app = AppPage(context.new_page(), server.url, OUT)
@@ -77,8 +85,10 @@ def with_page(browser, server: Server, seconds: float, warmup: float) -> dict:
         app.press("Train")
         app.page.wait_for_timeout(warmup * 1000)
         first, start = app.step(), time.monotonic()
+        served.mark(), browsing.mark()
         app.page.wait_for_timeout(seconds * 1000)
         last, took = app.step(), time.monotonic() - start
+        cores = {**served.cores(), **{k: v for k, v in browsing.cores().items() if k in ("chromium", "playwright")}}
         refreshes = [(at, size) for at, size in polls if start <= at <= start + took]
         app.press("Pause")
     finally:
@@ -86,7 +96,7 @@ def with_page(browser, server: Server, seconds: float, warmup: float) -> dict:
     sizes = [size for _, size in refreshes]
     return {"steps_per_second": (last - first) / took, "refreshes_per_second": len(refreshes) / took,
             "bytes_per_refresh_median": statistics.median(sizes) if sizes else None,
-            "bytes_per_refresh_max": max(sizes) if sizes else None}
+            "bytes_per_refresh_max": max(sizes) if sizes else None, "cores": cores}
 
 
 def first_chart_seconds(browser, server: Server) -> float:
@@ -148,6 +158,10 @@ def main() -> None:
         "kb_per_refresh_median": round(statistics.median(r["bytes_per_refresh_median"] for r in results["page"]) / 1e3, 1),
         "kb_per_refresh_max": round(max(r["bytes_per_refresh_max"] for r in results["page"]) / 1e3, 1),
         "first_chart_seconds_max": round(max(results["first_chart_seconds"]), 2),
+        # Cores each process used while the page trained (median over rounds): steadier than
+        # the ratio on a shared machine, and it says who takes the training's processor.
+        "cores_median": {kind: round(statistics.median(r["cores"].get(kind, 0.0) for r in results["page"]), 3)
+                         for kind in ("server", "worker", "chromium", "playwright")},
         "browser_apart": bool(training_core),
         "rounds": results,
     }

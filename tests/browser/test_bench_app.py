@@ -19,3 +19,5 @@ def test_bench_app_short_round_reports_every_figure():
     assert result["steps_per_second_page"] > 0 and result["steps_per_second_no_page"] > 0
     assert len(result["ratio_per_round"]) == 1 and result["ratio_median"] > 0
     assert result["kb_per_refresh_median"] > 0 and result["first_chart_seconds_max"] > 0
+    cores = result["cores_median"]
+    assert cores["worker"] > 0 and cores["chromium"] > 0 and cores["server"] > 0     # the training, the page
