@@ -63,14 +63,16 @@ def values(array) -> np.ndarray:
     return np.asarray(array, dtype=float)
 
 
+def live_charts(at: AppTest) -> dict | None:
+    """The Train page's chart element's data (pages/charts.grid_data), None when not drawn."""
+    return next((json.loads(json.loads(e.proto.json)) for e in at.get("bidi_component")
+                 if e.proto.id.endswith("live_charts")), None)
+
+
 def live_head(at: AppTest) -> dict | None:
     """The head the Train page's chart element draws (pages/live.py): the step line, and the
     owner's cells (Step, Steps per second, Device, Status) and progress."""
-    for element in at.get("bidi_component"):
-        proto = element.proto
-        if proto.component_name == "gate_explorer.live_chart" and proto.id.endswith("live_charts"):
-            return json.loads(json.loads(proto.json)).get("head")
-    return None
+    return (live_charts(at) or {}).get("head")
 
 
 def metric(at: AppTest, label: str) -> str:
@@ -150,14 +152,12 @@ def test_the_owners_page_polls_its_own_route_for_the_charts_while_the_run_trains
     at = step(app(), 10)
     head = live_head(at)
     assert head["step"] == 10 and head["progress"] == pytest.approx(10 / SMALL_STEPS)
-    data = next(json.loads(json.loads(e.proto.json)) for e in at.get("bidi_component") if e.proto.id.endswith("live_charts"))
-    assert data["poll"] is None                                   # paused: nothing to poll for
+    assert live_charts(at)["poll"] is None                                   # paused: nothing to poll for
     at.session_state["draft"] = Config(**{**SMALL, "steps": 200_000}).to_dict()
     button(at, "Reset").click().run()
     button(at, "Train").click().run()
     try:
-        data = next(json.loads(json.loads(e.proto.json)) for e in at.get("bidi_component")
-                    if e.proto.id.endswith("live_charts"))
+        data = live_charts(at)
         assert data["poll"]["url"].startswith("train-live/") and data["poll"]["every_ms"] == 400
         token = data["poll"]["url"].split("/", 1)[1]
         deadline = time.monotonic() + 60
@@ -174,14 +174,15 @@ def test_the_owners_page_polls_its_own_route_for_the_charts_while_the_run_trains
         train = next(t for t in polled["grid"]["loss_chart"]["figure"]["data"] if t["name"] == "training loss")
         x = values(train["x"])
         assert x[-1] <= polled["head"]["step"] and x[-1] > data["head"]["step"]   # the run's own newest steps
-        # Asking again with the figures it has: only what changed comes back, or 204 for nothing new.
-        versions = frozenset(entry["version"] for entry in polled["grid"].values())
-        again = live.owner_answer(token, None, 0, False, since=polled["head"]["step"], have=versions)
-        assert again[0] == 204 or "head" in json.loads(again[1])
     finally:
         button(at, "Pause").click().run()
     status, body, _ = live.owner_answer(token, None, 0, False, since=-1, have=frozenset())
-    assert status == 200 and json.loads(body)["head"]["status"] == "paused"   # the browser stops polling
+    paused = json.loads(body)
+    assert status == 200 and paused["head"]["status"] == "paused"   # the browser stops polling
+    # Asking again with the figures it shows: none of them comes back, only the head.
+    versions = frozenset(entry["version"] for entry in paused["grid"].values())
+    again = json.loads(live.owner_answer(token, None, 0, False, since=-1, have=versions)[1])
+    assert again["grid"] == {} and again["head"] == paused["head"]
     assert live.owner_answer("not-a-token", None, 0, False, since=-1, have=frozenset())[0] == 403
 
 

@@ -22,7 +22,7 @@ from explorer import Config, Run
 from explorer.follow import FigureCache, FollowBoard, Followed
 from explorer.run import ReadOnly
 from explorer.store import FollowRefused, RunStore, StoreError
-from tests.test_app import APP, SMALL, button, figures, metric, no_exception, step
+from tests.test_app import APP, SMALL, button, figures, live_charts, metric, no_exception, step
 
 OWNER, OTHER = "a" * 32, "b" * 32
 
@@ -213,12 +213,6 @@ def owner_with_link(steps: int = 10) -> tuple[AppTest, str]:
         button(at, "Make a follow link").click().run()
         link = next(c.value for c in at.sidebar.code if "follow=" in c.value)
     return at, link.split("follow=")[1]
-
-
-def live_charts(at: AppTest) -> dict | None:
-    """The Train page's chart element's data (pages/charts.grid_data), None when not drawn."""
-    return next((json.loads(json.loads(e.proto.json)) for e in at.get("bidi_component")
-                 if e.proto.id.endswith("live_charts")), None)
 
 
 def shown_step(at: AppTest) -> str | None:
