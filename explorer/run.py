@@ -7,6 +7,7 @@ SAVE_EVERY_SECONDS seconds of training, whichever comes first, whenever it stops
 """
 from __future__ import annotations
 
+import math
 import pickle
 import threading
 import time
@@ -27,6 +28,8 @@ from .worker import AHEAD, Worker, WorkerFailure, WorkerLost, capture, restore
 
 SAVE_EVERY_STEPS = 500
 SAVE_EVERY_SECONDS = 30.0
+# At most this many steps a worker may train on while the server saves (explorer.worker).
+SAVE_AHEAD_MAX = 256
 
 
 class Status(StrEnum):
@@ -122,6 +125,7 @@ class Run:
         self._granted = 0
         self._save_asked = False
         self._saves = 0
+        self._save_seconds = 0.0     # how long the last save took: steps lent a worker while saving
         self._lost = False
         self._here = False           # its task cannot be sent to a worker: it trains on this thread
 
@@ -255,10 +259,12 @@ class Run:
         reported in the run's message, and training goes on."""
         with self._cond:
             status = self._status
+        started = time.monotonic()
         try:
             self.store.save(self.id, self.trainer, owner_key=self.owner_key, status=status, name=self.name)
             with self._cond:
                 self._saves += 1
+                self._save_seconds = time.monotonic() - started
         except (StoreError, OSError) as error:
             with self._cond:
                 problem = f"Could not save this run: {error}"
@@ -415,6 +421,8 @@ class Run:
                     self._release()     # the steps it was allowed ahead are booked, then saved
                 if asked or self._save_due(stopping=pausing):
                     self._sync()
+                    if not pausing:
+                        self._lend_while_saving()
                     with self._model_lock:
                         self._save_now()
                 with self._cond:
@@ -490,6 +498,24 @@ class Run:
                 return record
             elif kind == "diverged":
                 return None
+
+    def _lend_while_saving(self) -> None:
+        """Let the worker train on while this thread saves the state it just sent: as many steps
+        as fit in the time the last save took, at the rate trained since then. Allowed only
+        AHEAD steps, it sat idle for most of each save (65-110 ms every 500 steps for the
+        default run here, 1-2% of its time). The steps are booked after the save, as usual, and
+        a pause still holds the worker between two steps."""
+        if self._worker is None:
+            return
+        step, when, _ = self._saved
+        with self._cond:
+            free, seconds = self._free, self._save_seconds
+        rate = (self.trainer.steps_done - step) / max(time.monotonic() - when, 1e-3)
+        left = self.trainer.config.steps - self.trainer.steps_done - self._granted
+        lend = min(math.ceil(rate * seconds), SAVE_AHEAD_MAX, left)
+        if free and lend > 0:
+            self._send("go", lend)
+            self._granted += lend
 
     def _receive(self) -> tuple:
         """One message from the worker, taken into this trainer (its History, its model)."""

@@ -145,6 +145,43 @@ def test_a_save_while_training_stores_the_workers_state_at_one_step(admission, t
     assert store.load(run.id).steps_done == run.snapshot().step     # saved as it stopped
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")      # utime + stime
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads a process's CPU time from /proc")
+def test_a_worker_trains_on_while_the_server_saves_and_every_step_is_booked(admission, tmp_path, monkeypatch):
+    import explorer.run as run_module
+    monkeypatch.setattr(run_module, "SAVE_EVERY_STEPS", 40)
+    worked = []                        # the worker's CPU seconds during each save
+
+    class SlowStore(RunStore):         # a real store whose saves take 0.4 s longer
+        def save(self, *args, **kwargs):
+            worker = run._worker             # (none in the save made as the run pauses)
+            before = worker and _cpu_seconds(worker.pid)
+            time.sleep(0.4)
+            super().save(*args, **kwargs)
+            if worker:
+                worked.append(_cpu_seconds(worker.pid) - before)
+
+    store = SlowStore(tmp_path / "runs.sqlite")
+    run = Run(small(steps=100_000), store=store, admission=admission)
+    run.start()
+    try:
+        assert _wait_for(lambda: len(worked) >= 3)
+        # The first save lends nothing (no save has been timed yet); the next ones lend the
+        # steps that fit in 0.4 s. Allowed only AHEAD steps, the worker did a few ms of them.
+        assert max(worked[1:]) > 0.1, worked
+        run.pause()
+        assert run.wait_until_idle(10.0)
+        steps = run.snapshot().history.steps["step"]
+        assert list(steps) == list(range(1, len(steps) + 1)) and len(steps) == run.trainer.steps_done
+        assert store.load(run.id).steps_done == run.trainer.steps_done
+    finally:
+        run.stop()
+
+
 def test_a_worker_that_dies_ends_its_run_with_a_message_and_the_next_run_gets_a_new_one(admission, workers):
     run = Run(small(), admission=admission)
     run.start()
