@@ -10,6 +10,13 @@ round, so a noisy machine hurts both sides alike:
 * no page: the same run (explorer.Run, same torch thread count as the app) in a plain
            Python process with nothing polling it.
 
+--split adds a third side, "undrawn", which splits the page's cost from the app's own path:
+the Train page open and training as in "page", but the browser's polls of /train-live/ are
+refused before they leave it, so nothing is drawn and no figure is built; steps are read from
+the run's route (pages/live.py) at the start and the end. page / undrawn is what the drawing
+costs, undrawn / no page what the rest of the app costs (its worker process, autosave, the
+server).
+
 --browser-apart measures the classroom's layout, where the browser is on another machine: the
 server, its training worker and the no-page run are held to one core and Chromium to the
 other, so the browser's drawing no longer takes the training's core (the server still shares
@@ -31,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -99,6 +107,36 @@ def with_page(browser, server: Server, seconds: float, warmup: float) -> dict:
             "bytes_per_refresh_max": max(sizes) if sizes else None, "cores": cores}
 
 
+def undrawn(browser, server: Server, seconds: float, warmup: float) -> float:
+    """The page's side with its polls refused in the browser: steps/s, read from the route."""
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    context.set_default_timeout(60_000)
+    app = AppPage(context.new_page(), server.url, OUT)
+    asked: list[str] = []
+
+    def refuse(route):
+        asked.append(route.request.url.split("?")[0])
+        route.abort()
+
+    def step() -> int:
+        with urllib.request.urlopen(asked[-1] + "?since=-1", timeout=30) as answer:
+            return json.loads(answer.read())["head"]["step"]
+    try:
+        app.open(plot("loss_chart"))
+        app.configure({"steps": 200_000})
+        context.route("**/train-live/**", refuse)
+        app.press("Train")
+        app.page.wait_for_timeout(warmup * 1000)
+        first, start = step(), time.monotonic()
+        app.page.wait_for_timeout(seconds * 1000)
+        last, took = step(), time.monotonic() - start
+        context.unroute("**/train-live/**")
+        app.press("Pause")
+    finally:
+        context.close()
+    return (last - first) / took
+
+
 def first_chart_seconds(browser, server: Server) -> float:
     """A fresh tab on a warm server: from navigation to the loss chart drawn."""
     context = browser.new_context(viewport={"width": 1600, "height": 1000})
@@ -114,19 +152,33 @@ def first_chart_seconds(browser, server: Server) -> float:
         context.close()
 
 
+def split_summary(results: dict) -> dict:
+    """The undrawn side's ratios, round by round: to no page (the app's own path) and the
+    page's to it (the drawing)."""
+    path = [u / n for u, n in zip(results["undrawn"], results["no_page"])]
+    drawing = [r["steps_per_second"] / u for r, u in zip(results["page"], results["undrawn"])]
+    return {"steps_per_second_undrawn": round(statistics.median(results["undrawn"]), 1),
+            "undrawn_over_no_page_per_round": [round(r, 3) for r in path],
+            "undrawn_over_no_page_median": round(statistics.median(path), 3),
+            "page_over_undrawn_per_round": [round(r, 3) for r in drawing],
+            "page_over_undrawn_median": round(statistics.median(drawing), 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per side per round")
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--split", action="store_true",
+                        help="also measure the page open with its drawing refused (the 'undrawn' side)")
     parser.add_argument("--browser-apart", action="store_true",
                         help="the server and training on one core, Chromium on the other")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
     OUT.mkdir(parents=True, exist_ok=True)
-    results = {"page": [], "no_page": [], "first_chart_seconds": []}
+    results = {"page": [], "no_page": [], "undrawn": [], "first_chart_seconds": []}
     cores = sorted(os.sched_getaffinity(0))
     training_core = {cores[0]} if args.browser_apart and len(cores) > 1 else None
     if training_core:
@@ -141,8 +193,11 @@ def main() -> None:
             for round_ in range(args.rounds):
                 results["first_chart_seconds"].append(first_chart_seconds(browser, server))
                 results["page"].append(with_page(browser, server, args.seconds, args.warmup))
+                if args.split:
+                    results["undrawn"].append(undrawn(browser, server, args.seconds, args.warmup))
                 results["no_page"].append(no_page(args.seconds, args.warmup, training_core))
-                print(f"round {round_ + 1}: page {results['page'][-1]['steps_per_second']:.1f} steps/s, "
+                split = f", undrawn {results['undrawn'][-1]:.1f}" if args.split else ""
+                print(f"round {round_ + 1}: page {results['page'][-1]['steps_per_second']:.1f} steps/s{split}, "
                       f"no page {results['no_page'][-1]:.1f} steps/s", file=sys.stderr)
             browser.close()
         finally:
@@ -163,6 +218,7 @@ def main() -> None:
         "cores_median": {kind: round(statistics.median(r["cores"].get(kind, 0.0) for r in results["page"]), 3)
                          for kind in ("server", "worker", "chromium", "playwright")},
         "browser_apart": bool(training_core),
+        **(split_summary(results) if args.split else {}),
         "rounds": results,
     }
     text = json.dumps(summary, indent=2)
