@@ -113,3 +113,27 @@ def test_a_lesson_link_opens_that_lesson(app):
     assert "lesson=vanishing" in app.page.url and "/lessons" in app.page.url
     assert not app.problems()
     app.shot("lesson-vanishing")
+
+
+def test_a_hidden_tab_asks_for_no_charts_and_catches_up_when_shown(app):
+    """A tab behind another (or a minimised window) neither polls nor draws; shown again, it
+    asks at once. The page's visibility is set as the browser would report it."""
+    start_training(app)
+    polls: list[str] = []
+    app.page.on("request", lambda request: "/train-live/" in request.url and polls.append(request.url))
+    app.wait_until(lambda: len(polls) >= 2, 10, "the page to poll while it shows")
+    show = """(hidden) => {
+        Object.defineProperty(document, "hidden", {configurable: true, get: () => hidden});
+        Object.defineProperty(document, "visibilityState", {configurable: true, get: () => hidden ? "hidden" : "visible"});
+        document.dispatchEvent(new Event("visibilitychange"));
+    }"""
+    app.page.evaluate(show, True)
+    app.page.wait_for_timeout(1000)              # a poll already on its way is answered
+    asked = len(polls)
+    app.page.wait_for_timeout(3000)
+    assert len(polls) == asked, "a hidden tab kept polling"
+    step = app.step()
+    app.page.evaluate(show, False)
+    app.wait_until(lambda: len(polls) > asked, 2, "the shown tab to poll at once")
+    app.wait_step_above(step)
+    assert not app.problems()
