@@ -301,6 +301,9 @@ def _spec(figure: go.Figure | Callable[[], go.Figure], present: bool) -> str:
     figure = figure() if callable(figure) else figure
     if present:                       # a projector: larger type, taller charts
         layout = figure.layout
+        if layout.xaxis.automargin is False:      # fixed margins (explorer/plots._live_axes) grow with the type
+            scale = PRESENT_FONT / (layout.font.size or 14)
+            figure.update_layout(margin={side: round(getattr(layout.margin, side) * scale) for side in ("l", "b")})
         figure.update_layout(font_size=PRESENT_FONT, height=int((layout.height or 450) * 1.2))
     return figure.to_json()
 

@@ -149,6 +149,31 @@ def test_long_histories_are_bucket_averaged_to_small_figures():
     assert train.y[-1] == pytest.approx(view.steps["loss"][-20:].mean())
 
 
+def test_the_live_line_charts_keep_fixed_margins_and_few_legible_ticks():
+    """Plotly replots a live chart whole on each refresh: automargin would fit the margins to
+    the tick labels again every time, and many labels each cost a measurement."""
+    view = synthetic_view(500)
+    view.steps["grad_norm"] = np.geomspace(1e-4, 10, 500).astype(np.float32)   # five powers of ten
+    figures = [plots.loss_figure(view, 0.5, "MSE"), plots.metric_figure(view, 0.1, "accuracy"),
+               plots.grad_norm_figure(view, clip=0.5), plots.param_grad_figure(view)]
+    for fig in figures:
+        layout = fig.layout
+        assert layout.xaxis.automargin is False and layout.yaxis.automargin is False
+        assert layout.margin.to_plotly_json() == plots.LIVE_MARGIN
+        assert layout.xaxis.nticks == 6
+        go.Figure(fig.to_plotly_json())                 # (valid: the builders skip validation)
+    assert figures[1].layout.yaxis.type == "linear" and figures[1].layout.yaxis.nticks == 6
+    # 1e-4 to 10: one label per power of ten, written as a power
+    assert figures[2].layout.yaxis.type == "log" and figures[2].layout.yaxis.dtick == 1
+    assert figures[2].layout.yaxis.exponentformat == "power"
+    # under two powers of ten, labelled 1, 2 and 5 times each power
+    narrow = synthetic_view(500)
+    narrow.steps["loss"] = np.linspace(0.05, 0.9, 500).astype(np.float32)
+    narrow.evals["eval_loss"][:] = 0.3
+    ticks = plots.loss_figure(narrow, 0.5, "MSE").layout.yaxis
+    assert list(ticks.ticktext) == ["0.05", "0.1", "0.2", "0.5", "1"]
+
+
 def test_an_empty_history_gives_valid_empty_figures():
     view = History(["rnn.weight_hh_l0", "head.bias"]).view()
     figures = [plots.loss_figure(view, 1 / 6, "MSE"), plots.metric_figure(view, 0.1, "accuracy"),
