@@ -161,7 +161,7 @@ function follow(root, poll, shown, stopped) {
     if (!current()) return;
     if (document.hidden) {
       // A hidden tab (another tab in front, the window minimised) would draw what nobody sees,
-      // on the processor the training shares (the drawing took 0.7 of a core here): it asks
+      // on the processor the training shares (0.45 of a core here, docs/PERFORMANCE.md): it asks
       // again as soon as it shows, which also catches a pause or an end that came meanwhile.
       document.addEventListener("visibilitychange", tick, { once: true });
       return;

@@ -1,6 +1,6 @@
 """The app in a real browser (Chromium via Playwright): every page draws without a traceback,
-Train makes the live charts grow, Pause holds the step and Resume carries on from it, and
-switching pages in-app keeps the session's run training."""
+Train makes the live charts grow, Pause holds the step and Resume carries on from it,
+switching pages in-app keeps the session's run training, and a hidden tab asks for no charts."""
 from _app import STEP, exceptions, plot, plot_json, plot_points, wait_ready
 
 # Small and quick, and long enough never to finish during a test.
