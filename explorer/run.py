@@ -379,10 +379,23 @@ class Run:
                 with self._cond:
                     resting = not (self._stop or self._free or self._pending > 0 or self._idle())
                 if resting:
-                    self._release()     # its last steps and state come back before the run rests
                     with self._cond:
-                        if self._status in ENDED:       # (the step in flight failed)
-                            return
+                        self._stepping = True       # busy until what the release books is saved
+                    try:
+                        self._release()     # its last steps and state come back before the run rests
+                        with self._cond:
+                            ended = self._status in ENDED       # (the step in flight failed)
+                        # Steps the worker made after the last save (a pause that came while
+                        # the run saved, with steps lent for it) are saved as the run rests.
+                        if not ended and self._save_due(stopping=True):
+                            with self._model_lock:
+                                self._save_now()
+                    finally:
+                        with self._cond:
+                            self._stepping = False
+                            self._cond.notify_all()
+                    if ended:
+                        return
                 with self._cond:
                     while not (self._stop or self._free or self._pending > 0 or self._idle()):
                         self._leave_queue()         # paused: its place (or slot) goes to the next run
