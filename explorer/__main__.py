@@ -2,7 +2,8 @@
 `python -m explorer runs` lists, exports and deletes the runs in the run store; `python -m explorer
 trace MODEL INPUT --out PATH.parquet` traces your own model's state_dict on your sequences;
 `python -m explorer sweep --grid cell=rnn,lstm,gru --seeds 3 --out results.parquet` runs a grid of
-configs and writes one row per run; `python -m explorer app` starts the browser app. Installed,
+configs and writes one row per run; `python -m explorer lesson NAME --seeds 0,1,2` checks a lesson's claim on other seeds;
+`python -m explorer app` starts the browser app. Installed,
 `gate-explorer` is the same command.
 
 Every Config field is an option (--seq-len for seq_len), validated by Config itself, so
@@ -25,6 +26,7 @@ import torch
 
 from .bench import run_suite
 from .budget import HELDOUT_SIZE
+from . import lesson_seeds
 from .clamp import describe
 from .config import FIELDS, Config
 from .data import DataError, app_dir
@@ -83,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--short", action="store_true", help="a tiny, quick version (CI): it must not crash")
     bench.add_argument("--out", "--json", dest="json_path", metavar="PATH", help="also write the JSON here")
     _add_sweep_parser(sub)
+    _add_lesson_parser(sub)
     sub.add_parser("app", help="start the browser app; further arguments go to `streamlit run` "
                               "(e.g. --server.port 8600)")
     _add_runs_parser(sub)
@@ -106,6 +109,17 @@ def _add_sweep_parser(sub) -> None:
     sw.add_argument("--out", metavar="PATH.parquet", help="write the rows here (.parquet, or .csv)")
     sw.add_argument("--resume", metavar="SWEEP_ID", help="go on with a stored sweep: its done runs are skipped")
     sw.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _add_lesson_parser(sub) -> None:
+    ls = sub.add_parser("lesson", help="train a lesson's variants with other seeds and say, for each, whether "
+                                       "its claim holds")
+    ls.add_argument("name", nargs="?", metavar="NAME", help="the lesson's key (--list prints them)")
+    ls.add_argument("--seeds", metavar="S1,S2,...",
+                    help="seeds to train with in place of the lesson's own, comma-separated (default: its own); "
+                         "a sweep lesson's verdict for seed s uses seeds s, s+1 and s+2")
+    ls.add_argument("--json", action="store_true", help="print one JSON document instead of a line per seed")
+    ls.add_argument("--list", action="store_true", help="print the lessons' keys")
 
 
 def _add_trace_parser(sub) -> None:
@@ -156,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     if args.command == "app":
         _app(rest)                        # does not return: this process becomes Streamlit
-    if args.command in ("train", "bench", "sweep"):
+    if args.command in ("train", "bench", "sweep", "lesson"):
         settle_for_training()             # this process trains: a step's memory stays mapped (explorer/memory.py)
     if args.command == "bench":
         if args.rounds < 1 or args.chunk < 1:
@@ -173,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         return _trace(args)
     if args.command == "sweep":
         return _sweep(args)
+    if args.command == "lesson":
+        return _lesson(args)
     return _train(args)
 
 
@@ -317,6 +333,40 @@ def _sweep(args) -> int:
             return _fail(f"cannot write {out}: {error.strerror or error} (the rows are stored: "
                          f"--resume {sweep_id} --out PATH writes them again)")
     _print(_sweep_table(frame))
+    return 0
+
+
+def _lesson(args) -> int:
+    """A line per seed (or one JSON document): whether the lesson's claim holds, and its numbers.
+    Exits 0 whichever way the claims come out: the verdicts are the answer."""
+    if args.list:
+        if args.name or args.seeds or args.json:
+            return _fail("--list takes no lesson, --seeds or --json")
+        _print("\n".join(lesson_seeds.keys()))
+        return 0
+    if not args.name:
+        return _fail(f"name a lesson: {', '.join(lesson_seeds.keys())}")
+    try:
+        item = lesson_seeds.find(args.name)
+        seeds = lesson_seeds.parse_seeds(args.seeds) if args.seeds is not None else [lesson_seeds.own_seed(item)]
+    except ValueError as error:
+        return _fail(str(error))
+
+    def line(verdict) -> None:
+        if not args.json:
+            said = "holds" if verdict.holds else "does NOT hold"
+            print(f"seed {verdict.seed}: {said} ({verdict.seconds:.1f} s). {verdict.message}", flush=True)
+
+    try:
+        verdicts = lesson_seeds.judge(item.key, seeds, progress=line)
+    except (RuntimeError, MemoryError) as error:
+        return _fail(f"training stopped: {_first_line(error)}")
+    held = sum(verdict.holds for verdict in verdicts)
+    if args.json:
+        _print(json.dumps({"lesson": item.key, "seeds": [verdict.to_dict() for verdict in verdicts],
+                           "held": held, "of": len(verdicts)}, ensure_ascii=False))
+    else:
+        print(f"{item.key}: the claim held on {held} of {len(verdicts)} seed(s)")
     return 0
 
 
