@@ -6,17 +6,21 @@ checks the claim on the variants' real numbers once they have trained: `check` t
 variant's Trainer after its `config.steps` steps, keyed by the variant's label, and returns
 (whether the claim holds, one line with the numbers).
 
-Every config has a fixed seed and runs on the CPU, so with one torch thread (as the app sets
-on a two-core machine) a lesson trains the same curves every time; tests/test_lessons.py
-trains every lesson and asserts its claim. The budgets are sized so that a lesson's variants,
-trained at once on a two-core laptop, finish well within a minute (the measured numbers and
-times are in the test file). Plain library: nothing here imports Streamlit.
+Every config has a fixed seed and runs on the CPU, so on one machine, with one torch thread
+(as the app sets on a two-core machine), a lesson trains the same curves every time. Another
+machine's kernels round differently and another seed draws other weights, so a claim is only
+made where it held on at least 9 of seeds 0-9, with this machine's kernels and with ATen's and
+oneDNN's plainest ones (`held`, shown on the lesson's page; docs/LESSONS.md has the table and
+`python -m explorer lesson KEY --seeds ...` judges any seed). tests/test_lessons.py checks every
+claim on the lesson's own seed and two others. The budgets are sized so that a lesson's
+variants, trained at once on a two-core laptop, finish within about a minute (docs/LESSONS.md
+has the measured times). Plain library: nothing here imports Streamlit.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -45,7 +49,22 @@ class Lesson:
     expect: str         # what the class should see
     source: str         # the claim's source
     check: Callable[[dict[str, "Trainer"]], tuple[bool, str]]
+    held: tuple[int, int]        # seeds of 0-9 the claim held on: native kernels, plain ones (docs/LESSONS.md)
     what_if: str | None = None   # a clamp (JSON, explorer.clamp) the Gates page's what-if opens with on Explore
+
+    @property
+    def how_often(self) -> str:
+        return how_often(self.held)
+
+
+def how_often(held: tuple[int, int]) -> str:
+    """What a lesson's page says of its claim's record over seeds 0-9 (tests/lessons_table.py)."""
+    native, plain = held
+    if native == plain:
+        return (f"Checked on seeds 0–9: the claim held on {native} of 10, with this machine's fast CPU kernels "
+                f"and with the plainest ones alike.")
+    return (f"Checked on seeds 0–9: the claim held on {native} of 10 with this machine's fast CPU kernels and "
+            f"on {plain} of 10 with the plainest ones.")
 
 
 class _NotReady(Exception):
@@ -115,8 +134,10 @@ def _checked(labels: tuple[str, ...], claim: Callable[[dict[str, "Trainer"]], tu
 # The adding problem at T = 100: only two of the 100 steps matter, one in each half, so the
 # loss reaches the first one only through ~50-99 steps of recurrence.
 
+# 2,500 steps, not 1,500: over seeds 0-9 the LSTM first fell below 0.05 at step 700-1,400, and
+# seed 3's at 1,950 (lr 0.03 or a forget bias of 2 did not bring the slowest seed under 1,400).
 _VANISHING = dict(task="adding", seq_len=100, hidden=32, batch_size=32, optimizer="adam", lr=0.02,
-                  steps=1500, seed=0, eval_every=50, probe_every=100, device="cpu")
+                  steps=2500, seed=0, eval_every=50, probe_every=100, device="cpu")
 
 
 def _check_vanishing(t: dict[str, "Trainer"]) -> tuple[bool, str]:
@@ -145,16 +166,17 @@ VANISHING = Lesson(
               Variant("LSTM", Config(cell="lstm", **_VANISHING)),
               Variant("GRU", Config(cell="gru", **_VANISHING))),
     press="Train all: the three cells learn the adding problem with T = 100 (sum the two marked "
-          "numbers of a 100-step sequence), same data, same settings, 1,500 steps each.",
+          "numbers of a 100-step sequence), same data, same settings, 2,500 steps each.",
     look="the held-out loss against the 'predict 1' line (MSE 1/6); then, for each variant, the "
          "Gradients page: ‖∂L/∂h_t‖ against t and its heatmap over training.",
     expect="The tanh RNN never leaves the 1/6 line, and its ‖∂L/∂h_t‖ falls to nothing long before "
-           "t = 0; the GRU (after about 250 steps) and the LSTM (after about 1,000) drop to almost zero "
-           "loss, and as they do their gradient at t = 0 comes up to within a factor of 10-100 of the "
-           "last step's.",
+           "t = 0; the GRU (after about 200 steps) and the LSTM (after 700 to 2,000, by the seed) drop to "
+           "almost zero loss, and as they do their gradient at t = 0 comes up to within a factor of "
+           "5–200 of the last step's.",
     source="Hochreiter 1991; Bengio, Simard & Frasconi 1994; Hochreiter & Schmidhuber 1997 (LSTM); "
            "Cho et al. 2014 (GRU); the adding problem as in Arjovsky, Shah & Bengio 2016.",
     check=_checked(("tanh RNN", "LSTM", "GRU"), _check_vanishing),
+    held=(0, 0),
 )
 
 
@@ -207,6 +229,7 @@ FORGET_BIAS = Lesson(
            "10⁷; that LSTM leaves the baseline about 700 steps earlier, its forget gate more open to the end.",
     source="Gers, Schmidhuber & Cummins 2000 (Learning to forget); Jozefowicz, Zaremba & Sutskever 2015.",
     check=_checked(("forget bias 0", "forget bias 1"), _check_forget_bias),
+    held=(0, 0),
 )
 
 
@@ -256,6 +279,7 @@ CLIPPING = Lesson(
            "step is at most lr × 1 long, trains on to well below 'repeat the last value'.",
     source="Pascanu, Mikolov & Bengio 2013 (On the difficulty of training recurrent neural networks).",
     check=_checked(("no clipping", "clip 1"), _check_clipping),
+    held=(0, 0),
 )
 
 
@@ -288,6 +312,7 @@ TUTORIAL_DIGITS = Lesson(
            "cross-entropy, MNIST read row by row); data: UCI "
            "optical digits, Alpaydin & Kaynak 1998.",
     check=_checked(("3 × LSTM(50)",), _check_digits),
+    held=(0, 0),
 )
 
 
@@ -327,6 +352,7 @@ COUNTING = Lesson(
            "the depth at |r| ≈ 0.9 (c_t, which tanh does not squash, closer still).",
     source="Karpathy, Johnson & Fei-Fei 2015 (Visualizing and understanding recurrent networks).",
     check=_checked(("LSTM",), _check_counting),
+    held=(0, 0),
 )
 
 
@@ -376,6 +402,7 @@ FORGET_GATE = Lesson(
     source="Gers, Schmidhuber & Cummins 2000 (Learning to forget: continual prediction with LSTM); "
            "Greff et al. 2017 (removing the forget gate hurts most of the LSTM's parts).",
     check=_checked(("LSTM",), _check_forget_gate),
+    held=(0, 0),
     what_if=f'{{"forget": {{"value": 0, "steps": [{_WIPED_STEP}, {_WIPED_STEP + 1}]}}}}',
 )
 
@@ -407,8 +434,11 @@ def _check_learning_in_time(t: dict[str, "Trainer"]) -> tuple[bool, str]:
         ("LSTM", "end"): _first_marker_share(lstm, newest, "input"),
     }
     last = float(rnn_newest.layers[0].weight_grad_share["W_hh"][:, -5:].sum(axis=1).mean())
+    # The tanh RNN's bound is 10⁻³, a tenth of a step's fair share: over seeds 0-9 with both kernel
+    # sets its trained share reached 1.7e-5 (and its last 5 steps held 48-100% of the gradient, so
+    # that is reported, not asserted); the LSTM's was 13-26% unless it had not learned.
     holds = (share["LSTM", "end"] > 0.05 and share["LSTM", "end"] > 1000 * share["LSTM", "start"]
-             and max(share["tanh RNN", "start"], share["tanh RNN", "end"]) < 1e-6 and last > 0.9)
+             and max(share["tanh RNN", "start"], share["tanh RNN", "end"]) < 1e-3)
     return holds, (
         f"Share of the recurrent weight gradient from the first marker's step (mean over the probe "
         f"sequences; a step's fair share would be 1%): LSTM input-gate block {share['LSTM', 'start']:.1e} "
@@ -422,19 +452,21 @@ LEARNING_IN_TIME = Lesson(
     title="Where does the learning come from? The weight gradient, step by step",
     variants=(Variant("tanh RNN", Config(cell="rnn", **_VANISHING)),
               Variant("LSTM", Config(cell="lstm", **_VANISHING))),
-    press="Train all: a tanh RNN and an LSTM learn the adding problem with T = 100, 1,500 steps each "
+    press="Train all: a tanh RNN and an LSTM learn the adding problem with T = 100, 2,500 steps each "
           "(the vanishing-gradient lesson's settings).",
     look="for each variant, the Gradients page's 'Where the learning comes from in time' with a probe "
          "sequence: the share of W_hh's gradient at every step, the markers drawn on the axis (the LSTM's "
          "input-gate block), and its heatmap over training.",
     expect="dL/dW_hh is a sum over the steps. Untrained, both take almost all of it from the last few "
-           "steps: the first marker's share is about 10⁻⁶ for the LSTM and 10⁻¹² for the RNN. The tanh RNN "
-           "stays that way (its last 5 steps hold over 90%), so it never learns what the first marker says. "
-           "As the LSTM learns, the first marker's step alone comes to give its input gate some 15–25% of "
-           "its gradient: the learning signal now reaches the step where the value was written.",
+           "steps: the first marker's share is 10⁻⁷–10⁻⁵ for the LSTM and 10⁻¹² or less for the RNN. The "
+           "tanh RNN stays that way (under 10⁻⁴; its last 5 steps usually hold over 90%), so it never learns "
+           "what the first marker says. As the LSTM learns, the first marker's step alone comes to give its "
+           "input gate some 13–26% of its gradient: the learning signal now reaches the step where the value "
+           "was written.",
     source="Cashman et al. 2018 (RNNbow: visualizing learning via backpropagation gradients in RNNs); "
            "Hochreiter & Schmidhuber 1997; the adding problem as in Arjovsky, Shah & Bengio 2016.",
     check=_checked(("tanh RNN", "LSTM"), _check_learning_in_time),
+    held=(0, 0),
 )
 
 
@@ -475,6 +507,7 @@ GRU_VS_LSTM = Lesson(
     source="Chung, Gulcehre, Cho & Bengio 2014 (Empirical evaluation of gated recurrent neural networks); "
            "Jozefowicz, Zaremba & Sutskever 2015; Greff et al. 2017 (LSTM: a search space odyssey).",
     check=_checked(("LSTM", "GRU", "CIFG"), _check_gru_lstm),
+    held=(0, 0),
 )
 
 
@@ -509,12 +542,21 @@ class SweepLesson:
     expect: str
     source: str
     check: Callable[["pd.DataFrame"], tuple[bool, str]]   # on the sweep's rows (explorer.sweep.COLUMNS)
+    held: tuple[int, int]          # as Lesson.held; the verdict for seed s is on seeds s, s+1, s+2
 
-    def configs(self, lengths: tuple[int, ...] | None = None, seeds: int | None = None) -> list[Config]:
-        """The lesson's grid (or a smaller one: other lengths, fewer seeds), in sweep order."""
+    @property
+    def how_often(self) -> str:
+        return how_often(self.held) + " (Each verdict is the median over three seeds in a row.)"
+
+    def configs(self, lengths: tuple[int, ...] | None = None,
+                seeds: int | Sequence[int] | None = None) -> list[Config]:
+        """The lesson's grid (or another: other lengths; seeds 0..n-1 for a number, or the seeds
+        listed), in sweep order."""
         from .sweep import grid
-        return grid({"cell": list(self.cells), "seq_len": list(lengths or self.lengths)},
-                    seeds=seeds or self.seeds, **self.settings)
+        seeds = seeds or self.seeds
+        listed = {} if isinstance(seeds, int) else {"seed": list(seeds)}
+        return grid({"cell": list(self.cells), "seq_len": list(lengths or self.lengths), **listed},
+                    seeds=seeds if isinstance(seeds, int) else None, **self.settings)
 
     def is_its_sweep(self, configs: list[dict]) -> bool:
         """Whether a stored sweep's configs are this lesson's grid (its claim applies to them)."""
@@ -553,9 +595,12 @@ HOLDS_OUT = SweepLesson(
     cells=("rnn", "lstm", "gru"),
     lengths=(10, 25, 50, 100),
     seeds=3,
-    settings={k: v for k, v in _VANISHING.items() if k not in ("seq_len", "seed", "probe_every")},
+    # The vanishing lesson's settings with 1,500 steps: the claim is on medians over three seeds,
+    # which a slow LSTM seed does not move, and 36 runs of 2,500 steps would take five minutes.
+    settings={**{k: v for k, v in _VANISHING.items() if k not in ("seq_len", "seed", "probe_every")},
+              "steps": 1500},
     press="Run the sweep: a tanh RNN, an LSTM and a GRU learn the adding problem at T = 10, 25, 50 and 100, "
-          "three seeds each, with the vanishing-gradient lesson's settings (36 runs of 1,500 steps).",
+          "three seeds each, with the vanishing-gradient lesson's settings (36 runs, of 1,500 steps here).",
     look="held-out loss against T, and the gradient ratio ‖∂L/∂h_0‖ / ‖∂L/∂h_T‖ on its log axis; click a "
          "point to open that run on the Gradients page.",
     expect="The tanh RNN solves the short sequences, then rises to the 'predict 1' line as T grows, as its "
@@ -564,5 +609,6 @@ HOLDS_OUT = SweepLesson(
     source="Bengio, Simard & Frasconi 1994; Hochreiter & Schmidhuber 1997; the adding problem as in "
            "Arjovsky, Shah & Bengio 2016.",
     check=_check_holds_out,
+    held=(0, 0),
 )
 SWEEP_LESSONS: tuple[SweepLesson, ...] = (HOLDS_OUT,)

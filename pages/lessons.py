@@ -65,7 +65,8 @@ locked = any(run.read_only for run in runs.values())
 first = next(iter(runs.values()))
 task = first.trainer.task
 st.markdown(f"### {lesson.title}")
-st.markdown(f"**Press** {lesson.press}  \n**Look at** {lesson.look}  \n**Expect** {lesson.expect}")
+st.markdown(f"**Press** {lesson.press}  \n**Look at** {lesson.look}  \n**Expect** {lesson.expect}  \n"
+            f"**How often** {lesson.how_often}")
 st.caption(f"Source: {lesson.source}")
 
 train, pause, again = st.columns(3)

@@ -92,7 +92,8 @@ def _set_up(lesson: SweepLesson) -> None:
 
 for lesson in SWEEP_LESSONS:
     with st.expander(f"Lesson: {lesson.title}", icon=":material/school:"):
-        st.markdown(f"**Press:** {lesson.press}\n\n**Look at:** {lesson.look}\n\n**Expect:** {lesson.expect}")
+        st.markdown(f"**Press:** {lesson.press}\n\n**Look at:** {lesson.look}\n\n**Expect:** {lesson.expect}"
+                    f"\n\n**How often:** {lesson.how_often}")
         st.caption(f"Source: {lesson.source}")
         st.button("Set up this lesson's sweep", on_click=_set_up, args=(lesson,), key=f"sweep_lesson_{lesson.key}")
 if config is None:

@@ -446,6 +446,7 @@ def test_a_lesson_loads_with_one_click_and_trains_its_variants_side_by_side(monk
     assert at.query_params["lesson"] == "vanishing"                 # the link carries the lesson
     chosen = lesson("vanishing")
     assert [m.label for m in at.metric] == [v.label for v in chosen.variants]
+    assert any(f"**How often** {chosen.how_often}" in m.value for m in at.markdown)   # its record over seeds
     at.button(key="lesson_train").click().run()
     deadline = time.monotonic() + 30          # (the first steps wait for a worker to take the run)
     while True:
