@@ -359,6 +359,8 @@ def _lesson(args) -> int:
 
     try:
         verdicts = lesson_seeds.judge(item.key, seeds, progress=line)
+    except ValueError as error:
+        return _fail(str(error))
     except (RuntimeError, MemoryError) as error:
         return _fail(f"training stopped: {_first_line(error)}")
     held = sum(verdict.holds for verdict in verdicts)

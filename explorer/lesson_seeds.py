@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
@@ -83,10 +84,13 @@ def judge(key: str, seeds: Iterable[int], progress: Callable[[Verdict], None] | 
     check reads the shortest and the longest, so (10, 100) gives the full grid's verdict."""
     item, seeds = find(key), list(seeds)
     if isinstance(item, SweepLesson):
-        return _judge_sweep(item, seeds, progress, lengths, workers)
-    if lengths is not None:
+        if seeds and max(seeds) > MAX_SEED - 2:
+            raise ValueError(f"a sweep lesson's verdict for seed s trains seeds s to s+2: a seed is at most "
+                             f"{MAX_SEED - 2} here")
+        verdicts = sweep_verdicts(item, train_sweep(item, seeds, lengths, workers), seeds)
+    elif lengths is not None:
         raise ValueError(f"{key} is not a sweep lesson: it has no lengths to choose")
-    if workers > 1:
+    elif workers > 1:
         verdicts = judge_pairs([(key, seed) for seed in seeds], workers)
     else:
         verdicts = []
@@ -156,15 +160,6 @@ def sweep_seeds(seed: int) -> tuple[int, int, int]:
     return seed, seed + 1, seed + 2
 
 
-def _judge_sweep(item: SweepLesson, seeds: list[int], progress, lengths, workers) -> list[Verdict]:
-    frame = train_sweep(item, seeds, lengths, workers)
-    verdicts = sweep_verdicts(item, frame, seeds)
-    if progress is not None:
-        for verdict in verdicts:
-            progress(verdict)
-    return verdicts
-
-
 def train_sweep(item: SweepLesson, seeds: list[int], lengths: tuple[int, ...] | None = None,
                 workers: int = 1) -> "pd.DataFrame":
     """The sweep lesson's grid with every seed the verdicts on `seeds` need, each trained once
@@ -189,14 +184,13 @@ def sweep_verdicts(item: SweepLesson, frame: "pd.DataFrame", seeds: list[int]) -
     return verdicts
 
 
-class _one_thread:
+@contextmanager
+def _one_thread():
     """One torch thread while a lesson trains, as the app trains each variant."""
-
-    def __enter__(self):
-        import torch
-        self.before = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        import torch
-        torch.set_num_threads(self.before)
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

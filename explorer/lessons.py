@@ -226,7 +226,8 @@ FORGET_BIAS = Lesson(
          "training, whose first row is the untrained network.",
     expect="With bias 1 the forget gate starts at σ(1) ≈ 0.73 instead of 0.5, so the cell keeps what it "
            "stored and, untrained, ‖∂L/∂h_t‖ fades about 10³ times from the last step to t = 0 instead of "
-           "10⁷; that LSTM leaves the baseline about 700 steps earlier, its forget gate more open to the end.",
+           "10⁷; that LSTM leaves the baseline earlier (by 100 to 900 steps, about 500 on most seeds), its "
+           "forget gate more open to the end (about 0.7 against 0.5).",
     source="Gers, Schmidhuber & Cummins 2000 (Learning to forget); Jozefowicz, Zaremba & Sutskever 2015.",
     check=_checked(("forget bias 0", "forget bias 1"), _check_forget_bias),
     held=(0, 0),
@@ -318,8 +319,10 @@ TUTORIAL_DIGITS = Lesson(
 
 # -- 5. what the cells count -------------------------------------------------------------------
 
+# 1,000 steps, not 600: at 600 some seeds' models were still at 51-87% held-out accuracy after
+# t = 20 (with the plainest kernels), too unsure of the count for the forget-gate lesson to wipe it.
 _COUNTING = Config(task="brackets", seq_len=40, cell="lstm", hidden=16, optimizer="adam", lr=0.01,
-                   batch_size=32, steps=600, seed=0, eval_every=25, probe_every=50, device="cpu")
+                   batch_size=32, steps=1000, seed=0, eval_every=25, probe_every=50, device="cpu")
 
 
 def _check_counting(t: dict[str, "Trainer"]) -> tuple[bool, str]:
@@ -345,7 +348,7 @@ COUNTING = Lesson(
     title="What the cells count: units that track bracket depth",
     variants=(Variant("LSTM", _COUNTING),),
     press="Train all: an LSTM of 16 units reads strings of 40 brackets and outputs the nesting depth after "
-          "each one, 600 steps.",
+          "each one, 1,000 steps.",
     look="the Gates page with a probe sequence: the h_t and c_t heatmaps under the brackets, and 'Find units "
          "that are on in a time range' over a deeply nested stretch.",
     expect="Some units rise and fall with the depth, step by step, like a counter: their h_t correlates with "
@@ -376,7 +379,11 @@ def _check_forget_gate(t: dict[str, "Trainer"]) -> tuple[bool, str]:
         unchanged &= bool(before == before_free)       # a clamp cannot reach back in time
         after["as trained"] = float(right["as trained"][:, _WIPED_STEP:].mean())
         after[value] = float(right["clamped"][:, _WIPED_STEP:].mean())
-    holds = unchanged and after[0.0] < after["as trained"] - 0.3 and after[1.0] > after["as trained"] - 0.1
+    # Measured drops over seeds 0-9: shut 35-65 points, open 1-16. "Open costs under 10 points"
+    # failed on 2 seeds of 10 (a model at 92% before the clamp lost 16), so the claim is the
+    # comparison the lesson makes: shutting costs over 25 points, and over twice what opening does.
+    shut, opened = after["as trained"] - after[0.0], after["as trained"] - after[1.0]
+    holds = unchanged and shut > 0.25 and opened < shut / 2
     return holds, (
         f"Over the {len(x)} held-out sequences, from t = {_WIPED_STEP} on: per-step accuracy "
         f"{after['as trained']:.1%} as trained; {after[0.0]:.1%} with every forget gate shut (f = 0) at "
@@ -389,15 +396,16 @@ FORGET_GATE = Lesson(
     key="forget-gate",
     title="What is the forget gate for? Shut it for one step and the count is lost",
     variants=(Variant("LSTM", _COUNTING),),
-    press=f"Train all: the bracket-counting LSTM of the lesson before (16 units, 40 brackets, 600 steps). "
+    press=f"Train all: the bracket-counting LSTM of the lesson before (16 units, 40 brackets, 1,000 steps). "
           f"Then press Explore LSTM: the Gates page opens with its what-if on every unit's forget gate held at "
           f"0 at step {_WIPED_STEP} alone. Then move 'Held at' to 1.",
     look="the what-if panel: the predicted depth against the true depth, as trained and clamped, and the "
          "accuracy over the probe sequences.",
     expect=f"Shut for that one step, the cells keep nothing of c_{{t−1}}: the depth predicted after "
-           f"t = {_WIPED_STEP} goes wrong and stays wrong, and per-step accuracy from there falls from about "
-           f"100% to about 45%. The counting units hold their forget gate near 0.8, not 1, so forcing it fully "
-           f"open for one step changes little (above 90%). Remembering is the forget gate's job: f ≈ 1 is "
+           f"t = {_WIPED_STEP} goes wrong and stays wrong: over the held-out sequences, per-step accuracy from "
+           f"there falls from 92–100% to 35–65% (by the seed). The counting units hold their forget gate near "
+           f"0.8, not 1, so forcing it fully open for one step costs far less (1 to 16 points, a few on most "
+           f"seeds). Remembering is the forget gate's job: f ≈ 1 is "
            f"'keep', and the state carries the count from step to step only through it.",
     source="Gers, Schmidhuber & Cummins 2000 (Learning to forget: continual prediction with LSTM); "
            "Greff et al. 2017 (removing the forget gate hurts most of the LSTM's parts).",
@@ -603,9 +611,9 @@ HOLDS_OUT = SweepLesson(
           "three seeds each, with the vanishing-gradient lesson's settings (36 runs, of 1,500 steps here).",
     look="held-out loss against T, and the gradient ratio ‖∂L/∂h_0‖ / ‖∂L/∂h_T‖ on its log axis; click a "
          "point to open that run on the Gradients page.",
-    expect="The tanh RNN solves the short sequences, then rises to the 'predict 1' line as T grows, as its "
-           "gradient ratio falls by orders of magnitude; the LSTM and the GRU stay far below the line up to "
-           "T = 100 on every seed.",
+    expect="The tanh RNN solves T = 10 (a median MSE under 0.01) but is on the 'predict 1' line from T = 25 "
+           "on, as its gradient ratio falls by orders of magnitude; the LSTM and the GRU stay far below the "
+           "line up to T = 100.",
     source="Bengio, Simard & Frasconi 1994; Hochreiter & Schmidhuber 1997; the adding problem as in "
            "Arjovsky, Shah & Bengio 2016.",
     check=_check_holds_out,

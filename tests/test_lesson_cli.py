@@ -75,6 +75,7 @@ def test_without_seeds_it_judges_the_lesson_s_own_seed_a_line_each():
     (["lesson", "clipping", "--seeds", ""], "comma-separated list of whole numbers"),
     (["lesson", "clipping", "--seeds", "1,1"], "seed 1 is listed twice"),
     (["lesson", "clipping", "--seeds", "4294967296"], "a seed is at most 2147483647"),
+    (["lesson", "holds-out-longest", "--seeds", "2147483647"], "trains seeds s to s+2"),
     (["lesson"], "name a lesson: vanishing, forget-bias"),
     (["lesson", "clipping", "--list"], "--list takes no lesson"),
 ])
