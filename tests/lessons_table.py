@@ -2,6 +2,7 @@
 
     python tests/lessons_table.py                 # both sets, every lesson (about 40 min on 2 cores)
     python tests/lessons_table.py --only vanishing,clipping --seeds 0,1,2
+    python tests/lessons_table.py --time          # the seconds column: each lesson's own seed, alone
     python tests/lessons_table.py --render        # the table again from the saved verdicts
 
 Each lesson runs as `python -m explorer lesson KEY --seeds ... --json` in a process of its own,
@@ -9,7 +10,9 @@ once as this machine's torch picks its kernels ("native") and once with
 ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 ("plain"): ATen's scalar kernels and
 oneDNN's SSE4.1 ones, which round differently, standing in for another machine. The two sets
 run side by side (each lesson trains on one thread); the verdicts go to out/lessons/SET/KEY.json
-and the table to stdout.
+and the table to stdout. Side by side, and with a sweep's two processes, their seconds are
+shared-machine ones: `--time` judges each lesson on its own seed alone, one after another,
+(out/lessons/time/KEY.json), and the table's seconds are those.
 """
 from __future__ import annotations
 
@@ -35,9 +38,11 @@ def keys() -> list[str]:
     return listed.stdout.split()
 
 
-def judge(kernel_set: str, key: str, seeds: str) -> dict:
-    env = {**os.environ, **SETS[kernel_set]}
-    done = subprocess.run([sys.executable, "-m", "explorer", "lesson", key, "--seeds", seeds, "--json"],
+def judge(kernel_set: str, key: str, seeds: str | None) -> dict:
+    """The lesson's verdicts (on its own seed when seeds is None), saved as out/lessons/SET/KEY.json."""
+    env = {**os.environ, **SETS.get(kernel_set, {})}
+    listed = ["--seeds", seeds] if seeds else []
+    done = subprocess.run([sys.executable, "-m", "explorer", "lesson", key, *listed, "--json"],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{key} ({kernel_set}) failed: {done.stderr.strip()}")
@@ -49,11 +54,16 @@ def judge(kernel_set: str, key: str, seeds: str) -> dict:
     return result
 
 
+def timed(key: str) -> float | None:
+    path = OUT / "time" / f"{key}.json"
+    return json.loads(path.read_text())["seeds"][0]["seconds"] if path.exists() else None
+
+
 def render(names: list[str]) -> str:
-    rows = ["| lesson | seeds held, native kernels | seeds held, plain kernels | seconds per seed (median) |",
+    rows = ["| lesson | seeds held, native kernels | seeds held, plain kernels | seconds, its own seed alone |",
             "|---|---|---|---|"]
     for key in names:
-        cells, seconds = [], []
+        cells = []
         for kernel_set in SETS:
             path = OUT / kernel_set / f"{key}.json"
             if not path.exists():
@@ -62,10 +72,8 @@ def render(names: list[str]) -> str:
             result = json.loads(path.read_text())
             failed = [str(s["seed"]) for s in result["seeds"] if not s["holds"]]
             cells.append(f"{result['held']} of {result['of']}" + (f" (not {', '.join(failed)})" if failed else ""))
-            seconds += [s["seconds"] for s in result["seeds"]]
-        median = sorted(seconds)[len(seconds) // 2] if seconds else None
-        rows.append(f"| `{key}` | {cells[0]} | {cells[1]} | {median:.0f} |" if median is not None
-                    else f"| `{key}` | {cells[0]} | {cells[1]} | |")
+        seconds = timed(key)
+        rows.append(f"| `{key}` | {cells[0]} | {cells[1]} | {'' if seconds is None else f'{seconds:.0f}'} |")
     return "\n".join(rows)
 
 
@@ -75,9 +83,13 @@ def main() -> int:
     parser.add_argument("--seeds", default=",".join(str(s) for s in range(10)))
     parser.add_argument("--sets", default=",".join(SETS), help="native, plain or both")
     parser.add_argument("--render", action="store_true", help="only print the table from the saved verdicts")
+    parser.add_argument("--time", action="store_true", help="judge each lesson on its own seed alone, for the seconds")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else keys()
-    if not args.render:
+    if args.time:
+        for key in names:
+            judge("time", key, None)
+    elif not args.render:
         chosen = args.sets.split(",")
 
         def one_set(kernel_set: str) -> None:

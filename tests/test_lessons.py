@@ -1,38 +1,31 @@
 """Every lesson makes its point: each variant trains for its config.steps steps (one torch
-thread, as the app runs), and the lesson's check must find its claim holds on the real numbers.
+thread, as the app runs), and the lesson's check must find its claim holds on the real numbers,
+on the lesson's own seed and on two others (OTHER_SEEDS, named in docs/LESSONS.md).
 
-Measured on the 2-core development machine (torch 2.13.0 CPU, one thread per run; it was
-shared, so times vary by about 1.5x). "sequential" is this file training the variants one
-after the other; "together" is the Lessons page's case, every variant in its own explorer.Run
-thread started at once, timed until the last finished.
+docs/LESSONS.md has each lesson's record over seeds 0-9 with two kernel sets (tests/lessons_table.py
+makes it), the spread of its numbers and what changed to get there; each lesson's `held` must be
+that table's. On its own seed (0), measured on the 2-core development machine (AMD EPYC,
+AVX-512, torch 2.13.0 CPU, one thread):
 
-  vanishing    tanh RNN / LSTM / GRU, adding T=100, 1500 steps: held-out MSE 0.179 / 0.0008 / 0.0002
-               (LSTM first below 0.05 at step 1000, GRU at 200); ‖∂L/∂h_99‖ / ‖∂L/∂h_0‖ at step 1500:
-               2.9e4 / 84 / 14. Sequential 34-39 s, together 25-27 s (the GRU is the slowest).
+  vanishing    tanh RNN / LSTM / GRU, adding T=100, 2500 steps: held-out MSE 0.180 / 0.0002 / 0.0000
+               (LSTM first below 0.05 at step 1000, GRU at 200); ‖∂L/∂h_99‖ / ‖∂L/∂h_0‖ at step 2500:
+               ∞ (underflow) / 136 / 13.
   forget-bias  LSTM bias 0 / 1, adding T=30, momentum SGD, 2500 steps: first below half the baseline
-               at step 2025 / 1325, final MSE 0.0013 / 0.0005, mean forget gate 0.51 / 0.70;
-               untrained, ‖∂L/∂h_29‖ / ‖∂L/∂h_0‖ 2.5e7 / 3.3e3. Sequential 9 s, together 6-8.5 s.
-  clipping     tanh RNN, sine series, SGD lr 0.6, 500 steps: unclipped diverges at step 17 (gradient
-               norm 1.3 -> 7.9e18, W_hh first past 100x at step 5); clip 1 trains to MSE 0.030
-               (baseline 0.086). Sequential 1.4 s, together 1.5-2 s.
-  tutorial-digits  3 x LSTM(50) on the 8x8 digits, 400 steps: held-out accuracy 91.4%, CE 0.271 nats.
-               2.3 s (2.5-3 s together with the digits loading).
-  counting     LSTM(16) on 40 brackets, 600 steps: a unit's h_t has r = -0.913 with the depth
-               (8 of 16 units beyond |r| 0.8), c_t r = -0.984; accuracy 100%. 2.0-2.5 s.
-  forget-gate  the same LSTM; every forget gate clamped at t = 20 alone (explorer.whatif), per-step
-               held-out accuracy from t = 20 on: 100.0% as trained, 43.9% shut (f = 0), 96.2% open
-               (f = 1); before t = 20 unchanged. Seeds 0-4 shut: 43.9 / 43.9 / 52.5 / 51.7 / 38.5%,
-               open: 96.2 / 96.3 / 95.1 / 92.2 / 90.6%: the claim holds for all five. 2.5-4.5 s.
-  learning-in-time  tanh RNN / LSTM, adding T=100, 1500 steps (the vanishing lesson's): the share of
-               W_hh's gradient from each probe sequence's first marker, LSTM input-gate block 2.7e-6
-               untrained -> 16.4% trained; tanh RNN 1.0e-12 -> 2.2e-11, its last 5 steps 90.7%.
-               Seeds 0-4, LSTM trained: 16.4 / 13.5 / 24.7 / 0.0 / 18.2%: holds for 4 of 5 (seed 3's
-               LSTM does not learn the task in 1,500 steps, MSE 0.161). Together 18-28 s.
-  gru-vs-lstm  LSTM / GRU / CIFG (64) on Python source, 500 steps: held-out CE 2.052 / 1.896 / 2.092
-               nats (unigram 3.117). Sequential 12.6 s without the CIFG; the CIFG alone 17 s (it has
-               no fused kernel and trains through its Python unroll).
+               at step 2025 / 1325; untrained, ‖∂L/∂h_29‖ / ‖∂L/∂h_0‖ 2.5e7 / 3.3e3.
+  clipping     tanh RNN, sine series, SGD lr 0.6, 500 steps: unclipped diverges at step 17; clip 1
+               trains to MSE 0.030 (baseline 0.086).
+  tutorial-digits  3 x LSTM(50) on the 8x8 digits, 400 steps: held-out accuracy 91.0%.
+  counting     LSTM(16) on 40 brackets, 1000 steps: a unit's h_t follows the depth at |r| > 0.9.
+  forget-gate  the same LSTM; from t = 20 on, 100% as trained, 47-54% with every forget gate shut at
+               t = 20 alone, 98-99% with it held open.
+  learning-in-time  the vanishing lesson's tanh RNN and LSTM: the first marker's share of the LSTM's
+               input-gate gradient 2.7e-6 untrained -> 12.9% trained; the tanh RNN's stays under 1e-20.
+  gru-vs-lstm  LSTM / GRU / CIFG (64) on Python source, 500 steps: held-out CE 2.052 / 1.897 / 2.092
+               nats (unigram 3.117).
 
-The whole file: 65-70 s alone.
+Time: this file trains each lesson on seed 0 in this process (a config two lessons share once),
+then every (lesson, other seed) pair two at a time in processes of their own: about 3.5 minutes
+on two cores.
 """
 import re
 import time
