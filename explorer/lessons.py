@@ -467,8 +467,8 @@ LEARNING_IN_TIME = Lesson(
          "sequence: the share of W_hh's gradient at every step, the markers drawn on the axis (the LSTM's "
          "input-gate block), and its heatmap over training.",
     expect="dL/dW_hh is a sum over the steps. Untrained, both take almost all of it from the last few "
-           "steps: the first marker's share is 10⁻⁷–10⁻⁵ for the LSTM and 10⁻¹² or less for the RNN. The "
-           "tanh RNN stays that way (under 10⁻⁴; its last 5 steps usually hold over 90%), so it never learns "
+           "steps: the first marker's share is 10⁻⁷–10⁻⁵ for the LSTM and 10⁻¹¹ or less for the RNN. The "
+           "tanh RNN stays that way (under 10⁻⁴; its last 5 steps hold 70–100% of it), so it never learns "
            "what the first marker says. As the LSTM learns, the first marker's step alone comes to give its "
            "input gate some 10–27% of its gradient: the learning signal now reaches the step where the value "
            "was written.",
