@@ -76,7 +76,9 @@ def test_explorer_imports_from_the_install_and_loads_its_assets(installed, tmp_p
 def test_gate_explorer_help_lists_every_command(installed, tmp_path):
     done = installed_run(installed, tmp_path, str(installed / "bin" / "gate-explorer"), "--help")
     assert done.returncode == 0, done.stderr
-    assert "{train,bench,sweep,app,runs,trace}" in done.stdout
+    assert "{train,bench,sweep,lesson,app,runs,trace}" in done.stdout
+    listed = installed_run(installed, tmp_path, str(installed / "bin" / "gate-explorer"), "lesson", "--list")
+    assert listed.returncode == 0 and listed.stdout.split()[0] == "vanishing", listed.stderr
 
 
 def test_gate_explorer_trains_and_its_exit_status_is_the_cli_s(installed, tmp_path):
