@@ -3,7 +3,7 @@
 Its verdict for seed s is the median over seeds s, s+1 and s+2 (explorer.lesson_seeds). CI
 judges its own seed (0: seeds 0-2) and two others named in docs/LESSONS.md (3 and 4: seeds 3-6)
 on the lesson's shortest and longest lengths, the only ones its check reads: 42 runs, about
-70-90 s on two cores. The full grid over seeds 0-9 is in docs/LESSONS.md."""
+3 minutes on two cores. The full grid over seeds 0-9 is in docs/LESSONS.md."""
 import time
 
 import pytest
