@@ -340,7 +340,7 @@ def _lesson(args) -> int:
     """A line per seed (or one JSON document): whether the lesson's claim holds, and its numbers.
     Exits 0 whichever way the claims come out: the verdicts are the answer."""
     if args.list:
-        if args.name or args.seeds or args.json:
+        if args.name or args.seeds is not None or args.json:
             return _fail("--list takes no lesson, --seeds or --json")
         _print("\n".join(lesson_seeds.keys()))
         return 0

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
+from .config import FIELDS
 from .lessons import LESSONS, SWEEP_LESSONS, Lesson, SweepLesson, lesson
 
 if TYPE_CHECKING:
     import pandas as pd
 
-MAX_SEED = 2**31 - 1        # Config's own range for a seed
+MAX_SEED = int(FIELDS["seed"].hi)        # Config's own range for a seed
 
 
 @dataclass(frozen=True)
@@ -83,26 +84,23 @@ def judge(key: str, seeds: Iterable[int], progress: Callable[[Verdict], None] | 
     runs always are). lengths, for a sweep lesson only, trains its grid at those lengths: its
     check reads the shortest and the longest, so (10, 100) gives the full grid's verdict."""
     item, seeds = find(key), list(seeds)
+    if lengths is not None and not isinstance(item, SweepLesson):
+        raise ValueError(f"{key} is not a sweep lesson: it has no lengths to choose")
     if isinstance(item, SweepLesson):
         if seeds and max(seeds) > MAX_SEED - 2:
             raise ValueError(f"a sweep lesson's verdict for seed s trains seeds s to s+2: a seed is at most "
                              f"{MAX_SEED - 2} here")
         verdicts = sweep_verdicts(item, train_sweep(item, seeds, lengths, workers), seeds)
-    elif lengths is not None:
-        raise ValueError(f"{key} is not a sweep lesson: it has no lengths to choose")
     elif workers > 1:
         verdicts = judge_pairs([(key, seed) for seed in seeds], workers)
-    else:
-        verdicts = []
-        for seed in seeds:               # one at a time, so each line shows as soon as it is known
-            verdicts.append(judge_one(item, seed))
-            if progress is not None:
-                progress(verdicts[-1])
-        return verdicts
-    if progress is not None:
-        for verdict in verdicts:
+    else:                    # lazily, so that each seed's line shows as soon as it is judged
+        verdicts = (judge_one(item, seed) for seed in seeds)
+    judged = []
+    for verdict in verdicts:
+        judged.append(verdict)
+        if progress is not None:
             progress(verdict)
-    return verdicts
+    return judged
 
 
 def judge_pairs(pairs: list[tuple[str, int]], workers: int = 1) -> list[Verdict]:
