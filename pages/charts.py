@@ -83,11 +83,34 @@ function draw(graph, version, figure) {
   graph.drawnSpec = version;
   figure = figure || JSON.parse(version);
   graph.style.minHeight = (figure.layout.height || 450) + "px";   // no jump while Plotly loads
+  // One Plotly.react at a time on a graph. Plotly draws a figure in steps, the later ones after
+  // a promise (it adds the frames first, and resolves that asynchronously), and a second react
+  // on the same graph in between takes the first one's calcdata from under it: "TypeError: Cannot
+  // read properties of undefined (reading 'length') at drawFramework" (issue 31). A follower's
+  // polls brought new figures while Plotly was still loading, and those waiting draws then ran
+  // back to back. So a figure that comes while one is drawn waits, and only the newest is drawn.
+  graph.nextFigure = figure;
+  if (graph.drawing) return;
+  graph.drawing = true;
   plotlyReady().then(
-    // Frames, where a figure has them, let its own ▶ and slider animate it (the cell diagram).
-    (Plotly) => Plotly.react(graph, {data: figure.data, layout: figure.layout, frames: figure.frames || [],
-                                     config: CONFIG}),
-    (error) => { graph.textContent = "The chart could not load Plotly: " + error.message; },
+    async (Plotly) => {
+      try {
+        while (graph.nextFigure) {
+          const next = graph.nextFigure;
+          graph.nextFigure = null;
+          // Frames, where a figure has them, let its own ▶ and slider animate it (the cell diagram).
+          await Plotly.react(graph, {data: next.data, layout: next.layout, frames: next.frames || [],
+                                     config: CONFIG});
+        }
+      } finally {
+        graph.drawing = false;
+      }
+    },
+    (error) => {
+      graph.drawing = false;
+      graph.nextFigure = null;
+      graph.textContent = "The chart could not load Plotly: " + error.message;
+    },
   );
 }
 

@@ -94,7 +94,16 @@ class AppPage:
         self.page, self.url, self.shots = page, url, shots
         self.frames = Frames(page)
         self.js_errors: list[str] = []
-        page.on("pageerror", lambda error: self.js_errors.append(str(error)))
+        page.on("pageerror", self._js_error)
+
+    def _js_error(self, error) -> None:
+        """An uncaught JS error, with its stack (where it came from: the chart component's own
+        JavaScript, pages/charts.py, or Streamlit's), printed too, so the test's log has it."""
+        text = error.stack or f"{error.name or 'Error'}: {error.message}"
+        if error.message and error.message not in text:
+            text = f"{error.message}\n{text}"
+        print(f"JS error on {self.page.url}:\n{text}", flush=True)
+        self.js_errors.append(text)
 
     def open(self, selector: str = STEP) -> None:
         self.page.goto(self.url + "/")

@@ -33,13 +33,22 @@ def test_a_student_follows_the_teachers_run_live_and_is_locked_out_when_it_is_re
         student = AppPage(context.new_page(), server.url, shots)
         polls = []
         student.page.on("request", lambda request: polls.append(request.url) if "/follow-live/" in request.url else None)
-        student.page.goto(link)
+        # Plotly's script comes late, as on a busy machine: the polls' figures arrive before it
+        # (issue 31: the draws that waited for it then ran over each other, a JS error).
+        plotly = []
+        student.page.route("**/app/static/plotly*", lambda route: plotly.append(route))
+        student.page.goto(link, wait_until="domcontentloaded")   # (the page's load event waits for Plotly)
         wait_ready(student.page, STEP)
         seen = student.step()
         # Live, with nobody pressing anything: the chart element polls the server for new steps
         # (pages/live.py); the page itself does not rerun for them.
         student.wait_until(lambda: len(polls) >= 4, 30, "four polls of the follow route")
         student.wait_step_above(seen + 20, timeout=30)
+        assert len(plotly) == 1, "the page asks for Plotly's script once"
+        plotly[0].continue_()
+        student.wait_until(lambda: student.page.locator(".st-key-live_charts .js-plotly-plot").count() >= 4, 30,
+                           "the charts, drawn once Plotly came")
+        assert not student.problems()
         assert all("since=" in url and "have=" in url for url in polls), polls[:3]
         assert student.page.get_by_role("button", name="Train", exact=True).count() == 0
         assert student.page.get_by_text("Following “").count() >= 1
