@@ -2,6 +2,7 @@
 
 Usable from a notebook or a script; nothing here imports Streamlit.
 """
+from . import threads  # first: torch's thread count as it was when explorer was imported
 from .cells import CELLS, CIFGLSTM, PeepholeLSTM
 from .config import Config
 from .data import DataError

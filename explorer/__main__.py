@@ -25,8 +25,7 @@ from typing import NoReturn
 import torch
 
 from .bench import run_suite
-from .budget import HELDOUT_SIZE
-from . import lesson_seeds
+from . import lesson_seeds, threads
 from .clamp import describe
 from .config import FIELDS, Config
 from .data import DataError, app_dir
@@ -46,7 +45,7 @@ APP_FLAGS = ("--server.enableStaticServing", "true", "--client.toolbarMode", "mi
 # A command waits this long for another program's transaction (the app saving a run), not
 # the store's 30 s: at a terminal, an error that says "locked" beats a silent half minute.
 STORE_TIMEOUT_S = 5.0
-RUN_COLUMNS = ("id", "name", "task", "cell", "steps", "eval_loss", "eval_metric", "created")
+RUN_COLUMNS = ("id", "name", "task", "cell", "steps", "eval_loss", "eval_metric", "eval_sequences", "created")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--chunk", type=int, default=10, help="steps per turn when the loops take turns")
     bench.add_argument("--short", action="store_true", help="a tiny, quick version (CI): it must not crash")
     bench.add_argument("--out", "--json", dest="json_path", metavar="PATH", help="also write the JSON here")
+    for command in (train, bench):
+        _add_threads(command)
     _add_sweep_parser(sub)
     _add_lesson_parser(sub)
     sub.add_parser("app", help="start the browser app; further arguments go to `streamlit run` "
@@ -109,6 +110,7 @@ def _add_sweep_parser(sub) -> None:
     sw.add_argument("--out", metavar="PATH.parquet", help="write the rows here (.parquet, or .csv)")
     sw.add_argument("--resume", metavar="SWEEP_ID", help="go on with a stored sweep: its done runs are skipped")
     sw.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_threads(sw)
 
 
 def _add_lesson_parser(sub) -> None:
@@ -120,6 +122,13 @@ def _add_lesson_parser(sub) -> None:
                          "a sweep lesson's verdict for seed s uses seeds s, s+1 and s+2")
     ls.add_argument("--json", action="store_true", help="print one JSON document instead of a line per seed")
     ls.add_argument("--list", action="store_true", help="print the lessons' keys")
+    _add_threads(ls)
+
+
+def _add_threads(command) -> None:
+    command.add_argument("--threads", type=int, metavar="N",
+                         help="torch threads per run (default: OMP_NUM_THREADS, else 1: on a machine with few "
+                              "cores one thread is as fast when idle and far faster when busy; docs/PERFORMANCE.md)")
 
 
 def _add_trace_parser(sub) -> None:
@@ -172,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         _app(rest)                        # does not return: this process becomes Streamlit
     if args.command in ("train", "bench", "sweep", "lesson"):
         settle_for_training()             # this process trains: a step's memory stays mapped (explorer/memory.py)
+        if args.threads is not None and args.threads < 1:
+            return _fail("--threads must be at least 1")
+        # One policy for every run (explorer/threads.py): --threads, else OMP_NUM_THREADS, else one.
+        threads.use(args.threads)
     if args.command == "bench":
         if args.rounds < 1 or args.chunk < 1:
             return _fail("--rounds and --chunk must be at least 1")
@@ -235,18 +248,18 @@ def _train(args) -> int:
 
     try:
         training_seconds = _train_steps(trainer, args.quiet)
-        heldout_x, heldout_y = trainer.task.heldout(HELDOUT_SIZE, config.seed)
-        eval_loss, eval_metric = trainer.evaluate(heldout_x, heldout_y)
+        final = trainer.final_eval()        # the numbers the store keeps with the run, too
     except (RuntimeError, MemoryError) as error:
         return _fail(f"training stopped at step {trainer.steps_done}: {_first_line(error)}")
     task = trainer.task
     result = {
         "config": config.to_dict(),
         "device": str(trainer.device),
+        "threads": torch.get_num_threads(),
         "steps": trainer.steps_done,
-        "eval_sequences": len(heldout_x),
-        "eval_loss": eval_loss,
-        "eval_metric": eval_metric,
+        "eval_sequences": final.sequences,
+        "eval_loss": final.loss,
+        "eval_metric": final.metric,
         "loss_name": task.loss_name,
         "metric_name": task.metric_name,
         "baseline_loss": task.baseline_loss,
@@ -316,7 +329,7 @@ def _sweep(args) -> int:
     sweep_id = args.resume or new_id()
     if not args.quiet:
         print(f"sweep {sweep_id}: {heading} on the {args.engine} engine", file=sys.stderr, flush=True)
-    options = dict(engine=args.engine, store=store, workers=args.workers, address=args.address,
+    options = dict(engine=args.engine, store=store, workers=args.workers, address=args.address, threads=args.threads,
                    progress=None if args.quiet else _progress_line)
     try:
         frame = resume(sweep_id, **options) if args.resume else sweep(configs, sweep_id=sweep_id, **options)
@@ -358,7 +371,7 @@ def _lesson(args) -> int:
             print(f"seed {verdict.seed}: {said} ({verdict.seconds:.1f} s). {verdict.message}", flush=True)
 
     try:
-        verdicts = lesson_seeds.judge(item.key, seeds, progress=line)
+        verdicts = lesson_seeds.judge(item.key, seeds, progress=line, threads=args.threads)
     except ValueError as error:
         return _fail(str(error))
     except (RuntimeError, MemoryError) as error:
@@ -466,7 +479,7 @@ def _table(runs: list[dict]) -> str:
 
     rows = [RUN_COLUMNS, *([cell(run[column]) for column in RUN_COLUMNS] for run in runs)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(RUN_COLUMNS))]
-    numeric = {"steps", "eval_loss", "eval_metric"}
+    numeric = {"steps", "eval_loss", "eval_metric", "eval_sequences"}
     return "\n".join("  ".join(value.rjust(width) if column in numeric else value.ljust(width)
                                for column, value, width in zip(RUN_COLUMNS, row, widths)).rstrip()
                      for row in rows)

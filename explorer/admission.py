@@ -50,8 +50,10 @@ def max_runs() -> int:
 
 
 def threads_per_run(slots: int | None = None) -> int:
-    """Torch threads for each admitted run, so that all of them together fit the cores."""
-    return max(1, cores() // (slots or max_runs()))
+    """Torch threads for each admitted run, so that all of them together fit the cores; where
+    OMP_NUM_THREADS is set, that (explorer/threads.py: one policy for every run)."""
+    from .threads import from_env
+    return from_env() or max(1, cores() // (slots or max_runs()))
 
 
 class Admission:

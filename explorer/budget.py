@@ -18,8 +18,8 @@ from .tasks import TASKS, TaskSizes
 if TYPE_CHECKING:  # config.py imports this module for its check
     from .config import Config
 
-EVAL_SIZE = 256        # held-out sequences behind a run's periodic eval_loss (explorer.trainer)
-HELDOUT_SIZE = 1000    # held-out sequences behind the CLI's final report (explorer.__main__)
+EVAL_SIZE = 256        # held-out sequences behind a run's periodic evals: its learning curve (explorer.trainer)
+HELDOUT_SIZE = 1000    # held-out sequences behind a run's held-out loss and metric (Trainer.final_eval)
 MAX_RUN_ENV = "GATE_EXPLORER_MAX_RUN_MB"
 # Up to 8 runs admitted at once (GATE_EXPLORER_MAX_RUNS) at 2 GB each is 16 GB of a 24 GB
 # server, leaving a third of it for the OS, Streamlit and its sessions, the allocator, and the
@@ -129,7 +129,7 @@ def estimate(config: Config, sizes: TaskSizes | None = None) -> Estimate:
     dropout = 2 * (L - 1) if config.dropout > 0 else 0
     per_step = H * (cost.train_per_layer * L + cost.train_once + dropout) + 5 * inputs + head
 
-    # The held-out inputs (the periodic eval's and the CLI's final report's) and one forward
+    # The held-out inputs (the periodic eval's and the final eval's) and one forward
     # pass without gradients over EVAL_SIZE of them (Trainer.evaluate goes that many at a time).
     evaluated = min(EVAL_SIZE, most or EVAL_SIZE)
     held = evaluated + min(HELDOUT_SIZE, most or HELDOUT_SIZE)

@@ -1,6 +1,7 @@
 """Runs side by side, as the Compare page shows them: one record per run (saved or live), the
-probe steps they all recorded, the settings that differ, and whether their losses can share an
-axis (the same task: as they are; different tasks: each relative to its own task's baseline).
+probe steps they all recorded, the settings that differ, whether their losses can share an
+axis (the same task: as they are; different tasks: each relative to its own task's baseline),
+and each run's held-out numbers: its final eval as the store keeps it.
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from .cells import CELLS
 from .config import Config
 from .history import HistoryView
 from .run import Run
-from .store import RunStore
+from .store import RunNotFound, RunStore
 from .tasks import TASKS, Task
 from .trace import Trace
+from .trainer import FinalEval
 
 MAX_RUNS = 4
 NOT_READ = "—"                                   # a setting this run's task or cell does not read
@@ -37,7 +39,9 @@ class Compared:
     loss_name: str
     baseline_loss: float         # the task's trivial baseline, in the task's loss
     baseline_name: str
-    history: HistoryView
+    metric_name: str
+    history: HistoryView         # its learning curve: the periodic evals, on 256 sequences
+    final: FinalEval | None      # its held-out numbers as last saved (None: not saved, or saved before them)
 
     @property
     def steps(self) -> int:
@@ -48,14 +52,23 @@ class Compared:
         return next((trace for s, trace in self.history.traces if s == step), None)
 
 
-def compared(run_id: str, name: str, config: Config, task: Task, history: HistoryView) -> Compared:
+def compared(run_id: str, name: str, config: Config, task: Task, history: HistoryView,
+             final: FinalEval | None) -> Compared:
     return Compared(run_id, name, config, config.task, task.loss_name, float(task.baseline_loss),
-                    task.baseline_name, history)
+                    task.baseline_name, task.metric_name, history, final)
 
 
 def from_run(run: Run) -> Compared:
-    """A run in this process's memory, as it stands (a snapshot: training may go on)."""
-    return compared(run.id, run.name or run.id, run.trainer.config, run.trainer.task, run.snapshot().history)
+    """A run in this process's memory, as it stands (a snapshot: training may go on). Its held-out
+    numbers are those of its last save, read from the store: measuring them here would wait
+    for the model its thread trains."""
+    final = None
+    if run.store is not None and run.id:
+        try:
+            final = run.store.info(run.id).final
+        except RunNotFound:
+            pass                      # not saved yet: it has trained no step
+    return compared(run.id, run.name or run.id, run.trainer.config, run.trainer.task, run.snapshot().history, final)
 
 
 def from_store(store: RunStore, run_id: str) -> Compared:
@@ -64,7 +77,7 @@ def from_store(store: RunStore, run_id: str) -> Compared:
     info = store.info(run_id)
     with torch.random.fork_rng(devices=[]):
         trainer = store.load(run_id)
-    return compared(run_id, info.name, trainer.config, trainer.task, trainer.history.view())
+    return compared(run_id, info.name, trainer.config, trainer.task, trainer.history.view(), info.final)
 
 
 def labels(runs: list[Compared]) -> dict[str, str]:
@@ -102,8 +115,20 @@ def comparability(runs: list[Compared]) -> Comparability:
 
 
 def heldout_loss(run: Compared) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, held-out loss) as recorded."""
+    """(steps, held-out loss) of the periodic evals: the run's learning curve."""
     return run.history.evals["step"], run.history.evals["eval_loss"]
+
+
+def final_evals(runs: list[Compared], names: dict[str, str]) -> pd.DataFrame:
+    """The runs' held-out numbers, one row per run (its label): the step of the save they are
+    of, the held-out loss and metric, and how many held-out sequences they are over. None
+    where a run has none (not saved yet, or last saved before the store kept them)."""
+    def row(run: Compared) -> dict:
+        final = run.final
+        step, loss, metric, sequences = (final.step, final.loss, final.metric, final.sequences) if final else [None] * 4
+        return {"step": step, "held-out loss": loss, "loss": run.loss_name, "metric": metric,
+                "metric name": run.metric_name, "sequences": sequences}
+    return pd.DataFrame.from_dict({names[run.id]: row(run) for run in runs}, orient="index").rename_axis("run")
 
 
 def relative_losses(run: Compared) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,8 @@ its grid trained with seeds s, s+1 and s+2 (its check takes the median over them
 `lesson` command (explorer/__main__.py) prints these; docs/LESSONS.md tabulates them over
 seeds 0-9 with the native kernels and with ATen's and oneDNN's plainest ones.
 
-Every run trains with one torch thread, as the app trains a lesson's variants. Plain library:
+Every run trains with one torch thread, as the app trains a lesson's variants, unless its user
+chose otherwise (explorer/threads.py: --threads, OMP_NUM_THREADS). Plain library:
 nothing here imports Streamlit.
 """
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
@@ -78,11 +78,13 @@ def own_seed(item: Lesson | SweepLesson) -> int:
 
 
 def judge(key: str, seeds: Iterable[int], progress: Callable[[Verdict], None] | None = None, *,
-          workers: int = 1, lengths: tuple[int, ...] | None = None) -> list[Verdict]:
+          workers: int = 1, lengths: tuple[int, ...] | None = None, threads: int | None = None) -> list[Verdict]:
     """The lesson's verdict on each seed, in the seeds' order; progress(verdict) as each is known.
     workers > 1 trains that many seeds at once, each in a process of its own (a sweep lesson's
     runs always are). lengths, for a sweep lesson only, trains its grid at those lengths: its
-    check reads the shortest and the longest, so (10, 100) gives the full grid's verdict."""
+    check reads the shortest and the longest, so (10, 100) gives the full grid's verdict.
+    threads: torch threads per run, where the lesson trains in processes of its own (else
+    explorer/threads.py's policy: OMP_NUM_THREADS, or one); here, this process's own count."""
     item, seeds = find(key), list(seeds)
     if lengths is not None and not isinstance(item, SweepLesson):
         raise ValueError(f"{key} is not a sweep lesson: it has no lengths to choose")
@@ -90,9 +92,9 @@ def judge(key: str, seeds: Iterable[int], progress: Callable[[Verdict], None] | 
         if seeds and max(seeds) > MAX_SEED - 2:
             raise ValueError(f"a sweep lesson's verdict for seed s trains seeds s to s+2: a seed is at most "
                              f"{MAX_SEED - 2} here")
-        verdicts = sweep_verdicts(item, train_sweep(item, seeds, lengths, workers), seeds)
+        verdicts = sweep_verdicts(item, train_sweep(item, seeds, lengths, workers, threads), seeds)
     elif workers > 1:
-        verdicts = judge_pairs([(key, seed) for seed in seeds], workers)
+        verdicts = judge_pairs([(key, seed) for seed in seeds], workers, threads)
     else:                    # lazily, so that each seed's line shows as soon as it is judged
         verdicts = (judge_one(item, seed) for seed in seeds)
     judged = []
@@ -103,21 +105,29 @@ def judge(key: str, seeds: Iterable[int], progress: Callable[[Verdict], None] | 
     return judged
 
 
-def judge_pairs(pairs: list[tuple[str, int]], workers: int = 1) -> list[Verdict]:
+def judge_pairs(pairs: list[tuple[str, int]], workers: int = 1, threads: int | None = None) -> list[Verdict]:
     """The verdict of each (lesson key, seed), in order; workers > 1 judges that many at once,
-    each in a process of its own (not for sweep lessons, whose runs have their own pool)."""
+    each in a process of its own with `threads` torch threads (not for sweep lessons, whose runs
+    have their own pool)."""
+    from . import threads as thread_policy
     if workers <= 1 or len(pairs) < 2:
         return [judge_one(find(key), seed) for key, seed in pairs]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     # Spawned, not forked: a fork of a process that has run torch's thread pools can hang.
-    with ProcessPoolExecutor(min(workers, len(pairs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(min(workers, len(pairs)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_judge_worker_start, initargs=(thread_policy.resolve(threads),)) as pool:
         return list(pool.map(_judge_by_key, *zip(*pairs)))
 
 
-def _judge_by_key(key: str, seed: int) -> Verdict:
+def _judge_worker_start(threads: int) -> None:
+    from . import threads as thread_policy
     from .memory import settle_for_training
+    thread_policy.use(threads)
     settle_for_training()
+
+
+def _judge_by_key(key: str, seed: int) -> Verdict:
     return judge_one(find(key), seed)
 
 
@@ -128,19 +138,18 @@ def train_variants(item: Lesson, seed: int, trained: dict | None = None) -> dict
     the checks only read their trainers."""
     from .trainer import Trainer
     trainers = {}
-    with _one_thread():
-        for variant in item.variants:
-            config = dataclasses.replace(variant.config, seed=seed)
-            key = repr(config.to_dict())
-            if trained is not None and key in trained:
-                trainers[variant.label] = trained[key]
-                continue
-            trainer = Trainer(config)
-            while not trainer.finished and trainer.step() is not None:
-                pass
-            trainers[variant.label] = trainer
-            if trained is not None:
-                trained[key] = trainer
+    for variant in item.variants:
+        config = dataclasses.replace(variant.config, seed=seed)
+        key = repr(config.to_dict())
+        if trained is not None and key in trained:
+            trainers[variant.label] = trained[key]
+            continue
+        trainer = Trainer(config)
+        while not trainer.finished and trainer.step() is not None:
+            pass
+        trainers[variant.label] = trainer
+        if trained is not None:
+            trained[key] = trainer
     return trainers
 
 
@@ -148,8 +157,7 @@ def judge_one(item: Lesson, seed: int, trained: dict | None = None) -> Verdict:
     """The lesson's verdict on one seed (see train_variants for `trained`)."""
     started = time.perf_counter()
     trainers = train_variants(item, seed, trained)
-    with _one_thread():
-        holds, message = item.check(trainers)
+    holds, message = item.check(trainers)
     return Verdict(seed, bool(holds), message, time.perf_counter() - started)
 
 
@@ -159,7 +167,7 @@ def sweep_seeds(seed: int) -> tuple[int, int, int]:
 
 
 def train_sweep(item: SweepLesson, seeds: list[int], lengths: tuple[int, ...] | None = None,
-                workers: int = 1) -> "pd.DataFrame":
+                workers: int = 1, threads: int | None = None) -> "pd.DataFrame":
     """The sweep lesson's grid with every seed the verdicts on `seeds` need, each trained once
     (seeds 0-9 need 0-11), as one sweep's rows. The sweep is kept in a store of its own that is
     thrown away after: these runs are a check, not the user's."""
@@ -168,7 +176,7 @@ def train_sweep(item: SweepLesson, seeds: list[int], lengths: tuple[int, ...] | 
     needed = sorted({s for seed in seeds for s in sweep_seeds(seed)})
     with tempfile.TemporaryDirectory(prefix="gate-explorer-lesson-") as folder:
         return sweep(item.configs(lengths=lengths, seeds=needed), store=RunStore(Path(folder) / "runs.sqlite"),
-                     workers=workers if workers > 1 else None)
+                     workers=workers if workers > 1 else None, threads=threads)
 
 
 def sweep_verdicts(item: SweepLesson, frame: "pd.DataFrame", seeds: list[int]) -> list[Verdict]:
@@ -180,15 +188,3 @@ def sweep_verdicts(item: SweepLesson, frame: "pd.DataFrame", seeds: list[int]) -
         holds, message = item.check(rows)
         verdicts.append(Verdict(seed, bool(holds), message, float(rows["seconds"].sum())))
     return verdicts
-
-
-@contextmanager
-def _one_thread():
-    """One torch thread while a lesson trains, as the app trains each variant."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -12,6 +12,9 @@ arrays are safetensors, compressed with zlib; the rest is JSON.
   cannot tell from float32 (3 significant digits on 0..1 gates); gradient norms stay float32,
   since they span many orders of magnitude. A trace's `output` is not stored: it is the top
   layer's `hidden`.
+- Held-out numbers: a run's row keeps its final eval (Trainer.final_eval: up to 1,000 held-out
+  sequences) for the weights it saves, so `runs`, the Runs page and Compare read what `train`
+  printed; the periodic evals on 256 are its history, the learning curve.
 - Identity: run ids and owner keys are random, 128 bits each (`secrets`). The store keeps
   only a hash of the owner key; `owns(run_id, key)` checks one.
 - Follow links: a follow token (128 random bits) names a run its followers watch, read-only. It
@@ -46,10 +49,10 @@ from .config import Config
 from .history import EVAL_FIELDS, STEP_FIELDS, History, HistoryView
 from .tasks import TASKS, Task
 from .trace import LayerTrace, Trace
-from .trainer import Trainer
+from .trainer import FinalEval, Trainer
 
 DB_ENV = "GATE_EXPLORER_DB"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MAX_DATA_BYTES = 32 * 2**20      # a CSV kept with its run; larger files are read from their path
 BUSY_TIMEOUT_S = 30.0            # how long a save waits for another process's transaction
 
@@ -97,7 +100,9 @@ def _key_hash(key: str) -> str:
 
 @dataclass(frozen=True)
 class RunInfo:
-    """One saved run, as a list shows it."""
+    """One saved run, as a list shows it. Its held-out numbers are its final eval at `steps`
+    (Trainer.final_eval) on `eval_sequences` held-out sequences; None where it has none (a model
+    looked at, not trained; a run last saved before schema 4)."""
 
     id: str
     name: str
@@ -107,12 +112,27 @@ class RunInfo:
     status: str
     eval_loss: float | None
     eval_metric: float | None
+    eval_sequences: int | None
     created: str                 # ISO 8601, UTC
     updated: str
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("id", "name", "task", "cell", "steps", "eval_loss",
-                                              "eval_metric", "created")}
+                                              "eval_metric", "eval_sequences", "created")}
+
+    @property
+    def final(self) -> FinalEval | None:
+        """The final eval the run was saved with, read back; None where it has none."""
+        if self.eval_sequences is None:
+            return None
+        return FinalEval(self.steps, self.eval_loss, self.eval_metric, self.eval_sequences)
+
+
+# Columns by name: a database migrated to schema 4 has eval_sequences last.
+_INSERT_RUN = ("INSERT INTO runs (id, owner_hash, name, config, task, cell, steps, status, eval_loss, eval_metric, "
+               "eval_sequences, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INFO = ("SELECT id, name, task, cell, steps, status, eval_loss, eval_metric, eval_sequences, created, updated "
+         "FROM runs")
 
 
 # Schema version -> the statements that bring a database from the version before to it.
@@ -145,6 +165,14 @@ MIGRATIONS = {
         sweep_id TEXT NOT NULL REFERENCES sweeps(id) ON DELETE CASCADE, position INTEGER NOT NULL,
         row TEXT NOT NULL, PRIMARY KEY (sweep_id, position));
     """,
+    # A run's eval_loss and eval_metric became its final eval (Trainer.final_eval), on as many
+    # held-out sequences as eval_sequences says. Until now they were its last periodic eval, on
+    # 256: those are cleared, not shown as what they are not (the run's history still holds
+    # them, as its learning curve). A run gets its numbers when it is saved again.
+    4: """
+    ALTER TABLE runs ADD COLUMN eval_sequences INTEGER;
+    UPDATE runs SET eval_loss = NULL, eval_metric = NULL;
+    """,
 }
 
 
@@ -159,6 +187,7 @@ class RunRecord:
     status: str
     eval_loss: float | None
     eval_metric: float | None
+    eval_sequences: int | None
     weights: bytes
     optimizer: bytes
     optimizer_meta: str
@@ -183,11 +212,12 @@ def run_record(trainer: Trainer, status: str, name: str | None = None, last_trac
     view = trainer.history.view()
     weights, optimizer, optimizer_meta, rng, history, meta = _state_blobs(trainer, view)
     traces = view.traces[-1:] if last_trace_only else view.traces
-    eval_loss, eval_metric = _last_eval(view)
+    eval_loss, eval_metric, eval_sequences = _final_columns(trainer.final_eval())
     return RunRecord(config=trainer.config.to_dict(), name=name or default_name(trainer.config),
                      steps=trainer.steps_done, status=str(status), eval_loss=eval_loss, eval_metric=eval_metric,
-                     weights=weights, optimizer=optimizer, optimizer_meta=optimizer_meta, rng=rng,
-                     history=history, meta=meta, data=_data_of(trainer.config, trainer.task),
+                     eval_sequences=eval_sequences, weights=weights, optimizer=optimizer,
+                     optimizer_meta=optimizer_meta, rng=rng, history=history, meta=meta,
+                     data=_data_of(trainer.config, trainer.task),
                      traces=[(step, *_trace_record(trace)) for step, trace in traces])
 
 
@@ -202,11 +232,9 @@ def _state_blobs(trainer: Trainer, view: HistoryView) -> tuple[bytes, bytes, str
     return weights, optimizer, optimizer_meta, rng, history, meta
 
 
-def _last_eval(view: HistoryView) -> tuple[float | None, float | None]:
-    evals = view.evals
-    if not len(evals["step"]):
-        return None, None
-    return float(evals["eval_loss"][-1]), float(evals["eval_metric"][-1])
+def _final_columns(final: FinalEval | None) -> tuple[float | None, float | None, int | None]:
+    """(eval_loss, eval_metric, eval_sequences) as the runs table keeps them."""
+    return (None, None, None) if final is None else (final.loss, final.metric, final.sequences)
 
 
 def _now() -> str:
@@ -258,35 +286,37 @@ class RunStore:
 
     # -- saving ------------------------------------------------------------------------------
     def save(self, run_id: str, trainer: Trainer, *, owner_key: str, status: str = "paused",
-             name: str | None = None) -> None:
+             name: str | None = None, measure_final: bool = True) -> None:
         """Save the run's whole state in one transaction: a new run is created (named `name`, or
         after its cell and task), a saved one brought up to date (its traces: the new ones added,
         the ones History let go deleted; its name is left as renamed). Call it where the trainer
-        is not stepping (the run's model lock)."""
+        is not stepping (the run's model lock). measure_final False keeps the run's held-out
+        numbers only if they were made at this step (Trainer.final_eval), else none yet."""
         config = trainer.config
         trainer.wait_for_probe()   # a probe traced in the background belongs to the steps saved
         trainer.flush()        # the staged step records, and a divergence among them, before anything is read
         view = trainer.history.view()
         weights, optimizer, optimizer_meta, rng, history, meta = _state_blobs(trainer, view)
-        eval_loss, eval_metric = _last_eval(view)
+        # Before the transaction: another process's save does not wait for this one's eval.
+        eval_loss, eval_metric, eval_sequences = _final_columns(trainer.final_eval(measure=measure_final))
         now = _now()
         with self._connect() as db:
             try:
                 db.execute("BEGIN IMMEDIATE")
                 row = db.execute("SELECT owner_hash, config FROM runs WHERE id = ?", (run_id,)).fetchone()
                 if row is None:
-                    db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                               (run_id, _key_hash(owner_key), name or default_name(config), json.dumps(config.to_dict()),
-                                config.task, config.cell, trainer.steps_done, str(status), eval_loss, eval_metric,
-                                now, now))
+                    db.execute(_INSERT_RUN, (run_id, _key_hash(owner_key), name or default_name(config),
+                                             json.dumps(config.to_dict()), config.task, config.cell, trainer.steps_done,
+                                             str(status), eval_loss, eval_metric, eval_sequences, now, now))
                     data = _data_of(config, trainer.task)
                 else:
                     if not hmac.compare_digest(row[0], _key_hash(owner_key)):
                         raise StoreError("this run belongs to someone else: only its owner key saves it")
                     # The config too: your model's traced loss can change (Run.retrace).
                     db.execute("UPDATE runs SET config = ?, steps = ?, status = ?, eval_loss = ?, eval_metric = ?, "
-                               "updated = ? WHERE id = ?", (json.dumps(config.to_dict()), trainer.steps_done,
-                                                            str(status), eval_loss, eval_metric, now, run_id))
+                               "eval_sequences = ?, updated = ? WHERE id = ?",
+                               (json.dumps(config.to_dict()), trainer.steps_done, str(status), eval_loss, eval_metric,
+                                eval_sequences, now, run_id))
                     if json.loads(row[1]) != config.to_dict():
                         # Retraced with another loss: every stored trace is of the old one.
                         db.execute("DELETE FROM traces WHERE run_id = ?", (run_id,))
@@ -317,10 +347,9 @@ class RunStore:
         # The config as the run had it: not validated again here, where the memory budget
         # (GATE_EXPLORER_MAX_RUN_MB) may be another machine's than the one that trained it.
         now = _now()
-        db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (run_id, _key_hash(owner_key), record.name, json.dumps(record.config), record.config["task"],
-                    record.config["cell"], record.steps, record.status, record.eval_loss, record.eval_metric,
-                    now, now))
+        db.execute(_INSERT_RUN, (run_id, _key_hash(owner_key), record.name, json.dumps(record.config),
+                                 record.config["task"], record.config["cell"], record.steps, record.status,
+                                 record.eval_loss, record.eval_metric, record.eval_sequences, now, now))
         db.execute("INSERT INTO state VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                    (run_id, record.weights, record.optimizer, record.optimizer_meta, record.rng,
                     record.history, record.meta, record.data))
@@ -383,7 +412,7 @@ class RunStore:
     # -- reading -----------------------------------------------------------------------------
     def list(self, task: str | None = None, cell: str | None = None, owner_key: str | None = None) -> list[RunInfo]:
         """Saved runs, newest first, optionally only one task's, one cell's or one owner's."""
-        query, args = "SELECT id, name, task, cell, steps, status, eval_loss, eval_metric, created, updated FROM runs", []
+        query, args = _INFO, []
         owner = _key_hash(owner_key) if owner_key else None
         where = [(column, value) for column, value in (("task", task), ("cell", cell), ("owner_hash", owner)) if value]
         if where:
@@ -395,8 +424,7 @@ class RunStore:
 
     def info(self, run_id: str) -> RunInfo:
         with self._connect() as db:
-            row = db.execute("SELECT id, name, task, cell, steps, status, eval_loss, eval_metric, created, updated "
-                             "FROM runs WHERE id = ?", (run_id,)).fetchone()
+            row = db.execute(_INFO + " WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise _not_found(run_id)
         return RunInfo(*row)

@@ -18,7 +18,6 @@ import dataclasses
 import itertools
 import math
 import multiprocessing
-import os
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -31,8 +30,9 @@ from .config import FIELDS, Config
 
 ENGINES = ("local", "ray")
 # After the Config fields, in this order: other tools read these columns by name.
-RESULT_COLUMNS = ("eval_loss", "eval_metric", "baseline_loss", "solved_step", "grad_ratio_init",
-                  "grad_ratio_final", "seconds", "steps_per_second", "status", "message", "run_id")
+RESULT_COLUMNS = ("eval_loss", "eval_metric", "eval_sequences", "baseline_loss", "solved_step",
+                  "grad_ratio_init", "grad_ratio_final", "seconds", "steps_per_second", "status", "message",
+                  "run_id")
 CONFIG_COLUMNS = tuple(f.name for f in dataclasses.fields(Config))
 COLUMNS = CONFIG_COLUMNS + RESULT_COLUMNS
 STATUSES = ("finished", "diverged", "failed")
@@ -131,7 +131,6 @@ def grad_ratio(trace) -> float | None:
 def run_one(config: dict, should_stop: Callable[[], bool] = lambda: False):
     """Train one config to its step budget: (row, RunRecord or None). Never raises for the run's
     own failures: they become a "failed" row. Returns None if should_stop() said so midway."""
-    from .budget import HELDOUT_SIZE
     from .store import new_id, run_record
     from .trainer import Trainer
 
@@ -153,8 +152,9 @@ def run_one(config: dict, should_stop: Callable[[], bool] = lambda: False):
             trainer.probe()                      # (a probe_every that does not divide the steps)
         trainer.wait_for_probe()
         row["grad_ratio_final"] = grad_ratio(trainer.history.latest_trace()[1])
-        # Held out on the same 1,000 sequences `python -m explorer train` reports.
-        row["eval_loss"], row["eval_metric"] = trainer.evaluate(*task.heldout(HELDOUT_SIZE, trainer.config.seed))
+        # The run's final eval, as `python -m explorer train` reports it and the store keeps it.
+        final = trainer.final_eval()
+        row["eval_loss"], row["eval_metric"], row["eval_sequences"] = final.loss, final.metric, final.sequences
         evals = trainer.history.view().evals
         below = evals["step"][evals["eval_loss"] < task.baseline_loss / 2]
         row["solved_step"] = int(below[0]) if len(below) else None
@@ -187,13 +187,13 @@ def _why(error: BaseException) -> str:
 _CANCEL = None          # in a local pool's worker: the sweep's cancel flag (multiprocessing.Event)
 
 
-def _worker_start(cancel) -> None:
-    """A local pool's worker: one torch thread, a trainer's allocator settings, the cancel flag."""
+def _worker_start(cancel, threads: int) -> None:
+    """A local pool's worker: the sweep's torch threads per run, a trainer's allocator settings,
+    the cancel flag."""
     global _CANCEL
-    import torch
-
+    from . import threads as thread_policy
     from .memory import settle_for_training
-    torch.set_num_threads(1)
+    thread_policy.use(threads)
     settle_for_training()
     _CANCEL = cancel
 
@@ -202,13 +202,15 @@ def _local_run(config: dict):
     return run_one(config, should_stop=_CANCEL.is_set)
 
 
-def _run_local(pending: dict[int, dict], workers: int, cancel: threading.Event, done: Callable) -> bool:
-    """Run the configs in a pool of `workers` processes; done(position, result) as each ends.
-    False if cancelled (the runs under way stop at their next look at the flag)."""
+def _run_local(pending: dict[int, dict], workers: int, threads: int, cancel: threading.Event,
+               done: Callable) -> bool:
+    """Run the configs in a pool of `workers` processes of `threads` torch threads each;
+    done(position, result) as each ends. False if cancelled (the runs under way stop at their
+    next look at the flag)."""
     context = multiprocessing.get_context("spawn")       # (fork would copy the caller's torch threads)
     flag = context.Event()
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_start,
-                             initargs=(flag,)) as pool:
+                             initargs=(flag, threads)) as pool:
         futures = {pool.submit(_local_run, config): position for position, config in pending.items()}
         try:
             while futures:
@@ -231,19 +233,21 @@ def _run_local(pending: dict[int, dict], workers: int, cancel: threading.Event, 
     return True
 
 
-def _ray_run(config: dict):
-    import torch
-    torch.set_num_threads(1)
+def _ray_run(config: dict, threads: int):
+    from . import threads as thread_policy
+    thread_policy.use(threads)
     return run_one(config)
 
 
-def _run_ray(pending: dict[int, dict], address: str | None, cancel: threading.Event, done: Callable) -> bool:
-    """Run the configs as Ray tasks of one CPU each; done(position, result) as each ends."""
+def _run_ray(pending: dict[int, dict], address: str | None, threads: int, cancel: threading.Event,
+             done: Callable) -> bool:
+    """Run the configs as Ray tasks of `threads` CPUs (torch threads) each; done(position,
+    result) as each ends."""
     from . import ray_engine
     ray = ray_engine.require_ray()
     ray_engine.init(address)
-    remote = ray.remote(num_cpus=1, max_retries=0)(_ray_run)
-    refs = {remote.remote(config): position for position, config in pending.items()}
+    remote = ray.remote(num_cpus=threads, max_retries=0)(_ray_run)
+    refs = {remote.remote(config, threads): position for position, config in pending.items()}
     try:
         while refs:
             finished, _ = ray.wait(list(refs), num_returns=1, timeout=0.2)
@@ -271,12 +275,14 @@ def _run_ray(pending: dict[int, dict], address: str | None, cancel: threading.Ev
 def sweep(configs: Iterable[Config], *, engine: str = "local", store=None, workers: int | None = None,
           address: str | None = None, progress: Progress | None = None,
           cancel: threading.Event | None = None, sweep_id: str | None = None,
-          owner_key: str | None = None) -> pd.DataFrame:
+          owner_key: str | None = None, threads: int | None = None) -> pd.DataFrame:
     """Run every config to its step budget; a DataFrame with one row per config, in their order,
     with COLUMNS. The sweep, its rows and its runs are kept in `store` (a RunStore; the default
     one when None) under the frame's attrs["sweep_id"]. progress(done, total, row) as each run
     ends. Setting `cancel` stops the sweep: Cancelled is raised, and what was done is kept.
-    The runs belong to owner_key (a browser's, from the app), or to nobody who can change them."""
+    The runs belong to owner_key (a browser's, from the app), or to nobody who can change them.
+    Each run trains with `threads` torch threads (explorer/threads.py: else OMP_NUM_THREADS,
+    else one), and a local pool has one process per `threads` cores unless `workers` says."""
     from .store import RunStore, new_id
     configs = [c.to_dict() for c in configs]
     if not configs:
@@ -284,18 +290,19 @@ def sweep(configs: Iterable[Config], *, engine: str = "local", store=None, worke
     store = store if store is not None else RunStore()
     sweep_id = sweep_id or new_id()
     store.create_sweep(sweep_id, configs)
-    return _carry_out(store, sweep_id, configs, {}, engine, workers, address, progress, cancel, owner_key)
+    return _carry_out(store, sweep_id, configs, {}, engine, workers, address, progress, cancel, owner_key, threads)
 
 
 def resume(sweep_id: str, *, engine: str = "local", store=None, workers: int | None = None,
            address: str | None = None, progress: Progress | None = None,
-           cancel: threading.Event | None = None, owner_key: str | None = None) -> pd.DataFrame:
+           cancel: threading.Event | None = None, owner_key: str | None = None,
+           threads: int | None = None) -> pd.DataFrame:
     """Go on with a stored sweep: the configs with a finished or diverged row are skipped."""
     from .store import RunStore
     store = store if store is not None else RunStore()
     configs = store.sweep_configs(sweep_id)
     kept = {position: row for position, row in store.sweep_rows(sweep_id).items() if row["status"] != "failed"}
-    return _carry_out(store, sweep_id, configs, kept, engine, workers, address, progress, cancel, owner_key)
+    return _carry_out(store, sweep_id, configs, kept, engine, workers, address, progress, cancel, owner_key, threads)
 
 
 def results(sweep_id: str, store=None) -> pd.DataFrame:
@@ -307,9 +314,12 @@ def results(sweep_id: str, store=None) -> pd.DataFrame:
 
 
 def _carry_out(store, sweep_id, configs, kept, engine, workers, address, progress, cancel,
-               owner_key) -> pd.DataFrame:
+               owner_key, threads) -> pd.DataFrame:
+    from . import threads as thread_policy
+    from .admission import cores
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+    threads = thread_policy.resolve(threads)
     rows = dict(kept)
     pending = {position: config for position, config in enumerate(configs) if position not in rows}
     cancel = cancel or threading.Event()
@@ -324,10 +334,10 @@ def _carry_out(store, sweep_id, configs, kept, engine, workers, address, progres
 
     if pending:
         if engine == "local":
-            count = max(1, min(workers or os.cpu_count() or 1, len(pending)))
-            complete = _run_local(pending, count, cancel, done)
+            count = max(1, min(workers or cores() // threads, len(pending)))
+            complete = _run_local(pending, count, threads, cancel, done)
         else:
-            complete = _run_ray(pending, address, cancel, done)
+            complete = _run_ray(pending, address, threads, cancel, done)
         if not complete:
             raise Cancelled(sweep_id, len(rows), total)
     return _frame([rows[position] for position in range(total)], sweep_id)
@@ -335,7 +345,8 @@ def _carry_out(store, sweep_id, configs, kept, engine, workers, address, progres
 
 def _frame(rows: list[dict], sweep_id: str) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    frame["solved_step"] = frame["solved_step"].astype("Int64")
+    for column in ("solved_step", "eval_sequences"):
+        frame[column] = frame[column].astype("Int64")
     for column in ("eval_loss", "eval_metric", "baseline_loss", "grad_ratio_init", "grad_ratio_final",
                    "seconds", "steps_per_second"):
         frame[column] = frame[column].astype("float64")

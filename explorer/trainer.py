@@ -9,12 +9,14 @@ import copy
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import cached_property
 
 import torch
 from torch import Tensor, nn
 
-from .budget import EVAL_SIZE
+from . import threads
+from .budget import EVAL_SIZE, HELDOUT_SIZE
 from .config import Config
 from .history import MAX_TRACES, RECORD_BLOCK, History, pack_step
 from .models import SequenceModel, resolve_device
@@ -43,11 +45,25 @@ def _norms(tensors: list[Tensor]) -> Tensor:
     return torch.stack(torch._foreach_norm(tensors))                          # (tensors,)
 
 
+@dataclass(frozen=True)
+class FinalEval:
+    """A run's held-out loss and metric: its weights after `step` steps on the task's held-out
+    set of up to HELDOUT_SIZE sequences (`sequences`: fewer where the task has fewer, as the
+    digits' 360). What every report of the run gives as its held-out numbers; the periodic
+    evals on EVAL_SIZE sequences are its learning curve."""
+
+    step: int
+    loss: float
+    metric: float
+    sequences: int
+
+
 class Trainer:
     """Trains config's model on config's task, one `step()` at a time."""
 
     def __init__(self, config: Config, task: Task | None = None, max_traces: int = MAX_TRACES,
                  record_start: bool = True, background_probe: bool = False):
+        threads.settle()         # one torch thread per run, unless someone chose (explorer/threads.py)
         self.config = config
         # Probes traced on a CPU copy of the model in a thread of their own (probe()), so that
         # a GPU keeps training meanwhile. Off by default: on the CPU the two share the cores,
@@ -79,6 +95,7 @@ class Trainer:
         self._halted = torch.zeros((), dtype=torch.bool, device=self.device)   # () bool, on the device
         self.diverged = False
         self.divergence_message = ""
+        self._final: FinalEval | None = None     # final_eval()'s, for the step it was made at
         # (step, a copy of the model as of that step's probe): what a run's followers trace their
         # own sequences with, so they never wait for, or hold up, the training thread.
         self.probe_copy: tuple[int, nn.Module] | None = None
@@ -218,6 +235,25 @@ class Trainer:
 
     def evaluate_and_record(self) -> None:
         self.history.record_eval(self.steps_done, *self.evaluate())
+
+    def final_eval(self, measure: bool = True) -> FinalEval | None:
+        """The run's held-out loss and metric as it stands (FinalEval), the one set of numbers
+        `train` prints, the store keeps and sweeps report; None for a model that is looked at,
+        not trained. Made once per step: within a trainer the weights are a function of the
+        step (a divergence puts back the weights of the step it goes back to), so the save
+        after `train`'s report, or a sweep's record after its row, reuses it. Call it where the
+        trainer is not stepping. With measure False it only looks: the numbers if they were made
+        at this step, else None (a save while the run trains: see Run._save_now)."""
+        if not self.task.trainable:
+            return None
+        self.flush()                   # (steps_done names the weights only once the block is read)
+        if not measure:
+            return self._final if self._final is not None and self._final.step == self.steps_done else None
+        if self._final is None or self._final.step != self.steps_done:
+            # The same sequences for every report, and the same for every run of this seed.
+            x, y = self.task.heldout(HELDOUT_SIZE, self.config.seed)     # (n, T, inputs), n <= HELDOUT_SIZE
+            self._final = FinalEval(self.steps_done, *self.evaluate(x, y), len(x))
+        return self._final
 
     def trace(self, x: Tensor, y: Tensor | None = None) -> Trace:
         """Trace the model on any sequences, the loss being the task's, summed over them."""

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from . import threads
 from .history import History
 from .memory import settle_for_training
 from .trainer import Trainer
@@ -274,15 +275,15 @@ def warm_up() -> None:
     """Pay a fresh process's first-use costs before any run waits for them: measured here, the
     first Trainer a process builds takes 1.9 s, the next 5 ms."""
     from .config import Config
-    torch.set_num_threads(1)
+    threads.use(1)
     trainer = Trainer(Config(task="adding", seq_len=4, hidden=4, batch_size=2, steps=1, probe_count=1),
                       record_start=False)
     trainer.step()
 
 
-def _load(conn, config, task, state: State, threads: int) -> Trainer:
+def _load(conn, config, task, state: State, count: int) -> Trainer:
     """The run's Trainer in this worker, where the server's left off, reporting to the server."""
-    torch.set_num_threads(threads)
+    threads.use(count)
     trainer = Trainer(config, task=task, record_start=False)
     restore(trainer, state)
     trainer.history = _Outbox(conn, trainer)

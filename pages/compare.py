@@ -1,7 +1,8 @@
 """Compare: two to four runs side by side (saved ones, this session's run, a lesson's variants):
-their held-out loss against each task's baseline, ‖∂L/∂h_t‖ against t at a training step they
-all recorded, their gates' mean and saturation, and the settings that differ. The page's link
-holds the runs' ids, so a comparison can be sent. It only reads: nothing here trains or saves."""
+their held-out loss and metric as last saved, their learning curves against each task's
+baseline, ‖∂L/∂h_t‖ against t at a training step they all recorded, their gates' mean and
+saturation, and the settings that differ. The page's link holds the runs' ids, so a comparison
+can be sent. It only reads: nothing here trains or saves."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,8 +11,8 @@ import streamlit as st
 
 from explorer import Status, plots
 from explorer.compare import (MAX_RUNS, Compared, baselines, common_steps, comparability, differing_fields,
-                              from_run, from_store, gate_summary, heldout_loss, labels, relative_losses,
-                              same_probes)
+                              final_evals, from_run, from_store, gate_summary, heldout_loss, labels,
+                              relative_losses, same_probes)
 from explorer.store import RunStore, StoreError
 from pages import keys
 from pages.charts import chart
@@ -119,6 +120,7 @@ def comparison(picked: list[str], live: dict) -> None:
         st.info("Fewer than two of these runs can be read: pick others.")
         return
     names = labels(runs)
+    _final(runs, names)
     probe = _probe(runs)
     loss_column, grad_column = st.columns(2, gap="large")
     with loss_column:
@@ -154,13 +156,22 @@ def _probe(runs: list[Compared]) -> tuple[int, int, int] | None:
     return sequence, layer, step
 
 
+def _final(runs: list[Compared], names: dict[str, str]) -> None:
+    st.subheader("Held-out loss and metric")
+    st.caption("Each run's weights at its last save, on its task's held-out set (1,000 sequences, or all it has: "
+               "the digits' 360), as `python -m explorer runs` lists them. Measured when a run pauses or ends: "
+               "empty while it trains, and for a run not saved since the store kept them.")
+    st.dataframe(final_evals(runs, names), key="compare_final")
+
+
 def _loss(runs: list[Compared], names: dict[str, str]) -> None:
-    st.subheader("Held-out loss")
+    st.subheader("Held-out loss while training")
     fair = comparability(runs)
     if fair.scale is None:
         st.warning(fair.message)
         return
-    st.caption(fair.message + " The lowest line has learnt the most.")
+    st.caption(fair.message + " Measured every eval_every steps on 256 held-out sequences; the lowest line "
+               "has learnt the most.")
     losses = heldout_loss if fair.scale == "absolute" else relative_losses
     y_title = runs[0].loss_name if fair.scale == "absolute" else "held-out loss ÷ its task's baseline"
     with st.container(key="compare_loss"):

@@ -44,9 +44,13 @@ if not listed:
     st.stop()
 
 table = pd.DataFrame([{"name": r.name, "task": r.task, "cell": r.cell, "steps": r.steps, "status": r.status,
-                       "held-out loss": r.eval_loss, "metric": r.eval_metric, "created": r.created[:16].replace("T", " ")}
-                      for r in listed])
+                       "held-out loss": r.eval_loss, "metric": r.eval_metric, "held-out sequences": r.eval_sequences,
+                       "created": r.created[:16].replace("T", " ")} for r in listed])
 st.dataframe(table, hide_index=True, width="stretch", key="runs_table")
+st.caption("Held-out loss and metric: the run's weights as saved, on its task's held-out set (1,000 sequences, or "
+           "all it has: the digits' 360), the numbers `python -m explorer train` prints. Measured when a run "
+           "pauses or ends: empty while it trains, for your own model, and for a run not saved since the "
+           "store kept them.")
 info = st.selectbox("Run", listed, key="runs_pick", format_func=lambda r: f"{r.name} · {r.steps} steps · {r.id}")
 mine = store.owns(info.id, where.owner_key)
 

@@ -17,9 +17,7 @@ import weakref
 from dataclasses import dataclass, field
 
 import streamlit as st
-import torch
-
-from explorer import Config, DataError, Run, Status, Trainer, ray_engine
+from explorer import Config, DataError, Run, Status, Trainer, ray_engine, threads
 from explorer.admission import Admission, max_runs, threads_per_run
 from explorer.data import env_number
 from explorer.memory import arena_hint, give_back, settle_allocator
@@ -52,7 +50,7 @@ def reload_grace() -> float:
 # thread per core (explorer/admission.py). Oversubscribed OpenMP threads stall every operator:
 # measured on 2 cores, a default run fell from ~70 to ~4 steps/s with 2 threads under load,
 # and kept ~100 with 1.
-torch.set_num_threads(threads_per_run())
+threads.use(threads_per_run())
 settle_allocator()     # memory freed by ended runs goes back to the OS (explorer/memory.py)
 quiet_closed_tab_sends()   # a tab closing mid-send is one log line, not a traceback (pages/serverlog.py)
 if (hint := arena_hint()) is not None:

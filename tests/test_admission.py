@@ -72,6 +72,7 @@ def test_a_followed_run_goes_ahead_of_the_queue_and_never_waits_its_turn():
 
 def test_the_defaults_fit_the_cores(monkeypatch):
     monkeypatch.delenv("GATE_EXPLORER_MAX_RUNS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert max_runs() == cores() and threads_per_run() == 1     # one thread per admitted run
     monkeypatch.setenv("GATE_EXPLORER_MAX_RUNS", "1")
     assert max_runs() == 1 and threads_per_run() == cores()    # one run may use every core
@@ -215,6 +216,7 @@ def test_live_pages_refresh_less_often_as_runs_crowd_the_places(monkeypatch):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 @pytest.mark.parametrize("settle, most", [("settle_allocator", None), ("settle_for_training", 200)])
+@pytest.mark.slow
 def test_a_training_process_keeps_a_steps_freed_memory_mapped(settle, most):
     """A step frees its temporaries and asks for them again: under the server's thresholds the
     freed top of the heap goes back to the OS and every page faults in again; a process that

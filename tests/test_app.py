@@ -15,6 +15,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from explorer import CELLS, Config
+from explorer.store import RunStore
 from explorer.tasks import TASKS
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -127,6 +128,7 @@ def test_train_page_has_its_controls_and_charts_before_training():
             "device", "trace gates every (steps)"} <= labels
 
 
+@pytest.mark.slow
 def test_step_trains_the_real_run_and_the_charts_carry_its_numbers():
     at = step(app(), 10)
     no_exception(at)
@@ -375,6 +377,7 @@ def test_step_through_states_the_gru_convention():
 
 
 @pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.slow
 def test_step_through_shows_every_cells_equations_and_note(cell):
     at = step(app(cell=cell, hidden=4), 1)
     at.switch_page("pages/step.py").run()
@@ -566,6 +569,9 @@ def test_the_runs_page_lists_renames_opens_and_deletes_a_saved_run():
     no_exception(at)
     table = at.dataframe[0].value
     assert list(table["cell"]) == ["gru"] and list(table["steps"]) == [10]
+    saved = RunStore().info(run_id)                # the run's final eval, as the store keeps it
+    assert (table["held-out loss"][0], table["metric"][0], table["held-out sequences"][0]) == (
+        saved.eval_loss, saved.eval_metric, 1000)
     at.selectbox(key="runs_cell").set_value("lstm").run()
     assert not at.dataframe                                  # filtered out
     at.selectbox(key="runs_cell").set_value("gru").run()
@@ -614,6 +620,7 @@ def test_the_owner_continues_a_saved_run_from_the_runs_page_and_deletes_another(
     assert len(at.selectbox(key="runs_pick").options) == 1
 
 
+@pytest.mark.slow
 def test_a_trained_lesson_reopens_from_its_link_with_its_runs_and_verdict():
     at = linked({"lesson": "clipping"})
     at.switch_page("pages/lessons.py").run()

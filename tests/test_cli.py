@@ -11,13 +11,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load as load_tensors
 
 import explorer.__main__ as cli
 from explorer.__main__ import main
+from explorer.config import Config
 from explorer.store import RunStore
+from tests.test_train import held_out_by_hand
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN_KEYS = ["id", "name", "task", "cell", "steps", "eval_loss", "eval_metric", "created"]
+RUN_KEYS = ["id", "name", "task", "cell", "steps", "eval_loss", "eval_metric", "eval_sequences", "created"]
 SMALL = ("--task", "adding", "--cell", "gru", "--seq-len", "12", "--hidden", "8", "--batch-size", "8",
          "--steps", "20", "--probe-every", "5", "--eval-every", "5", "--probe-count", "3", "--seed", "3",
          "--device", "cpu", "--quiet")
@@ -37,6 +40,7 @@ def explorer(*args, timeout=120):
                           text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_train_writes_the_promised_json(tmp_path):
     out = tmp_path / "run.json"
     done = explorer("train", "--task", "adding", "--seq-len", "20", "--cell", "gru", "--hidden", "16",
@@ -54,6 +58,7 @@ def test_train_writes_the_promised_json(tmp_path):
     assert "run_id" not in result
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_result():
     args = ("train", "--task", "brackets", "--seq-len", "10", "--hidden", "8", "--steps", "10",
             "--seed", "5", "--quiet")
@@ -61,6 +66,7 @@ def test_same_seed_gives_the_same_result():
     assert first["eval_loss"] == second["eval_loss"]
 
 
+@pytest.mark.slow
 def test_divergence_is_reported_not_raised():
     done = explorer("train", "--cell", "rnn-relu", "--seq-len", "30", "--hidden", "64", "--optimizer", "sgd",
                     "--lr", "10", "--steps", "50", "--batch-size", "16", "--quiet", "--save")
@@ -93,6 +99,7 @@ def test_bad_argument_exits_the_process_with_status_2_and_no_traceback():
     assert done.stderr.strip() == "error: seq_len must be between 2 and 1000; got 5000"
 
 
+@pytest.mark.slow
 def test_text_file_option_trains_on_that_text(tmp_path):
     text = tmp_path / "poem.txt"
     text.write_text("the cat sat on the mat. " * 200, encoding="utf-8")
@@ -102,6 +109,7 @@ def test_text_file_option_trains_on_that_text(tmp_path):
     assert json.loads(done.stdout)["config"]["text"].startswith("the cat sat")
 
 
+@pytest.mark.slow
 def test_bench_short_reports_every_figure_of_the_suite(tmp_path):
     out = tmp_path / "bench.json"
     done = explorer("bench", "--short", "--out", str(out))
@@ -197,6 +205,39 @@ def test_a_saved_run_is_listed_with_exactly_the_promised_keys(capsys, tmp_path):
     assert RunStore().info(result["run_id"]).status == "finished"
 
 
+@pytest.mark.parametrize("task, sequences", [("adding", 1000), ("digits", 360)])
+def test_runs_lists_the_held_out_numbers_train_printed(capsys, tmp_path, task, sequences):
+    result = saved_run(capsys, tmp_path) if task == "adding" else json.loads(
+        run(capsys, "train", *SMALL, "--task", "digits", "--steps", "3", "--save"))
+    listed = json.loads(run(capsys, "runs", "--json"))[0]
+    numbers = ("eval_loss", "eval_metric", "eval_sequences")
+    assert [listed[k] for k in numbers] == [result[k] for k in numbers]
+    assert result["eval_sequences"] == sequences
+    # Worked out again from the weights the store kept, on the task's held-out set, by hand.
+    loss, metric, count = held_out_by_hand(Config.from_dict(result["config"]),
+                                           load_tensors(RunStore().weights(result["run_id"])))
+    assert count == sequences
+    assert result["eval_loss"] == pytest.approx(loss, rel=1e-5)
+    assert result["eval_metric"] == pytest.approx(metric, abs=1e-6)
+    row = run(capsys, "runs").splitlines()[1].split()
+    shown = dict(zip(RUN_KEYS[2:], row[-(len(RUN_KEYS) - 2):]))      # (after the name, which may hold spaces)
+    assert shown["eval_loss"] == f"{result['eval_loss']:.4g}" and shown["eval_sequences"] == str(sequences)
+
+
+def test_a_run_from_a_schema_3_store_lists_its_held_out_numbers_as_unknown(capsys, store_path):
+    from tests.test_store import SCHEMA_3
+    store_path.parent.mkdir()
+    with sqlite3.connect(store_path) as db:
+        db.executescript(SCHEMA_3)        # its eval_loss and eval_metric: the last periodic eval
+        db.execute("INSERT INTO runs VALUES ('r', 'h', 'old run', '{}', 'adding', 'lstm', 30, 'finished', 0.25, 0.5, "
+                   "'2024-01-01T00:00:00+00:00', '2024-01-01T00:00:00+00:00')")
+    (listed,) = json.loads(run(capsys, "runs", "--json"))
+    assert (listed["id"], listed["steps"]) == ("r", 30)
+    assert (listed["eval_loss"], listed["eval_metric"], listed["eval_sequences"]) == (None, None, None)
+    row = run(capsys, "runs").splitlines()[1].split()
+    assert row[-4:-1] == ["-", "-", "-"]
+
+
 def test_runs_are_listed_newest_first_and_filtered(capsys, tmp_path):
     first = saved_run(capsys, tmp_path, name="first")["run_id"]
     second = saved_run(capsys, tmp_path, name="second")["run_id"]
@@ -289,6 +330,7 @@ def test_export_into_a_folder_that_cannot_be_written_is_one_line(capsys, tmp_pat
     fails(capsys, "runs", "export", run_id, "--out", a_file / "sub", words="cannot write into")
 
 
+@pytest.mark.slow
 def test_runs_json_as_a_process(capsys, tmp_path, store_path):
     run_id = saved_run(capsys, tmp_path)["run_id"]
     done = explorer("runs", "--json")

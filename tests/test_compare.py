@@ -12,11 +12,12 @@ import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 
-from explorer import Config, Trainer
-from explorer.compare import (NOT_READ, baselines, common_steps, comparability, differing_fields, from_store,
-                              gate_summary, labels, relative_losses, same_probes)
+from explorer import Config, Run, Trainer
+from explorer.compare import (NOT_READ, baselines, common_steps, comparability, differing_fields, final_evals,
+                              from_run, from_store, gate_summary, labels, relative_losses, same_probes)
 from explorer.store import RunStore, new_id, new_key
 from tests.test_app import metric
+from tests.test_train import held_out_by_hand
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 SMALL = dict(task="adding", seq_len=10, hidden=8, steps=30, probe_every=10, eval_every=10, batch_size=8)
@@ -78,6 +79,30 @@ def test_relative_loss_is_the_held_out_loss_over_the_tasks_baseline(trainers, sa
     # The copy task's: blanks, then a uniform guess over 8 symbols for the last 10 of 32 steps.
     _, relative = relative_losses(saved["copy"])
     assert relative[-1] == pytest.approx(trainers["copy"].evaluate()[0] / (10 * math.log(8) / 32), rel=1e-5)
+
+
+def test_each_runs_held_out_numbers_are_its_final_eval_as_saved(trainers, saved):
+    for name in ("lstm", "copy"):
+        final, trainer = saved[name].final, trainers[name]
+        loss, metric, sequences = held_out_by_hand(trainer.config, trainer.model.state_dict())
+        assert (final.step, final.sequences) == (30, sequences) == (30, 1000)
+        assert final.loss == pytest.approx(loss, rel=1e-5) and final.metric == pytest.approx(metric, abs=1e-6)
+    runs = [saved["lstm"], saved["copy"]]
+    table = final_evals(runs, labels(runs))
+    assert list(table.index) == ["lstm", "copy"]
+    assert table.loc["copy", "held-out loss"] == saved["copy"].final.loss
+    assert table.loc["copy", "loss"] == "cross-entropy (nats)" and table.loc["copy", "sequences"] == 1000
+
+
+def test_a_live_run_compares_with_the_held_out_numbers_of_its_last_save(trainers, tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    run_id, key = new_id(), new_key()
+    store.save(run_id, trainers["gru"], owner_key=key, name="gru")
+    run = Run.open(store, run_id, key)
+    assert from_run(run).final == store.info(run_id).final == trainers["gru"].final_eval()
+    unsaved = Run(Config(**SMALL), store=store)
+    assert from_run(unsaved).final is None
+    assert final_evals([from_run(unsaved)], {unsaved.id: "new"}).loc["new", "held-out loss"] is None
 
 
 def test_common_steps_are_the_probe_steps_every_run_kept(saved):
@@ -206,6 +231,9 @@ def test_two_saved_runs_picked_draw_every_section(trainers, page_store):
     assert grad["layout"]["yaxis"]["type"] == "log" and [t["name"] for t in grad["data"]] == ["LSTM run", "GRU run"]
     gates = charts["compare_gates_plot"]
     assert {t["name"] for t in gates["data"]} == {"LSTM run", "GRU run"}
+    held_out = at.dataframe[0].value                                     # the only one on the page
+    assert held_out.loc["LSTM run", "held-out loss"] == page_store.info(lstm).eval_loss
+    assert held_out.loc["GRU run", "sequences"] == 1000
     table = at.table[0].value
     assert "cell" in table.index and "task" not in table.index
     assert table.loc["cell"].tolist() == ["lstm", "gru"]

@@ -30,6 +30,7 @@ def test_list_prints_every_lesson_s_key_the_sweep_lessons_last():
     assert done.stdout.split() == [item.key for item in LESSONS] + [item.key for item in SWEEP_LESSONS]
 
 
+@pytest.mark.slow
 def test_json_is_the_promised_document_with_each_listed_seed_in_order():
     done = explorer("lesson", "clipping", "--seeds", "5,2", "--json")
     assert done.returncode == 0, done.stderr
@@ -57,6 +58,7 @@ def test_json_is_the_promised_document_with_each_listed_seed_in_order():
     assert own.steps_done != trainer.steps_done          # (so the seed above made a difference)
 
 
+@pytest.mark.slow
 def test_without_seeds_it_judges_the_lesson_s_own_seed_a_line_each():
     done = explorer("lesson", "clipping")
     assert done.returncode == 0, done.stderr

@@ -117,6 +117,7 @@ def test_check_wants_every_variant_and_numbers_to_judge():
 # --- the claims -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("key", KEYS)
+@pytest.mark.slow
 def test_lesson_claim_holds(key):
     started = time.perf_counter()
     trainers = trained(key)
@@ -143,6 +144,7 @@ def on_other_seeds() -> dict:
 
 
 @pytest.mark.parametrize("key", KEYS)
+@pytest.mark.slow
 def test_lesson_claim_holds_on_two_seeds_other_than_its_own(key, on_other_seeds):
     assert lesson(key).variants[0].config.seed not in OTHER_SEEDS
     for seed in OTHER_SEEDS:
@@ -171,6 +173,7 @@ def test_the_forget_gate_claim_needs_a_model_that_counts():
     assert not holds and "with every forget gate shut (f = 0) at t = 20 alone" in why
 
 
+@pytest.mark.slow
 def test_the_learning_in_time_claim_needs_a_trained_lstm():
     """Barely trained (50 steps), the LSTM's first marker gives its weights next to nothing."""
     item = lesson("learning-in-time")
@@ -183,6 +186,7 @@ def test_the_learning_in_time_claim_needs_a_trained_lstm():
     assert not holds and "LSTM input-gate block" in why
 
 
+@pytest.mark.slow
 def test_checks_can_fail():
     """The checks are not vacuous: with the variants' labels swapped, the claims no longer hold."""
     runs = trained("vanishing")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _install import install_package, installed_env
+from _install import installed_env
 
 import explorer
 
@@ -40,8 +40,8 @@ def test_pages_name_shared_session_state_keys_only_through_pages_keys():
 # The package as pip installs it, used from outside the checkout.
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
-    return install_package(tmp_path_factory.mktemp("package"))
+def installed(installed_package) -> Path:
+    return installed_package
 
 
 def installed_run(installed: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -73,6 +73,7 @@ def test_explorer_imports_from_the_install_and_loads_its_assets(installed, tmp_p
     assert (task, co2) == ("digits", "2284")
 
 
+@pytest.mark.slow
 def test_gate_explorer_help_lists_every_command(installed, tmp_path):
     done = installed_run(installed, tmp_path, str(installed / "bin" / "gate-explorer"), "--help")
     assert done.returncode == 0, done.stderr
@@ -81,6 +82,7 @@ def test_gate_explorer_help_lists_every_command(installed, tmp_path):
     assert listed.returncode == 0 and listed.stdout.split()[0] == "vanishing", listed.stderr
 
 
+@pytest.mark.slow
 def test_gate_explorer_trains_and_its_exit_status_is_the_cli_s(installed, tmp_path):
     script = str(installed / "bin" / "gate-explorer")
     done = installed_run(installed, tmp_path, script, "train", "--task", "adding", "--seq-len", "10",

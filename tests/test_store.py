@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load as load_tensors
 
 from explorer import Config, Run, Status, Trainer
 from explorer.run import ReadOnly
 from explorer.store import RunNotFound, RunStore, StoreError, new_id, new_key
+from tests.test_train import held_out_by_hand
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(task="adding", seq_len=12, hidden=8, batch_size=8, probe_every=5, eval_every=5, probe_count=3,
@@ -161,6 +163,82 @@ def test_a_csv_run_continues_after_its_file_is_gone(store, tmp_path):
     assert reopened.step() is not None and reopened.steps_done == 6
 
 
+# The tables as schema 3 made them (MIGRATIONS 1-3 of that version), written out here as they were.
+SCHEMA_3 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY, owner_hash TEXT NOT NULL, name TEXT NOT NULL, config TEXT NOT NULL,
+    task TEXT NOT NULL, cell TEXT NOT NULL, steps INTEGER NOT NULL, status TEXT NOT NULL,
+    eval_loss REAL, eval_metric REAL, created TEXT NOT NULL, updated TEXT NOT NULL);
+CREATE TABLE state (
+    run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+    weights BLOB NOT NULL, optimizer BLOB NOT NULL, optimizer_meta TEXT NOT NULL,
+    rng BLOB NOT NULL, history BLOB NOT NULL, trainer_meta TEXT NOT NULL, data BLOB);
+CREATE TABLE traces (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, step INTEGER NOT NULL,
+    arrays BLOB NOT NULL, meta TEXT NOT NULL, PRIMARY KEY (run_id, step));
+CREATE TABLE follows (
+    token TEXT PRIMARY KEY, run_id TEXT NOT NULL, owner_hash TEXT NOT NULL,
+    created TEXT NOT NULL, revoked TEXT);
+CREATE INDEX follows_by_run ON follows (run_id);
+CREATE TABLE sweeps (
+    id TEXT PRIMARY KEY, configs TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL);
+CREATE TABLE sweep_rows (
+    sweep_id TEXT NOT NULL REFERENCES sweeps(id) ON DELETE CASCADE, position INTEGER NOT NULL,
+    row TEXT NOT NULL, PRIMARY KEY (sweep_id, position));
+INSERT INTO meta VALUES ('schema_version', '3');
+"""
+
+
+def test_a_schema_3_database_keeps_its_runs_without_calling_the_last_periodic_eval_held_out(tmp_path):
+    # A run as schema 3 kept it: its row's eval_loss the last periodic eval (256 sequences), its
+    # state, history and traces as now (a run saved here, copied across by SQL).
+    trainer = trained(20)
+    run_id, key = new_id(), new_key()
+    RunStore(tmp_path / "new.sqlite").save(run_id, trainer, owner_key=key, name="old run")
+    last_eval = trainer.history.view().evals
+    old = sqlite3.connect(tmp_path / "old.sqlite", isolation_level=None)
+    old.executescript(SCHEMA_3)
+    old.execute("ATTACH ? AS new", (str(tmp_path / "new.sqlite"),))
+    old.execute("INSERT INTO runs SELECT id, owner_hash, name, config, task, cell, steps, status, ?, ?, created, "
+                "updated FROM new.runs", (float(last_eval["eval_loss"][-1]), float(last_eval["eval_metric"][-1])))
+    old.execute("INSERT INTO state SELECT * FROM new.state")
+    old.execute("INSERT INTO traces SELECT * FROM new.traces")
+    old.execute("DETACH new")
+    old.close()
+
+    store = RunStore(tmp_path / "old.sqlite")
+    (info,) = store.list()
+    assert (info.id, info.name, info.steps, info.status) == (run_id, "old run", 20, "paused")
+    assert (info.eval_loss, info.eval_metric, info.eval_sequences, info.final) == (None, None, None, None)
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+    reopened = store.load(run_id)
+    assert reopened.steps_done == 20 and torch.equal(reopened.model.rnn.weight_hh_l0, trainer.model.rnn.weight_hh_l0)
+    np.testing.assert_array_equal(store.metrics_frame(run_id)["eval_loss"].dropna(), last_eval["eval_loss"])
+    # Saved again, it has its held-out numbers: the saved weights on the task's held-out set.
+    store.save(run_id, reopened, owner_key=key)
+    info = store.info(run_id)
+    loss, metric, sequences = held_out_by_hand(trainer.config, trainer.model.state_dict())
+    assert info.eval_sequences == sequences == 1000
+    assert info.eval_loss == pytest.approx(loss, rel=1e-5) and info.eval_metric == pytest.approx(metric, abs=1e-6)
+
+
+def test_a_saved_run_keeps_the_held_out_numbers_of_the_weights_it_saves(store):
+    trainer = trained(10)
+    run_id, key = new_id(), new_key()
+    store.save(run_id, trainer, owner_key=key)
+    first = store.info(run_id)
+    assert first.final == trainer.final_eval()
+    for _ in range(10):
+        trainer.step()
+    store.save(run_id, trainer, owner_key=key, status="finished")     # brought up to date with the weights
+    info = store.info(run_id)
+    loss, metric, sequences = held_out_by_hand(trainer.config, load_tensors(store.weights(run_id)))
+    assert (info.steps, info.eval_sequences) == (20, sequences) and info.eval_loss != first.eval_loss
+    assert info.eval_loss == pytest.approx(loss, rel=1e-5) and info.eval_metric == pytest.approx(metric, abs=1e-6)
+
+
 def test_a_damaged_or_locked_database_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.sqlite"
     bad.write_bytes(b"this is not a database" * 100)
@@ -258,6 +336,14 @@ def test_saves_every_500_steps_while_training(store, monkeypatch):
     saved = store.info(run.id)
     run.stop()
     assert saved.status == "running" and saved.steps % 5 == 0        # saved mid-run, on the cadence
+    # Its held-out numbers are measured when it rests, not in every autosave: up to 5 steps' cost.
+    assert (saved.eval_loss, saved.eval_metric, saved.eval_sequences) == (None, None, None)
+    stopped = store.info(run.id)
+    assert stopped.status == "stopped"
+    weights = Run.open(store, run.id).trainer.model.state_dict()
+    loss, metric, sequences = held_out_by_hand(run.trainer.config, weights)
+    assert stopped.eval_sequences == sequences == 1000
+    assert stopped.eval_loss == pytest.approx(loss, rel=1e-5) and stopped.eval_metric == pytest.approx(metric, abs=1e-9)
 
 
 # --- several processes, and a killed one ----------------------------------------------------------
@@ -277,6 +363,7 @@ for i in range(int(sys.argv[3])):
 """
 
 
+@pytest.mark.slow
 def test_several_processes_saving_at_once_lose_nothing(tmp_path):
     path = tmp_path / "shared.sqlite"
     RunStore(path)
@@ -291,6 +378,7 @@ def test_several_processes_saving_at_once_lose_nothing(tmp_path):
         assert store.load(run.id).steps_done == int(run.id.split("-")[1]) + 1
 
 
+@pytest.mark.slow
 def test_a_process_killed_while_saving_leaves_a_sound_database(tmp_path):
     path = tmp_path / "killed.sqlite"
     RunStore(path)

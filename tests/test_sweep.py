@@ -67,6 +67,7 @@ def _unrolled_grad_hidden(trainer: Trainer) -> np.ndarray:
     return torch.stack([h.grad.norm(dim=-1) for h in states], 1).numpy()     # (batch, time)
 
 
+@pytest.mark.slow
 def test_a_sweeps_rows_are_the_runs_numbers(tmp_path):
     store = RunStore(tmp_path / "runs.sqlite")
     configs = grid({"cell": ["gru"], "seq_len": [8, 12]}, **SMALL)
@@ -86,6 +87,11 @@ def test_a_sweeps_rows_are_the_runs_numbers(tmp_path):
         finally:
             torch.set_num_threads(threads)
         assert row["eval_loss"] == pytest.approx(loss, rel=1e-6) and row["eval_metric"] == pytest.approx(metric)
+        assert row["eval_sequences"] == HELDOUT_SIZE == 1000
+        # The store lists the run with the row's numbers, as `runs` shows them.
+        info = store.info(row["run_id"])
+        assert (info.eval_loss, info.eval_metric, info.eval_sequences) == (
+            row["eval_loss"], row["eval_metric"], row["eval_sequences"])
         assert row["baseline_loss"] == pytest.approx(1 / 6)
         final = _unrolled_grad_hidden(trainer)
         for column, grads in (("grad_ratio_init", initial), ("grad_ratio_final", final)):
@@ -104,6 +110,7 @@ def test_a_sweeps_rows_are_the_runs_numbers(tmp_path):
         frame.drop(columns=["seconds", "steps_per_second"]))
 
 
+@pytest.mark.slow
 def test_a_failing_run_is_a_failed_row_and_the_sweep_goes_on(tmp_path):
     store = RunStore(tmp_path / "runs.sqlite")
     configs = [Config(task="csv", csv_path=str(tmp_path / "missing.csv"), steps=10), Config(cell="rnn", **SMALL)]
@@ -114,6 +121,7 @@ def test_a_failing_run_is_a_failed_row_and_the_sweep_goes_on(tmp_path):
     assert done["status"] == "finished" and store.info(done["run_id"]).steps == SMALL["steps"]
 
 
+@pytest.mark.slow
 def test_a_cancelled_sweep_keeps_its_rows_and_resumes_by_its_id(tmp_path):
     store = RunStore(tmp_path / "runs.sqlite")
     configs = grid({"seq_len": [6, 7, 8, 9]}, cell="rnn", **SMALL)
@@ -148,6 +156,7 @@ def _cli(*args, db):
                           timeout=300, cwd=ROOT, env={**__import__("os").environ, "GATE_EXPLORER_DB": str(db)})
 
 
+@pytest.mark.slow
 def test_cli_sweep_writes_the_columns_and_refuses_bad_input_in_one_line(tmp_path):
     db, out = tmp_path / "runs.sqlite", tmp_path / "results.parquet"
     done = _cli("--grid", "cell=rnn,gru", "--grid", "seq_len=6", "--seeds", "2", "--steps", "30",
@@ -183,7 +192,8 @@ def test_a_sweep_run_is_small_in_the_store(tmp_path):
     store.add(run_id, record, owner_key=new_key())          # a record made elsewhere, kept here
     kept = store.load(run_id)
     assert kept.steps_done == 20 and [step for step, _ in kept.history.view().traces] == [20]
-    assert store.info(run_id).eval_loss == pytest.approx(record.eval_loss)
+    info = store.info(run_id)
+    assert (info.eval_loss, info.eval_metric, info.eval_sequences) == (row["eval_loss"], row["eval_metric"], 1000)
     trainer = Trainer(config)
     while not trainer.finished:
         trainer.step()

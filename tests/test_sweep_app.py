@@ -147,6 +147,7 @@ def test_a_grid_over_the_servers_cap_is_refused(monkeypatch):
     assert number(cost(at)["runs"]) == 2
 
 
+@pytest.mark.slow
 def test_a_sweep_run_from_the_page_draws_its_stored_rows(tmp_path):
     at = small_grid(sweep_page())
     at.button(key="sweep_run").click().run()
@@ -189,6 +190,7 @@ def test_a_link_to_an_unknown_sweep_says_there_is_none():
     assert not at.get("plotly_chart")
 
 
+@pytest.mark.slow
 def test_a_link_opens_a_stored_sweep_with_its_charts(tmp_path):
     store = RunStore(tmp_path / "runs.sqlite")
     frame = sweep(grid({"cell": ["rnn", "lstm"]}, seq_len=6, steps=30, hidden=8, eval_every=10, device="cpu"),
@@ -213,6 +215,7 @@ def test_a_link_opens_a_stored_sweep_with_its_charts(tmp_path):
     assert at.selectbox(key="sweep_pick_box").value == sweep_id
 
 
+@pytest.mark.slow
 def test_a_new_sweep_replaces_the_one_on_show_and_the_box_picks_between_them(tmp_path):
     store = RunStore(tmp_path / "runs.sqlite")
     first = sweep(grid({"cell": ["rnn"]}, seq_len=6, steps=30, hidden=8, eval_every=10, device="cpu"),

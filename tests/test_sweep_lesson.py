@@ -33,6 +33,7 @@ def frame():
 
 
 @pytest.mark.parametrize("seed", OWN_AND_OTHER_SEEDS)
+@pytest.mark.slow
 def test_the_sweep_lessons_claim_holds_on_its_own_seeds_and_two_others(frame, seed):
     verdict, = sweep_verdicts(HOLDS_OUT, frame, [seed])
     print(f"\nseed {seed} (seeds {seed}-{seed + 2}): {verdict.message}")
@@ -40,6 +41,7 @@ def test_the_sweep_lessons_claim_holds_on_its_own_seeds_and_two_others(frame, se
     assert f"over 3 seed(s)" in verdict.message
 
 
+@pytest.mark.slow
 def test_the_sweep_lessons_check_can_fail(frame):
     rows = frame[frame["seed"].isin((0, 1, 2))]
     # Not vacuous: with the tanh RNN's rows and the GRU's swapped, the claim no longer holds.

@@ -29,6 +29,7 @@ def ray_instance():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_a_sweep_on_ray_gives_the_local_engines_rows(ray_instance, tmp_path):
     store = RunStore(tmp_path / "runs.sqlite")
     configs = grid({"cell": ["rnn", "gru"], "seq_len": [10, 100]}, seeds=1, steps=300, task="adding", device="cpu")
@@ -47,6 +48,7 @@ def test_a_sweep_on_ray_gives_the_local_engines_rows(ray_instance, tmp_path):
         assert store.info(run_id).steps == 300
 
 
+@pytest.mark.slow
 def test_an_app_run_trains_in_a_ray_actor(ray_instance, monkeypatch):
     def refuse(self):
         raise AssertionError("a step was trained in the server's process")
@@ -84,6 +86,7 @@ def test_an_app_run_trains_in_a_ray_actor(ray_instance, monkeypatch):
         pool.close()
 
 
+@pytest.mark.slow
 def test_the_app_trains_in_ray_actors_when_its_engine_says_so(ray_instance, monkeypatch):
     from pages import session
     monkeypatch.setenv(ray_engine.ENGINE_ENV, "ray")

@@ -12,6 +12,7 @@ from explorer.config import Config
 from explorer.history import RECORD_BLOCK, History, trace_nbytes
 from explorer.models import SequenceModel, resolve_device
 from explorer.run import Run, Status
+from explorer.tasks import task_for
 from explorer.trainer import Trainer
 
 SMALL = dict(task="adding", seq_len=12, hidden=8, batch_size=8, steps=1000, probe_every=1000, eval_every=1000)
@@ -19,6 +20,19 @@ SMALL = dict(task="adding", seq_len=12, hidden=8, batch_size=8, steps=1000, prob
 
 def small(**changes) -> Config:
     return Config(**dict(SMALL, **changes))
+
+
+def held_out_by_hand(config: Config, weights: dict) -> tuple[float, float, int]:
+    """A run's held-out (loss, metric, sequences) worked out apart from the Trainer: a new
+    SequenceModel with the weights, on the task's first 1,000 held-out sequences of the seed,
+    in one pass (Trainer.evaluate goes 256 at a time)."""
+    task = task_for(config)
+    model = SequenceModel(config, task.input_size, task.output_size, task.output_mode)
+    model.load_state_dict(weights)
+    x, y = task.heldout(1000, config.seed)
+    with torch.no_grad():
+        output = model.eval()(x)
+    return task.loss(output, y).item(), task.metric(output, y), len(x)
 
 
 # --- Config ------------------------------------------------------------------------------
@@ -158,6 +172,32 @@ def test_heldout_loss_is_recorded_at_the_eval_cadence():
     evals = trainer.history.view().evals
     assert list(evals["step"]) == [2, 4, 6]
     assert evals["eval_loss"][-1] == pytest.approx(trainer.evaluate()[0], rel=1e-5)
+
+
+def test_final_eval_is_the_weights_on_up_to_1000_held_out_sequences_measured_once_per_step():
+    trainer = Trainer(small(eval_every=5))
+    for _ in range(10):
+        trainer.step()
+    final = trainer.final_eval()
+    loss, metric, sequences = held_out_by_hand(trainer.config, trainer.model.state_dict())
+    assert (final.step, final.sequences) == (10, sequences) == (10, 1000)
+    assert final.loss == pytest.approx(loss, rel=1e-5) and final.metric == pytest.approx(metric, abs=1e-6)
+    # Not the periodic eval at the same step, on 256 other sequences: the learning curve.
+    assert trainer.history.view().evals["eval_loss"][-1] != pytest.approx(final.loss, rel=1e-6)
+    assert trainer.final_eval() is final                  # the same step: not measured again
+    trainer.step()
+    later = trainer.final_eval()
+    assert later.step == 11 and later.loss == pytest.approx(held_out_by_hand(trainer.config,
+                                                                          trainer.model.state_dict())[0], rel=1e-5)
+
+
+def test_final_eval_of_the_digits_is_over_their_360_held_out_images():
+    trainer = Trainer(small(task="digits", steps=2))
+    trainer.step()
+    final = trainer.final_eval()
+    assert final.sequences == 360
+    loss, metric, _ = held_out_by_hand(trainer.config, trainer.model.state_dict())
+    assert final.loss == pytest.approx(loss, rel=1e-5) and final.metric == pytest.approx(metric, abs=1e-6)
 
 
 def test_same_seed_same_run_different_seed_different_run():
@@ -363,6 +403,7 @@ def _train_adding(cell, seq_len, steps=600):
     return trainer.evaluate()[0], trainer.task.baseline_loss
 
 
+@pytest.mark.slow
 def test_gru_solves_the_adding_problem_while_a_tanh_rnn_at_t100_stays_at_baseline():
     gru_loss, baseline = _train_adding("gru", 50)
     rnn_loss, _ = _train_adding("rnn", 100)

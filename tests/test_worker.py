@@ -59,6 +59,7 @@ def _reference(config: Config, steps: int) -> Trainer:
     return trainer
 
 
+@pytest.mark.slow
 def test_a_run_trains_in_a_worker_to_the_numbers_a_trainer_here_gives(admission, nowhere_here, monkeypatch):
     config = small(steps=40)
     run = Run(config, admission=admission)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from _app import TIMEOUT_MS, AppPage, plot
-from _install import install_package, installed_env
+from _install import installed_env
 from _server import Server
 
 from explorer.memory import ARENAS, ARENAS_ENV
@@ -18,8 +18,8 @@ BLANK = "The charts cannot be drawn"   # pages/charts.py's message when Plotly c
 
 
 @pytest.fixture(scope="module")
-def installed_server(tmp_path_factory, shots):
-    target = install_package(tmp_path_factory.mktemp("package"))
+def installed_server(tmp_path_factory, shots, installed_package):
+    target = installed_package
     srv = Server(shots / "installed-streamlit.log", cwd=tmp_path_factory.mktemp("elsewhere"),
                  env=installed_env(target), launch=[str(target / "bin" / "gate-explorer"), "app"])
     try:
