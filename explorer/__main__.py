@@ -127,8 +127,8 @@ def _add_lesson_parser(sub) -> None:
 
 def _add_threads(command) -> None:
     command.add_argument("--threads", type=int, metavar="N",
-                         help="torch threads per run (default: OMP_NUM_THREADS, else 1: on a machine with few "
-                              "cores one thread is as fast when idle and far faster when busy; docs/PERFORMANCE.md)")
+                         help="torch threads per run (default: OMP_NUM_THREADS, else 1: on 2 cores one thread is 0.7x "
+                              "of two when the machine is idle and 3x when it is busy; docs/PERFORMANCE.md)")
 
 
 def _add_trace_parser(sub) -> None:

@@ -4,8 +4,10 @@ and a Trainer made from a notebook or a script.
 Torch's intra-op thread pool is per process, and these models are small: a step is many
 short operators, each too small to split well. On a machine with few cores, more threads
 than the run's share of them cost far more than they gain when anything else is running:
-measured on 2 cores, `train --task adding` made 3.5 steps/s with torch's default of 2 threads
-beside other work, and 81 with one (docs/PERFORMANCE.md has the measurements). So a run takes
+measured on 2 cores (tests/threads_bench.py, docs/PERFORMANCE.md), the default run made 108
+steps/s with torch's default of 2 threads and 78 with one on an idle machine, but 15.5 against
+47 beside two busy processes. A shared machine (a classroom's server, CI, a laptop doing other
+work) is the common case, and losing 3x there costs more than gaining 1.4x alone. So a run takes
 one thread, as each of the app's admitted runs does (explorer/admission.py), unless its user
 says otherwise:
 
@@ -39,10 +41,9 @@ def from_env() -> int | None:
 
 
 def per_run() -> int:
-    """The policy's thread count for one run: one. Measured on 2 cores, one thread is as fast
-    as two on an idle machine for every size the app offers, and many times faster on a busy
-    one (docs/PERFORMANCE.md); a large model on a machine with many cores may gain from more,
-    and --threads or OMP_NUM_THREADS gives it them."""
+    """The policy's thread count for one run: one. Measured on 2 cores, one thread is 0.6-0.7x
+    of two on an idle machine and 2-3x of two on a busy one (docs/PERFORMANCE.md); on a quiet
+    machine, or one with many cores, --threads or OMP_NUM_THREADS gives a run more."""
     return 1
 
 
