@@ -5,19 +5,41 @@ the address asks for, then writes the app's state into the address bar.
 """
 import streamlit as st
 
+from explorer.data import ASSETS
 from pages import keys
 from pages.charts import preload
+from pages.errors import reported
 from pages.follow import refused_follow
 from pages.identity import remember
 from pages.link import write_link
 from pages.session import current_run, session, store_problem
 from pages.sidebar import sidebar
 
-# Presentation mode: Streamlit sizes its text in rem, so a larger root font enlarges it all
-# (charts scale their own fonts, pages/charts.py).
-PRESENT_CSS = "html { font-size: 20px; } [data-testid='stMetricValue'] { font-size: 3rem; }"
-# Less empty space above the page, so a projected lesson shows more of the charts.
-PAGE_CSS = "[data-testid='stMainBlockContainer'] { padding-top: 4.5rem; }"
+# Presentation mode, for a 1280×720 projector. Streamlit sizes its text in rem, so a larger
+# root font enlarges it all (charts scale their own fonts, pages/charts.py). The sidebar holds
+# nothing a projected lesson needs (pages/sidebar.py draws a strip in the main column instead),
+# and Streamlit only collapses it at a page's first load, so it is hidden here, with the
+# buttons that would bring it back; the columns take the width it and the margins had.
+PRESENT_CSS = """
+html { font-size: 20px; }
+[data-testid='stMetricValue'] { font-size: 2.5rem; }
+[data-testid='stSidebar'], [data-testid='stExpandSidebarButton'], [data-testid='stSidebarCollapseButton'] {
+  display: none; }
+[data-testid='stMainBlockContainer'] { padding: 4rem 1.5rem 3rem; }
+.st-key-present_strip p { font-size: 0.8rem; }
+.st-key-present_strip button { min-height: 2rem; padding-top: 0; padding-bottom: 0; }
+.live-step { flex-direction: row; align-items: baseline; gap: 0.5rem; }
+.live-value { font-size: 1.6rem; line-height: 1.3; }
+"""
+# Less empty space above the page, so a projected lesson shows more of the charts. Step
+# through's ◀ and ▶ sit in narrow columns: without side padding their glyph is never clipped.
+PAGE_CSS = """
+[data-testid='stMainBlockContainer'] { padding-top: 4.5rem; }
+.st-key-step_back button, .st-key-step_forward button { padding-left: 0; padding-right: 0; }
+"""
+# Served inline (a data: URL), not fetched: a :material/ icon as page_icon had every page ask
+# fonts.gstatic.com for it, which an offline classroom network cannot answer.
+FAVICON = ASSETS / "favicon.svg"
 
 def pages() -> list:
     """The app's pages (made in a script run: st.Page wants one)."""
@@ -34,7 +56,7 @@ def pages() -> list:
 
 
 def main() -> None:
-    st.set_page_config(page_title="RNN Gate Explorer", page_icon=":material/cycle:", layout="wide")
+    st.set_page_config(page_title="RNN Gate Explorer", page_icon=str(FAVICON), layout="wide")
     page = st.navigation(pages(), position="top")
     if st.session_state.get(keys.GO_TO):   # a callback can't switch pages itself
         st.switch_page(st.session_state.pop(keys.GO_TO))
@@ -51,7 +73,8 @@ def main() -> None:
     if current_run(config) is None and where.follow_token:
         refused_follow(where)           # a revoked or unknown follow link: say so, nothing else
     else:
-        page.run()
+        with reported():            # an unexpected error: a reference, never a stack
+            page.run()
     # after the page: its choices (sequence, unit...) and the run it left the session with
     write_link(config, where.run, where.lesson_runs, page.url_path, where.follow_token)
 

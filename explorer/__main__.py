@@ -40,17 +40,21 @@ from .trainer import Trainer
 # What .streamlit/config.toml sets for a checkout, as flags: an installed app is started from
 # anywhere, where that file is not read. Without static serving the charts stay blank.
 APP_FLAGS = ("--server.enableStaticServing", "true", "--client.toolbarMode", "minimal",
+             "--client.showErrorDetails", "none",
              "--runner.postScriptGC", "false", "--browser.gatherUsageStats", "false",
              "--server.headless", "true")
 # A command waits this long for another program's transaction (the app saving a run), not
 # the store's 30 s: at a terminal, an error that says "locked" beats a silent half minute.
 STORE_TIMEOUT_S = 5.0
+# The name help and errors give the command: the installed script's, which is what the README
+# and a user type (`python -m explorer` is the same program, from a checkout).
+PROG = "gate-explorer"
 RUN_COLUMNS = ("id", "name", "task", "cell", "steps", "eval_loss", "eval_metric", "eval_sequences", "created")
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage dump
-        raise SystemExit(_fail(f"{message} (see: python -m explorer --help)"))
+        raise SystemExit(_fail(f"{message} (see: {PROG} --help)"))
 
 
 def _fail(message: str) -> int:
@@ -59,7 +63,7 @@ def _fail(message: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="explorer", description=__doc__)
+    parser = _Parser(prog=PROG, description=__doc__)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
     train = sub.add_parser("train", help="train one run and report held-out results")
     for f in dataclasses.fields(Config):

@@ -86,6 +86,70 @@ def units_on(values: np.ndarray, start: int, stop: int, threshold: float = 0.5,
     return table.head(top).reset_index(drop=True)
 
 
+def opening_search(values: np.ndarray) -> tuple[int, int, float]:
+    """A time range [start, stop) and threshold for units_on that find a unit on this sequence:
+    where "Find units" opens, rather than on an empty answer.
+
+    values (time, hidden). The first of these ranges where some unit can be more often on
+    inside than outside: the second quarter of the sequence, the others, then the whole of it
+    (where any unit above the threshold counts). Its threshold is the one that best separates
+    the best unit's values inside the range from those outside (a little below its strongest
+    activations inside), rounded to as few decimals as keep the same steps on. Values all the
+    same: the second quarter and 0.5, where nothing is on.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"values must be (time, hidden) for one sequence, got shape {values.shape}")
+    T = values.shape[0]
+    quarters = [(k * T // 4, (k + 1) * T // 4) for k in (1, 0, 2, 3)]
+    for start, stop in [*(r for r in quarters if r[0] < r[1] and r != (0, T)), (0, T)]:
+        found = _best_threshold(values, start, stop)
+        if found is not None:
+            return start, stop, found
+    return T // 4, max(T // 2, T // 4 + 1), 0.5
+
+
+def _best_threshold(values: np.ndarray, start: int, stop: int) -> float | None:
+    """The threshold with the best units_on score of any unit for [start, stop), or None when
+    no threshold puts a unit on more often inside than outside."""
+    T = len(values)
+    inside = np.zeros(T, dtype=bool)
+    inside[start:stop] = True
+    # NaN is never on, as −∞ is never on: ranking it as −∞ lets a threshold split a unit's
+    # finite values from its NaN steps too.
+    ranks = np.where(np.isnan(values), -np.inf, values)                 # (time, hidden)
+    order = np.argsort(-ranks, axis=0, kind="stable")                   # (time, hidden): highest first
+    ranked = np.take_along_axis(ranks, order, axis=0)                   # (time, hidden)
+    # A threshold just below the k-th highest value puts exactly the top k on, where that value
+    # is above the next: the score of each such k from cumulative counts inside and outside.
+    on_in = np.cumsum(inside[order], axis=0) / (stop - start)           # (time, hidden)
+    outside = T - (stop - start)
+    on_out = np.cumsum(~inside[order], axis=0) / outside if outside else np.zeros_like(on_in)
+    score = on_in - on_out
+    separable = np.zeros_like(score, dtype=bool)
+    separable[:-1] = ranked[:-1] > ranked[1:]
+    score = np.where(separable, score, -np.inf)
+    k, unit = np.unravel_index(np.argmax(score), score.shape)
+    if not score[k, unit] > 0:
+        return None
+    above, below = float(ranked[k, unit]), float(ranked[k + 1, unit])
+    if np.isfinite(above) and np.isfinite(below):
+        middle = (above + below) / 2
+    elif np.isfinite(below):                 # above is +∞
+        middle = below + 1.0
+    else:                                    # below is −∞ (or NaN): any number under above
+        middle = above - 1.0 if np.isfinite(above) else 0.0
+    for decimals in (1, 2, 3, 4, 6):
+        threshold = round(middle, decimals)
+        if below < threshold < above:
+            return threshold
+    if below < middle < above:
+        return middle
+    # Neighbours too close for a midpoint (denormals): a value is on when it *exceeds* the
+    # threshold, so `below` itself puts exactly the top k on.
+    return below if np.isfinite(below) else float(np.nextafter(above, -np.inf))
+
+
 def target_correlations(values: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Pearson r of each unit's value with a per-step target (the bracket depth, say), over
     every (sequence, step): values (batch, time, hidden), target (batch, time) -> (hidden,).

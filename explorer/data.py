@@ -157,13 +157,15 @@ def _read_text(source) -> tuple[str, str]:
     """The CSV's text and a name for messages: UTF-8, or UTF-16/32 with a byte-order mark;
     binary and other encodings are refused."""
     if isinstance(source, (str, Path)):
-        label = str(source)
+        # What is in the file is said of its name, not its path: an uploaded file lives under
+        # a server folder the user never chose. Only a path that cannot be read is given whole.
+        label = Path(source).name
         try:
             raw = Path(source).read_bytes()
         except FileNotFoundError:
-            raise DataError(f"CSV file {label} not found.") from None
+            raise DataError(f"CSV file {source} not found.") from None
         except OSError as error:
-            raise DataError(f"Cannot read CSV file {label}: {error.strerror}.") from None
+            raise DataError(f"Cannot read CSV file {source}: {error.strerror}.") from None
     else:
         label = getattr(source, "name", "the uploaded CSV")
         if hasattr(source, "seek"):

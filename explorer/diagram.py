@@ -38,6 +38,35 @@ class Layout:
 
 
 BUS_Y = 0.9                   # the bus's height
+MAX_CHARS = 8                 # the longest number compact() writes: it must fit inside a node
+MINUS = "−"                   # a true minus sign, as wide as a digit's box, not a hyphen
+
+
+def compact(value: float) -> str:
+    """A node's number in at most MAX_CHARS characters: 3 significant digits (−0.123, 12.3),
+    a power of ten outside 0.01..1000 (1.23e−8, −1.23e5), fewer digits where the exponent is
+    long (−1.2e−45), and nan and ∞ as themselves."""
+    value = float(value)
+    if np.isnan(value):
+        return "nan"
+    if np.isinf(value):
+        return ("" if value > 0 else MINUS) + "∞"
+    if value == 0:
+        return "0"                                                          # −0.0 too
+    plain = f"{value:.3g}"
+    if 0.01 <= abs(value) < 1000 and "e" not in plain:       # 999.7 rounds to 1e+03
+        return plain.replace("-", MINUS)
+    exponent = int(f"{value:e}".split("e")[1])
+    # The mantissa gives up a digit for each digit of the exponent past the first.
+    digits = 3 - (len(str(abs(exponent))) - 1)
+    mantissa, exponent = f"{value:.{max(digits, 1) - 1}e}".split("e")
+    if "." in mantissa:
+        mantissa = mantissa.rstrip("0").rstrip(".")
+    if not np.isfinite(float(f"{mantissa}e{int(exponent)}")):
+        # Rounded up past the largest float (1.5e308 -> 2e308 = ∞): round down instead.
+        exponent = int(f"{value:e}".split("e")[1])
+        mantissa = f"{int(abs(value) // 10.0 ** exponent) * (1 if value > 0 else -1)}"
+    return f"{mantissa}e{int(exponent)}".replace("-", MINUS)
 
 
 def layout(cell: str) -> Layout:

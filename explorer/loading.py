@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import pickle
 import re
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,10 @@ NONLINEARITIES = ("tanh", "relu")
 SUFFIXES = (".safetensors", ".pt", ".pth")
 # Checkpoints that wrap the state_dict in a dict of their own (Lightning, many training scripts).
 _WRAPPERS = ("state_dict", "model_state_dict", "model")
+SAVE_HINT = "Save a model with torch.save(module.state_dict(), 'model.pt') or safetensors' save_file."
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK\x03\x04"          # torch.save's format since PyTorch 1.6
+NPY_HINT = "Save sequences with numpy.save('x.npy', array) (an array of numbers), or as a CSV."
 
 
 class ModelFileError(ValueError):
@@ -61,8 +67,17 @@ def load_module(path, nonlinearity: str = "tanh", batch_first: bool = True,
     """The nn.LSTM, nn.GRU or nn.RNN whose state_dict is in `path` (.safetensors, or .pt/.pth
     read with weights_only=True), in eval mode. A state_dict holding several recurrent modules
     needs `prefix` (e.g. "encoder."); a plain RNN's nonlinearity and the layout are the
-    arguments'. ModelFileError (a ValueError) names what is wrong."""
-    return build_module(read_state_dict(path), nonlinearity, batch_first, prefix)
+    arguments'. ModelFileError (a ValueError) names the file and what is wrong."""
+    state = read_state_dict(path)
+    try:
+        return build_module(state, nonlinearity, batch_first, prefix)
+    except ModelFileError as error:
+        raise naming(error, Path(path).name) from None
+
+
+def naming(error: ModelFileError, name: str) -> ModelFileError:
+    """The error, led by the file's name where its message does not say which file it is."""
+    return error if name in str(error) else ModelFileError(f"{name}: {error}")
 
 
 def read_state_dict(path, name: str | None = None) -> dict[str, Tensor]:
@@ -73,13 +88,15 @@ def read_state_dict(path, name: str | None = None) -> dict[str, Tensor]:
         raise ModelFileError(f"{Path(label).name}: a model file must be .safetensors or .pt/.pth "
                              f"(a state_dict), not {suffix or 'a file without a suffix'}")
     raw = _read_bytes(path, label)
+    name = Path(label).name
     if suffix == ".safetensors":
-        from safetensors import SafetensorError
         from safetensors.torch import load
         try:
             return load(bytes(raw))
-        except (SafetensorError, ValueError) as error:
-            raise ModelFileError(f"{Path(label).name} is not a readable .safetensors file: {error}") from None
+        except Exception:   # a parser of untrusted bytes: its exception types are not a contract
+            looks = ("it is a PyTorch file (torch.save wrote it): name it .pt" if _zip_names(raw, "data.pkl")
+                     else _looks_like(raw) or "it is damaged, cut short, or another kind of file")
+            raise ModelFileError(f"{name} is not a readable .safetensors file: {looks}. {SAVE_HINT}") from None
     try:
         # A plain pickle (not torch.save's zip) makes torch warn about its protocol: the refusal
         # below says all there is, and the CLI promises one line.
@@ -87,13 +104,18 @@ def read_state_dict(path, name: str | None = None) -> dict[str, Tensor]:
             warnings.simplefilter("ignore")
             loaded = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        refused = _refused_object(error, raw)
+        if refused is None:
+            raise ModelFileError(_unreadable_torch(name, raw)) from None
         raise ModelFileError(
-            f"{Path(label).name} was refused: it is not a plain state_dict of tensors ({_refused_object(error)}), "
+            f"{name} was refused: it is not a plain state_dict of tensors ({refused}), "
             f"and code in a file is never run here. Save `module.state_dict()`, not the module or "
             f"optimiser.") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as error:
-        detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise ModelFileError(f"{Path(label).name} is not a readable PyTorch file: {detail}") from None
+    except Exception:
+        # torch.load's unpickler, fed text or damaged bytes, raises whatever its parsing hits
+        # (KeyError: 101 for a text file, IndexError for another): none of it is news to the
+        # user, what the file looks like is.
+        raise ModelFileError(_unreadable_torch(name, raw)) from None
     if isinstance(loaded, dict) and not all(isinstance(v, Tensor) for v in loaded.values()):
         wrapped = next((loaded[w] for w in _WRAPPERS if isinstance(loaded.get(w), dict)), None)
         loaded = wrapped if wrapped is not None else loaded
@@ -219,13 +241,7 @@ def read_sequences(source, time_first: bool = False, name: str | None = None) ->
     suffix = Path(label).suffix.lower()
     raw = _read_bytes(source, label)
     if suffix == ".npy":
-        try:
-            x = np.load(io.BytesIO(raw), allow_pickle=False)
-        except ValueError as error:     # includes object arrays, which would need a pickle
-            raise ModelFileError(f"{Path(label).name} is not a readable .npy array of numbers: "
-                                 f"{str(error).splitlines()[0][:200]}") from None
-        if not (np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating)):
-            raise ModelFileError(f"{Path(label).name} holds {x.dtype} values, not real numbers")
+        x = _read_npy(raw, Path(label).name)
         if x.ndim == 2:
             x = x[None]                                   # (1, time, features)
         elif x.ndim == 3:
@@ -237,7 +253,10 @@ def read_sequences(source, time_first: bool = False, name: str | None = None) ->
         names = None
     elif suffix in (".csv", ".txt"):
         text = raw.decode("utf-8-sig", errors="replace") if isinstance(raw, bytes) else raw
-        header = next(csv.reader(io.StringIO(text)), [])
+        try:
+            header = next(csv.reader(io.StringIO(text)), [])
+        except csv.Error:     # a header csv cannot split: load_csv says what is wrong with the file
+            header = []
         named = io.BytesIO(raw if isinstance(raw, bytes) else raw.encode())
         named.name = Path(label).name
         try:
@@ -255,6 +274,44 @@ def read_sequences(source, time_first: bool = False, name: str | None = None) ->
     if not np.isfinite(x).all():
         raise ModelFileError(f"{Path(label).name} holds NaN or infinite values")
     return x, names
+
+
+def _read_npy(raw: bytes, name: str) -> np.ndarray:
+    """A .npy file's array of real numbers. Its header is checked before any data is read, so
+    a damaged one is named as such (numpy would offer to unpickle it) and a header claiming
+    more data than the file holds allocates nothing."""
+    def unreadable(why: str) -> ModelFileError:
+        return ModelFileError(f"{name} is not a readable .npy array of numbers: {why}. {NPY_HINT}")
+
+    if not raw.startswith(NPY_MAGIC):
+        if not raw:
+            raise unreadable("it is empty")
+        if _is_text(raw):
+            raise unreadable("it is a text file; a sequence written as text goes in a .csv file")
+        if raw.startswith(ZIP_MAGIC):
+            raise unreadable("it is a zip archive (numpy.savez writes those), not one array")
+        raise unreadable("it does not start as a .npy file does")
+    stream = io.BytesIO(raw)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version not in readers:
+            raise unreadable(f"it is a .npy file of format version {version[0]}.{version[1]}, which "
+                             "only arrays of text fields need")
+        shape, fortran_order, dtype = readers[version](stream)
+    except ModelFileError:
+        raise
+    except Exception:   # numpy parses the header with ast: its errors are a parser's, not news
+        raise unreadable("its header is damaged or cut short") from None
+    if not (np.issubdtype(dtype, np.number) and not np.issubdtype(dtype, np.complexfloating)):
+        kind = "Python objects" if dtype.hasobject else f"{dtype} values"
+        raise ModelFileError(f"{name} holds {kind}, not real numbers. {NPY_HINT}")
+    count = math.prod(shape)
+    if len(raw) - stream.tell() < count * dtype.itemsize:
+        raise unreadable(f"it is cut short: its header promises {count} values of shape {shape}, and "
+                         "the file ends before them")
+    data = np.frombuffer(raw, dtype=dtype, count=count, offset=stream.tell())
+    return data.reshape(shape[::-1]).T if fortran_order else data.reshape(shape)
 
 
 def check_inputs(x: np.ndarray, module: nn.Module, label: str = "the sequences") -> None:
@@ -292,16 +349,62 @@ def unit_loss(unit: int, step: int, hidden: int, steps: int, batch_first: bool =
     return loss_fn
 
 
-def _refused_object(error: Exception) -> str:
-    """What torch.load refused (the class or pickle operand), without the advice its message
-    opens with (how to load the file with weights_only=False)."""
-    text = str(error)
-    found = re.search(r"[Uu]nsupported (?:global: )?(?:GLOBAL [\w.]+|operand \d+)", text)
+def _refused_object(error: Exception, raw: bytes) -> str | None:
+    """What torch.load refused (the class or, in a plain pickle, the operand), without the
+    advice its message opens with (how to load the file with weights_only=False); None when
+    the bytes were never a pickle (random bytes, a .npy), whatever opcode they happened to hold."""
+    found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL [\w.]+", str(error))
     if found:
         return found[0]
-    # torch's first line advises weights_only=False: never repeated to someone holding a file
-    # from elsewhere
-    return "not a pickle of tensors"
+    is_pickle = len(raw) > 1 and raw[0] == pickle.PROTO[0] and 2 <= raw[1] <= pickle.HIGHEST_PROTOCOL
+    found = re.search(r"[Uu]nsupported operand \d+", str(error))
+    return found[0] if found and is_pickle else None
+
+
+def _unreadable_torch(name: str, raw: bytes) -> str:
+    return (f"{name} is not a readable PyTorch file: "
+            f"{_looks_like(raw) or 'its bytes are not a file torch.save wrote'}. {SAVE_HINT}")
+
+
+def _looks_like(raw: bytes) -> str | None:
+    """What a file no reader accepted looks like, said so a student can act on it; None when
+    it looks like nothing in particular."""
+    if not raw:
+        return "it is empty"
+    if raw.startswith(NPY_MAGIC):
+        return "it is a NumPy array (.npy), not a model"
+    if raw.startswith(ZIP_MAGIC):
+        found = _zip_names(raw, "data.pkl")
+        if found is None:
+            return "it is damaged or cut short (its end is missing)"
+        return "it is a damaged PyTorch file; save it again" if found else \
+            "it is a zip archive, but not one torch.save wrote"
+    if raw[8:10] == b'{"' and int.from_bytes(raw[:8], "little") <= len(raw) - 8:
+        return "it looks like a safetensors file: name it .safetensors"   # 8-byte length, a JSON header
+    if _is_text(raw):
+        return "it is a text file, not a saved model"
+    return None
+
+
+def _zip_names(raw: bytes, ending: str) -> bool | None:
+    """Whether a zip archive holds a file whose name ends so (torch.save's zip holds a
+    data.pkl); None when the bytes are not a zip that opens."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            return any(n.endswith(ending) for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return None
+
+
+def _is_text(raw: bytes) -> bool:
+    """The file's start reads as UTF-8 text (a character cut at the 4 KiB mark allowed)."""
+    head = raw[:4096]
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if len(raw) <= len(head) or error.start < len(head) - 3:
+            return False
+    return not any(b < 32 and b not in b"\t\n\r\f" for b in head)
 
 
 def _read_bytes(source, label: str) -> bytes:

@@ -23,12 +23,17 @@ _MARGIN = {"l": 60, "r": 20, "t": 40, "b": 50}
 # the axis title at 14 px (presentation mode scales them with its type: pages/charts.py).
 LIVE_MARGIN = {"l": 76, "r": 20, "t": 40, "b": 56}
 _LEGEND_ON_TOP = {"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom"}
+# The most tick labels an axis shows: more overlap, or cannot be read from the back of a room.
+MAX_TICKS = 8
+_NTICKS = 6     # Plotly's nticks on a linear axis: at most one more label than this
 _COLORS = qualitative.Plotly
 # Colour scales as explicit lists: figures are sent unvalidated, and plotly.js reads a name
 # its own way ("Greys" runs the other way round there, "RdBu_r" does not exist).
 _DIVERGING = get_colorscale("RdBu_r")       # blue negative, white zero, red positive
 _SEQUENTIAL = get_colorscale("Viridis")
-_INPUT_SCALE = {"colorscale": get_colorscale("Greys"), "colorbar": {"title": {"text": "x_t"}}}   # white 0, black 1
+# White 0, black 1. Its row is short (90-160 px), and named "input x_t" already: three labels
+# and no title (a title beside the bar was cut to "x_", above it it covered the top label).
+_INPUT_SCALE = {"colorscale": get_colorscale("Greys"), "colorbar": {"title": {"text": ""}, "nticks": 3}}
 # Long enough for any sequence the app traces, short enough for a browser to draw fast.
 _MAX_TIME = 1000
 
@@ -57,8 +62,8 @@ def loss_figure(view: HistoryView, baseline_loss: float, loss_name: str,
     log = all(bool(np.all(a > 0)) for a in (loss, eval_loss, np.float32(baseline_loss)))
     data = [_line("training loss", step, loss, width=1),
             _line("held-out loss", eval_step, eval_loss, markers=True)]
-    layout = _live_axes(_axes("training step", loss_name, log), [loss, eval_loss, np.float32(baseline_loss)])
-    layout["shapes"] = _baseline_lines([(baseline_loss, _baseline_label(baseline_name, baseline_loss))])
+    layout = _live_axes(_axes("training step", loss_name, log), data, [loss, eval_loss, np.float32(baseline_loss)])
+    _baseline_lines(layout, [(baseline_loss, _baseline_label(baseline_name, baseline_loss))], data)
     return _figure(data, layout, "loss", legend=_LEGEND_ON_TOP)
 
 
@@ -69,9 +74,24 @@ def metric_figure(view: HistoryView, baseline_metric: float, metric_name: str,
                   _bucket_mean(view.steps["metric"], max_points), width=1),
             _line("held-out", _bucket_mean(view.evals["step"], max_points),
                   _bucket_mean(view.evals["eval_metric"], max_points), markers=True)]
-    layout = _live_axes(_axes("training step", metric_name, log=False), [])
-    layout["shapes"] = _baseline_lines([(baseline_metric, _baseline_label(baseline_name, baseline_metric))])
+    layout = _live_axes(_axes("training step", metric_name, log=False), data, [])
+    layout["yaxis"].update(_metric_range([d["y"] for d in data], baseline_metric))
+    _baseline_lines(layout, [(baseline_metric, _baseline_label(baseline_name, baseline_metric))], data)
     return _figure(data, layout, "metric", legend=_LEGEND_ON_TOP)
+
+
+def _metric_range(values: list[np.ndarray], baseline: float) -> dict:
+    """A metric's axis from 0 (accuracies, errors and bits are never negative): before any
+    value, 0 to 1 for a baseline that is a fraction, else to a round number over it."""
+    shown = np.concatenate([np.asarray(v, np.float64).ravel() for v in values])
+    shown = shown[np.isfinite(shown)]
+    if len(shown):
+        return {"rangemode": "tozero"} if shown.min() >= 0 else {}
+    if not np.isfinite(baseline) or baseline < 0:
+        return {}
+    top = 1.0 if baseline <= 1 else min(m * 10.0 ** k for k in range(int(np.log10(baseline)) + 2)
+                                         for m in (1, 2, 5) if m * 10.0 ** k >= 1.25 * baseline)
+    return {"range": [0.0, top], "autorange": False}
 
 
 def grad_norm_figure(view: HistoryView, clip: float = 0.0, max_points: int = 1000) -> go.Figure:
@@ -82,8 +102,9 @@ def grad_norm_figure(view: HistoryView, clip: float = 0.0, max_points: int = 100
     if clip > 0:
         data.append(_line("after clipping", step, _bucket_mean(view.steps["grad_norm_clipped"], max_points),
                           width=1.5))
-        layout["shapes"] = _baseline_lines([(clip, f"clip threshold ({clip:g})")])
-    _live_axes(layout, [d["y"] for d in data] + ([np.float32(clip)] if clip > 0 else []))
+    _live_axes(layout, data, [d["y"] for d in data] + ([np.float32(clip)] if clip > 0 else []))
+    if clip > 0:
+        _baseline_lines(layout, [(clip, f"clip threshold ({clip:g})")], data)
     return _figure(data, layout, "grad-norm", legend=_LEGEND_ON_TOP)
 
 
@@ -98,7 +119,7 @@ def param_grad_figure(view: HistoryView, max_points: int = 1000) -> go.Figure:
     norms = np.ascontiguousarray(_bucket_mean(view.steps["param_grad_norm"], per_line).T)  # (params, steps)
     data = [_line(name.removeprefix("rnn."), step, norms[j], width=1.5)
             for j, name in enumerate(view.param_names)]
-    layout = _live_axes(_axes("training step", "‖∂L/∂W‖ (per parameter)", log=True), [norms])
+    layout = _live_axes(_axes("training step", "‖∂L/∂W‖ (per parameter)", log=True), data, [norms])
     if len(data) > len(_COLORS):
         layout["colorway"] = qualitative.Dark24
     return _figure(data, layout, "param-grad")
@@ -188,7 +209,9 @@ def saturation_figure(saturation: dict[str, tuple[np.ndarray, np.ndarray]], cell
                              "marker": {"size": 8, "opacity": 0.7, "color": _COLORS[i % len(_COLORS)]},
                              "hovertemplate": "unit %{customdata}<br>< 0.1: %{x:.2f}<br>> 0.9: %{y:.2f}"
                                               "<extra></extra>"}, i))
+        # A panel is a third of the width or less: 0, 0.5 and 1 fit under it at a projector's size.
         layout[_axis_name("x", i)] = {"domain": [x0, x0 + width], "range": [-0.02, 1.02], "anchor": _ref("y", i),
+                                      "dtick": 0.5,
                                       "title": {"text": "fraction of steps < 0.1 (left-saturated)",
                                                 "font": {"size": 12}}}
         layout[_axis_name("y", i)] = {"domain": [0, 1], "range": [-0.02, 1.02], "anchor": _ref("x", i),
@@ -259,8 +282,7 @@ def weight_share_figure(trace: Trace, sequence: int, layer: int, blocks: list[st
                   color=_COLORS[i % len(_COLORS)], markers=T <= 60)
             for i, block in enumerate(blocks)]
     layout = _axes("time step t", "share of the weight gradient", log=True)
-    layout["yaxis"].update(_log_ticks([d["y"] for d in data]))
-    layout["shapes"] = _salient_lines(salient)
+    _salient_lines(layout, salient)
     return _figure(data, layout, f"weight-share-layer{layer}", legend=_LEGEND_ON_TOP)
 
 
@@ -280,7 +302,7 @@ def weight_share_history_figure(traces: list[tuple[int, Trace]], sequence: int, 
     layout["yaxis"]["type"] = "category"
     layout["coloraxis"] = {"colorscale": _SEQUENTIAL,
                            "colorbar": {"title": {"text": "log₁₀ share", "side": "right"}, "thickness": 14}}
-    layout["shapes"] = _salient_lines(salient)
+    _salient_lines(layout, salient)
     return _figure(data, layout, f"weight-share-history-layer{layer}")
 
 
@@ -288,12 +310,16 @@ def _block_title(cell: str, block: str) -> str:
     return "W_hh" if block == "W_hh" else quantity_title(cell, block)
 
 
-def _salient_lines(salient: dict[int, str] | None) -> list[dict]:
-    """A dashed line at each of a task's salient steps ({t: what it is}, Task.salient_steps)."""
-    return [{"type": "line", "xref": "x", "yref": "paper", "x0": t, "x1": t, "y0": 0, "y1": 1,
-             "line": {"dash": "dash", "color": "#d62728", "width": 2},
-             "label": {"text": f"{name} t = {t}", "textposition": "end", "font": {"size": 13}}}
-            for t, name in (salient or {}).items()]
+def _salient_lines(layout: dict, salient: dict[int, str] | None) -> None:
+    """A dashed line at each of a task's salient steps ({t: what it is}, Task.salient_steps),
+    named at its top along the line, on an opaque ground (the data lines cross it)."""
+    for t, name in (salient or {}).items():
+        layout.setdefault("shapes", []).append(
+            {"type": "line", "xref": "x", "yref": "paper", "x0": t, "x1": t, "y0": 0, "y1": 1,
+             "line": {"dash": "dash", "color": "#d62728", "width": 2}})
+        layout.setdefault("annotations", []).append(_label(
+            f"{name} t = {t}", x=t, y=1.0, xref="x", yref="paper", xanchor="right", yanchor="top", textangle=-90,
+            font={"size": 13, "color": "#d62728"}))
 
 
 def input_grad_figure(trace: Trace, sequence: int, x_input: np.ndarray,
@@ -329,11 +355,8 @@ def singular_values_figure(spectra: list[dict]) -> go.Figure:
                      "line": {"color": _COLORS[i % len(_COLORS)]}, "marker": {"size": 5}})
         bounds[float(s["bound"])] = None
     layout = _axes("index (largest first)", "singular value σᵢ", log=True)
-    layout["shapes"] = _baseline_lines([(b, _bound_label(b)) for b in bounds])
-    span = np.log10(np.concatenate([*shown, np.array(list(bounds), np.float32)]))
-    span = span[np.isfinite(span)]
-    if len(span):   # room above the top line for its label, which autorange would clip
-        layout["yaxis"]["range"] = [float(span.min()) - 0.1, float(span.max()) + 0.25]
+    layout["yaxis"].update(_log_ticks([*shown, np.array(list(bounds), np.float32)]))
+    _baseline_lines(layout, [(b, _bound_label(b)) for b in bounds], data)
     layout["title"] = {"text": "Pascanu et al. (2013): if the largest σ is below 1/γ, the gradient must vanish",
                        "font": {"size": 14}}
     return _figure(data, layout, "singular-values")
@@ -344,27 +367,51 @@ def singular_values_figure(spectra: list[dict]) -> go.Figure:
 def whatif_output_figure(quantity: str, target: np.ndarray, outputs: dict[str, np.ndarray],
                          steps: tuple[int, int] | None, T: int) -> go.Figure:
     """What-if: the model's output against the target for one sequence, as trained and with the
-    clamp (explorer.whatif.WhatIf.series). One value a step is drawn as lines; a task with one
-    output per sequence as three points at the last step. The clamped steps are shaded."""
-    one = len(target) == 1
-    t = np.arange(T - len(target), T)
-    colors = {"target": "#c8c8c8", "as trained": _COLORS[0], "clamped": _COLORS[1]}
-    data = []
+    clamp (explorer.whatif.WhatIf.series). One value a step is drawn as lines over t, the
+    clamped steps shaded; a task with one output per sequence (at its last step) as one bar
+    each, its value written on it. Either way the values sit inside the axes, with room."""
+    colors = {"target": "#b0b0b0", "as trained": _COLORS[0], "clamped": _COLORS[1]}
     shown = [("target", target)] if not np.isnan(np.asarray(target, np.float64)).all() else []   # none: your model
-    for name, y in (*shown, *outputs.items()):
+    series = [(name, np.asarray(y, np.float64)) for name, y in (*shown, *outputs.items())]
+    values = np.concatenate([y for _, y in series])
+    values = values[np.isfinite(values)]
+    if len(target) == 1:
+        return _whatif_bars(quantity, series, colors, values, T)
+    t = np.arange(T - len(target), T)
+    data = []
+    for name, y in series:
         # The target as a wide grey band under the lines: an output on target still shows it.
         # The clamped line dashed: where it equals the line as trained, that one shows through.
-        line = _line(name, t, np.asarray(y, np.float64), markers=one, color=colors.get(name),
-                     width={"target": 7, "clamped": 3}.get(name, 2), dash="dash" if name == "clamped" else None)
-        if one:
-            line["mode"], line["marker"] = "markers", {"size": 14, "color": colors.get(name)}
-        data.append(line)
+        data.append(_line(name, t, y, color=colors.get(name), width={"target": 7, "clamped": 3}.get(name, 2),
+                          dash="dash" if name == "clamped" else None))
     layout = _axes("time step t", quantity, log=False)
     layout["xaxis"]["range"] = [-0.5, T - 0.5]
-    if quantity == "depth":                              # whole levels of nesting
+    whole = bool(len(values)) and bool(np.all(values == np.round(values)))     # levels of nesting
+    if len(values):
+        low, high = float(values.min()), float(values.max())
+        pad = max(0.08 * (high - low), 0.3 if whole else 0.05 * max(abs(high), 1e-3))
+        layout["yaxis"]["range"] = [low - pad, high + pad]
+    if whole and len(values) and values.max() - values.min() < MAX_TICKS:
         layout["yaxis"]["dtick"] = 1
-    layout["shapes"] = _clamped_band(steps, T)
+    _clamped_band(layout, steps, T)
     return _figure(data, layout, "whatif-output", legend=_LEGEND_ON_TOP)
+
+
+def _whatif_bars(quantity: str, series: list[tuple[str, np.ndarray]], colors: dict[str, str],
+                 values: np.ndarray, T: int) -> go.Figure:
+    """One output per sequence: a bar each for the target and the outputs, from 0, with room
+    above (and below, for a negative one) for the number written on it."""
+    data = [{"type": "bar", "x": [name for name, _ in series], "y": [float(y[-1]) for _, y in series],
+             "marker": {"color": [colors.get(name, _COLORS[2]) for name, _ in series]}, "showlegend": False,
+             "text": [f"{float(y[-1]):.3g}" for _, y in series], "textposition": "outside", "cliponaxis": False,
+             "hovertemplate": "%{x}: %{y:.4g}<extra></extra>"}]
+    low, high = (min(0.0, float(values.min())), max(0.0, float(values.max()))) if len(values) else (0.0, 1.0)
+    pad = 0.18 * ((high - low) or 1.0)                   # a line of text at the end of the longest bar
+    layout = _axes(f"one output per sequence, at its last step (t = {T - 1})", quantity, log=False)
+    layout["xaxis"].update(type="category", categoryorder="array", categoryarray=[name for name, _ in series])
+    layout["yaxis"].update(range=[low - (pad if low < 0 else 0), high + pad], zeroline=True)
+    layout["bargap"] = 0.4
+    return _figure(data, layout, "whatif-output-bars")
 
 
 def whatif_grad_figure(traces: dict[str, Trace], sequence: int, layer: int,
@@ -379,59 +426,59 @@ def whatif_grad_figure(traces: dict[str, Trace], sequence: int, layer: int,
                           color=_COLORS[i], width=3 if name == "clamped" else 2,
                           dash="dash" if name == "clamped" else None))
     layout = _axes("time step t", "gradient norm", log=True)
-    layout["yaxis"].update(_log_ticks([d["y"] for d in data]))
-    layout["shapes"] = _clamped_band(steps, T)
+    _clamped_band(layout, steps, T)
     return _figure(data, layout, "whatif-grad", legend=_LEGEND_ON_TOP)
 
 
-def _clamped_band(steps: tuple[int, int] | None, T: int) -> list[dict]:
+def _clamped_band(layout: dict, steps: tuple[int, int] | None, T: int) -> None:
+    """The clamped steps shaded, named at the top left on an opaque ground."""
     start, stop = steps if steps is not None else (0, T)
-    return [{"type": "rect", "xref": "x", "yref": "paper", "x0": start - 0.5, "x1": stop - 0.5, "y0": 0, "y1": 1,
-             "fillcolor": "gold", "opacity": 0.2, "line": {"width": 0}, "layer": "below",
-             "label": {"text": "clamped", "textposition": "top left", "font": {"size": 12}}}]
+    layout.setdefault("shapes", []).append(
+        {"type": "rect", "xref": "x", "yref": "paper", "x0": start - 0.5, "x1": stop - 0.5, "y0": 0, "y1": 1,
+         "fillcolor": "gold", "opacity": 0.2, "line": {"width": 0}, "layer": "below"})
+    layout.setdefault("annotations", []).append(_label("clamped", x=start - 0.5, y=1.0, xref="x", yref="paper",
+                                                       xanchor="left", yanchor="top"))
 
 
 _GATE_SCALE = [[0.0, "#ffffff"], [1.0, "#6baed6"]]     # σ gates 0..1: white to a blue light enough for black text
-_NODE_SIZE = {"gate": 66, "tanh": 66, "state": 58, "op": 26}
+# Wide enough for a label over a number of diagram.MAX_CHARS characters at the builders' 14 px.
+_NODE_SIZE = {"gate": 76, "tanh": 76, "state": 76, "op": 26}
+_X_SHOWN = 3                  # the input's features written beside x_t: a vector does not fit inside
 
 
 def cell_diagram_figure(trace: Trace, sequence: int, layer: int, unit: int | None, t: int,
-                        x_input: np.ndarray | None = None, max_frames: int = 200) -> go.Figure:
+                        x_input: np.ndarray | None = None) -> go.Figure:
     """The cell as the classic diagram (explorer/diagram.py) with one unit's real values (or,
     unit None, the mean over units) at step t: each gate's value as its colour and number, the
-    cell-state line from c_{t−1} to c_t. Frames for the steps (at most max_frames, evenly
-    spaced, always t itself) let Plotly's own ▶ play it along time, and its slider pick a step."""
+    cell-state line from c_{t−1} to c_t. One step only: the page's clock (its slider and ▶ Play)
+    moves the diagram and the equations together. x_input (time, features): the layer's input,
+    written beside x_t."""
     shape = diagram.layout(trace.cell)
-    T = trace.grad_input.shape[1]
     at = {node.name: node for node in shape.nodes}
-    steps = sorted({*range(0, T, max(1, -(-T // max_frames))), t})
     who = f"unit {unit}" if unit is not None else "mean over units"
-    title = f"{CELLS[trace.cell].title}, layer {layer + 1}, {who}"
-
-    def points(step: int) -> dict:
-        numbers = diagram.values(trace, sequence, layer, step, unit)
-        text, colours, custom = [], [], []
-        for node in shape.nodes:
-            value = numbers.get(node.name)
-            if node.name == "x" and x_input is not None:
-                shown = ", ".join(f"{v:.3g}" for v in np.asarray(x_input)[step][:3])
-                text.append(f"<b>{node.label}</b><br>({shown}{', …' if np.shape(x_input)[-1] > 3 else ''})")
-            else:
-                text.append(f"<b>{node.label}</b>" + (f"<br>{value:.3f}" if value is not None else ""))
-            custom.append(np.nan if value is None else value)
-            colours.append(_node_colour(node.kind, value))
-        return {"text": text, "customdata": custom, "marker": {"color": colours}}
-
-    base = {"type": "scatter", "mode": "markers+text", "name": "cell", "hoverinfo": "skip", "showlegend": False,
-            "x": [n.x for n in shape.nodes], "y": [n.y for n in shape.nodes],
-            "textposition": [n.text_at for n in shape.nodes],
-            "textfont": {"color": "#111"},     # the layout's size: larger in presentation mode
-            "marker": {"symbol": ["square" if n.kind in ("gate", "tanh") else "circle" for n in shape.nodes],
-                       "size": [_NODE_SIZE[n.kind] for n in shape.nodes], "line": {"color": "#333", "width": 1.5}}}
-    first = points(t)
-    data = [{**base, **first, "marker": {**base["marker"], **first["marker"]}}]
-    frames = [{"name": str(step), "data": [points(step)], "traces": [0],
-               "layout": {"title": {"text": f"{title}, t = {step}"}}} for step in steps]
+    numbers = diagram.values(trace, sequence, layer, t, unit)
+    text, colours, custom = [], [], []
+    for node in shape.nodes:
+        value = numbers.get(node.name)
+        if node.name == "x" and x_input is not None and np.shape(x_input)[-1] == 1:
+            value = float(np.asarray(x_input)[t][0])          # one feature: its number fits inside
+        text.append(f"<b>{node.label}</b>" + (f"<br>{diagram.compact(value)}" if value is not None else ""))
+        custom.append(np.nan if value is None else value)
+        colours.append(_node_colour(node.kind, value))
+    data = [{"type": "scatter", "mode": "markers+text", "name": "cell", "hoverinfo": "skip", "showlegend": False,
+             "x": [n.x for n in shape.nodes], "y": [n.y for n in shape.nodes], "text": text, "customdata": custom,
+             "textposition": [n.text_at for n in shape.nodes],
+             "textfont": {"color": "#111"},     # the layout's size: larger in presentation mode
+             "marker": {"symbol": ["square" if n.kind in ("gate", "tanh") else "circle" for n in shape.nodes],
+                        "size": [_NODE_SIZE[n.kind] for n in shape.nodes], "color": colours,
+                        "line": {"color": "#333", "width": 1.5}}}]
+    if x_input is not None and np.shape(x_input)[-1] > 1:
+        features = np.asarray(x_input)[t]                                         # (features,)
+        shown = ", ".join(diagram.compact(v) for v in features[:_X_SHOWN])
+        node = at["x"]
+        data.append({"type": "scatter", "mode": "text", "name": "x_t", "hoverinfo": "skip", "showlegend": False,
+                     "x": [node.x + 0.45], "y": [node.y], "textposition": "middle right", "textfont": {"color": "#111"},
+                     "text": [f"({shown}{', …' if len(features) > _X_SHOWN else ''})"]})
     arrows = [{"x": at[target].x, "y": at[target].y, "ax": at[source].x, "ay": at[source].y,
                "xref": "x", "yref": "y", "axref": "x", "ayref": "y", "text": "", "showarrow": True,
                "arrowhead": 2, "arrowsize": 1.2, "arrowwidth": 2.2 if not dashed else 1.4,
@@ -450,30 +497,21 @@ def cell_diagram_figure(trace: Trace, sequence: int, layer: int, unit: int | Non
                for name in shape.fed]
     bus = [{"type": "line", "xref": "x", "yref": "y", "x0": bus_start, "x1": max(at[n].x for n in shape.fed),
             "y0": diagram.BUS_Y, "y1": diagram.BUS_Y, "line": {"color": "#555", "width": 2.2}}] if shape.fed else []
-    play = {"type": "buttons", "direction": "left", "x": 0.0, "y": -0.02, "xanchor": "left", "yanchor": "top",
-            "showactive": False, "pad": {"t": 0, "r": 10},
-            "buttons": [{"label": "▶ Play", "method": "animate",
-                         "args": [None, {"frame": {"duration": 350, "redraw": True}, "fromcurrent": True,
-                                         "transition": {"duration": 0}}]},
-                        {"label": "❚❚ Pause", "method": "animate",
-                         "args": [[None], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate"}]}]}
-    slider = {"active": steps.index(t), "x": 0.2, "len": 0.8, "y": -0.02, "yanchor": "top", "pad": {"t": 0},
-              "currentvalue": {"prefix": "t = ", "font": {"size": 14}},
-              "steps": [{"label": str(step), "method": "animate",
-                         "args": [[str(step)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True},
-                                                "transition": {"duration": 0}}]} for step in steps]}
     hidden_axis = {"visible": False, "fixedrange": True}
-    layout = {"title": {"text": f"{title}, t = {t}"}, "height": 520, "annotations": arrows, **({"shapes": bus} if bus else {}),
+    layout = {"title": {"text": f"{CELLS[trace.cell].title}, layer {layer + 1}, {who}, t = {t}"}, "height": 520,
+              "annotations": arrows, **({"shapes": bus} if bus else {}),
               "xaxis": {**hidden_axis, "range": [-0.3, 12.3]}, "yaxis": {**hidden_axis, "range": [-0.4, 7.0]},
-              "updatemenus": [play], "sliders": [slider], "margin": {"l": 10, "r": 10, "t": 50, "b": 90}}
-    figure = _figure(data, layout, f"cell-diagram-{trace.cell}")
-    figure.frames = [go.Frame(frame) for frame in frames]
-    return figure
+              "margin": {"l": 10, "r": 10, "t": 50, "b": 10},
+              # Its numbers sit inside markers of a fixed size in pixels: a projector's larger
+              # type (pages/charts.py) would spill them out, so its text keeps these sizes.
+              "meta": {"fixed_text": True}}
+    return _figure(data, layout, f"cell-diagram-{trace.cell}")
 
 
 def _node_colour(kind: str, value: float | None) -> str:
-    """A gate's colour from its value (σ: 0..1; tanh and states: −1..1, clipped); ops are grey."""
-    if value is None or kind == "op":
+    """A gate's colour from its value (σ: 0..1; tanh and states: −1..1, clipped); ops, and a
+    value that is not a number (a diverged run's), are grey."""
+    if value is None or kind == "op" or np.isnan(value):
         return "#eeeeee"
     if kind == "gate":
         return sample_colorscale(_GATE_SCALE, [float(np.clip(value, 0.0, 1.0))])[0]
@@ -495,7 +533,7 @@ def compare_loss_figure(views: dict[str, HistoryView], baseline_loss: float, los
         data += [train, _line(f"{label}: held-out", _bucket_mean(view.evals["step"], max_points), eval_loss,
                               markers=True, color=color)]
     layout = _axes("training step", loss_name, positive)
-    layout["shapes"] = _baseline_lines([(baseline_loss, _baseline_label(baseline_name, baseline_loss))])
+    _baseline_lines(layout, [(baseline_loss, _baseline_label(baseline_name, baseline_loss))], data)
     return _figure(data, layout, "compare-loss", legend=_LEGEND_ON_TOP)
 
 
@@ -508,7 +546,6 @@ def compare_grad_time_figure(traces: dict[str, Trace], sequence: int, layer: int
         data.append(_line(label, _bucket_mean(np.arange(len(grad)), _MAX_TIME),
                           _positive(_bucket_mean(grad, _MAX_TIME)), color=_COLORS[k % len(_COLORS)]))
     layout = _axes("time step t", f"‖∂L/∂h_t‖ (layer {layer + 1})", log=True)
-    layout["yaxis"].update(_log_ticks([d["y"] for d in data]))
     return _figure(data, layout, "compare-grad-time", legend=_LEGEND_ON_TOP)
 
 
@@ -522,11 +559,8 @@ def compare_heldout_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], bas
                           color=_COLORS[k % len(_COLORS)]))
     log = all(bool(np.all(np.asarray(y) > 0)) for _, y in curves.values()) and all(v > 0 for v, _ in baselines)
     layout = _axes("training step", y_title, log)
-    if log:
-        layout["yaxis"].update(_log_ticks([y for _, y in curves.values()] + [np.array([v for v, _ in baselines])]))
-    # labelled at the left, where the losses start, above the baseline: at the right, they
-    # close in on it
-    layout["shapes"] = _baseline_lines(baselines, at="start")
+    # labelled at the left, where the losses start: at the right, they close in on it
+    _baseline_lines(layout, baselines, data, at="start")
     return _figure(data, layout, "compare-heldout", legend=_LEGEND_ON_TOP)
 
 
@@ -575,13 +609,11 @@ def sweep_loss_figure(frame, loss_name: str = "held-out loss") -> go.Figure:
     log = bool(len(values)) and bool(np.all(values > 0))
     data = _sweep_traces(done, "eval_loss", log)
     layout = _axes("sequence length T", loss_name, log)
-    if log:
-        layout["yaxis"].update(_log_ticks([values, done["baseline_loss"].to_numpy(np.float64)]))
     baselines = {}                   # one line per task's baseline (the same float, up to rounding)
     for value in done["baseline_loss"].dropna():
         baselines.setdefault(round(float(value), 9), float(value))
-    layout["shapes"] = _baseline_lines([(b, _baseline_label("baseline", b)) for b in sorted(baselines.values())],
-                                       at="start")
+    _baseline_lines(layout, [(b, _baseline_label("baseline", b)) for b in sorted(baselines.values())], data,
+                    at="start")
     return _figure(data, layout, "sweep-loss", legend=_LEGEND_ON_TOP)
 
 
@@ -596,8 +628,8 @@ def sweep_solved_figure(frame) -> go.Figure:
     budgets = sorted(set(done["steps"]))
     if budgets:                       # from 0, with the budget line (and its x marks) at the top
         layout["yaxis"]["range"] = [0, 1.1 * float(budgets[-1])]
-    layout["shapes"] = _baseline_lines([(float(b), f"step budget ({b}): x = not solved") for b in budgets],
-                                       at="start")
+    _baseline_lines(layout, [(float(b), f"step budget ({b}): x = not solved") for b in budgets], data,
+                    at="start")
     return _figure(data, layout, "sweep-solved", legend=_LEGEND_ON_TOP)
 
 
@@ -616,14 +648,8 @@ def sweep_grad_ratio_figure(frame) -> go.Figure:
         data.append(_line(f"{_cell_title(cell)} at initialisation", np.array(lengths), np.array(initial, np.float64), width=1.5,
                           color=_COLORS[k % len(_COLORS)], dash="dot"))
     layout = _axes("sequence length T", "‖∂L/∂h_0‖ / ‖∂L/∂h_T‖ (after training)", log=True)
-    shown = [_positive(done[c].to_numpy(np.float64)) for c in ("grad_ratio_final", "grad_ratio_init")]
-    layout["yaxis"].update(_log_ticks(shown))
-    finite = np.concatenate(shown)[np.isfinite(np.concatenate(shown))] if len(done) else np.zeros(0)
-    if len(finite):
-        # A vanished gradient spans twenty powers of ten: about eight labels, not one per power.
-        span = np.log10(finite.max()) - np.log10(finite.min())
-        if span > 8:
-            layout["yaxis"]["dtick"] = int(np.ceil(span / 8))
+    layout["yaxis"].update(_log_ticks([_positive(done[c].to_numpy(np.float64))
+                                       for c in ("grad_ratio_final", "grad_ratio_init")]))
     return _figure(data, layout, "sweep-grad-ratio", legend=_LEGEND_ON_TOP)
 
 
@@ -677,22 +703,28 @@ def _figure(data: list[dict], layout: dict, uirevision: str, legend: dict | None
     base = {"template": _TEMPLATE, "font": _FONT, "margin": layout.pop("margin", _MARGIN), "uirevision": uirevision}
     if legend is not None:
         base["legend"] = legend
+    _readable_axes(data, layout)
     # Unvalidated: plotly's property validation took three quarters of the time of every
     # live refresh (the tests validate every builder's output instead).
     return go.Figure(data=data, layout={**base, **layout}, _validate=False)
 
 
-def _live_axes(layout: dict, values: list[np.ndarray]) -> dict:
-    """Axes for a chart redrawn on every live refresh, cheap to redraw: fixed margins
-    (LIVE_MARGIN) instead of Plotly's automargin, six ticks at most on a linear axis and the
-    legible log ticks of _log_ticks on a log one. Plotly replots a chart whole whenever its
-    data change, measuring every tick label and, with automargin, fitting the margins to
-    them again; with these the browser drew the Train page's four line charts 2.4 times a
-    second on about 0.6 of a core instead of 0.73 (docs/PERFORMANCE.md)."""
-    layout["xaxis"].update(nticks=6, automargin=False)
+def _live_axes(layout: dict, data: list[dict], values: list[np.ndarray],
+               empty: tuple[float, float] = (0.1, 10.0)) -> dict:
+    """Axes for a chart of training steps redrawn on every live refresh, cheap to redraw: fixed
+    margins (LIVE_MARGIN) instead of Plotly's automargin, _NTICKS on a linear axis and the
+    legible log ticks of _log_ticks over values (`empty`: its range with none) on a log one;
+    before the first step (no trace in data has a point), steps 0 to 10, not Plotly's −1 to
+    6. Plotly replots a chart whole whenever its data change, measuring every tick label
+    and, with automargin, fitting the margins to them again; with these the browser drew the
+    Train page's four line charts 2.4 times a second on about 0.6 of a core instead of 0.73
+    (docs/PERFORMANCE.md)."""
+    layout["xaxis"].update(nticks=_NTICKS, automargin=False)
+    if not any(len(trace["x"]) for trace in data):
+        layout["xaxis"]["range"] = [0, 10]
     y = layout["yaxis"]
     y["automargin"] = False
-    y.update(_log_ticks(values) if y["type"] == "log" else {"nticks": 6})
+    y.update(_log_ticks(values, empty) if y["type"] == "log" else {"nticks": _NTICKS})
     layout["margin"] = LIVE_MARGIN
     return layout
 
@@ -716,22 +748,115 @@ def _line(name: str, x: np.ndarray, y: np.ndarray, width: float = 2, markers: bo
     return trace
 
 
-def _log_ticks(values: list[np.ndarray]) -> dict:
-    """Tick settings for a log axis over values, legible from the back of a room: over two
-    powers of ten or more, one label per power (10⁻³, 10⁻²...); over one, 1, 2 and 5 times
-    each power, written out (Plotly's own would write 0.5 as a small "5"); below that Plotly's."""
+def _log_ticks(values: list[np.ndarray], empty: tuple[float, float] = (0.1, 10.0)) -> dict:
+    """Explicit ticks and range for a log axis over values, legible from the back of a room:
+    at most MAX_TICKS labels. Over two powers of ten or more, powers of ten (every k-th one
+    where there are too many: ‖∂L/∂h_t‖ can span twenty); under two, 1, 2 and 5 times each
+    power, or evenly spaced round numbers (a narrow log axis is nearly linear) where 1-2-5
+    gives fewer than three labels or spans half as many decades again. Explicit, because
+    Plotly picks its own in the browser, and labelled every power, overlapping. The range
+    runs from the tick at or below the smallest value to the one at or above the largest
+    (the whole powers of ten around them when labelling every k-th), a little past them.
+    No values: `empty` (lo, hi); one value v: v/10 to 2v (a loss or a norm falls from where
+    it starts)."""
     shown = np.concatenate([np.asarray(v, np.float64).ravel() for v in values]) if values else np.zeros(0)
     shown = shown[np.isfinite(shown) & (shown > 0)]
-    if not len(shown):
-        return {}
-    low, high = np.log10(shown.min()), np.log10(shown.max())
-    if high - low >= 2:
-        return {"dtick": 1, "exponentformat": "power"}
-    if high - low < 1:
-        return {}
-    ticks = [m * 10.0 ** k for k in range(int(np.floor(low)), int(np.ceil(high)) + 1) for m in (1, 2, 5)]
-    ticks = [t for t in ticks if shown.min() / 1.2 <= t <= shown.max() * 1.2]
-    return {"tickmode": "array", "tickvals": ticks, "ticktext": [f"{t:g}" for t in ticks]}
+    low, high = (shown.min(), shown.max()) if len(shown) else empty
+    if high <= low:
+        low, high = low / 10, high * 2
+    lo, hi = np.log10(low), np.log10(high)
+    if hi - lo >= 2:
+        ticks, first, last = _decades(lo, hi)
+    else:
+        near = range(int(np.floor(lo)) - 1, int(np.ceil(hi)) + 1)
+        candidates = [m * 10.0 ** k for k in near for m in (1, 2, 5)]
+        below = max(c for c in candidates if c <= low * (1 + _ROUNDING))
+        above = min(c for c in candidates if c >= high * (1 - _ROUNDING))
+        ticks = [c for c in candidates if below <= c <= above]
+        steps = _round_steps(low, high)
+        if steps and (len(ticks) < 3 or np.log10(ticks[-1] / ticks[0]) > 1.5 * np.log10(steps[-1] / steps[0])):
+            ticks = steps          # 1-2-5 would leave most of the axis empty
+        first, last = np.log10(ticks[0]), np.log10(ticks[-1])
+    pad = 0.03 * (last - first)                # a marker on the end tick is drawn whole
+    return {"tickmode": "array", "tickvals": ticks, "ticktext": _tick_text(ticks),
+            "range": [float(first - pad), float(last + pad)], "autorange": False}
+
+
+def _decades(lo: float, hi: float) -> tuple[list[float], int, int]:
+    """The whole powers of ten around log10 values lo..hi (first, last: the range), and the
+    labels: the powers between them that are multiples of k (k = 1, 2, 3, 5, 10...), the
+    smallest k that leaves at most MAX_TICKS."""
+    first, last = int(np.floor(lo + _ROUNDING)), int(np.ceil(hi - _ROUNDING))
+    for k in (1, 2, 3, 5, 10, 20, 50, 100):
+        exponents = range(k * int(np.ceil(first / k)), last + 1, k)
+        if len(exponents) <= MAX_TICKS:
+            return [10.0 ** e for e in exponents], first, last
+    raise ValueError(f"a log axis over 10^{first}..10^{last} is past any float")
+
+
+def _round_steps(low: float, high: float, most: int = MAX_TICKS - 2) -> list[float]:
+    """Evenly spaced round numbers (a step of 1, 2 or 5 times a power of ten) from the one at
+    or below low to the one at or above high, positive, at most `most` of them (on a log axis
+    the top ones close up); none where a step that few would need a tick at 0 or below."""
+    k0 = int(np.floor(np.log10(high - low)))
+    for step in (m * 10.0 ** k for k in range(k0 - 1, k0 + 3) for m in (1, 2, 5)):
+        first, last = np.floor(low / step * (1 + _ROUNDING)), np.ceil(high / step * (1 - _ROUNDING))
+        if first < 1:              # a log axis has no 0: a step this long is too long for low
+            return []
+        if last - first + 1 <= most:
+            return [float(f"{i * step:.12g}") for i in np.arange(first, last + 1)]
+    return []
+
+
+# A float32 a hair off a round number (1e-4 is stored as 9.99999975e-05) counts as on it.
+_ROUNDING = 1e-6
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _tick_text(ticks: list[float]) -> list[str]:
+    """Tick labels as a reader writes them: 0.05, 1, 200; where any tick is too small or large
+    for that, every one as a power of ten (10⁻⁵, 2×10⁻⁵), so that an axis reads one way."""
+    if all(1e-3 <= t < 1e5 for t in ticks):
+        return [f"{t:.6g}" for t in ticks]
+    text = []
+    for t in ticks:
+        mantissa, exponent = f"{t:.3e}".split("e")
+        mantissa = f"{float(mantissa):g}"
+        power = "10" + str(int(exponent)).translate(_SUPERSCRIPT)
+        text.append(power if mantissa == "1" else f"{mantissa}×{power}")
+    return text
+
+
+def _readable_axes(data: list[dict], layout: dict) -> None:
+    """Every axis a builder left to Plotly gets few enough labels to read: explicit ticks on a
+    log axis (_log_ticks, over what is drawn on it: its traces and its horizontal lines), at
+    most _NTICKS + 1 on a linear or category axis, and on each colour bar. An axis whose
+    ticks the builder set (tickvals, dtick, nticks), or whose categories it listed, keeps them."""
+    for key, axis in layout.items():
+        if not isinstance(axis, dict):
+            continue
+        if key.startswith("coloraxis"):
+            axis.setdefault("colorbar", {}).setdefault("nticks", _NTICKS)
+            continue
+        if key[1:5] != "axis" or key[0] not in "xy" or axis.get("visible") is False:
+            continue
+        if any(k in axis for k in ("tickvals", "dtick", "nticks", "categoryarray")):
+            continue
+        if axis.get("type") == "log":
+            axis.update(_log_ticks(_drawn_on(data, layout, key)))
+        else:
+            axis["nticks"] = _NTICKS
+
+
+def _drawn_on(data: list[dict], layout: dict, key: str) -> list[np.ndarray]:
+    """The values drawn along one axis (e.g. "yaxis2"): each trace's on it, and the level of
+    each line across the plot (a baseline) on a y axis."""
+    letter, ref = key[0], key[0] + key[5:]
+    values = [np.asarray(trace[letter], np.float64) for trace in data
+              if trace.get(f"{letter}axis", letter) == ref and trace.get(letter) is not None]
+    values += [np.array([shape[f"{letter}0"], shape[f"{letter}1"]], np.float64) for shape in layout.get("shapes", [])
+               if shape.get(f"{letter}ref") == ref]
+    return values
 
 
 def _baseline_label(name: str, value: float) -> str:
@@ -743,12 +868,61 @@ def _bound_label(bound: float) -> str:
     return f"1/γ = {bound:g}{kind}"
 
 
-def _baseline_lines(lines: list[tuple[float, str]], at: str = "end") -> list[dict]:
-    """Dashed horizontal lines across the plot, each labelled at its right end (or at="start")."""
-    return [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": y, "y1": y,
-             "line": {"dash": "dash", "color": "#444", "width": 1.5},
-             "label": {"text": text, "textposition": at, "yanchor": "bottom", "font": {"size": 13}}}
-            for y, text in lines if np.isfinite(y)]
+def _baseline_lines(layout: dict, lines: list[tuple[float, str]], data: list[dict], at: str = "end") -> None:
+    """Dashed horizontal lines (value, label) across the plot, each labelled at its right end
+    (or at="start") on an opaque ground, on the side of the line that the data near that end
+    leave free (_free_above), and under a line at the top of a range the builder set: a label
+    struck through by a data line cannot be read. Adds to the layout's shapes and
+    annotations; its yaxis must say its type."""
+    log = layout["yaxis"].get("type") == "log"
+    for y, text in lines:
+        if not np.isfinite(y) or (log and y <= 0):
+            continue
+        layout.setdefault("shapes", []).append(
+            {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": y, "y1": y,
+             "line": {"dash": "dash", "color": "#444", "width": 1.5}})
+        # An annotation on a log axis is placed by the logarithm of its value (a shape by the value).
+        level = float(np.log10(y)) if log else float(y)
+        span = layout["yaxis"].get("range")
+        top = span is not None and (level - span[0]) / (span[1] - span[0]) > 0.95
+        above = not top and _free_above(y, data, at)          # a line at the very top: its label under it
+        layout.setdefault("annotations", []).append(_label(
+            text, x=1.0 if at == "end" else 0.0, y=level, xref="paper", yref="y",
+            xanchor="right" if at == "end" else "left", yanchor="bottom" if above else "top"))
+
+
+def _free_above(y: float, data: list[dict], at: str) -> bool:
+    """Whether the space just above the level y, in the end third of the x range (at="end",
+    else the start third), holds no more data points than the space below: a loss falls
+    under its baseline, an accuracy rises over it."""
+    points = []
+    for trace in data:
+        try:
+            x, v = np.asarray(trace.get("x"), np.float64), np.asarray(trace.get("y"), np.float64)
+        except (TypeError, ValueError):         # categories: not a position along x
+            continue
+        if x.ndim == 1 and x.shape == v.shape:
+            points.append(np.stack([x, v]))
+    if not points:
+        return True
+    x, v = np.concatenate(points, axis=1)
+    kept = np.isfinite(x) & np.isfinite(v)
+    x, v = x[kept], v[kept]
+    if not len(x):
+        return True
+    third = (x.max() - x.min()) / 3
+    near = x >= x.max() - third if at == "end" else x <= x.min() + third
+    return int(np.sum(v[near] > y)) <= int(np.sum(v[near] < y))
+
+
+_LABEL_GROUND = "rgba(255, 255, 255, 0.9)"    # a label's ground: a line behind it shows only faintly
+
+
+def _label(text: str, **where) -> dict:
+    """A chart label on an opaque ground, above any line it meets (annotations draw over the
+    data); its font is the builders' annotation size, which presentation mode scales."""
+    return {"text": text, "showarrow": False, "bgcolor": _LABEL_GROUND, "borderpad": 2, "font": {"size": 13},
+            **where}
 
 
 def _block_mean(a: np.ndarray, limit: int, axis: int = 0) -> np.ndarray:
@@ -829,7 +1003,7 @@ def _with_colorbar(scale: dict, domain: list[float]) -> dict:
     """The colour bar sits beside the first row drawn on its scale, as tall as that row."""
     bar = {**scale["colorbar"], "len": domain[1] - domain[0], "y": (domain[0] + domain[1]) / 2,
            "yanchor": "middle", "thickness": 12, "outlinewidth": 0}
-    bar["title"] = {**bar["title"], "side": "right"}
+    bar["title"] = {"side": "right", **bar["title"]}
     return {**scale, "colorbar": bar}
 
 

@@ -12,7 +12,7 @@ import pickle
 import threading
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 import torch
@@ -176,6 +176,29 @@ class Run:
             self._pending += n
             self._ensure_thread()
 
+    def extend(self, steps: int) -> None:
+        """Give a finished run `steps` more steps: its config's `steps` grows by that many and it
+        rests paused, so start() or step() trains on from where it finished (same weights,
+        optimiser state and data stream). ValueError for a run that has not finished, or for a
+        total Config refuses (over 200,000 steps, or a History over the memory budget)."""
+        self._writable()
+        if steps < 1:
+            raise ValueError("extend(steps) needs steps >= 1")
+        self._finished_or_refuse()
+        # Its thread ends once it has saved the finished run; a start() while it was still
+        # ending would find it alive and start none.
+        self.join()
+        with self._cond:
+            self._finished_or_refuse()          # (another page may have extended it meanwhile)
+            config = self.trainer.config
+            self.trainer.config = replace(config, steps=config.steps + steps)   # Config validates it
+            self._status = Status.PAUSED
+            self._message = self.trainer.device_warning or ""
+
+    def _finished_or_refuse(self) -> None:
+        if self.status != Status.FINISHED:
+            raise ValueError(f"only a finished run trains on for more steps; this one is {self.status}")
+
     def stop(self) -> None:
         with self._cond:
             self._stop = True
@@ -288,10 +311,12 @@ class Run:
             return False
         step, when, status = self._saved
         if self.trainer.steps_done == step:
-            # Nothing new trained, but a saved run that has just diverged or failed says so.
+            # Nothing new trained, but a saved run that has just diverged or failed says so; and
+            # one autosaved as running at this very step (a stop that came during that save) is
+            # saved again as it rests, with its held-out numbers.
             with self._cond:
                 ended_badly = self._status in (Status.DIVERGED, Status.ERROR) and self._status != status
-            return stopping and step > 0 and ended_badly
+            return stopping and step > 0 and (ended_badly or status == Status.RUNNING)
         return (stopping or self.trainer.steps_done - step >= SAVE_EVERY_STEPS
                 or time.monotonic() - when >= SAVE_EVERY_SECONDS)
 

@@ -16,7 +16,8 @@ arrays are safetensors, compressed with zlib; the rest is JSON.
   sequences) for the weights it saves, so `runs`, the Runs page and Compare read what `train`
   printed; the periodic evals on 256 are its history, the learning curve.
 - Identity: run ids and owner keys are random, 128 bits each (`secrets`). The store keeps
-  only a hash of the owner key; `owns(run_id, key)` checks one.
+  only a hash of the owner key; `owns(run_id, key)` checks one. A sweep keeps its starter's the
+  same way (`list_sweeps(owner_key)`); a CLI sweep, or one from before schema 5, has none.
 - Follow links: a follow token (128 random bits) names a run its followers watch, read-only. It
   is kept as is (its owner's Share menu shows it again after a reload), with a hash of its
   owner's key: only that key revokes it or points it at the owner's next run (Reset, "keep
@@ -52,7 +53,7 @@ from .trace import LayerTrace, Trace
 from .trainer import FinalEval, Trainer
 
 DB_ENV = "GATE_EXPLORER_DB"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MAX_DATA_BYTES = 32 * 2**20      # a CSV kept with its run; larger files are read from their path
 BUSY_TIMEOUT_S = 30.0            # how long a save waits for another process's transaction
 
@@ -172,6 +173,12 @@ MIGRATIONS = {
     4: """
     ALTER TABLE runs ADD COLUMN eval_sequences INTEGER;
     UPDATE runs SET eval_loss = NULL, eval_metric = NULL;
+    """,
+    # A sweep has an owner (a hash of the key of the browser that started it), so the Sweep page
+    # opens on the visitor's own last sweep, not a stranger's. Sweeps made before have none: the
+    # page shows them only by their link; the CLI's sweeps have none either.
+    5: """
+    ALTER TABLE sweeps ADD COLUMN owner_hash TEXT;
     """,
 }
 
@@ -367,12 +374,14 @@ class RunStore:
             raise
 
     # -- sweeps ------------------------------------------------------------------------------
-    def create_sweep(self, sweep_id: str, configs: list[dict]) -> None:
-        """A new sweep of these configs (Config.to_dict()s), in the order its rows are numbered."""
-        now = _now()
+    def create_sweep(self, sweep_id: str, configs: list[dict], owner_key: str | None = None) -> None:
+        """A new sweep of these configs (Config.to_dict()s), in the order its rows are numbered,
+        belonging to owner_key (None: to nobody, as a CLI sweep)."""
+        now, owner = _now(), _key_hash(owner_key) if owner_key else None
         with self._connect() as db:
-            self._transaction(db, lambda: db.execute("INSERT INTO sweeps VALUES (?, ?, ?, ?)",
-                                                     (sweep_id, json.dumps(configs), now, now)))
+            self._transaction(db, lambda: db.execute(
+                "INSERT INTO sweeps (id, configs, created, updated, owner_hash) VALUES (?, ?, ?, ?, ?)",
+                (sweep_id, json.dumps(configs), now, now, owner)))
 
     def sweep_configs(self, sweep_id: str) -> list[dict]:
         with self._connect() as db:
@@ -400,12 +409,13 @@ class RunStore:
         with self._connect() as db:
             self._transaction(db, work)
 
-    def list_sweeps(self) -> list[dict]:
-        """Every sweep, newest first: id, runs, done, created, updated."""
+    def list_sweeps(self, owner_key: str | None = None) -> list[dict]:
+        """Every sweep, or only owner_key's, newest first: id, runs, done, created, updated."""
+        where, args = ("WHERE s.owner_hash = ? ", (_key_hash(owner_key),)) if owner_key else ("", ())
         with self._connect() as db:
             rows = db.execute("SELECT s.id, s.configs, s.created, s.updated, COUNT(r.position) FROM sweeps s "
-                              "LEFT JOIN sweep_rows r ON r.sweep_id = s.id GROUP BY s.id "
-                              "ORDER BY s.created DESC, s.rowid DESC").fetchall()
+                              "LEFT JOIN sweep_rows r ON r.sweep_id = s.id " + where + "GROUP BY s.id "
+                              "ORDER BY s.created DESC, s.rowid DESC", args).fetchall()
         return [{"id": i, "runs": len(json.loads(c)), "done": n, "created": cr, "updated": up}
                 for i, c, cr, up, n in rows]
 

@@ -18,6 +18,8 @@ import dataclasses
 import itertools
 import math
 import multiprocessing
+import os
+import queue
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -88,32 +90,121 @@ def grid(axes: Mapping[str, Sequence], seeds: int | None = None, **fixed) -> lis
     return configs
 
 
-def seconds_per_step(config: Config, steps: int = 3) -> float:
-    """Measured here and now: a training step of config, after a first one (which pays the
-    first-use costs), without its probes and evals."""
+@dataclasses.dataclass(frozen=True)
+class RunCost:
+    """What one run of a kind costs here and now, in seconds, measured at length seq_len (by
+    run_cost). A step, an eval, a probe are loops over time: at another length they are taken
+    as growing with it (seconds_at)."""
+    seq_len: int
+    setup: float     # the Trainer: model, optimiser, held-out sets, the first probe
+    step: float      # one training step, after the first (which pays the first-use costs)
+    eval: float      # one periodic eval, on EVAL_SIZE held-out sequences
+    final: float     # the end of a run: its last probe, its final eval (HELDOUT_SIZE sequences), its record
+
+    def seconds_at(self, config: Config) -> float:
+        """A run of config (this kind, at config.seq_len): set-up, its steps, its periodic
+        evals, its end."""
+        evals = config.steps // config.eval_every
+        return (self.setup + config.steps * self.step + evals * self.eval + self.final) * config.seq_len / self.seq_len
+
+
+def run_cost(config: Config, steps: int = 3) -> RunCost:
+    """Measured here and now, in this process: each part of a run of config, as run_one does it."""
+    from .store import run_record
     from .trainer import Trainer
-    trainer = Trainer(dataclasses.replace(config, steps=steps + 1, probe_every=100_000, eval_every=100_000),
-                      record_start=False)
+    config = dataclasses.replace(config, steps=steps + 1, probe_every=100_000, eval_every=100_000)
+    Trainer(config).step()                    # (the first trainer and step here pay the first-use costs)
+    started = time.perf_counter()
+    trainer = Trainer(config)
+    setup = time.perf_counter() - started
     trainer.step()
     started = time.perf_counter()
     for _ in range(steps):
         trainer.step()
-    return (time.perf_counter() - started) / steps
+    trainer.flush()
+    step = (time.perf_counter() - started) / steps
+    started = time.perf_counter()
+    trainer.evaluate()
+    evaluate = time.perf_counter() - started
+    started = time.perf_counter()
+    trainer.probe()
+    trainer.final_eval()
+    run_record(trainer, "finished", last_trace_only=True)
+    return RunCost(config.seq_len, setup, step, evaluate, time.perf_counter() - started)
 
 
-def estimate_seconds(configs: Sequence[Config], workers: int, measure=seconds_per_step) -> float:
-    """About how long the sweep takes on `workers` processes: each kind of run (all but its
-    length and seed alike) is timed at its longest length, and a step's time taken as growing
-    with the length (an unrolled step is a loop over time)."""
+def _time_a_worker(config: dict, threads: int, out) -> None:
+    """(In a new process, started as a sweep's worker.) Run config twice; put the second run's
+    seconds, its first-use costs paid by the first."""
+    _worker_start(None, threads)
+    run_one(config)
+    out.put(run_one(config)[0]["seconds"])
+
+
+def worker_seconds(config: Config, workers: int = 1) -> float:
+    """Measured here and now: what a local sweep's workers cost besides their runs, started side
+    by side as _run_local starts them. A worker's start: a new process (spawn), its imports
+    (torch, whose optimisers import torch._dynamo at first use), a first run's first-use costs;
+    its end: the process's exit, which the pool waits for (seconds as well, with torch loaded).
+    Timed on `workers` such processes each running config twice (estimate_seconds gives a
+    one-step run): the time until the last has exited, less two warm runs."""
+    from . import threads as thread_policy
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    started = time.perf_counter()
+    processes = [context.Process(target=_time_a_worker, args=(config.to_dict(), thread_policy.resolve(), out),
+                                 daemon=True) for _ in range(workers)]
+    for process in processes:
+        process.start()
+    warm = []
+    while len(warm) < workers:                   # (read before joining: a queue's writer exits once read)
+        try:
+            warm.append(out.get(timeout=1.0))
+        except queue.Empty:
+            codes = [process.exitcode for process in processes]
+            if any(code not in (None, 0) for code in codes) or None not in codes:
+                raise RuntimeError("a sweep worker stopped while its start was timed") from None
+    for process in processes:
+        process.join()
+    return max(0.0, time.perf_counter() - started - 2 * max(warm))
+
+
+def _kind(config: Config) -> tuple:
+    """Runs of one kind differ only in their length, seed and steps: one measurement serves them."""
+    return tuple(v for k, v in config.to_dict().items() if k not in ("seq_len", "seed", "steps"))
+
+
+def estimate_seconds(configs: Sequence[Config], workers: int, measure: Callable[[Config], RunCost] = run_cost,
+                     worker: Callable[[Config, int], float] = worker_seconds, cores: int | None = None,
+                     load: float | None = None) -> float:
+    """About how long a local sweep of configs takes on `workers` processes: the workers' start
+    and end (worker(config, workers): they start side by side), and the runs, each kind measured
+    once at its longest length, handed out in order to whichever worker is free first, as the
+    pool does. A run was measured alone beside `load` busy processes (default: the machine's
+    load average); its workers will run beside that load and each other, each getting a fair
+    share of the cores."""
+    from .admission import cores as cores_here
+    if not configs:
+        return 0.0
+    cores = cores or cores_here()
+    load = os.getloadavg()[0] if load is None else load
     longest: dict[tuple, Config] = {}
     for config in configs:
-        kind = tuple(v for k, v in config.to_dict().items() if k not in ("seq_len", "seed", "steps"))
+        kind = _kind(config)
         if kind not in longest or config.seq_len > longest[kind].seq_len:
             longest[kind] = config
-    per_step = {kind: measure(config) / config.seq_len for kind, config in longest.items()}   # seconds per time step
-    total = sum(per_step[tuple(v for k, v in c.to_dict().items() if k not in ("seq_len", "seed", "steps"))]
-                * c.seq_len * c.steps for c in configs)
-    return total / max(1, min(workers, len(configs)))
+    costs = {kind: measure(config) for kind, config in longest.items()}
+    workers = max(1, min(workers, len(configs)))
+    # A core's share each of the workers gets, against the share the measured run got.
+    sharing = max(1.0, (load + workers) / cores) / max(1.0, (load + 1) / cores)
+    free_at = [0.0] * workers                                   # when each worker is next free
+    for config in configs:
+        soonest = min(range(workers), key=free_at.__getitem__)
+        free_at[soonest] += costs[_kind(config)].seconds_at(config)
+    # The first run's task and cell (a cell compiled at first use, a task's data read), one step:
+    # the same for any seed or step budget, so a caller can keep the measurement.
+    first = dataclasses.replace(configs[0], steps=1, seed=0, probe_every=1, eval_every=1)
+    return worker(first, workers) + max(free_at) * sharing
 
 
 # -- one run (in a worker process) -------------------------------------------------------------------
@@ -280,7 +371,8 @@ def sweep(configs: Iterable[Config], *, engine: str = "local", store=None, worke
     with COLUMNS. The sweep, its rows and its runs are kept in `store` (a RunStore; the default
     one when None) under the frame's attrs["sweep_id"]. progress(done, total, row) as each run
     ends. Setting `cancel` stops the sweep: Cancelled is raised, and what was done is kept.
-    The runs belong to owner_key (a browser's, from the app), or to nobody who can change them.
+    The sweep and its runs belong to owner_key (a browser's, from the app), or to nobody who can
+    change them.
     Each run trains with `threads` torch threads (explorer/threads.py: else OMP_NUM_THREADS,
     else one), and a local pool has one process per `threads` cores unless `workers` says."""
     from .store import RunStore, new_id
@@ -289,7 +381,7 @@ def sweep(configs: Iterable[Config], *, engine: str = "local", store=None, worke
         raise ValueError("a sweep needs at least one config")
     store = store if store is not None else RunStore()
     sweep_id = sweep_id or new_id()
-    store.create_sweep(sweep_id, configs)
+    store.create_sweep(sweep_id, configs, owner_key)
     return _carry_out(store, sweep_id, configs, {}, engine, workers, address, progress, cancel, owner_key, threads)
 
 
@@ -365,10 +457,16 @@ class SweepJob:
         from .store import new_id
         if configs is None and sweep_id is None:
             raise ValueError("a sweep job needs configs or the id of a stored sweep")
-        self.store, self.configs, self.resuming = store, configs, configs is None
+        self.store, self.resuming = store, configs is None
         self.owner_key = owner_key
         self.sweep_id = sweep_id or new_id()
-        self.total = len(configs) if configs is not None else len(store.sweep_configs(self.sweep_id))
+        if configs is not None:
+            if not configs:
+                raise ValueError("a sweep needs at least one config")
+            # Stored now, with its owner, not on the thread: the page that started it lists it
+            # (as its starter's) on its very next run.
+            store.create_sweep(self.sweep_id, [c.to_dict() for c in configs], owner_key)
+        self.total = len(store.sweep_configs(self.sweep_id))
         self._options = dict(engine=engine, store=store, workers=workers, owner_key=owner_key,
                              progress=self._progress, cancel=threading.Event())
         self._lock = threading.Lock()
@@ -384,10 +482,7 @@ class SweepJob:
 
     def _work(self) -> None:
         try:
-            if self.resuming:
-                resume(self.sweep_id, **self._options)
-            else:
-                sweep(self.configs, sweep_id=self.sweep_id, **self._options)
+            resume(self.sweep_id, **self._options)          # (a new one: stored, with no row yet)
             status, message = "finished", ""
         except Cancelled as stopped:
             status, message = "cancelled", str(stopped)

@@ -715,7 +715,7 @@ def _digits_options(config: Config) -> dict:
 
 def _csv_options(config: Config) -> dict:
     if not config.csv_path:
-        raise ValueError("the csv task needs csv_path: the CSV file to read")
+        raise ValueError("the csv task needs a CSV file (csv_path), and none is chosen yet")
     columns = [c.strip() for c in config.csv_columns.split(",") if c.strip()]
     return {"source": config.csv_path, "horizon": config.horizon, "columns": columns or None,
             "target": config.csv_target or None}

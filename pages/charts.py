@@ -35,6 +35,9 @@ SOURCE = CARTESIAN if CARTESIAN.exists() else Path(plotly.__file__).parent / "pa
 SCRIPT = f"{SOURCE.stem}-{plotly.__version__}.js"   # versioned: a new plotly is never a stale cache
 CONFIG = {"displaylogo": False, "responsive": True}
 PRESENT_FONT = 20                      # the builders' 14, for presentation mode
+PRESENT_HEIGHT = 1.2                   # charts' height in presentation mode, times the builders'
+# Where Plotly keeps a font: {"size": ...} under these keys, at any depth of a figure's JSON.
+FONT_KEYS = ("font", "textfont", "tickfont", "insidetextfont", "outsidetextfont")
 
 
 def _install_script() -> str | None:
@@ -324,13 +327,49 @@ def _built(figure, key: str, version: Hashable, shared: Hashable, present: bool 
 def _spec(figure: go.Figure | Callable[[], go.Figure], present: bool) -> str:
     """The figure's JSON, enlarged for a projector in presentation mode."""
     figure = figure() if callable(figure) else figure
-    if present:                       # a projector: larger type, taller charts
-        layout = figure.layout
-        if layout.xaxis.automargin is False:      # fixed margins (explorer/plots._live_axes) grow with the type
-            scale = PRESENT_FONT / (layout.font.size or 14)
-            figure.update_layout(margin={side: round(getattr(layout.margin, side) * scale) for side in ("l", "b")})
-        figure.update_layout(font_size=PRESENT_FONT, height=int((layout.height or 450) * 1.2))
-    return figure.to_json()
+    if not present or (figure.layout.meta or {}).get("fixed_text"):    # (text sized to its shapes)
+        return figure.to_json()
+    layout = figure.layout               # a projector: larger type, taller charts
+    scale = PRESENT_FONT / (layout.font.size or 14)
+    if layout.xaxis.automargin is False:      # fixed margins (explorer/plots._live_axes) grow with the type
+        figure.update_layout(margin={side: round(getattr(layout.margin, side) * scale) for side in ("l", "b")})
+    figure.update_layout(height=int((layout.height or 450) * PRESENT_HEIGHT))
+    spec = json.loads(figure.to_json())
+    _scale_fonts(spec, scale)
+    spec["layout"].setdefault("font", {})["size"] = PRESENT_FONT
+    _fit_colorbars(spec)
+    return json.dumps(spec)
+
+
+def _fit_colorbars(spec: dict) -> None:
+    """As many labels on each colour bar as its length holds at the projector's type: a bar
+    beside a short row (the input above the gate heatmaps) had its six labels on top of each
+    other. A bar whose ticks the builder listed keeps them."""
+    layout = spec["layout"]
+    margin = layout.get("margin", {})
+    plot_height = layout["height"] - margin.get("t", 100) - margin.get("b", 80)
+    bars = [axis["colorbar"] for key, axis in layout.items()
+            if key.startswith("coloraxis") and isinstance(axis, dict) and "colorbar" in axis]
+    bars += [trace["colorbar"] for trace in spec["data"] if "colorbar" in trace]
+    for bar in bars:
+        if "tickvals" in bar or bar.get("lenmode", "fraction") != "fraction":
+            continue
+        fits = max(2, int(bar.get("len", 1) * plot_height / (2 * PRESENT_FONT)))
+        bar["nticks"] = min(bar.get("nticks") or fits, fits)
+
+
+def _scale_fonts(node, scale: float) -> None:
+    """Every font size a builder set (annotations, baseline labels, titles, legends, a trace's
+    text) times scale, as the layout's own font grows: set sizes do not follow it, and stayed
+    at 11-14 px on a projector."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in FONT_KEYS and isinstance(value, dict) and isinstance(value.get("size"), (int, float)):
+                value["size"] = round(value["size"] * scale, 1)
+            _scale_fonts(value, scale)
+    elif isinstance(node, list) and node and isinstance(node[0], (dict, list)):   # not a list of numbers
+        for item in node:
+            _scale_fonts(item, scale)
 
 
 def preload() -> None:

@@ -13,6 +13,7 @@ from explorer import Run, Status
 from explorer.data import env_number
 from explorer.follow import FigureCache, FollowBoard, Followed
 from explorer.store import FollowRefused, StoreError
+from pages.errors import reported
 from pages.session import live_runs, run_store, session
 
 # A follower's view redraws this often while the run trains (GATE_EXPLORER_FOLLOW_S): its
@@ -25,6 +26,7 @@ WAIT_SECONDS = 2.0
 POLLED_SECONDS = 10.0
 SAVED_TTL_S = 10.0       # a run that is no longer live is read from the store again after this
 MOVED_NOTE_S = 60.0      # how long a follower is told that the owner started a new run
+QR_WIDTH = 420           # px: most of a 720-pixel-high projector, scannable from the back of the room
 
 
 @st.cache_resource(show_spinner=False)
@@ -163,16 +165,22 @@ def follow_card(where) -> None:
 # --- drawn on the owner's side --------------------------------------------------------------
 
 def audience(run, url_of) -> None:
-    """Presentation mode's panel: how many follow the run now, and its follow link as a QR code
-    (url_of(params) makes the link)."""
+    """Presentation mode's follow controls, compact for its strip (pages/sidebar.py): how many
+    follow the run now, and a popover with its follow link as a QR code, or the button that
+    makes one (url_of(params) makes the link)."""
     token = follow_link(run)
-    if not token:
-        st.caption("Make a follow link in the Share menu, and its QR code shows here for the class.")
-        return
+    if token:
+        @st.fragment(run_every=3.0)
+        @reported()                     # its timed reruns are outside app.py's handler
+        def count() -> None:
+            with st.container(key="present_followers", width="content"):
+                st.markdown(f":material/group: **{followers(run)}** following")
 
-    @st.fragment(run_every=3.0)
-    def count() -> None:
-        st.metric("Students following", followers(run))
-
-    count()
-    st.image(qr_png(url_of({"follow": token})), caption="Scan to follow this run live", width="stretch")
+        count()
+    with st.popover("Follow link / QR", icon=":material/qr_code_2:", key="present_follow"):
+        if not token:
+            st.markdown("A follow link lets the class watch this run live, read-only, each on their own page.")
+            st.button("Make a follow link", key="present_follow_make", on_click=follow_link, args=(run, True))
+            return
+        st.image(qr_png(url_of({"follow": token})), caption="Scan to follow this run live", width=QR_WIDTH)
+        st.code(url_of({"follow": token}), language=None, wrap_lines=True)

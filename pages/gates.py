@@ -1,10 +1,13 @@
 """Gates: every gate, c_t and h_t of one sequence as unit × time heatmaps under its input;
 picked units as lines; gate saturation per unit; units that are on in a time range; and a
 what-if: a gate held constant, the sequence run again (pages/whatif.py)."""
+import numpy as np
 import streamlit as st
 
 from explorer import analysis, plots
+from pages import keys
 from pages.charts import chart
+from pages.errors import reported
 from pages.sequence import kept, picked, resolve, weights_note
 from pages.whatif import panel
 
@@ -13,6 +16,7 @@ task = run.trainer.task
 
 
 @st.fragment(run_every=run_every)
+@reported()                     # its timed reruns are outside app.py's handler
 def view() -> None:
     shown = resolve(run, choice)
     if shown is None:
@@ -54,11 +58,25 @@ def find_units(tr, k: int, b: int, x) -> None:
     quantities = ("hidden", *(("cell",) if layer.cell is not None else ()), *layer.gates)
     left, middle, right = st.columns([1, 3, 1])
     quantity = kept(left.selectbox, "Quantity", quantities, key="find_quantity", default="hidden")
-    start, stop = kept(middle.slider, "Time range (steps)", key="find_range", default=(T // 4, T // 2),
-                       min_value=0, max_value=T, valid=lambda r: 0 <= r[0] <= r[1] <= T)
-    threshold = kept(right.number_input, "'On' means above", key="find_threshold", default=0.5,
-                     min_value=-1.0, max_value=1.0, step=0.05)
     values = (layer.gates.get(quantity) if quantity in layer.gates else getattr(layer, quantity))[b]
+    # Each quantity opens on a range and threshold that find a unit on this sequence (c_t's
+    # values are not in −1..1 like the rest, so each has its own); a choice made is kept. The
+    # search sorts the whole trace: made only while there is no choice, not on every refresh.
+    range_key, threshold_key = f"find_range_{quantity}", f"find_threshold_{quantity}"
+
+    def fits(r) -> bool:
+        return 0 <= r[0] <= r[1] <= T
+
+    chosen = st.session_state.get(range_key, st.session_state.get(keys.KEPT, {}).get(range_key))
+    start, stop, threshold = (T // 4, T // 2, 0.5) if chosen is not None and fits(chosen) else \
+        analysis.opening_search(values)
+    finite = values[np.isfinite(values)]
+    low, high = (min(-1.0, float(np.floor(finite.min()))), max(1.0, float(np.ceil(finite.max())))) \
+        if finite.size else (-1.0, 1.0)
+    start, stop = kept(middle.slider, "Time range (steps)", key=range_key, default=(start, stop),
+                       min_value=0, max_value=T, valid=fits)
+    threshold = kept(right.number_input, "'On' means above", key=threshold_key, default=threshold,
+                     min_value=low, max_value=high, step=0.05, valid=lambda v: low <= v <= high)
     try:
         found = analysis.units_on(values, int(start), int(stop), threshold=threshold)
     except ValueError as error:

@@ -6,11 +6,13 @@ import streamlit as st
 from explorer import Status, plots
 from explorer.lessons import ALIASES, LESSONS
 from pages.charts import chart
+from pages.errors import reported
 from pages import keys
-from pages.session import refresh_every, session, waiting_note
-from pages.sidebar import applied_config, take_settings
+from pages.session import ended_note, refresh_every, session, siblings_training, waiting_note
+from pages.sidebar import applied_config, show_settings, take_settings
 
 REFRESH_SECONDS = 0.5
+SETTINGS_SHOWN = "lesson_settings_shown"     # the lesson whose settings the sidebar was last given
 KNOWN = {lesson.key: lesson for lesson in LESSONS}
 
 applied_config()                        # runs the page inside the app's shell
@@ -23,6 +25,26 @@ if where.follow_token:
 
 def _load(key: str) -> None:
     st.session_state[keys.LESSON] = key
+    _show_settings(KNOWN[key])
+
+
+def _show_settings(lesson) -> None:
+    """The sidebar shows the lesson's settings (its first variant's; the sidebar says so), not
+    the previous run's, once per load: changed there afterwards, they stay changed."""
+    show_settings(lesson.variants[0].config)
+    st.session_state[SETTINGS_SHOWN] = lesson.key
+
+
+def _train_all(runs: dict) -> None:
+    for run in runs.values():
+        run.start()
+
+
+def _pause_all(runs: dict) -> None:
+    for run in runs.values():
+        run.pause()
+    for run in runs.values():
+        run.wait_until_idle(timeout=2.0)
 
 
 def _explore(label: str) -> None:
@@ -40,19 +62,23 @@ st.session_state[keys.LESSON] = wanted           # a former key: the link gets t
 if wanted and wanted not in KNOWN:
     st.warning(f"This link names a lesson {wanted!r} that does not exist; pick one below.")
     st.session_state[keys.LESSON] = wanted = None
+if wanted and st.session_state.get(SETTINGS_SHOWN) != wanted:     # a lesson link: not loaded by its button
+    _show_settings(KNOWN[wanted])
+    st.rerun()                          # the sidebar, drawn before this page, shows them now
 
 with st.expander("All lessons", expanded=wanted is None):
     columns = st.columns(3)
     for i, lesson in enumerate(LESSONS):
         with columns[i % 3].container(border=True):
             st.markdown(f"**{lesson.title}**")
-            st.caption(" vs ".join(v.label for v in lesson.variants))
+            st.caption(f"{' vs '.join(v.label for v in lesson.variants)} · {lesson.how_long_briefly}")
             st.button("Load", key=f"load_{lesson.key}", on_click=_load, args=(lesson.key,),
                       type="primary" if lesson.key == wanted else "secondary")
 
 lesson = KNOWN.get(wanted)
 if lesson is None:
-    st.info("Load a lesson: each one trains in about a minute on a laptop's CPU.")
+    st.info("Load a lesson. Each card gives the time its variants took to train here on 2 cores, measured: "
+            "idle, and busy with other work (a browser drawing this page on the same machine is work too).")
     st.stop()
 
 linked = st.session_state.pop(keys.LINKED_LESSON_RUNS, None)
@@ -65,21 +91,24 @@ locked = any(run.read_only for run in runs.values())
 first = next(iter(runs.values()))
 task = first.trainer.task
 st.markdown(f"### {lesson.title}")
-st.markdown(f"**Press** {lesson.press}  \n**Look at** {lesson.look}  \n**Expect** {lesson.expect}  \n"
-            f"**How often** {lesson.how_often}")
-st.caption(f"Source: {lesson.source}")
+# On a 1280×720 projector the lesson's text alone fills the screen and pushes the charts below
+# it: presenting, it is folded (one click opens it), and the charts show.
+presenting = bool(st.session_state.get(keys.PRESENT))
+with st.expander("The lesson: press, look at, expect, how often, how long") if presenting else st.container():
+    st.markdown(f"**Press** {lesson.press}  \n**Look at** {lesson.look}  \n**Expect** {lesson.expect}  \n"
+                f"**How often** {lesson.how_often}  \n**How long** {lesson.how_long}")
+    st.caption(f"Source: {lesson.source}")
 
 train, pause, again = st.columns(3)
 if locked:
     st.info("Read-only: this link shows the lesson's saved runs. **Start over** trains the lesson yourself.")
-if train.button("Train all", type="primary", width="stretch", key="lesson_train", disabled=locked):
-    for run in runs.values():
-        run.start()
-if pause.button("Pause all", width="stretch", key="lesson_pause", disabled=locked):
-    for run in runs.values():
-        run.pause()
-    for run in runs.values():
-        run.wait_until_idle(timeout=2.0)
+# Enabled only where they act: Train all while a variant can (re)start, Pause all while one trains
+# or waits its turn (in callbacks, so the buttons show the state a press made).
+statuses = {run.snapshot().status for run in runs.values()}
+train.button("Train all", type="primary", width="stretch", key="lesson_train", on_click=_train_all, args=(runs,),
+             disabled=locked or not statuses & {Status.IDLE, Status.PAUSED})
+pause.button("Pause all", width="stretch", key="lesson_pause", on_click=_pause_all, args=(runs,),
+             disabled=locked or Status.RUNNING not in statuses)
 if again.button("Start over", width="stretch", key="lesson_again"):
     runs = where.lesson(lesson, fresh=True)
     st.rerun()
@@ -88,6 +117,7 @@ polling = any(run.snapshot().running for run in runs.values())
 
 
 @st.fragment(run_every=refresh_every(REFRESH_SECONDS) if polling else None)
+@reported()                     # its timed reruns are outside app.py's handler
 def live() -> None:
     snaps = {label: run.snapshot() for label, run in runs.items()}
     if polling and not any(s.running for s in snaps.values()):
@@ -97,9 +127,10 @@ def live() -> None:
             st.metric(label, f"{snap.step} / {snap.total_steps}", help=f"{snap.status}, "
                       f"{snap.steps_per_second:.0f} steps/s")
             if snap.status in (Status.DIVERGED, Status.ERROR):
-                st.error(snap.message)
+                st.error(ended_note(snap, runs[label].trainer))
             elif snap.queue_place:
-                st.caption(waiting_note(snap.queue_place, runs[label].admission.slots))
+                st.caption(waiting_note(snap.queue_place, runs[label].admission.slots,
+                                        siblings_training(where, runs[label])))
     with st.container(key="lesson_loss"):
         chart(plots.compare_loss_figure({label: s.history for label, s in snaps.items()}, task.baseline_loss,
                                         task.loss_name, task.baseline_name), key="lesson_loss_plot")

@@ -6,12 +6,14 @@ the Compare page, `compare=<id>.<id>...`: the runs it compares; on the Gates pag
 `clamp=<JSON>`: the what-if panel's clamp (explorer.clamp's normal form). A follower's link holds
 `follow=<token>` (pages/follow.py) and its own view choices, no settings and no run.
 Parameters from a URL are untrusted: each is checked by Config's own rules (ids and keys by
-their form), and what is rejected is named on the page, never raised.
+their form; the view choices against the model the link opens on), and what is rejected is
+named on the page, in one warning, never raised.
 """
 from __future__ import annotations
 
 import json
 import re
+from typing import Callable
 
 import streamlit as st
 
@@ -24,6 +26,10 @@ VIEW = {"seq": keys.PICK_SEQUENCE, "layer": keys.PICK_LAYER, "unit": keys.STEP_U
 NOT_SHARED = {"csv_path"}          # a file on the sender's server: meaningless to anyone else
 TRUE = ("1", "true", "yes", "on")
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")    # a run id or owner key (explorer.store.new_id)
+# A view choice: ASCII digits only (str.isdigit takes "²", which int() refuses), and few enough
+# that int() takes them (Python refuses more than 4,300 digits) and they say something.
+WHOLE = re.compile(r"^[0-9]{1,18}$")
+LINKED_VIEW = "linked_view"        # URL name -> the number a link asked for, until view_problems checks it
 
 
 def read_link() -> tuple[dict, list[str]]:
@@ -38,12 +44,14 @@ def read_link() -> tuple[dict, list[str]]:
             try:
                 draft[name] = Config.from_dict({**draft, name: value}).to_dict()[name]
             except ValueError as error:
-                problems.append(f"{name}={value!r}: {error}")
+                problems.append(f"{name}={_shown(value)}: {error}")
         elif name in VIEW:
-            if value.isdigit():
+            if WHOLE.match(value):
+                # Whether the model has it is known once its run is: view_problems says.
                 st.session_state.setdefault(keys.KEPT, {})[VIEW[name]] = int(value)
+                st.session_state.setdefault(LINKED_VIEW, {})[name] = int(value)
             else:
-                problems.append(f"{name}={value!r}: must be a whole number from 0")
+                problems.append(f"{name}={_shown(value)}: must be a whole number from 0")
         elif name == "present":
             st.session_state[keys.PRESENT] = value.lower() in TRUE
         elif name == "lesson":
@@ -77,13 +85,48 @@ def read_link() -> tuple[dict, list[str]]:
             else:
                 problems.append(f"{name}: not a run id or key")
         else:
-            problems.append(f"{name}: not a setting of this app")
+            problems.append(f"{_shown(name)[1:-1]}: not a setting of this app")
     try:
         Config.from_dict(draft)
     except ValueError as error:                      # each fine alone, not together
         problems.append(f"the combination: {error}")
         draft = defaults
     return draft, problems
+
+
+def view_problems(opened: Callable[[], object]) -> list[str]:
+    """The view choices the link asked for (seq, layer, unit, t) that the model it opens on does
+    not have, each named with what the model has; they are dropped, so the pickers open on
+    their defaults. Checked once, on the session's first run; opened() gives the run the link
+    opens on (or None), asked only when the link has view choices."""
+    linked = st.session_state.pop(LINKED_VIEW, {})
+    run = opened() if linked else None
+    if run is None:
+        return []
+    trainer = run.trainer
+    probes = trainer.probe_set[0]                                  # (batch, time, features)
+    has = {"seq": (len(probes), "this model has {} probe sequence{}"),
+           "layer": (trainer.config.layers, "this model has {} layer{}"),
+           "unit": (trainer.config.hidden, "this model has {} unit{}"),
+           "t": (probes.shape[1], "its sequences have {} step{}")}
+    problems, kept = [], st.session_state.setdefault(keys.KEPT, {})
+    for name, value in linked.items():
+        count, phrase = has[name]
+        if value >= count:
+            kept.pop(VIEW[name], None)
+            numbered = "0" if count == 1 else f"0 to {count - 1}"
+            problems.append(f"{name}={value} ({phrase.format(count, 's' * (count != 1))}: {numbered})")
+    return problems
+
+
+def not_used(problems: list[str]) -> str:
+    """The one warning a link's rejected parameters get: each named, and why."""
+    return "Not used from this link (the defaults stand in): " + "; ".join(problems)
+
+
+def _shown(value: str) -> str:
+    """A value from the URL as a message quotes it: a hostile one is cut short."""
+    return repr(value if len(value) <= 40 else value[:40] + "…")
 
 
 def linked_layer(text: str) -> int | None:

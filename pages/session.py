@@ -15,6 +15,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import streamlit as st
 from explorer import Config, DataError, Run, Status, Trainer, ray_engine, threads
@@ -185,6 +186,9 @@ class Session:
     # session that only its own browser is told, and the figures it built last (by chart).
     watch_token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     charts: dict = field(default_factory=dict)
+    # The settings that could not start a run when last tried, and why: shown once (sidebar,
+    # Train page heading), though every page's current_run tries them again.
+    refused: tuple[Config, str] | None = None
 
     def follow(self, token: str) -> None:
         """Follow the run a follow link names, instead of training one's own."""
@@ -376,12 +380,41 @@ def refresh_every(seconds: float) -> float:
     return seconds * max(1.0, (admitted + waiting) / places.slots)
 
 
-def waiting_note(place: int, slots: int) -> str:
-    """What a queued run's page says: its place, and that it starts by itself."""
-    ahead = place - 1
-    return (f"Waiting: {ahead} run{'s' * (ahead != 1)} ahead. This server trains {slots} "
-            f"run{'s' * (slots != 1)} at a time, so each has its share of the processor; yours starts by "
-            "itself when a place frees up (Pause leaves the queue).")
+def waiting_note(place: int, slots: int, siblings: Sequence[str] = ()) -> str:
+    """What a queued run's page says: its place (explorer.admission: 1 is next), whom it waits
+    for when that is its own lesson's other variants (`siblings`, those training now), and that
+    it starts by itself."""
+    line = "Waiting: next in line." if place == 1 else f"Waiting: {place - 1} run{'s' * (place != 2)} ahead in line."
+    places = f"This server trains {slots} run{'s' * (slots != 1)} at a time"
+    if siblings:
+        held = "it" if slots == 1 else "them" if len(siblings) == slots else f"{len(siblings)} of them"
+        return (f"{line} {places}, and this lesson's {_listed(siblings)} {'is' if len(siblings) == 1 else 'are'} "
+                f"training in {held} now: this variant starts by itself as soon as a place frees up.")
+    return (f"{line} {places}, so each has its share of the processor; yours starts by itself when a "
+            "place frees up (Pause leaves the queue).")
+
+
+def _listed(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def siblings_training(where: Session, run: Run) -> list[str]:
+    """The labels of the session's lesson variants other than run that hold a place now (the
+    admission's): whom run, one of them, is queued behind."""
+    return [label for label, other in where.lesson_runs.items()
+            if other is not run and other.admission is not None and other.admission.place(other) == 0]
+
+
+def ended_note(snap, trainer: Trainer) -> str:
+    """What the page of a finished, diverged or failed run says: how it ended, in its own words,
+    or, for a run reopened from the store (which keeps no message), from its state."""
+    if snap.message and snap.message != trainer.device_warning:
+        return snap.message
+    if snap.status == Status.DIVERGED:
+        return trainer.divergence_message or f"Diverged after step {snap.step:,}."
+    if snap.status == Status.ERROR:
+        return f"Training stopped with an error after step {snap.step:,}."
+    return f"Finished {snap.step:,} steps."
 
 
 def current_run(config: Config | None) -> Run | None:
@@ -397,6 +430,16 @@ def current_run(config: Config | None) -> Run | None:
                  and run.status == Status.IDLE)
     if config is not None and (run is None or (untouched and run.trainer.config != config)):
         problem = where.replace(config)
-        if problem:
-            st.error(f"Could not set up this run: {problem}")
+        where.refused = (config, problem) if problem else None
     return where.run
+
+
+def setup_refusal(config: Config | None) -> str | None:
+    """Why these settings could not start a run (current_run tried them), or None: the sidebar
+    says it once, the Train page what it shows instead."""
+    where = session()
+    if where.refused is None or config is None or where.refused[0] != config:
+        return None
+    # a run of them may have started since, by another way (Reset, a lesson)
+    started = where.run is not None and where.run.trainer.config == config
+    return None if started else where.refused[1]

@@ -7,20 +7,22 @@ import hashlib
 import math
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import streamlit as st
 
 from explorer import Config
 from explorer.cells import CELLS
 from explorer.config import DEVICES, FIELDS
+from explorer.lessons import LESSONS
 from explorer.models import resolve_device
 from explorer.tasks import SERIES, TASKS
 from explorer.yours import UPLOAD_ENV, max_upload_mb
 from pages import keys
 from pages.follow import audience, follow_card, watched
-from pages.link import read_link
+from pages.link import not_used, read_link, view_problems
 from pages.multipage import inside_app
-from pages.session import Session, current_run, session
+from pages.session import Session, current_run, session, setup_refusal
 from pages.share import link_to, share_menu
 
 # Sidebar groups, in order; a field shows only where `_relevant` says it matters.
@@ -92,12 +94,14 @@ def _widget(name: str, draft: dict) -> None:
 
 
 def _file_name(name: str) -> str:
-    """An uploaded file's name, safe as one path component on the server."""
-    safe = re.sub(r"[^\w.-]+", "_", Path(name).name).strip("._")[-100:]
+    """An uploaded file's name, safe as one path component on the server; spaces kept, since
+    messages about the file name it by this name."""
+    safe = re.sub(r"[^\w. -]+", "_", Path(name).name).strip("._ ")[-100:]
     return safe or "upload.csv"
 
 
-def _csv_upload(draft: dict, where: Session) -> None:
+def _csv_upload(draft: dict, where: Session):
+    """The CSV uploader; returns the place under it where a problem with the file is said."""
     cap = max_upload_mb()
     upload = st.file_uploader("CSV file", type=["csv", "txt"], key=keys.config_widget("csv_upload"),
                               max_upload_size=math.ceil(cap),
@@ -118,6 +122,7 @@ def _csv_upload(draft: dict, where: Session) -> None:
         draft["csv_path"] = str(path)
     if not draft["csv_path"]:
         st.info("Upload a CSV file to train on it.")
+    return st.container()
 
 
 def sidebar() -> Config | None:
@@ -125,18 +130,26 @@ def sidebar() -> Config | None:
     where = session()
     if keys.DRAFT not in st.session_state:           # a session's first run: start from its link
         st.session_state[keys.DRAFT], rejected = read_link()
-        if rejected:
-            st.warning("Some settings in this link were not used (the defaults stand in): " + "; ".join(rejected))
         if token := st.session_state.pop(keys.LINKED_FOLLOW, None):
             where.follow(token)
         else:
             _open_linked_run(where)
+        # The view choices (unit, layer...) are checked against the model the link opens on.
+        rejected += view_problems(lambda: current_run(_valid(st.session_state[keys.DRAFT])))
+        if rejected:
+            st.warning(not_used(rejected))
     draft = st.session_state[keys.DRAFT]
+    # Presentation mode hides the sidebar (app.py): what a projected lesson needs of it, the
+    # Share menu, the follow QR code and the way out, is a strip atop the main column instead.
+    present = bool(st.session_state.get(keys.PRESENT))
+    strip = _presentation_strip() if present else None
+    # Presenting, the sidebar is hidden: what it would warn of shows atop the page instead.
+    say = st.container() if present else st.sidebar
     with st.sidebar:
-        present = st.toggle("Presentation mode", key=keys.PRESENT,
-                            help="Hide the settings and enlarge text and charts for a projector. "
-                                 "The link keeps it: send it to show the lesson, locked.")
-        share_slot = st.container()        # filled once the settings are read, below
+        st.toggle("Presentation mode", key=keys.PRESENT,
+                  help="Hide the settings and enlarge text and charts for a projector. "
+                       "The link keeps it: send it to show the lesson, locked.")
+        share_slot = strip.share if present else st.container()     # filled once the settings are read, below
         if where.follow_token:             # a follower: whose run it is, no settings
             if watched()[0] is not None:   # (a revoked link is not passed on)
                 with share_slot:
@@ -144,29 +157,36 @@ def sidebar() -> Config | None:
             follow_card(where)
             st.session_state[keys.CONFIG] = None
             return None
+        problem_slot = say if present else None    # where a run these settings cannot start says why
         if present:
             st.caption("Settings hidden. Switch presentation mode off to change them.")
-            if where.run is not None and where.run.trainer.task.trainable:
-                audience(where.run, link_to)
         elif not TASKS[draft["task"]].trainable:
             _your_model_card(draft, where)
         else:
             st.subheader("Run configuration")
+            whose = st.container()         # whose settings these are: known once every widget is read
             for group, names in GROUPS.items():
                 with st.expander(group, expanded=group in ("Task", "Model")):
                     for name in names:
                         if _relevant(name, draft):
                             _widget(name, draft)
                     if group == "Task" and _relevant("csv_path", draft):
-                        _csv_upload(draft, where)
+                        problem_slot = _csv_upload(draft, where)
+            with whose:
+                _lesson_note(draft)
         try:
             config = Config.from_dict(draft)
         except ValueError as error:
-            st.error(f"Invalid setting: {error}")
+            say.error(f"Invalid setting: {error}")
             config = None
         st.session_state[keys.CONFIG] = config
+        shown = current_run(config) if config is not None else where.run
+        _refusal(config, draft, problem_slot)
         with share_slot:
-            share_menu(current_run(config) if config is not None else where.run, config)
+            share_menu(shown, config)
+        if present and shown is not None and shown.trainer.task.trainable:
+            with strip.follow:
+                audience(shown, link_to)
         if config is None:
             return None
         run = where.run
@@ -174,11 +194,61 @@ def sidebar() -> Config | None:
             try:
                 run.retrace(config)
             except ValueError as error:
-                st.error(f"That loss can't be traced: {error}")
-        elif run is not None and run.trainer.config != config and run.trainer.steps_done:
-            st.info("These settings differ from the running model's. Press **Reset** on the "
-                    "Train page to start a new run with them.")
+                say.error(f"That loss can't be traced: {error}")
+        elif run is not None and run.trainer.config != config and run.trainer.steps_done and not present:
+            say.info("These settings differ from the running model's. Press **Reset** on the "
+                     "Train page to start a new run with them.")
     return config
+
+
+def _refusal(config: Config | None, draft: dict, slot) -> None:
+    """Why these settings start no run, said once (every page's current_run tries them): under
+    the CSV uploader for a CSV's problem, else here. A csv task with no file yet has its one
+    line already (the uploader's "Upload a CSV file")."""
+    problem = setup_refusal(config)
+    if problem is None or (_relevant("csv_path", draft) and not draft["csv_path"]):
+        return
+    with slot if slot is not None else st.container():
+        st.error(f"Could not set up this run: {problem}")
+
+
+class Strip(NamedTuple):
+    """Presentation mode's strip: its slots for the Share menu and the follow QR code."""
+
+    share: object
+    follow: object
+
+
+def _presentation_strip() -> Strip:
+    """One row atop the main column: the Share menu and the follow link's QR code and count
+    (filled once the run is known), and Exit presentation."""
+    with st.container(horizontal=True, horizontal_alignment="right", vertical_alignment="center",
+                      key="present_strip"):
+        strip = Strip(st.container(width="content"),
+                      st.container(horizontal=True, wrap=False, width="content", vertical_alignment="center"))
+        st.button("Exit presentation", key="present_exit", icon=":material/close_fullscreen:",
+                  on_click=_exit_presentation, help="Show the settings again (the sidebar) and the usual text size.")
+    return strip
+
+
+def _exit_presentation() -> None:
+    st.session_state[keys.PRESENT] = False        # the sidebar's toggle, hidden while presenting
+
+
+def _lesson_note(draft: dict) -> None:
+    """Say so when the settings are one variant's of the lesson loaded (the Lessons page puts
+    its first variant's here, Explore the one explored), and what the other variants change."""
+    loaded = next((item for item in LESSONS if item.key == st.session_state.get(keys.LESSON)), None)
+    variant = next((v for v in loaded.variants if v.config.to_dict() == draft), None) if loaded else None
+    if variant is None:
+        return
+    if len(loaded.variants) == 1:
+        st.info(f"These are the settings of the lesson “{loaded.title}”.")
+        return
+    differ = [LABELS.get(name, name.replace("_", " ")) for name in FIELDS
+              if len({getattr(v.config, name) for v in loaded.variants}) > 1]
+    st.info(f"These are the settings of the lesson's {variant.label} variant (“{loaded.title}”). Its other "
+            f"variants differ only in {' and '.join(differ)}.")
 
 
 def _your_model_card(draft: dict, where: Session) -> None:
@@ -210,6 +280,13 @@ def _traced_loss_changed(run, config: Config) -> bool:
     if run is None or run.trainer.task.trainable or run.trainer.config == config:
         return False
     return dataclasses.replace(run.trainer.config, trace_loss=config.trace_loss) == config
+
+
+def _valid(draft: dict) -> Config | None:
+    try:
+        return Config.from_dict(draft)
+    except ValueError:
+        return None
 
 
 def _open_linked_run(where: Session) -> None:

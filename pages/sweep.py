@@ -17,7 +17,7 @@ from explorer.admission import max_runs
 from explorer.config import Config
 from explorer.lessons import SWEEP_LESSONS, SweepLesson
 from explorer.store import StoreError
-from explorer.sweep import SweepJob, estimate_seconds, grid, max_page_runs, results, seconds_per_step
+from explorer.sweep import RunCost, SweepJob, estimate_seconds, grid, max_page_runs, results, run_cost, worker_seconds
 from pages import keys
 from pages.charts import PRESENT_FONT
 from pages.session import ERRORS, run_store, session, store_problem
@@ -27,6 +27,7 @@ CELL_CHOICES = ("rnn", "lstm", "gru", "rnn-relu", "peephole", "cifg")
 LENGTHS = (5, 10, 25, 50, 75, 100, 150, 200, 300)
 REFRESH_SECONDS = 1.0
 PICK_BOX = "sweep_pick_box"
+LINKED = "sweep_linked"        # (kept) the sweeps this session opened by their links, other owners' included
 SHOWN = ["cell", "seq_len", "seed", "eval_loss", "baseline_loss", "solved_step", "grad_ratio_init",
          "grad_ratio_final", "steps_per_second", "status", "message"]
 
@@ -56,10 +57,16 @@ def _jobs() -> _Jobs:
     return _Jobs()
 
 
-@st.cache_data(max_entries=64, show_spinner="Timing a step of the longest runs on this server…")
-def _measured(config_json: dict) -> float:
-    from explorer.config import Config
-    return seconds_per_step(Config.from_dict(config_json))
+@st.cache_data(max_entries=64, show_spinner="Timing a run of each cell at the longest length on this server…")
+def _measured(config_json: dict) -> RunCost:
+    return run_cost(Config.from_dict(config_json))
+
+
+# A worker's start and end are mostly torch's imports and exit (seconds, more on a busy server):
+# timed once per task, first cell and number of workers.
+@st.cache_data(max_entries=16, show_spinner="Timing the start and end of a sweep's workers on this server…")
+def _workers(config_json: dict, workers: int) -> float:
+    return worker_seconds(Config.from_dict(config_json), workers)
 
 
 def _duration(seconds: float) -> str:
@@ -124,10 +131,11 @@ if problem:
     st.warning(problem)
 else:
     try:
-        estimate = estimate_seconds(configs, places, measure=lambda c: _measured(c.to_dict()))
+        estimate = estimate_seconds(configs, places, measure=lambda c: _measured(c.to_dict()),
+                                    worker=lambda c, workers: _workers(c.to_dict(), workers))
         st.markdown(f"**Cost:** {len(configs)} runs × {int(steps):,} steps = {len(configs) * int(steps):,} training "
-                    f"steps, {places} at a time on this server: about **{_duration(estimate)}** (a step of each "
-                    f"cell timed here at T = {max(lengths)}).")
+                    f"steps, {places} at a time on this server: about **{_duration(estimate)}** (its workers' "
+                    f"start and end, and a run of each cell at T = {max(lengths)}, timed here).")
     except ERRORS as error:
         problem = f"These settings cannot train here: {error}"
         st.error(problem)
@@ -157,15 +165,24 @@ if st.session_state.get(keys.SWEEP_PROBLEM):
 # -- the sweep on show ----------------------------------------------------------------------------------
 try:
     stored = store.list_sweeps()
+    mine = {s["id"] for s in store.list_sweeps(owner_key=where.owner_key)}
 except StoreError as error:
     st.error(f"The sweeps cannot be read: {error}")
     st.stop()
-ids = [s["id"] for s in stored]
 shown = _kept().get(keys.SWEEP_PICK)
-if shown and shown not in ids:
+if shown and shown not in {s["id"] for s in stored}:
     st.warning(f"No sweep with id {shown} on this server.")
     shown = None
+linked_ids = _kept().setdefault(LINKED, [])
+if shown and shown not in mine and shown not in linked_ids:
+    linked_ids.append(shown)
+# The page offers this browser's own sweeps and the ones this session opened by a link: a
+# stranger's sweep only through its link, never as what /sweep opens on.
+stored = [s for s in stored if s["id"] in mine or s["id"] in linked_ids]
+ids = [s["id"] for s in stored]
 if not ids:
+    st.caption("No sweep of yours on this server yet: the sweeps you run here are listed here. "
+               "Someone else's opens from its link.")
     st.stop()
 labels = {s["id"]: f"{s['created'][:16].replace('T', ' ')} · {s['done']} of {s['runs']} runs · {s['id']}" for s in stored}
 
@@ -255,8 +272,9 @@ def _show(sweep_id: str) -> None:
         with column:
             key = f"sweep_chart_{name}_{sweep_id}"
             # Each chart keeps its own selection: the newest click, on any chart, is the run picked.
+            # theme=None: Streamlit's theme would set its own small grey tick labels over the builder's.
             st.plotly_chart(figures[name], on_select=functools.partial(_clicked, key), selection_mode="points",
-                            key=key, width="stretch")
+                            key=key, width="stretch", theme=None)
     newest = _kept().get(keys.SWEEP_RUN_PICK)
     run_ids = [newest] if newest and (frame["run_id"] == newest).any() else []
     if run_ids:

@@ -2,13 +2,16 @@
 import streamlit as st
 
 from explorer import Status
+from explorer.config import FIELDS
 from explorer.follow import Followed
 from pages import keys
 from pages.charts import chart_grid
+from pages.errors import reported
 from pages.follow import FOLLOW_SECONDS, POLLED_SECONDS, follow_every, follow_link, keep_followers, state_words
 from pages.live import OWNER_PATH, WIDE, head, owner_head, poll, train_figures
-from pages.session import current_run, refresh_every, session, waiting_note
-from pages.sidebar import applied_config
+from pages.session import (current_run, ended_note, refresh_every, session, setup_refusal, siblings_training,
+                           waiting_note)
+from pages.sidebar import applied_config, show_settings
 
 REFRESH_SECONDS = 0.4           # live charts refresh at least twice a second while training
 # A queued run's page has only its place to show, and its refresh takes the interpreter from the
@@ -17,7 +20,13 @@ QUEUED_SECONDS = 4.0
 
 config = applied_config()
 run = current_run(config)
+# Settings that start no run (a csv task before its file, a file that cannot be used): the page
+# keeps the run it had, and says so under the heading, since the sidebar now reads otherwise.
+refusal = (setup_refusal(config) or "").rstrip(".")
 if run is None:
+    if refusal:
+        st.markdown(f"#### {config.task.capitalize()} · no run yet")
+        st.caption(f"The sidebar's settings start no run yet: {refusal}.")
     st.stop()
 task = run.trainer.task
 cfg = run.trainer.config
@@ -36,6 +45,9 @@ if not task.trainable:
 else:
     st.markdown(f"#### {task.name.capitalize()} · {cfg.cell.upper()}({cfg.hidden}) × {cfg.layers} · "
                 f"T = {task.seq_len} · baseline: {task.baseline_name} ({task.loss_name} {task.baseline_loss:.3g})")
+    if refusal:
+        st.caption(f"**Shown: the previous run.** The sidebar's settings ({config.task} task) start no run "
+                   f"yet: {refusal}.")
 
     following = isinstance(run, Followed)
     if following:
@@ -45,29 +57,61 @@ else:
     elif run.read_only:
         st.info(f"Read-only: this link shows the saved run “{run.name}” as it was saved. Only its owner can train "
                 "it; **Reset** starts a run of your own with the sidebar's settings.")
-    elif run.name:
+    elif run.name and not st.session_state.get(keys.PRESENT):    # (a projector's lines go to the charts)
         st.caption(f"Run “{run.name}” · saved as it trains · reopen it from the Runs page or with this page's address")
 
 
+# Where each control acts (explorer.run.Status): it is enabled there and only there. A queued
+# run is running (waiting its turn), so Pause takes it out of the queue.
+ACTS_IN = {
+    "Train": {Status.IDLE},
+    "Pause": {Status.RUNNING},
+    "Resume": {Status.PAUSED},
+    "Step": {Status.IDLE, Status.PAUSED},
+}
+MORE_PROBLEM = "train_more_problem"     # why the last "Train N more steps" could not add them
+STEP_SIZE = "step_size"                 # the "steps per Step" box (tests set it by this key)
+MORE_STEPS = "more_steps"               # the "more steps" box of a finished run
+
+
+# The controls act in callbacks, before the page is drawn: the buttons then show the state
+# their press made (a press acted on inline would leave Pause drawn disabled under a run it started).
+def _pause(run) -> None:
+    run.pause()
+    # Let the step in flight land, so this rerun draws the step the run holds at.
+    run.wait_until_idle(timeout=2.0)
+
+
+def _step(run) -> None:
+    run.step(st.session_state.get(STEP_SIZE, 1))
+
+
+def _train_more(run) -> None:
+    more = st.session_state.get(MORE_STEPS, 1)
+    try:
+        run.extend(more)
+    except ValueError as error:            # a total Config refuses (too many steps for the memory budget)
+        st.session_state[MORE_PROBLEM] = f"Could not add {more:,} steps: {error}"
+        return
+    run.start()
+    show_settings(run.trainer.config)      # the sidebar's steps follow the run's
+
+
 def controls() -> None:
-    """Train, Pause, Resume, Step and Reset: the owner's (a follower has none)."""
+    """Train, Pause, Resume, Step and Reset: the owner's (a follower has none). Each is enabled
+    only in the states where it acts; an ended run says what can still be done."""
     train, pause, resume, step, size, reset = st.columns([1, 1, 1, 1, 1.2, 1], vertical_alignment="bottom")
-    ended = run.snapshot().ended
-    locked = run.read_only
-    if train.button("Train", type="primary", width="stretch", help="Train until the run's last step.", disabled=locked):
-        if ended:
-            st.toast("This run has ended. Press Reset to start a new one.")
-        else:
-            run.start()
-    if pause.button("Pause", width="stretch", disabled=locked):
-        run.pause()
-        # Let the step in flight land, so this rerun draws the step the run holds at.
-        run.wait_until_idle(timeout=2.0)
-    if resume.button("Resume", width="stretch", help="Continue from the step where it paused.", disabled=locked):
-        run.resume()
-    step_size = size.selectbox("steps per Step", (1, 10, 100), key="step_size")
-    if step.button("Step", width="stretch", help="Do that many steps, then pause.", disabled=locked):
-        run.step(step_size)
+    snap = run.snapshot()
+    off = {name: run.read_only or snap.status not in states for name, states in ACTS_IN.items()}
+    train.button("Train", type="primary", width="stretch",
+                 help="Start training, on until the run's last step (Resume continues a paused run).",
+                 disabled=off["Train"], on_click=run.start)
+    pause.button("Pause", width="stretch", disabled=off["Pause"], on_click=_pause, args=(run,))
+    resume.button("Resume", width="stretch", help="Continue from the step where it paused.",
+                  disabled=off["Resume"], on_click=run.resume)
+    size.selectbox("steps per Step", (1, 10, 100), key=STEP_SIZE)
+    step.button("Step", width="stretch", help="Do that many steps, then pause.", disabled=off["Step"],
+                on_click=_step, args=(run,))
     keep = follow_link(run) is not None and size.checkbox(
         "keep followers", value=True, key="keep_followers",
         help="Reset moves the follow link to the new run: whoever follows this run follows the new one.")
@@ -83,6 +127,30 @@ def controls() -> None:
                 if keep:
                     keep_followers(run, session().run)
                 st.rerun()                  # draw the page, header included, from the new run
+    if snap.ended and not run.read_only:
+        ended_offer(snap)
+
+
+def ended_offer(snap) -> None:
+    """What an ended run offers: a finished one trains on for more steps; any can be Reset."""
+    room = int(FIELDS["steps"].hi) - snap.total_steps
+    with st.container(key="run_ended"):
+        if snap.status != Status.FINISHED:
+            st.caption("This run cannot train further. **Reset** starts a new one with the sidebar's settings.")
+            return
+        if room < 1:
+            st.caption(f"This run has the most steps a run can have ({snap.total_steps:,}). **Reset** starts "
+                       "a new one with the sidebar's settings.")
+            return
+        words, amount, more = st.columns([3, 1.2, 1.3], vertical_alignment="bottom")
+        words.markdown("Train has nothing left to do. **Train on** from where the run finished (same weights, "
+                       "same optimiser), or press **Reset** for a new run with the sidebar's settings.")
+        count = amount.number_input("more steps", 1, room, value=min(snap.total_steps, room), step=100,
+                                    key=MORE_STEPS)
+        more.button(f"Train {count:,} more steps", key="train_more", type="primary", width="stretch",
+                    on_click=_train_more, args=(run,))
+        if problem := st.session_state.pop(MORE_PROBLEM, None):
+            st.error(problem)
 
 if task.trainable:
     if not following:
@@ -105,6 +173,7 @@ if task.trainable:
         st.session_state[keys.FOLLOW_STOPPED] = True
 
     @st.fragment(run_every=every)
+    @reported()                     # its timed reruns are outside app.py's handler
     def live() -> None:
         if st.session_state.pop(keys.FOLLOW_STOPPED, False):
             # The poll found the run paused, ended (or the follow link revoked): the whole
@@ -120,13 +189,14 @@ if task.trainable:
             st.rerun()                      # polling changes: redraw the page once, quietly
         if snap.queue_place:
             with st.container(key="queue_place"):
-                st.info(waiting_note(snap.queue_place, run.admission.slots))
+                st.info(waiting_note(snap.queue_place, run.admission.slots, siblings_training(session(), run)))
         if run.trainer.device_warning:
             st.warning(run.trainer.device_warning)
+        # A run reopened from the store has no message of its own: never an empty alert.
         if snap.status in (Status.DIVERGED, Status.ERROR):
-            st.error(snap.message)
+            st.error(ended_note(snap, run.trainer))
         elif snap.status == Status.FINISHED:
-            st.success(snap.message)
+            st.success(ended_note(snap, run.trainer))
         elif snap.message and snap.message != run.trainer.device_warning:
             st.info(snap.message)
         gate, sequence = st.session_state.get(keys.STRIP_GATE), st.session_state.get(keys.STRIP_SEQUENCE, 0)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from explorer.loading import (NONLINEARITIES, ModelFileError, build_module, infer_architecture, read_sequences,
-                              read_state_dict, recurrent_prefixes)
+from explorer.loading import (NONLINEARITIES, ModelFileError, build_module, infer_architecture, naming,
+                              read_sequences, read_state_dict, recurrent_prefixes)
 from explorer.store import StoreError
 from explorer.yours import UPLOAD_ENV, look_inside, max_upload_mb
 from pages import keys
@@ -67,7 +67,7 @@ def your_model_form(where: Session) -> None:
                                   key=keys.YOURS_PREFIX, format_func=lambda p: p.rstrip(".") or "(no prefix)")
         arch = infer_architecture(state, prefix)
     except ModelFileError as error:
-        st.error(f"This model can't be used: {error}")
+        st.error(f"This model can't be used: {naming(error, model_file.name)}")
         return
     st.success(f"Found {arch.describe()}" + (f" (under “{arch.prefix.rstrip('.')}”)" if arch.prefix else "") + ".")
 

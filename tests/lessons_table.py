@@ -3,6 +3,7 @@
     python tests/lessons_table.py                 # both sets, every lesson (about 40 min on 2 cores)
     python tests/lessons_table.py --only vanishing,clipping --seeds 0,1,2
     python tests/lessons_table.py --time          # the seconds column: each lesson's own seed, alone
+    python tests/lessons_table.py --app-time      # the app's seconds: its variants two at a time
     python tests/lessons_table.py --render        # the table again from the saved verdicts
 
 Each lesson runs as `python -m explorer lesson KEY --seeds ... --json` in a process of its own,
@@ -12,7 +13,10 @@ oneDNN's SSE4.1 ones, which round differently, standing in for another machine. 
 run side by side (each lesson trains on one thread); the verdicts go to out/lessons/SET/KEY.json
 and the table to stdout. Side by side, and with a sweep's two processes, their seconds are
 shared-machine ones: `--time` judges each lesson on its own seed alone, one after another,
-(out/lessons/time/KEY.json), and the table's seconds are those.
+(out/lessons/time/KEY.json), and the table's seconds are those. `--app-time` times each lesson
+as the app trains it (out/lessons/app/KEY.json): its variants as runs of one server admitting
+two at a time (explorer.admission, as on 2 cores), each in a worker process with one thread,
+from Train all to the verdict, with the 1-minute load average before and after.
 """
 from __future__ import annotations
 
@@ -59,9 +63,57 @@ def timed(key: str) -> float | None:
     return json.loads(path.read_text())["seeds"][0]["seconds"] if path.exists() else None
 
 
+def app_timed(keys: list[str], slots: int = 2) -> None:
+    """Each lesson trained as the app trains it (pages/session.py: an Admission of `slots`
+    places lending worker processes, one torch thread a run), timed to its verdict; saved as
+    out/lessons/app/KEY.json. Not the sweep lessons: the Sweep page trains those."""
+    import tempfile
+    import time
+
+    sys.path.insert(0, str(ROOT))         # (run as a script: tests/ is on the path, not the checkout)
+    from explorer import Run, threads
+    from explorer.admission import Admission, threads_per_run
+    from explorer.lessons import LESSONS
+    from explorer.store import RunStore
+    from explorer.worker import shared
+
+    threads.use(threads_per_run(slots))
+    admission = Admission(slots, workers=shared(keep=slots))
+    store = RunStore(Path(tempfile.mkdtemp(prefix="lessons-app-time-")) / "runs.sqlite")   # runs save as they train
+    time.sleep(10)                        # the workers start, as a server's do before the first Train
+    for lesson in (item for item in LESSONS if item.key in keys):
+        load = os.getloadavg()[0]
+        runs = {v.label: Run(v.config, idle_timeout=1e9, store=store, name=v.label, admission=admission)
+                for v in lesson.variants}
+        started = time.monotonic()
+        for run in runs.values():
+            run.start()
+        ended = {}
+        while len(ended) < len(runs):
+            for label, run in runs.items():
+                if label not in ended and run.snapshot().ended:
+                    ended[label] = round(time.monotonic() - started, 1)
+            time.sleep(0.1)
+        holds, _ = lesson.check({label: run.trainer for label, run in runs.items()})
+        result = {"key": lesson.key, "seconds": round(time.monotonic() - started, 1), "holds": bool(holds),
+                  "variants_ended": ended, "load_before": load, "load_after": os.getloadavg()[0]}
+        for run in runs.values():
+            run.stop()
+        path = OUT / "app" / f"{lesson.key}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+        print(json.dumps(result, ensure_ascii=False), file=sys.stderr, flush=True)
+
+
+def app_seconds(key: str) -> float | None:
+    path = OUT / "app" / f"{key}.json"
+    return json.loads(path.read_text())["seconds"] if path.exists() else None
+
+
 def render(names: list[str]) -> str:
-    rows = ["| lesson | seeds held, native kernels | seeds held, plain kernels | seconds, its own seed alone |",
-            "|---|---|---|---|"]
+    rows = ["| lesson | seeds held, native kernels | seeds held, plain kernels | seconds, its own seed alone "
+            "| seconds in the app, busy |",
+            "|---|---|---|---|---|"]
     for key in names:
         cells = []
         for kernel_set in SETS:
@@ -72,8 +124,9 @@ def render(names: list[str]) -> str:
             result = json.loads(path.read_text())
             failed = [str(s["seed"]) for s in result["seeds"] if not s["holds"]]
             cells.append(f"{result['held']} of {result['of']}" + (f" (not {', '.join(failed)})" if failed else ""))
-        seconds = timed(key)
-        rows.append(f"| `{key}` | {cells[0]} | {cells[1]} | {'' if seconds is None else f'{seconds:.0f}'} |")
+        seconds, app = timed(key), app_seconds(key)
+        rows.append(f"| `{key}` | {cells[0]} | {cells[1]} | {'' if seconds is None else f'{seconds:.0f}'} "
+                    f"| {'' if app is None else f'{app:.0f}'} |")
     return "\n".join(rows)
 
 
@@ -84,9 +137,12 @@ def main() -> int:
     parser.add_argument("--sets", default=",".join(SETS), help="native, plain or both")
     parser.add_argument("--render", action="store_true", help="only print the table from the saved verdicts")
     parser.add_argument("--time", action="store_true", help="judge each lesson on its own seed alone, for the seconds")
+    parser.add_argument("--app-time", action="store_true", help="time each lesson as the app trains it")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else keys()
-    if args.time:
+    if args.app_time:
+        app_timed(names)
+    elif args.time:
         for key in names:
             judge("time", key, None)
     elif not args.render:

@@ -2,10 +2,13 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from torch import nn
 
-from explorer import PeepholeLSTM, trace
-from explorer.analysis import gate_saturation, recurrent_spectra, saturation, units_on
+from explorer import Config, PeepholeLSTM, Trainer, trace
+from explorer.analysis import gate_saturation, opening_search, recurrent_spectra, saturation, units_on
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -83,6 +86,70 @@ def test_units_on_keeps_the_top_units_and_uses_inside_alone_for_the_whole_sequen
 def test_units_on_rejects_an_empty_or_out_of_bounds_range(start, stop):
     with pytest.raises(ValueError, match=r"time range .* within the sequence's steps 0\.\.39"):
         units_on(_planted(), start, stop)
+
+
+def _best_score(values, start, stop) -> float:
+    """The best units_on score of any unit over every threshold, by brute force: a step is on
+    when its value exceeds the threshold, so the finite values themselves and one below the
+    smallest give every split there is (any number at all when no value is finite: only +∞ is
+    on, NaN and −∞ never are)."""
+    levels = np.unique(values[np.isfinite(values)])
+    inside = np.arange(len(values)) < stop
+    inside[:start] = False
+    best = 0.0
+    for threshold in [levels[0] - 1, *levels] if levels.size else [0.0]:
+        on = values > threshold
+        outside = on[~inside].mean(axis=0) if (~inside).any() else 0.0
+        best = max(best, float(np.max(on[inside].mean(axis=0) - outside)))
+    return best
+
+
+def test_find_units_opens_on_the_second_quarter_with_a_threshold_that_finds_the_planted_unit():
+    values = _planted()
+    start, stop, threshold = opening_search(values)
+    assert (start, stop) == (10, 20) and 0.4 < threshold < 1.0
+    table = units_on(values, start, stop, threshold)
+    assert table.iloc[0]["unit"] == 5 and table.iloc[0]["score"] == 1.0 == _best_score(values, 10, 20)
+    assert threshold == round(threshold, 1)                         # a number a person can type
+
+
+def test_find_units_moves_to_another_range_when_the_second_quarter_has_nothing():
+    values = np.zeros((40, 3))
+    values[30:35, 1] = 0.7                                          # the fourth quarter
+    start, stop, threshold = opening_search(values)
+    assert (start, stop) == (30, 40) and 0.0 < threshold < 0.7
+    assert units_on(values, start, stop, threshold)["unit"].tolist() == [1]
+
+
+@settings(max_examples=100, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(2, 24), st.integers(1, 5)),
+              elements=st.floats(-5, 5) | st.sampled_from([np.nan, np.inf, -np.inf, 0.0])))
+def test_find_units_opens_on_a_unit_whenever_some_unit_varies(values):
+    start, stop, threshold = opening_search(values)
+    assert 0 <= start < stop <= len(values) and np.isfinite(threshold)
+    found = units_on(values, start, stop, threshold)
+    best = _best_score(values, start, stop)
+    assert (not found.empty) == (best > 0)
+    if best > 0:
+        assert found.iloc[0]["score"] == pytest.approx(best)
+    # Some unit varies over finite values (or jumps to +∞): the whole sequence finds it, at the latest.
+    if any(len(np.unique(column[~np.isnan(column) & (column > -np.inf)])) > 1 for column in values.T):
+        assert not found.empty
+
+
+@pytest.mark.slow          # the first Trainer imports torch's compiler (for Adam): 10 s here
+def test_find_units_opens_on_units_of_a_trained_run_for_every_quantity_and_probe():
+    torch.manual_seed(0)
+    trainer = Trainer(Config(task="adding", seq_len=20, hidden=16, batch_size=16, steps=30, probe_every=1000))
+    for _ in range(30):
+        trainer.step()
+    layer = trainer.probe().layers[0]
+    quantities = {"hidden": layer.hidden, "cell": layer.cell, **layer.gates}
+    for name, array in quantities.items():
+        for b in range(array.shape[0]):
+            start, stop, threshold = opening_search(array[b])
+            assert not units_on(array[b], start, stop, threshold).empty, (name, b)
+            assert (start, stop) == (5, 10), (name, b)       # the second quarter, as the page always opened
 
 
 SPECTRA_MODULES = {

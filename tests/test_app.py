@@ -89,9 +89,9 @@ def button(at: AppTest, label: str):
 
 
 def step(at: AppTest, n: int, timeout: float = 60) -> AppTest:
-    """Press Step with n steps per press; rerun until the run has done them and rests again
-    (its thread saves a stepped run before it pauses: the step counter shows the last step a
-    moment before the store has it, which a loaded machine once made the Runs page miss)."""
+    """Press Step with n steps per press; rerun until the run has done them and rests again,
+    and its save has landed (the status reads paused as the last step is booked, a moment
+    before the store has it: the Runs page listed the run only some of the time)."""
     at.selectbox(key="step_size").set_value(n).run()
     before = int(metric(at, "Step"))
     button(at, "Step").click().run()
@@ -101,6 +101,9 @@ def step(at: AppTest, n: int, timeout: float = 60) -> AppTest:
         assert time.monotonic() < deadline, "the Step button's steps never landed"
         time.sleep(0.1)
         at.run()
+    from pages.session import live_runs
+    run = live_runs().get(at.query_params.get("run", ""))   # (AppTest runs the app in this process)
+    assert run is None or run.wait_until_idle(timeout), "the stepped run never saved and came to rest"
     return at
 
 
@@ -121,7 +124,7 @@ def test_train_page_has_its_controls_and_charts_before_training():
     assert {"loss_plot", "metric_plot", "grad_norm_plot", "param_grad_plot"} <= set(charts)
     loss = charts["loss_plot"]
     assert loss["layout"]["yaxis"]["title"]["text"] == "MSE"
-    assert any("baseline: predict 1" in s["label"]["text"] for s in loss["layout"]["shapes"])
+    assert any("baseline: predict 1" in a["text"] for a in loss["layout"]["annotations"])
     # every sidebar group and the fields a student reaches for first
     labels = {w.label for w in [*at.sidebar.number_input, *at.sidebar.selectbox]}
     assert {"task", "sequence length T", "cell", "hidden units", "learning rate", "clip gradient norm at",
@@ -267,7 +270,7 @@ def test_gradients_page_draws_norms_history_connectivity_and_spectra():
     assert list(values(history["y"])) == [0, 5, 10]                # one row per probe
     spectra = charts["spectra_plot"]
     assert len(spectra["data"]) == 8                               # 2 layers x 4 gate blocks
-    assert {s["label"]["text"] for s in spectra["layout"]["shapes"]} == {"1/γ = 4 (sigmoid)", "1/γ = 1 (tanh/ReLU)"}
+    assert {a["text"] for a in spectra["layout"]["annotations"]} == {"1/γ = 4 (sigmoid)", "1/γ = 1 (tanh/ReLU)"}
     at.radio(key="grad_quantity").set_value("grad_cell").run()
     assert "c_t" in figures(at)["grad_history_plot"]["layout"]["coloraxis"]["colorbar"]["title"]["text"]
 
@@ -432,9 +435,19 @@ def test_presentation_mode_hides_the_settings_and_is_kept_in_the_link():
     no_exception(at)
     assert at.sidebar.toggle(key="present").value is True
     assert not at.sidebar.number_input and not at.sidebar.selectbox   # no settings to fiddle with
-    assert "GRU" in at.markdown[0].value and at.query_params["present"] == "1"
+    assert any("GRU" in m.value for m in at.markdown) and at.query_params["present"] == "1"
     at.sidebar.toggle(key="present").set_value(False).run()
     assert at.sidebar.selectbox(key="cfg_cell").value == "gru" and "present" not in at.query_params
+
+
+def test_exit_presentation_in_the_main_column_brings_the_settings_back():
+    at = linked({"present": "1", "cell": "gru"})
+    # the sidebar is hidden while presenting (app.py's CSS): the way out is in the main column
+    assert not at.sidebar.button and at.main.button(key="present_exit").label == "Exit presentation"
+    at.main.button(key="present_exit").click().run()
+    no_exception(at)
+    assert at.sidebar.toggle(key="present").value is False and "present" not in at.query_params
+    assert at.sidebar.selectbox(key="cfg_cell").value == "gru" and not [b for b in at.main.button if b.key == "present_exit"]
 
 
 def test_a_lesson_loads_with_one_click_and_trains_its_variants_side_by_side(monkeypatch):
@@ -462,7 +475,8 @@ def test_a_lesson_loads_with_one_click_and_trains_its_variants_side_by_side(monk
     assert names == [f"{v.label}: {kind}" for v in chosen.variants for kind in ("training", "held-out")]
     # A lesson's variants count as runs: two train, the third waits its turn and says so
     assert trained == [True, True, False]
-    assert any(c.value.startswith("Waiting: 0 runs ahead. This server trains 2 runs") for c in at.caption)
+    assert any(c.value.startswith("Waiting: next in line. This server trains 2 runs at a time, and this lesson's "
+                                  "tanh RNN and LSTM are training in them now") for c in at.caption)
     at.button(key="lesson_pause").click().run()
     at.button(key="explore_2").click().run()                        # the GRU, to the Gates page
     no_exception(at)

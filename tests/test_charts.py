@@ -54,3 +54,43 @@ def test_presentation_mode_grows_a_live_charts_fixed_margins_with_its_type():
     # a figure whose margins Plotly fits to its labels keeps the builder's
     other = json.loads(charts._spec(plots.grad_time_figure(synthetic_trace(12, 4), 0), present=True))["layout"]
     assert other["margin"]["l"] == 60
+
+
+def test_presentation_mode_scales_every_font_a_builder_set_with_the_layouts():
+    import plotly.graph_objects as go
+    figure = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="markers+text", text=["a", "b"],
+                                  textfont={"size": 10}, marker={"size": 8}),
+                       layout={"font": {"size": 14}, "legend": {"font": {"size": 12}},
+                               "annotations": [{"text": "note", "font": {"size": 11}}],
+                               "shapes": [{"type": "line", "x0": 0, "x1": 1, "y0": 0, "y1": 0,
+                                           "label": {"text": "baseline", "font": {"size": 13}}}],
+                               "xaxis": {"tickfont": {"size": 9}, "title": {"text": "t", "font": {"size": 12}}}})
+    scale = charts.PRESENT_FONT / 14
+    shown = json.loads(charts._spec(figure, present=True))
+    layout = shown["layout"]
+    assert layout["font"]["size"] == charts.PRESENT_FONT
+    assert layout["legend"]["font"]["size"] == round(12 * scale, 1)
+    assert layout["annotations"][0]["font"]["size"] == round(11 * scale, 1)
+    assert layout["shapes"][0]["label"]["font"]["size"] == round(13 * scale, 1)
+    assert layout["xaxis"]["tickfont"]["size"] == round(9 * scale, 1)
+    assert layout["xaxis"]["title"]["font"]["size"] == round(12 * scale, 1)
+    assert shown["data"][0]["textfont"]["size"] == round(10 * scale, 1)
+    assert shown["data"][0]["marker"]["size"] == 8               # sizes that are not type stay
+    # off a projector the builder's sizes stand
+    plain = json.loads(charts._spec(figure, present=False))
+    assert plain["layout"]["annotations"][0]["font"]["size"] == 11 and plain["layout"]["font"]["size"] == 14
+
+
+def test_presentation_mode_gives_a_short_colour_bar_only_the_labels_it_holds():
+    import plotly.graph_objects as go
+    figure = go.Figure(layout={"height": 500, "margin": {"t": 40, "b": 60},
+                               "coloraxis": {"colorbar": {"len": 0.2, "nticks": 6}},
+                               "coloraxis2": {"colorbar": {"len": 0.8, "nticks": 6}},
+                               "coloraxis3": {"colorbar": {"len": 0.2, "tickvals": [0, 0.5, 1]}}})
+    layout = json.loads(charts._spec(figure, present=True))["layout"]
+    plot_height = 500 * charts.PRESENT_HEIGHT - 40 - 60
+    # a label and a gap of the projector's type per tick
+    assert layout["coloraxis"]["colorbar"]["nticks"] == int(0.2 * plot_height / (2 * charts.PRESENT_FONT)) < 6
+    assert layout["coloraxis2"]["colorbar"]["nticks"] == 6                 # room for all it asked for
+    assert "nticks" not in layout["coloraxis3"]["colorbar"]                 # listed ticks stand
+    assert json.loads(charts._spec(figure, present=False))["layout"]["coloraxis"]["colorbar"]["nticks"] == 6

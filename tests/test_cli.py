@@ -138,6 +138,19 @@ def test_bench_refuses_a_device_this_machine_lacks_in_one_line():
     assert done.returncode == 2 and "CUDA" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
+def test_help_and_errors_name_the_installed_command_when_run_as_python_m_explorer():
+    """What a user reads (README, --help) is `gate-explorer`, however the CLI was started; the
+    installed script's own help is checked in tests/test_package.py."""
+    done = explorer("--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: gate-explorer ")
+    assert "usage: explorer" not in done.stdout
+    wrong = explorer("nonsense")
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip().splitlines()[-1].endswith("(see: gate-explorer --help)")
+
+
 def test_app_becomes_streamlit_with_the_checkout_s_settings_then_the_user_s_flags(monkeypatch):
     started = []
 

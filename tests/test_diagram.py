@@ -1,15 +1,18 @@
 """The live cell diagram: every number on it is the trace's value for that unit and step (or
 the mean over units), in the first view and in every animation frame."""
 import json
+import re
 
 import numpy as np
 import plotly.graph_objects as go
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 from explorer import CIFGLSTM, PeepholeLSTM, plots, trace
-from explorer.diagram import layout
+from explorer.diagram import MAX_CHARS, MINUS, compact, layout
 
 T = 12
 MODULES = {
@@ -62,43 +65,81 @@ def _numbers(points: dict, names: list[str]) -> dict[str, float]:
 @pytest.mark.parametrize("unit", [3, None])
 def test_every_number_on_the_diagram_is_the_traces_value(cell, unit):
     tr, x = _traced(cell)
-    figure = plots.cell_diagram_figure(tr, 1, 1, unit, 4, x_input=x[1])
     names = [node.name for node in layout(cell).nodes]
-    shown = figure.to_plotly_json()
-    first = shown["data"][0]
-    for t, points in [(4, first), *((int(f["name"]), f["data"][0]) for f in shown["frames"])]:
+    for t in range(T):
+        shown = plots.cell_diagram_figure(tr, 1, 1, unit, t, x_input=x[1]).to_plotly_json()
+        points = shown["data"][0]
         expected = _expected(tr, 1, 1, t, unit)
         numbers = _numbers(points, names)
         assert set(numbers) == set(expected), t
         for name, value in expected.items():
             assert numbers[name] == pytest.approx(value, abs=1e-6), (t, name)
             text = points["text"][names.index(name)]
-            assert text.endswith(f"<br>{value:.3f}"), (name, text)           # the number a person reads
-    assert [int(f["name"]) for f in shown["frames"]] == list(range(T))
+            assert text.endswith(f"<br>{compact(value)}"), (name, text)           # the number a person reads
+        assert shown["layout"]["title"]["text"].endswith(f"t = {t}")
     assert "unit 3" in shown["layout"]["title"]["text"] if unit is not None else \
         "mean over units" in shown["layout"]["title"]["text"]
 
 
-def test_the_input_is_written_on_its_node_and_the_layer_above_has_none():
+def test_the_input_is_written_beside_its_node_and_the_layer_above_has_none():
     tr, x = _traced("lstm")
     names = [node.name for node in layout("lstm").nodes]
-    first = plots.cell_diagram_figure(tr, 0, 0, 1, 7, x_input=x[0]).data[0]
-    assert first.text[names.index("x")] == f"<b>x<sub>t</sub></b><br>({x[0, 7, 0]:.3g}, {x[0, 7, 1]:.3g})"
-    above = plots.cell_diagram_figure(tr, 0, 1, 1, 7).data[0]
-    assert above.text[names.index("x")] == "<b>x<sub>t</sub></b>"
+    figure = plots.cell_diagram_figure(tr, 0, 0, 1, 7, x_input=x[0])
+    assert figure.data[0].text[names.index("x")] == "<b>x<sub>t</sub></b>"
+    assert figure.data[1].text == (f"({compact(x[0, 7, 0])}, {compact(x[0, 7, 1])})",)
+    above = plots.cell_diagram_figure(tr, 0, 1, 1, 7)
+    assert above.data[0].text[names.index("x")] == "<b>x<sub>t</sub></b>" and len(above.data) == 1
+    one = trace(nn.GRU(1, 3, batch_first=True), torch.tensor([[[0.25], [-2.0]]]))
+    single = plots.cell_diagram_figure(one, 0, 0, 0, 1, x_input=np.array([[0.25], [-2.0]]))
+    assert single.data[0].text[[n.name for n in layout("gru").nodes].index("x")] == "<b>x<sub>t</sub></b><br>−2"
 
 
-def test_play_and_the_slider_animate_the_frames_from_the_step_shown():
+def test_the_diagram_has_one_step_and_no_clock_of_its_own():
+    # The page's clock moves the diagram and the equations together; frames or a Play button
+    # inside the figure would run on the browser's, out of step with the equations.
     tr, _ = _traced("gru")
     figure = plots.cell_diagram_figure(tr, 0, 0, 0, 5)
-    play = figure.layout.updatemenus[0].buttons[0]
-    assert play.method == "animate" and play.args[1]["fromcurrent"] is True
-    slider = figure.layout.sliders[0]
-    assert slider.active == 5 and [s.args[0][0] for s in slider.steps] == [str(t) for t in range(T)]
-    # A long sequence: at most max_frames frames, evenly spaced, and the step shown among them.
-    long_tr = trace(nn.GRU(2, 3, batch_first=True), torch.randn(1, 1000, 2))
-    frames = [int(f.name) for f in plots.cell_diagram_figure(long_tr, 0, 0, 0, 333, max_frames=100).frames]
-    assert len(frames) <= 101 and 333 in frames and frames[:3] == [0, 10, 20]
+    assert not figure.frames and not figure.layout.updatemenus and not figure.layout.sliders
+
+
+@pytest.mark.parametrize("value, written", [
+    (1e-8, "1e−8"), (-123456.7, "−1.23e5"), (float("nan"), "nan"), (0.0, "0"), (-0.0, "0"), (0.5, "0.5"),
+    (-0.123456, "−0.123"), (12.345, "12.3"), (999.7, "1e3"), (1234.0, "1.23e3"), (0.00123, "1.23e−3"),
+    (-1.17e-38, "−1.2e−38"), (float("-inf"), "−∞"), (-1.7976931348623157e308, "−1e308")])
+def test_numbers_are_written_compactly(value, written):
+    assert compact(value) == written
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_every_float_fits_a_node_and_reads_back_to_three_digits(value):
+    written = compact(value)
+    assert len(written) <= MAX_CHARS
+    back = float(written.replace(MINUS, "-").replace("∞", "inf"))
+    if np.isnan(value):
+        assert np.isnan(back)
+    else:
+        exponent_digits = len(str(abs(int(f"{value:e}".split("e")[1])))) if np.isfinite(value) and value else 1
+        # 3 significant digits, one fewer per exponent digit past the first: half a unit in the last place
+        assert back == pytest.approx(value, rel=0.5 * 10.0 ** (-(3 - exponent_digits)) + 1e-12)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_extreme_values_fit_every_node(cell):
+    tr, x = _traced(cell)
+    lt = tr.layers[0]
+    extremes = [1e-8, -123456.7, np.nan, -1.17e-38, 3.4e38]
+    for k, array in enumerate([lt.hidden, *(() if lt.cell is None else (lt.cell,)), *lt.gates.values()]):
+        array[0, 4, 0] = extremes[k % len(extremes)]
+        array[0, 3, 0] = extremes[(k + 1) % len(extremes)]
+    wild = np.array([[-123456.7, 1e-8, np.nan]] * T)
+    figure = plots.cell_diagram_figure(tr, 0, 0, 0, 4, x_input=wild)
+    lines = [line for text in (*figure.data[0].text, *figure.data[1].text)
+             for line in re.sub(r"<b>.*?</b>", "", text).split("<br>") if line]
+    assert len(lines) >= 10
+    for line in lines:
+        numbers = line.strip("(, …)").split(", ")
+        assert all(len(n) <= MAX_CHARS for n in numbers), line
+    assert figure.data[1].text == ("(−1.23e5, 1e−8, nan)",)
 
 
 @pytest.mark.parametrize("cell", list(MODULES))

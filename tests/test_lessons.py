@@ -166,6 +166,18 @@ def test_each_lesson_says_how_often_its_claim_held_as_docs_lessons_md_records_it
     assert f"seeds {OTHER_SEEDS[0]} and {OTHER_SEEDS[1]}" in table
 
 
+def test_each_lesson_states_the_seconds_docs_lessons_md_measured():
+    """A lesson's page says how long it took on 2 cores, not a promise: idle (its variants one
+    after another) and busy (as the app trains them), both the table's measured seconds."""
+    table = (Path(__file__).resolve().parents[1] / "docs" / "LESSONS.md").read_text()
+    for item in LESSONS:
+        row = re.search(rf"^\| `{item.key}` \|[^|]*\|[^|]*\| (\d+) \| (\d+) \|$", table, re.M)
+        assert row, f"docs/LESSONS.md has no seconds for {item.key}"
+        idle, busy = int(row[1]), int(row[2])
+        assert item.seconds_2_cores == (idle, busy), item.key
+        assert f"({idle} s measured" in item.how_long and f"({busy} s) on 2 busy ones" in item.how_long
+
+
 def test_the_forget_gate_claim_needs_a_model_that_counts():
     """Untrained, the LSTM has no count to lose: shutting its forget gate cannot cost 30 points."""
     untrained = Trainer(lesson("forget-gate").variants[0].config)
@@ -197,3 +209,21 @@ def test_checks_can_fail():
                                             "forget bias 1": runs["forget bias 0"]})[0]
     runs = trained("clipping")
     assert not lesson("clipping").check({"no clipping": runs["clip 1"], "clip 1": runs["no clipping"]})[0]
+
+
+@pytest.mark.slow
+def test_the_forget_gate_lesson_names_the_accuracy_its_what_if_panel_shows():
+    """The Gates page's what-if panel (pages/whatif.py) prints accuracy over every step of the
+    probe sequences, not the check's held-out steps after the clamp: the lesson's text gives the
+    panel's range too, and on the lesson's own seed the panel's number is in it."""
+    import json
+
+    from explorer.whatif import compare
+
+    item = lesson("forget-gate")
+    trainer = trained("forget-gate")["LSTM"]
+    x, y = trainer.probe_set
+    result = compare(trainer.model, trainer.task, x, y, json.loads(item.what_if))   # the clamp Explore opens
+    shown = float(result.correct["clamped"].mean())
+    assert f"accuracy 100.0% → {shown:.1%}" in result.summary()          # what the panel prints
+    assert 0.65 <= shown <= 0.90 and "to 65–90% over the 8 sequences" in item.expect

@@ -78,6 +78,7 @@ def test_gate_explorer_help_lists_every_command(installed, tmp_path):
     done = installed_run(installed, tmp_path, str(installed / "bin" / "gate-explorer"), "--help")
     assert done.returncode == 0, done.stderr
     assert "{train,bench,sweep,lesson,app,runs,trace}" in done.stdout
+    assert done.stdout.startswith("usage: gate-explorer ")   # the name the user typed, not the module's
     listed = installed_run(installed, tmp_path, str(installed / "bin" / "gate-explorer"), "lesson", "--list")
     assert listed.returncode == 0 and listed.stdout.split()[0] == "vanishing", listed.stderr
 

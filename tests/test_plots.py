@@ -86,7 +86,9 @@ def test_loss_figure_draws_train_and_heldout_loss_against_the_task_baseline(lstm
     (baseline,) = fig.layout.shapes
     assert baseline.y0 == baseline.y1 == pytest.approx(1 / 6)
     assert baseline.line.dash == "dash"
-    assert baseline.label.text == "baseline: predict 1 (0.167)"
+    (label,) = fig.layout.annotations
+    assert label.text == "baseline: predict 1 (0.167)"
+    assert label.y == pytest.approx(np.log10(1 / 6))          # on a log axis Plotly places it by log10
     assert fig.layout.yaxis.type == "log"
     assert fig.layout.yaxis.title.text == "MSE"
     assert fig.layout.xaxis.title.text == "training step"
@@ -120,7 +122,7 @@ def test_grad_norm_figure_is_log_scaled_and_draws_the_clip_threshold_only_when_c
     np.testing.assert_array_equal(fig.data[1].y, view.steps["grad_norm_clipped"])
     (threshold,) = fig.layout.shapes
     assert threshold.y0 == 0.5 and threshold.line.dash == "dash"
-    assert threshold.label.text == "clip threshold (0.5)"
+    assert [a.text for a in fig.layout.annotations] == ["clip threshold (0.5)"]
 
 
 def test_param_grad_figure_draws_one_log_line_per_parameter_with_short_names(lstm):
@@ -164,8 +166,9 @@ def test_the_live_line_charts_keep_fixed_margins_and_few_legible_ticks():
         go.Figure(fig.to_plotly_json())                 # (valid: the builders skip validation)
     assert figures[1].layout.yaxis.type == "linear" and figures[1].layout.yaxis.nticks == 6
     # 1e-4 to 10: one label per power of ten, written as a power
-    assert figures[2].layout.yaxis.type == "log" and figures[2].layout.yaxis.dtick == 1
-    assert figures[2].layout.yaxis.exponentformat == "power"
+    grad = figures[2].layout.yaxis
+    assert grad.type == "log" and list(grad.tickvals) == pytest.approx([1e-4, 1e-3, 1e-2, 0.1, 1, 10])
+    assert list(grad.ticktext) == ["10⁻⁴", "10⁻³", "10⁻²", "10⁻¹", "10⁰", "10¹"]
     # under two powers of ten, labelled 1, 2 and 5 times each power
     narrow = synthetic_view(500)
     narrow.steps["loss"] = np.linspace(0.05, 0.9, 500).astype(np.float32)
@@ -376,8 +379,9 @@ def test_singular_values_figure_draws_one_dashed_line_per_distinct_bound():
     np.testing.assert_allclose(fig.data[1].y, [2.0, 0.9, 0.1])
     assert list(fig.data[0].x) == [1, 2, 3]
     assert np.isnan(fig.data[2].y[2])                              # a zero has no place on a log axis
-    assert [(s.y0, s.label.text) for s in fig.layout.shapes] == [(4.0, "1/γ = 4 (sigmoid)"),
-                                                                 (1.0, "1/γ = 1 (tanh/ReLU)")]
+    assert [s.y0 for s in fig.layout.shapes] == [4.0, 1.0]
+    assert [(a.y, a.text) for a in fig.layout.annotations] == [(pytest.approx(np.log10(4.0)), "1/γ = 4 (sigmoid)"),
+                                                               (0.0, "1/γ = 1 (tanh/ReLU)")]
     assert fig.layout.yaxis.type == "log" and "Pascanu" in fig.layout.title.text
     low, high = fig.layout.yaxis.range                             # log10 units, every value and bound inside
     assert low < np.log10(0.1) and high > np.log10(5.0)
@@ -447,8 +451,9 @@ def test_compare_heldout_figure_draws_each_runs_loss_and_one_dashed_line_per_bas
     assert [t.name for t in fig.data] == ["LSTM", "GRU"] and fig.data[0].line.color != fig.data[1].line.color
     np.testing.assert_array_equal(fig.data[1].x, [5, 10, 15, 20])           # eval_every = 5, 20 steps
     np.testing.assert_allclose(fig.data[1].y, [gru.history.view().evals["eval_loss"][i] for i in range(4)], rtol=1e-6)
-    assert [(s.y0, s.line.dash, s.label.text) for s in fig.layout.shapes] == [
-        (pytest.approx(1 / 6), "dash", "baseline: predict 1"), (0.5, "dash", "another task's")]
+    assert [(s.y0, s.line.dash) for s in fig.layout.shapes] == [(pytest.approx(1 / 6), "dash"), (0.5, "dash")]
+    assert [(a.text, a.x, a.xanchor) for a in fig.layout.annotations] == [
+        ("baseline: predict 1", 0, "left"), ("another task's", 0, "left")]          # at the start
     assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.title.text == "MSE"
     flat = plots.compare_heldout_figure({"a": (np.array([1, 2]), np.array([0.0, 1.0]))}, [(1.0, "b")], "loss")
     assert flat.layout.yaxis.type == "linear"                             # a zero has no logarithm
@@ -477,12 +482,14 @@ def test_compare_log_axes_label_each_power_of_ten_once_the_lines_span_two():
     steep, flat = synthetic_trace(6, 2), synthetic_trace(6, 2)
     steep.layers[0].grad_hidden[0] = np.logspace(-4, 0, 6, dtype=np.float32)   # 4 decades
     flat.layers[0].grad_hidden[0] = np.linspace(0.2, 0.9, 6, dtype=np.float32)
-    assert plots.compare_grad_time_figure({"a": steep, "b": flat}, 0).layout.yaxis.dtick == 1
-    assert plots.compare_grad_time_figure({"b": flat}, 0).layout.yaxis.dtick is None
+    both = plots.compare_grad_time_figure({"a": steep, "b": flat}, 0).layout.yaxis
+    assert list(both.tickvals) == pytest.approx([1e-4, 1e-3, 1e-2, 0.1, 1])
+    # 0.2 to 0.9: 0.2, 0.5 and 1, each times its power of ten
+    assert list(plots.compare_grad_time_figure({"b": flat}, 0).layout.yaxis.ticktext) == ["0.2", "0.5", "1"]
     # the loss figure counts its baselines in: 0.3 to 5 spans over one power of ten
     loss = plots.compare_heldout_figure({"a": (np.array([1, 2]), np.array([0.3, 0.9]))}, [(5.0, "b")], "loss")
-    assert list(loss.layout.yaxis.tickvals) == pytest.approx([0.5, 1, 2, 5])
-    assert list(loss.layout.yaxis.ticktext) == ["0.5", "1", "2", "5"]
+    assert list(loss.layout.yaxis.tickvals) == pytest.approx([0.2, 0.5, 1, 2, 5])     # from under 0.3 to 5
+    assert list(loss.layout.yaxis.ticktext) == ["0.2", "0.5", "1", "2", "5"]
 
 
 # -- the Sweep page's figures -------------------------------------------------------------------

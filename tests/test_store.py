@@ -18,7 +18,7 @@ from safetensors.torch import load as load_tensors
 
 from explorer import Config, Run, Status, Trainer
 from explorer.run import ReadOnly
-from explorer.store import RunNotFound, RunStore, StoreError, new_id, new_key
+from explorer.store import SCHEMA_VERSION, RunNotFound, RunStore, StoreError, new_id, new_key
 from tests.test_train import held_out_by_hand
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,7 +212,7 @@ def test_a_schema_3_database_keeps_its_runs_without_calling_the_last_periodic_ev
     assert (info.id, info.name, info.steps, info.status) == (run_id, "old run", 20, "paused")
     assert (info.eval_loss, info.eval_metric, info.eval_sequences, info.final) == (None, None, None, None)
     with sqlite3.connect(store.path) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
     reopened = store.load(run_id)
     assert reopened.steps_done == 20 and torch.equal(reopened.model.rnn.weight_hh_l0, trainer.model.rnn.weight_hh_l0)
     np.testing.assert_array_equal(store.metrics_frame(run_id)["eval_loss"].dropna(), last_eval["eval_loss"])
@@ -222,6 +222,46 @@ def test_a_schema_3_database_keeps_its_runs_without_calling_the_last_periodic_ev
     loss, metric, sequences = held_out_by_hand(trainer.config, trainer.model.state_dict())
     assert info.eval_sequences == sequences == 1000
     assert info.eval_loss == pytest.approx(loss, rel=1e-5) and info.eval_metric == pytest.approx(metric, abs=1e-6)
+
+
+# Schema 4: schema 3's tables, and MIGRATIONS[4] of that version, written out here as it was.
+SCHEMA_4 = SCHEMA_3.replace("INSERT INTO meta VALUES ('schema_version', '3');", """
+ALTER TABLE runs ADD COLUMN eval_sequences INTEGER;
+INSERT INTO meta VALUES ('schema_version', '4');
+""")
+
+
+def test_a_schema_4_database_keeps_its_sweeps_owned_by_nobody_and_new_sweeps_get_their_owner(tmp_path):
+    configs = [Config(**SMALL).to_dict(), Config(**{**SMALL, "cell": "gru"}).to_dict()]
+    row = dict(configs[0], status="failed", message="out of memory", run_id=None)
+    old = sqlite3.connect(tmp_path / "old.sqlite", isolation_level=None)
+    old.executescript(SCHEMA_4)
+    old.execute("INSERT INTO sweeps VALUES ('oldsweep', ?, '2026-01-02T03:04:05+00:00', "
+                "'2026-01-02T03:05:00+00:00')", (json.dumps(configs),))
+    old.execute("INSERT INTO sweep_rows VALUES ('oldsweep', 0, ?)", (json.dumps(row),))
+    old.close()
+
+    store = RunStore(tmp_path / "old.sqlite")
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("5",)
+        assert db.execute("SELECT owner_hash FROM sweeps WHERE id = 'oldsweep'").fetchone() == (None,)
+    # The old sweep keeps its configs and rows, is listed among every sweep, and is nobody's.
+    assert store.sweep_configs("oldsweep") == configs and store.sweep_rows("oldsweep") == {0: row}
+    assert store.list_sweeps() == [dict(id="oldsweep", runs=2, done=1, created="2026-01-02T03:04:05+00:00",
+                                        updated="2026-01-02T03:05:00+00:00")]
+    alice, bob = new_key(), new_key()
+    assert store.list_sweeps(owner_key=alice) == []
+    # New sweeps belong to whoever started them: each owner lists only their own, newest first.
+    store.create_sweep("alice1", configs, alice)
+    store.create_sweep("bob1", configs[:1], bob)
+    store.create_sweep("alice2", configs[:1], alice)
+    store.create_sweep("cli", configs)                  # (the CLI's: nobody's)
+    assert [s["id"] for s in store.list_sweeps(owner_key=alice)] == ["alice2", "alice1"]
+    assert [s["id"] for s in store.list_sweeps(owner_key=bob)] == ["bob1"]
+    assert {s["id"] for s in store.list_sweeps()} == {"oldsweep", "alice1", "bob1", "alice2", "cli"}
+    with sqlite3.connect(store.path) as db:            # a hash of the key, as for runs, not the key
+        (stored,) = db.execute("SELECT owner_hash FROM sweeps WHERE id = 'alice1'").fetchone()
+    assert stored and alice not in stored
 
 
 def test_a_saved_run_keeps_the_held_out_numbers_of_the_weights_it_saves(store):

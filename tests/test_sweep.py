@@ -14,7 +14,8 @@ import torch
 from explorer.budget import HELDOUT_SIZE
 from explorer.config import Config
 from explorer.store import RunStore
-from explorer.sweep import COLUMNS, Cancelled, grid, resume, results, sweep
+from explorer.sweep import (COLUMNS, Cancelled, RunCost, estimate_seconds, grid, resume, results, run_cost, sweep,
+                            worker_seconds)
 from explorer.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,3 +201,73 @@ def test_a_sweep_run_is_small_in_the_store(tmp_path):
     every = run_record(trainer, "finished")
     assert len(every.traces) == 3 and record.nbytes < every.nbytes
     assert json.loads(record.meta)["steps_done"] == 20
+
+
+# -- the estimate ---------------------------------------------------------------------------------------
+
+def test_the_estimate_is_the_workers_start_and_end_then_the_runs_handed_to_the_first_free_worker():
+    """The arithmetic, with the measurements given (timings themselves are never asserted): each
+    kind timed once at its longest length, a run's set-up, steps, periodic evals and end scaled to
+    its length, the runs handed out in order as the pool does, the workers' start and end once."""
+    configs = grid({"cell": ["rnn", "gru"], "seq_len": [10, 20]}, steps=100, eval_every=50, device="cpu")
+    per_cell = {"rnn": 1.0, "gru": 2.0}                 # a GRU run costs twice an RNN's here
+    measured, started = [], []
+
+    def measure(config):
+        measured.append((config.cell, config.seq_len))
+        scale = per_cell[config.cell]
+        return RunCost(seq_len=config.seq_len, setup=0.2 * scale, step=0.01 * scale, eval=0.05 * scale,
+                       final=0.3 * scale)
+
+    def worker(config, workers):
+        started.append((config.cell, config.seq_len, config.steps, config.seed, workers))
+        return 7.0
+
+    # By hand: an RNN run at T = 20 is 0.2 + 100 × 0.01 + 2 evals × 0.05 + 0.3 = 1.6 s, at T = 10
+    # half that; a GRU run twice the RNN's. In order, rnn 10 (0.8), rnn 20 (1.6), gru 10 (1.6),
+    # gru 20 (3.2): on two workers, 0.8 + 1.6 = 2.4 and 1.6 + 3.2 = 4.8; on one, 7.2 in all.
+    assert estimate_seconds(configs, 2, measure, worker, cores=2, load=0) == pytest.approx(7.0 + 4.8)
+    assert sorted(measured) == [("gru", 20), ("rnn", 20)]                  # each kind once, at its longest
+    assert started == [("rnn", 10, 1, 0, 2)]          # the first run's task and cell, one step, 2 workers
+    assert estimate_seconds(configs, 1, measure, worker, cores=2, load=0) == pytest.approx(7.0 + 7.2)
+    assert estimate_seconds(configs, 8, measure, worker, cores=8, load=0) == pytest.approx(7.0 + 3.2)
+    assert started[-1][-1] == 4                        # no more workers than runs
+    # Two workers on one core share it: the runs take twice as long.
+    assert estimate_seconds(configs, 2, measure, worker, cores=1, load=0) == pytest.approx(7.0 + 2 * 4.8)
+    # Beside two busy processes on two cores, a run measured alone had 2/3 of a core; each of two
+    # workers will have 1/2: the runs take 4/3 as long. Beside one, it had a core, and they 2/3.
+    assert estimate_seconds(configs, 2, measure, worker, cores=2, load=2) == pytest.approx(7.0 + 4 / 3 * 4.8)
+    assert estimate_seconds(configs, 2, measure, worker, cores=2, load=1) == pytest.approx(7.0 + 1.5 * 4.8)
+    # More steps, more seeds: more time.
+    longer = grid({"cell": ["rnn", "gru"], "seq_len": [10, 20]}, steps=200, eval_every=50, device="cpu")
+    seeded = grid({"cell": ["rnn", "gru"], "seq_len": [10, 20]}, seeds=3, steps=100, eval_every=50, device="cpu")
+    assert estimate_seconds(longer, 2, measure, worker, cores=2, load=0) > estimate_seconds(configs, 2, measure, worker, cores=2, load=0)
+    assert estimate_seconds(seeded, 2, measure, worker, cores=2, load=0) > estimate_seconds(configs, 2, measure, worker, cores=2, load=0)
+
+
+@pytest.mark.slow
+def test_the_estimate_measures_a_run_here_and_the_workers_in_new_processes():
+    """The real measurements: each part of a run timed, and workers started and ended as a
+    sweep's are (new processes, which must start and exit for the estimate to come back)."""
+    configs = grid({"cell": ["rnn", "lstm"], "seq_len": [5, 8]}, steps=20, eval_every=10, hidden=8, device="cpu")
+    costs, overheads = {}, []
+
+    def measure(config):
+        costs[config.cell] = cost = run_cost(config)
+        return cost
+
+    def worker(config, workers):
+        overheads.append(worker_seconds(config, workers))
+        return overheads[-1]
+
+    estimate = estimate_seconds(configs, 2, measure, worker, cores=2, load=0)
+    assert set(costs) == {"rnn", "lstm"} and {c.seq_len for c in costs.values()} == {8}
+    for cost in costs.values():
+        assert min(cost.setup, cost.step, cost.eval, cost.final) > 0
+    # The runs on two workers, by hand: rnn 5, rnn 8 | lstm 5, lstm 8, each to the first free one.
+    seconds = [costs[c.cell].seconds_at(c) for c in configs]
+    free_at = [0.0, 0.0]
+    for s in seconds:
+        free_at[free_at.index(min(free_at))] += s
+    assert len(overheads) == 1 and overheads[0] > 0
+    assert estimate == pytest.approx(overheads[0] + max(free_at))

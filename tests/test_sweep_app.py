@@ -14,14 +14,14 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from explorer.lessons import HOLDS_OUT
-from explorer.store import RunStore
+from explorer.store import RunStore, new_id, new_key
 from explorer.sweep import grid, results, sweep
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 FIGURES = {"sweep-loss", "sweep-solved", "sweep-grad-ratio"}   # the charts' uirevisions
 COST = re.compile(r"\*\*Cost:\*\* (?P<runs>[\d,]+) runs × (?P<steps>[\d,]+) steps = (?P<total>[\d,]+) training "
-                  r"steps, (?P<places>\d+) at a time on this server: about \*\*.+\*\* \(a step of each cell "
-                  r"timed here at T = (?P<longest>\d+)\)\.")
+                  r"steps, (?P<places>\d+) at a time on this server: about \*\*.+\*\* \(its workers' start "
+                  r"and end, and a run of each cell at T = (?P<longest>\d+), timed here\)\.")
 
 
 @pytest.fixture(autouse=True)
@@ -117,6 +117,7 @@ def wait_for_the_sweep(at: AppTest, timeout: float = 120) -> AppTest:
     return at
 
 
+@pytest.mark.slow      # (the cost: a sweep's workers started and ended, timed)
 def test_the_page_says_the_cost_of_its_grid_before_it_starts():
     at = sweep_page()
     assert not at.exception
@@ -134,6 +135,7 @@ def test_the_page_says_the_cost_of_its_grid_before_it_starts():
     assert not at.warning
 
 
+@pytest.mark.slow      # (the cost: a sweep's workers started and ended, timed)
 def test_a_grid_over_the_servers_cap_is_refused(monkeypatch):
     monkeypatch.setenv("GATE_EXPLORER_MAX_SWEEP_RUNS", "3")
     at = small_grid(sweep_page())
@@ -170,8 +172,18 @@ def test_a_sweep_run_from_the_page_draws_its_stored_rows(tmp_path):
         assert loss[row.run_id] == pytest.approx(row.eval_loss, rel=1e-6)
     assert any(b.label == "Download the rows (CSV)" for b in at.get("download_button"))
     assert not at.button(key="sweep_run").disabled                # the sweep is over: another may start
+    # The sweep is its starter's: /sweep without a link opens on it for them, on nothing for a stranger.
+    at.session_state["kept"] = {}
+    del at.query_params["sweep"]
+    at.run()
+    assert picker(at).value == sweep_id and len(charts(at)) == 3
+    st.cache_resource.clear()           # (AppTest's sessions share one id: a new browser's session)
+    stranger = sweep_page()
+    assert not stranger.exception
+    assert picker(stranger) is None and not stranger.get("plotly_chart")
 
 
+@pytest.mark.slow      # (the cost: a sweep's workers started and ended, timed)
 def test_the_lessons_set_up_fills_the_grid_and_the_sidebar():
     at = sweep_page()
     at.button(key="sweep_lesson_holds-out-longest").click().run()
@@ -183,7 +195,33 @@ def test_the_lessons_set_up_fills_the_grid_and_the_sidebar():
     assert_cost_matches_the_widgets(at)
 
 
-def test_a_link_to_an_unknown_sweep_says_there_is_none():
+def picker(at: AppTest):
+    """The page's sweep box, or None when the page offers no sweep."""
+    return next((box for box in at.selectbox if box.key == "sweep_pick_box"), None)
+
+
+def test_a_stranger_is_shown_none_of_another_owners_sweeps_unless_linked_to_one(tmp_path, monkeypatch):
+    # (a cap of one run refuses the default grid, so the page times nothing: the test is about the sweeps)
+    monkeypatch.setenv("GATE_EXPLORER_MAX_SWEEP_RUNS", "1")
+    store = RunStore(tmp_path / "runs.sqlite")
+    configs = [c.to_dict() for c in grid({"cell": ["rnn"]}, seq_len=6, steps=30, device="cpu")]
+    theirs, old = new_id(), new_id()
+    store.create_sweep(old, configs)                         # a CLI sweep, or one from before owners
+    store.create_sweep(theirs, configs, owner_key=new_key())      # someone else's, the newest
+    at = sweep_page()
+    assert not at.exception
+    assert picker(at) is None and not at.get("plotly_chart")
+    assert any("No sweep of yours" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert "sweep" not in at.query_params
+    # Their link opens it, for this session, beside nothing else.
+    at = sweep_page({"sweep": theirs})
+    assert not at.exception
+    assert picker(at).value == theirs and len(picker(at).options) == 1
+    assert any("No run of this sweep has finished yet" in i.value for i in at.info)
+
+
+def test_a_link_to_an_unknown_sweep_says_there_is_none(monkeypatch):
+    monkeypatch.setenv("GATE_EXPLORER_MAX_SWEEP_RUNS", "1")         # (refuses the default grid: nothing timed)
     at = sweep_page({"sweep": "0123456789abcdef"})
     assert not at.exception
     assert any("No sweep with id 0123456789abcdef" in w.value for w in at.warning), [w.value for w in at.warning]
@@ -203,16 +241,18 @@ def test_a_link_opens_a_stored_sweep_with_its_charts(tmp_path):
     assert at.query_params["sweep"] == sweep_id
     figures = charts(at)
     assert set(figures) == FIGURES
+    # no Streamlit theme: it would draw its own small grey tick labels over the builders'
+    assert [element.proto.theme for element in at.get("plotly_chart")] == [""] * 3
     for name, figure in figures.items():
         assert run_ids(figure) == sorted(frame["run_id"]), name
     loss = dict(points(figures["sweep-loss"]))
     for row in frame.itertuples():
         assert loss[row.run_id] == pytest.approx(row.eval_loss, rel=1e-6)
-    # An unknown id, with a stored sweep on the server: said, and the stored one shown instead.
+    # An unknown id, with another's stored sweep on the server: said, and none shown instead.
     at = sweep_page({"sweep": "0123456789abcdef"})
     assert not at.exception
     assert any("No sweep with id 0123456789abcdef" in w.value for w in at.warning)
-    assert at.selectbox(key="sweep_pick_box").value == sweep_id
+    assert picker(at) is None and not at.get("plotly_chart")
 
 
 @pytest.mark.slow

@@ -114,8 +114,11 @@ def test_the_whatif_figures_draw_both_runs_and_shade_the_clamped_steps(brackets,
     np.testing.assert_allclose(grads.data[1].y, result.traces["clamped"].layers[0].grad_hidden[0], rtol=1e-6)
     x, y = adding.probe_set
     result = compare(adding.model, adding.task, x, y, {"update": 1.0})
-    single = plots.whatif_output_figure(*result.series(adding.task, y, 0), None, 12)
-    assert all(t.mode == "markers" and list(t.x) == [11] for t in single.data)
+    quantity, target, outputs = result.series(adding.task, y, 0)
+    single = plots.whatif_output_figure(quantity, target, outputs, None, 12)
+    (bars,) = single.data                                  # one output per sequence: a bar each
+    assert list(bars.x) == ["target", "as trained", "clamped"]
+    assert list(bars.y) == pytest.approx([target[0], outputs["as trained"][0], outputs["clamped"][0]])
     for f in (figure, grads, single):                # the builders skip validation; check it here
         assert json.loads(go.Figure(f.to_plotly_json()).to_json()) == json.loads(f.to_json())
 

@@ -55,7 +55,10 @@ def test_pause_holds_the_step_and_resume_continues_from_it(app):
     held = app.wait_until(lambda: len(set(r := steps_over(app, 1.0))) == 1 and r[0], 5,
                           "the step counter to hold still after Pause")
     assert set(steps_over(app, 2.0)) == {held}
-    app.press("Pause")   # a fresh rerun reads the run's own step, not the last drawn one
+    # Paused, Pause has nothing left to do: it is disabled, and Resume is the way on.
+    assert app.page.get_by_role("button", name="Pause", exact=True).is_disabled()
+    app.go_to("Gates", plot("gate_heatmaps"))
+    app.go_to("Train", STEP)   # a fresh rerun reads the run's own step, not the last drawn one
     assert app.step() == held
     app.shot("paused")
     app.press("Resume")
@@ -97,7 +100,8 @@ def test_a_link_opens_the_same_configuration_in_a_fresh_browser(app, browser):
         assert "LSTM(24)" in page.get_by_text("Adding ·").first.inner_text()
         page.goto(link + "&present=1")                    # the same lesson, locked for a projector
         wait_ready(page, STEP)
-        assert sidebar.get_by_role("switch", name="Presentation mode").is_checked()
+        # presentation mode: the sidebar hidden, its way out in the main column
+        assert not sidebar.is_visible() and page.get_by_role("button", name="Exit presentation").is_visible()
         assert sidebar.get_by_label("sequence length T", exact=True).count() == 0
         assert "LSTM(24)" in page.get_by_text("Adding ·").first.inner_text()
         assert not exceptions(page)

@@ -54,14 +54,15 @@ def test_a_student_follows_the_teachers_run_live_and_is_locked_out_when_it_is_re
         assert student.page.get_by_text("Following “").count() >= 1
         student.shot("follow-student-train")
 
-        # The teacher's projector: presentation mode, the count and the QR code.
+        # The teacher's projector: presentation mode, the count and the QR code (in its strip).
         teacher.page.locator('[data-testid="stSidebar"]').get_by_text("Presentation mode", exact=True).click()
-        teacher.wait_until(lambda: teacher.page.get_by_text("Students following").count() > 0, 30, "the count")
-        teacher.wait_until(lambda: teacher.page.locator('[data-testid="stMetricValue"]', has_text="1").count() > 0,
+        teacher.wait_until(lambda: teacher.page.locator(".st-key-present_followers", has_text="1 following").count() > 0,
                            30, "one student following")
-        teacher.wait_until(lambda: teacher.page.locator('[data-testid="stSidebar"] img').count() == 1, 30,
+        teacher.page.get_by_role("button", name="Follow link / QR").click()
+        teacher.wait_until(lambda: teacher.page.locator('[data-testid="stPopoverBody"] img').count() == 1, 30,
                            "the QR code")
         teacher.shot("follow-teacher-presenting")
+        teacher.page.keyboard.press("Escape")
 
         student.go_to("Gates", '[data-testid="stSelectbox"]')
         assert "follow=" in student.page.url
@@ -70,7 +71,7 @@ def test_a_student_follows_the_teachers_run_live_and_is_locked_out_when_it_is_re
         student.go_to("Train", STEP)
 
         # Revoked: the student's page says so, and shows the run no more.
-        teacher.page.locator('[data-testid="stSidebar"]').get_by_text("Presentation mode", exact=True).click()
+        teacher.press("Exit presentation")
         teacher.page.get_by_role("button", name="Share", exact=True).click()
         teacher.press("Revoke the follow link")
         # The student's next poll is refused: the message shows, the charts go (no rerun needed).

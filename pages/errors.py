@@ -1,0 +1,32 @@
+"""Defence in depth: an exception no page expected shows the user a short reference and nothing
+more (no stack, no server path); the server's log holds the traceback under the same reference,
+so a teacher who reads it out can find what happened."""
+from __future__ import annotations
+
+import secrets
+from contextlib import contextmanager
+from typing import Iterator
+
+import streamlit as st
+from streamlit.logger import get_logger
+
+LOG = get_logger(__name__)
+
+
+def new_ref() -> str:
+    """8 hex characters: short enough to read aloud, enough to find one line in a day's log."""
+    return secrets.token_hex(4)
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    """Run a page inside this: an exception that escapes it is logged with a reference, and the
+    page shows only "Something went wrong (ref …)". Streamlit's st.stop, st.rerun and
+    st.switch_page raise its control-flow exceptions, which derive from BaseException, not
+    Exception, so they pass through untouched, as do KeyboardInterrupt and SystemExit."""
+    try:
+        yield
+    except Exception:
+        ref = new_ref()
+        LOG.exception("Something went wrong (ref %s)", ref)
+        st.error(f"Something went wrong (ref {ref})")
