@@ -1,10 +1,10 @@
-"""Command line: `python -m explorer train ...` trains one run; `python -m explorer bench` measures;
-`python -m explorer runs` lists, exports and deletes the runs in the run store; `python -m explorer
+"""Command line: `gate-explorer train ...` trains one run; `gate-explorer bench` measures;
+`gate-explorer runs` lists, exports and deletes the runs in the run store; `gate-explorer
 trace MODEL INPUT --out PATH.parquet` traces your own model's state_dict on your sequences;
-`python -m explorer sweep --grid cell=rnn,lstm,gru --seeds 3 --out results.parquet` runs a grid of
-configs and writes one row per run; `python -m explorer lesson NAME --seeds 0,1,2` checks a lesson's claim on other seeds;
-`python -m explorer app` starts the browser app. Installed,
-`gate-explorer` is the same command.
+`gate-explorer sweep --grid cell=rnn,lstm,gru --seeds 3 --out results.parquet` runs a grid of
+configs and writes one row per run; `gate-explorer lesson NAME --seeds 0,1,2` checks a lesson's claim on
+other seeds; `gate-explorer app` starts the browser app. From a checkout, `python -m explorer` is
+the same command.
 
 Every Config field is an option (--seq-len for seq_len), validated by Config itself, so
 the CLI accepts exactly what the app and the URL accept, the memory budget included. A bad
@@ -164,7 +164,7 @@ def _add_runs_parser(sub) -> None:
     runs.add_argument("--cell", help="only this cell's runs")
     action = runs.add_subparsers(dest="runs_command", metavar="{export,delete}")
     export = action.add_parser("export", help="write a run's metrics and probe traces as files")
-    export.add_argument("id", help="the run's id (see: python -m explorer runs)")
+    export.add_argument("id", help="the run's id (see: gate-explorer runs)")
     export.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="default: parquet")
     export.add_argument("--out", required=True, metavar="DIR",
                         help="folder for metrics.<ext> and traces.<ext>, created if missing")
@@ -341,7 +341,7 @@ def _sweep(args) -> int:
         return _fail(str(error))
     except (Cancelled, KeyboardInterrupt):
         print(f"sweep {sweep_id} stopped; its finished runs are stored. Go on with: "
-              f"python -m explorer sweep --resume {sweep_id}", file=sys.stderr)
+              f"gate-explorer sweep --resume {sweep_id}", file=sys.stderr)
         return 130
     if out is not None:
         try:
