@@ -1,6 +1,6 @@
 """A link's view choices (seq, layer, unit, t) are checked against the model the link opens
 on: what it does not have is named, with what it has, in the one warning a link's rejected
-parameters get, and the pickers open on their defaults (the README's promise)."""
+parameters get, and the pickers open on their defaults (docs/APP.md's promise)."""
 import pytest
 from test_app import fresh_session, linked, no_exception  # noqa: F401
 
