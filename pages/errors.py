@@ -23,7 +23,11 @@ def reported() -> Iterator[None]:
     """Run a page inside this: an exception that escapes it is logged with a reference, and the
     page shows only "Something went wrong (ref …)". Streamlit's st.stop, st.rerun and
     st.switch_page raise its control-flow exceptions, which derive from BaseException, not
-    Exception, so they pass through untouched, as do KeyboardInterrupt and SystemExit."""
+    Exception, so they pass through untouched, as do KeyboardInterrupt and SystemExit.
+
+    Not a decorator under @st.fragment: tried on the Train page's live fragment, its page no
+    longer reran when a poll found the run paused (under load, Step stayed disabled for over a
+    minute). A fragment's own timed reruns are left to client.showErrorDetails = "none"."""
     try:
         yield
     except Exception:

@@ -13,7 +13,6 @@ from explorer import Run, Status
 from explorer.data import env_number
 from explorer.follow import FigureCache, FollowBoard, Followed
 from explorer.store import FollowRefused, StoreError
-from pages.errors import reported
 from pages.session import live_runs, run_store, session
 
 # A follower's view redraws this often while the run trains (GATE_EXPLORER_FOLLOW_S): its
@@ -171,7 +170,6 @@ def audience(run, url_of) -> None:
     token = follow_link(run)
     if token:
         @st.fragment(run_every=3.0)
-        @reported()                     # its timed reruns are outside app.py's handler
         def count() -> None:
             with st.container(key="present_followers", width="content"):
                 st.markdown(f":material/group: **{followers(run)}** following")

@@ -7,7 +7,6 @@ import streamlit as st
 from explorer import analysis, plots
 from pages import keys
 from pages.charts import chart
-from pages.errors import reported
 from pages.sequence import kept, picked, resolve, weights_note
 from pages.whatif import panel
 
@@ -16,7 +15,6 @@ task = run.trainer.task
 
 
 @st.fragment(run_every=run_every)
-@reported()                     # its timed reruns are outside app.py's handler
 def view() -> None:
     shown = resolve(run, choice)
     if shown is None:

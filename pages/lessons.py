@@ -6,7 +6,6 @@ import streamlit as st
 from explorer import Status, plots
 from explorer.lessons import ALIASES, LESSONS
 from pages.charts import chart
-from pages.errors import reported
 from pages import keys
 from pages.session import ended_note, refresh_every, session, siblings_training, waiting_note
 from pages.sidebar import applied_config, show_settings, take_settings
@@ -117,7 +116,6 @@ polling = any(run.snapshot().running for run in runs.values())
 
 
 @st.fragment(run_every=refresh_every(REFRESH_SECONDS) if polling else None)
-@reported()                     # its timed reruns are outside app.py's handler
 def live() -> None:
     snaps = {label: run.snapshot() for label, run in runs.items()}
     if polling and not any(s.running for s in snaps.values()):

@@ -7,7 +7,6 @@ from explorer import diagram, plots
 from explorer.stepthrough import step_through
 from pages import keys
 from pages.charts import chart
-from pages.errors import reported
 from pages.session import current_run
 from pages.sidebar import applied_config
 from pages.sequence import choose, kept, weights_note
@@ -64,7 +63,6 @@ playing = bool(st.session_state.get(PLAYING, False))
 
 
 @st.fragment(run_every=PLAY_EVERY if playing else None)
-@reported()                     # its timed reruns are outside app.py's handler
 def worked() -> None:
     """The step picker, the diagram and the equations: one t, moved by the clock while it plays."""
     if st.session_state.get(PLAYING, False) != playing:

@@ -6,7 +6,6 @@ from explorer.config import FIELDS
 from explorer.follow import Followed
 from pages import keys
 from pages.charts import chart_grid
-from pages.errors import reported
 from pages.follow import FOLLOW_SECONDS, POLLED_SECONDS, follow_every, follow_link, keep_followers, state_words
 from pages.live import OWNER_PATH, WIDE, head, owner_head, poll, train_figures
 from pages.session import (current_run, ended_note, refresh_every, session, setup_refusal, siblings_training,
@@ -173,7 +172,6 @@ if task.trainable:
         st.session_state[keys.FOLLOW_STOPPED] = True
 
     @st.fragment(run_every=every)
-    @reported()                     # its timed reruns are outside app.py's handler
     def live() -> None:
         if st.session_state.pop(keys.FOLLOW_STOPPED, False):
             # The poll found the run paused, ended (or the follow link revoked): the whole
