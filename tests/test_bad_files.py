@@ -186,32 +186,23 @@ def one_error_line(err: str, name: str, folder: Path) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert "Traceback" not in err
-    assert name in lines[0], lines[0]
+    assert name in lines[0] and str(folder) not in lines[0], lines[0]    # the file's name, not its path
     return lines[0]
 
 
-@pytest.mark.parametrize("name", sorted(BAD_MODELS))
-def test_trace_on_a_bad_model_is_one_error_line(capfd, tmp_path, good_files, name):
+@pytest.mark.parametrize("kind, name", [("model", n) for n in sorted(BAD_MODELS)] +
+                                        [("sequences", n) for n in sorted(BAD_SEQUENCES)])
+def test_trace_on_a_bad_file_is_one_error_line(capfd, tmp_path, good_files, kind, name):
     """capfd: what torch's C++ writes to the process's stderr counts too."""
-    _, data, out = good_files
-    model = tmp_path / name
-    model.write_bytes(BAD_MODELS[name][0])
+    model, data, out = good_files
+    content, expected = (BAD_MODELS if kind == "model" else BAD_SEQUENCES)[name]
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    model, data = (bad, data) if kind == "model" else (model, bad)
     assert main(["trace", str(model), str(data), "--out", str(out)]) == 2
     captured = capfd.readouterr()
     assert captured.out == ""
-    assert BAD_MODELS[name][1] in one_error_line(captured.err, name, tmp_path)
-    assert not out.exists()
-
-
-@pytest.mark.parametrize("name", sorted(BAD_SEQUENCES))
-def test_trace_on_bad_sequences_is_one_error_line(capfd, tmp_path, good_files, name):
-    model, _, out = good_files
-    data = tmp_path / name
-    data.write_bytes(BAD_SEQUENCES[name][0])
-    assert main(["trace", str(model), str(data), "--out", str(out)]) == 2
-    captured = capfd.readouterr()
-    assert captured.out == ""
-    assert BAD_SEQUENCES[name][1] in one_error_line(captured.err, name, tmp_path)
+    assert expected in one_error_line(captured.err, name, tmp_path)
     assert not out.exists()
 
 
