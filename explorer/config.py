@@ -143,6 +143,17 @@ class Config:
         return dataclasses.asdict(self)
 
 
+def field_value(name: str, value: Any) -> Any:
+    """One setting from an untrusted value, as Config would hold it, checked by its own field's
+    rules alone (parsed, in range); the rules between settings are Config's, checked once all
+    of them are known. A link reads each of its settings so (pages/link.py)."""
+    kind = next((f.type for f in dataclasses.fields(Config) if f.name == name), None)
+    if kind is None:
+        raise ValueError(f"unknown setting {name!r}")
+    value = _coerce(name, value, kind)
+    _check(name, value, kind)
+    return value
+
 
 def _coerce(name: str, value: Any, kind: str) -> Any:
     if kind == "int" and isinstance(value, str):

@@ -7,7 +7,8 @@ the Compare page, `compare=<id>.<id>...`: the runs it compares; on the Gates pag
 `follow=<token>` (pages/follow.py) and its own view choices, no settings and no run.
 Parameters from a URL are untrusted: each is checked by Config's own rules (ids and keys by
 their form; the view choices against the model the link opens on), and what is rejected is
-named on the page, in one warning, never raised.
+named on the page, in one warning, never raised. The settings are checked together, once, as
+Config checks any settings, so the order of a link's parameters means nothing.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Callable
 import streamlit as st
 
 from explorer import Config, Status
-from explorer.config import FIELDS
+from explorer.config import FIELDS, field_value
 from pages import keys
 
 # URL name -> the kept widget value (pages/sequence.kept) it restores.
@@ -36,15 +37,11 @@ def read_link() -> tuple[dict, list[str]]:
     """The configuration draft the URL asks for, and what in it was rejected (and why).
 
     Also restores the view choices, the lesson and presentation mode into session state."""
-    defaults = Config().to_dict()
-    draft, problems = dict(defaults), []
     params = st.query_params.to_dict()
+    draft, problems = linked_settings(params)
     for name, value in params.items():
         if name in FIELDS and name not in NOT_SHARED:
-            try:
-                draft[name] = Config.from_dict({**draft, name: value}).to_dict()[name]
-            except ValueError as error:
-                problems.append(f"{name}={_shown(value)}: {error}")
+            pass                                     # read by linked_settings, together
         elif name in VIEW:
             if WHOLE.match(value):
                 # Whether the model has it is known once its run is: view_problems says.
@@ -86,11 +83,27 @@ def read_link() -> tuple[dict, list[str]]:
                 problems.append(f"{name}: not a run id or key")
         else:
             problems.append(f"{_shown(name)[1:-1]}: not a setting of this app")
+    return draft, problems
+
+
+def linked_settings(params: dict[str, str]) -> tuple[dict, list[str]]:
+    """The settings draft a link's parameters ask for (the others are ignored), and what in it
+    was rejected (and why). Each value is first checked alone, by its own field's rules: one
+    that fails is named and its default stands in. Then all of them are checked together, once,
+    as Config checks any settings, whatever their order. Settings that fail only together (this
+    server's memory budget) are kept, as if typed into the sidebar, which says what to lower:
+    the reader sees what the sender ran, and changes one value rather than retyping them all."""
+    draft, problems = Config().to_dict(), []
+    for name, value in params.items():
+        if name in FIELDS and name not in NOT_SHARED:
+            try:
+                draft[name] = field_value(name, value)
+            except ValueError as error:
+                problems.append(f"{name}={_shown(value)}: {error}")
     try:
         Config.from_dict(draft)
-    except ValueError as error:                      # each fine alone, not together
-        problems.append(f"the combination: {error}")
-        draft = defaults
+    except ValueError as error:
+        problems.append(f"its settings, together: {error} They stay in the sidebar, not run: change one to train")
     return draft, problems
 
 
