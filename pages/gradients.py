@@ -3,7 +3,7 @@ same over training, where the recurrent weights' gradient comes from in time, th
 connectivity, and the recurrent weights' singular values."""
 import streamlit as st
 
-from explorer import analysis, plots
+from explorer import analysis, csvsafe, plots
 from explorer.follow import Followed
 from pages.charts import chart
 from pages.sequence import kept, picked, resolve, weights_note
@@ -87,7 +87,7 @@ def weight_share(shown, k: int) -> None:
               key="weight_share_history_plot", shared=shown.shared(run, k, block, "share history"))
     history = shown.recorded if shown.recorded is not None else [(shown.step, tr)]
     st.download_button("Download the share per step (CSV)",
-                       lambda: analysis.weight_share_frame(history, b, k).to_csv(index=False),
+                       lambda: csvsafe.to_csv(analysis.weight_share_frame(history, b, k)),
                        "weight-gradient-share.csv", "text/csv", key="share_csv", on_click="ignore")
 
 

@@ -3,7 +3,7 @@ step of the chosen sequence, traced with the weights as they are now; and the ce
 the classic diagram with the same numbers; ▶ Play moves both along time on one clock."""
 import streamlit as st
 
-from explorer import diagram, plots
+from explorer import csvsafe, diagram, plots
 from explorer.stepthrough import step_through
 from pages import keys
 from pages.charts import chart
@@ -102,7 +102,7 @@ def worked() -> None:
         chart(plots.cell_diagram_figure(tr, 0, choice.layer, None if mean else int(unit), int(t), layer_input),
               key="cell_diagram_plot")
     st.download_button("Download the diagram's numbers at every step (CSV)",
-                       lambda: diagram.frame(tr, 0, choice.layer, None if mean else int(unit)).to_csv(index=False),
+                       lambda: csvsafe.to_csv(diagram.frame(tr, 0, choice.layer, None if mean else int(unit))),
                        "cell-diagram.csv", "text/csv", key="diagram_csv", on_click="ignore")
     st.caption("Each box is a gate, coloured by its value (σ gates white at 0 to blue at 1; tanh and states blue "
                "at −1, white at 0, red at +1); the top line carries the state from t−1 to t. ▶ Play, ◀ ▶ and the "

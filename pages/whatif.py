@@ -6,7 +6,7 @@ import json
 
 import streamlit as st
 
-from explorer import analysis, plots
+from explorer import analysis, csvsafe, plots
 from explorer.cells import CELLS
 from explorer.clamp import RANGES, check, describe
 from explorer.whatif import VARIANTS, compare
@@ -119,7 +119,7 @@ def show(result, task, y, sequence: int, layer: int, steps, T: int, count: int) 
     with right_column:
         st.markdown(f"**‖∂L/∂h_t‖, layer {layer + 1}**")
         chart(plots.whatif_grad_figure(result.traces, sequence, layer, steps), key="whatif_grad_plot")
-    st.download_button("Download the what-if (CSV)", result.frame(task, y, sequence, layer).to_csv(index=False),
+    st.download_button("Download the what-if (CSV)", csvsafe.to_csv(result.frame(task, y, sequence, layer)),
                        "what-if.csv", "text/csv", key="whatif_csv", on_click="ignore")
 
 
