@@ -1,5 +1,6 @@
 """Loaders for the real data the tasks train on: shipped assets, MNIST files, the
-stdlib text corpus and users' CSVs. Every problem a user can fix raises DataError."""
+stdlib text corpus and users' CSVs; `read_user_file`, the one bounded read of a user's file.
+Every problem a user can fix raises DataError."""
 
 import codecs
 import csv
@@ -10,6 +11,7 @@ import itertools
 import math
 import os
 import re
+import stat
 import struct
 import warnings
 from pathlib import Path
@@ -28,6 +30,79 @@ def env_number(name: str, default: float, *, allow_zero: bool = False) -> float:
         return default
     usable = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
     return value if usable else default
+
+
+UPLOAD_ENV = "GATE_EXPLORER_MAX_UPLOAD_MB"
+DEFAULT_MAX_UPLOAD_MB = 64.0      # a 4-layer LSTM of 512 units (the run caps) is about 34 MB in float32
+
+
+def max_upload_mb() -> float:
+    """The cap on one file of a user's, an upload to the app or a file the CLI reads:
+    GATE_EXPLORER_MAX_UPLOAD_MB, else 64 MB (an unreadable value falls back to the default)."""
+    return env_number(UPLOAD_ENV, DEFAULT_MAX_UPLOAD_MB)
+
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
+          (stat.S_ISFIFO, "a pipe (FIFO)"), (stat.S_ISSOCK, "a socket"))
+
+
+def read_user_file(source, suffixes: tuple[str, ...], name: str | None = None) -> bytes | str:
+    """The bytes of a user's file (a path, or a file object such as an upload), read only once
+    they are known to be bounded: a path must lead, through its symlinks, to a regular file (a
+    device such as /dev/zero or a FIFO never ends, and is refused before it is opened for
+    reading); its name (`name`, else the path's or the object's) must end in one of `suffixes`;
+    it must be within max_upload_mb(), and no more than that is read even if it grows
+    meanwhile. A file object without a name is read without the suffix check. DataError says
+    "<file name>: <problem>": never the folder (an upload lives in one the user never chose),
+    never what the file holds."""
+    is_path = isinstance(source, (str, os.PathLike))
+    label = Path(name or (os.fspath(source) if is_path else getattr(source, "name", None) or "")).name
+    cap = max_upload_mb()
+    limit = int(cap * 2**20)
+
+    def too_big(size: float) -> DataError:
+        return DataError(f"{label or 'the file'}: it is {size / 2**20:.1f} MB; files are capped at {cap:g} MB "
+                         f"({UPLOAD_ENV} on the server, or in the environment of the command line)")
+
+    if is_path:
+        try:
+            info = os.stat(source)                 # through the symlinks: what would be read
+        except FileNotFoundError:
+            raise DataError(f"{label}: cannot read it: not found") from None
+        except OSError as error:
+            raise DataError(f"{label}: cannot read it: {error.strerror or error}") from None
+        _regular(info, label)
+    suffix = Path(label).suffix.lower()
+    if label and suffix not in suffixes:
+        raise DataError(f"{label}: expected a {' or '.join(suffixes)} file, not "
+                        f"{suffix or 'a file without a suffix'}")
+    if not is_path:
+        if hasattr(source, "seek"):
+            source.seek(0)         # a file object read before (e.g. for a preview) starts over
+        raw = source.read(limit + 1)
+        if len(raw) > limit:
+            raise too_big(len(raw))
+        return raw
+    if info.st_size > limit:
+        raise too_big(info.st_size)
+    try:
+        # O_NONBLOCK: should the path have become a FIFO since the stat, opening it does not wait
+        # for a writer; fstat then says what was opened.
+        with os.fdopen(os.open(source, os.O_RDONLY | os.O_NONBLOCK), "rb") as opened:
+            _regular(os.fstat(opened.fileno()), label)
+            raw = opened.read(limit + 1)
+    except OSError as error:
+        raise DataError(f"{label}: cannot read it: {error.strerror or error}") from None
+    if len(raw) > limit:
+        raise too_big(len(raw))
+    return raw
+
+
+def _regular(info: os.stat_result, label: str) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((word for test, word in _KINDS if test(info.st_mode)), "not a file")
+        raise DataError(f"{label}: not a regular file ({kind}, which is never read here); "
+                        "give a file saved on disk")
 
 
 def app_dir(package: Path = Path(__file__).resolve().parent) -> Path:
@@ -153,24 +228,16 @@ BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 
 
+CSV_SUFFIXES = (".csv", ".txt", ".tsv")
+
+
 def _read_text(source) -> tuple[str, str]:
     """The CSV's text and a name for messages: UTF-8, or UTF-16/32 with a byte-order mark;
     binary and other encodings are refused."""
-    if isinstance(source, (str, Path)):
-        # What is in the file is said of its name, not its path: an uploaded file lives under
-        # a server folder the user never chose. Only a path that cannot be read is given whole.
-        label = Path(source).name
-        try:
-            raw = Path(source).read_bytes()
-        except FileNotFoundError:
-            raise DataError(f"CSV file {source} not found.") from None
-        except OSError as error:
-            raise DataError(f"Cannot read CSV file {source}: {error.strerror}.") from None
-    else:
-        label = getattr(source, "name", "the uploaded CSV")
-        if hasattr(source, "seek"):
-            source.seek(0)  # a file object read before (e.g. for a preview) starts over
-        raw = source.read()
+    # What is in the file is said of its name, not its path: an uploaded file lives under a
+    # server folder the user never chose.
+    label = Path(source if isinstance(source, (str, Path)) else getattr(source, "name", "the uploaded CSV")).name
+    raw = read_user_file(source, CSV_SUFFIXES)
     if isinstance(raw, str):
         text = raw
     elif encoding := next((name for bom, name in BOMS if raw.startswith(bom)), None):
@@ -203,6 +270,28 @@ SNIFF_ROWS = 50          # rows that show the delimiter
 SNIFF_CHARS = 65_536     # characters that show the decimal mark
 
 
+def lines(text: str):
+    """The text's lines, one at a time, as csv.reader takes them: a reader that stops early
+    never copies the rest (io.StringIO would copy all of it, at up to 4 bytes a character)."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end + 1
+        yield text[start:end]
+        start = end
+
+
+def _past(text: str, delimiter: str, rows: int) -> bool:
+    """Whether the text holds more than `rows` data rows under its header, found by splitting
+    no more than that many (blank lines, which pandas skips, are not counted)."""
+    try:
+        found = sum(1 for _ in itertools.islice((row for row in csv.reader(lines(text), delimiter=delimiter)
+                                                 if row), rows + 2))
+    except csv.Error:             # a field csv cannot split: pandas says what is wrong with it
+        return False
+    return found > rows + 1
+
+
 def _delimiter(text: str) -> str:
     """The delimiter that splits the first rows into the most columns, the same number in
     each (a European Excel export is semicolon-separated, its "Unicode Text" tab-separated);
@@ -211,7 +300,7 @@ def _delimiter(text: str) -> str:
     consistent, header = (1, ","), (1, ",")
     for delimiter in DELIMITERS:
         try:
-            rows = [row for row in itertools.islice(csv.reader(io.StringIO(text), delimiter=delimiter),
+            rows = [row for row in itertools.islice(csv.reader(lines(text), delimiter=delimiter),
                                                     SNIFF_ROWS) if row]
         except csv.Error:         # e.g. a field longer than csv's limit: not this delimiter's table
             continue
@@ -237,25 +326,39 @@ def _mostly_numbers(values: pd.Series) -> bool:
     return bool(given) and pd.to_numeric(values, errors="coerce").notna().sum() * 2 >= given
 
 
-def _not_numeric(frame: pd.DataFrame, column: str, label: str, numeric: list[str]) -> DataError:
+def _not_numeric(frame: pd.DataFrame, column: str, label: str, numeric: list[str], quote: bool) -> DataError:
     values = frame[column]
     bad = (pd.to_numeric(values, errors="coerce").isna() & values.notna()).to_numpy()
     row = int(np.argmax(bad))
-    return DataError(f"Column {column!r} of {label} is not numeric (data row {row + 1} holds "
-                     f"{values.iloc[row]!r}); numeric columns: {', '.join(numeric) or 'none'}. "
-                     f"Fix that value, or choose the input columns.")
+    holds = f" holds {values.iloc[row]!r}" if quote else " is not a number"
+    listed = ", ".join(numeric) if quote else f"{len(numeric)} of {len(frame.columns)}"
+    return DataError(f"{_column(frame, column, quote)} of {label} is not numeric (data row {row + 1}{holds}); "
+                     f"numeric columns: {listed or 'none'}. Fix that value, or choose the input columns.")
 
 
-def load_csv(source, columns: list[str] | None = None, target: str | None = None) -> CsvTable:
-    """Read a CSV (path or file object) and keep numeric columns: `columns` (default: every
-    numeric one) plus `target` (default: the last of them). The target is always kept as an
-    input too, since forecasting it needs its own past. The delimiter (comma, semicolon, tab or
-    pipe) and decimal commas are detected."""
+def _column(frame: pd.DataFrame, column: str, quote: bool) -> str:
+    """A column as a message names it: by its name, or by its place when nothing of the file is quoted."""
+    return f"Column {column!r}" if quote else f"Column {list(frame.columns).index(column) + 1}"
+
+
+def load_csv(source, columns: list[str] | None = None, target: str | None = None, *,
+             max_rows: int | None = None, quote: bool = True) -> CsvTable:
+    """Read a CSV (path or file object; read_user_file's checks and cap) and keep numeric
+    columns: `columns` (default: every numeric one) plus `target` (default: the last of them).
+    The target is always kept as an input too, since forecasting it needs its own past. The
+    delimiter (comma, semicolon, tab or pipe) and decimal commas are detected. A file of more
+    than `max_rows` data rows is refused once that many are split, before it is parsed.
+    Messages quote the header and the value at fault, so a user can fix their own upload; with
+    quote=False (a file named on a command line may be anyone's) they quote nothing of the file
+    and name columns by their place."""
     text, label = _read_text(source)
     if not text.strip():
         raise DataError(f"{label} is empty.")
     delimiter = _delimiter(text)
     read_as = "" if delimiter == "," else f" (read as {DELIMITERS[delimiter]}-separated)"
+    if max_rows is not None and _past(text, delimiter, max_rows):
+        raise DataError(f"{label} has more than {max_rows} data rows{read_as}; at most {max_rows} are "
+                        f"read here. Keep its first {max_rows} rows.")
     try:
         with warnings.catch_warnings():
             # pandas only warns (and drops fields) when a row is longer than the header
@@ -268,13 +371,17 @@ def load_csv(source, columns: list[str] | None = None, target: str | None = None
         raise DataError(f"{label} is not a well-formed CSV{read_as}: a data row has more fields than "
                         f"the header. Every row needs one value per header column.") from None
     except (pd.errors.ParserError, ValueError) as error:
-        detail = str(error).strip().splitlines()[0].rstrip(".")
-        raise DataError(f"{label} is not a well-formed CSV{read_as}: {detail}. Every row needs one "
+        # pandas's own words may quote a field
+        detail = f": {str(error).strip().splitlines()[0].rstrip('.')}" if quote else ""
+        raise DataError(f"{label} is not a well-formed CSV{read_as}{detail}. Every row needs one "
                         f"value per header column.") from None
     if frame.empty:
-        raise DataError(f"{label} has a header ({', '.join(map(str, frame.columns))}) "
-                        f"but no data rows.")
+        header = f" ({', '.join(map(str, frame.columns))})" if quote else ""
+        raise DataError(f"{label} has a header{header} but no data rows.")
     frame.columns = [str(c) for c in frame.columns]
+    count = f"{len(frame.columns)} column{'s' * (len(frame.columns) != 1)}"
+    its_columns = f"its columns are {', '.join(frame.columns)}" if quote else f"it has {count}"
+    columns_of = f"the columns of {label} are {', '.join(frame.columns)}" if quote else f"{label} has {count}"
     numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
     wanted = list(columns) if columns is not None else list(numeric)
     if target is not None:
@@ -282,21 +389,21 @@ def load_csv(source, columns: list[str] | None = None, target: str | None = None
     wanted = list(dict.fromkeys(wanted))  # drop repeats, keep the order
     unknown = [c for c in wanted if c not in frame.columns]
     if unknown:
-        raise DataError(f"{label} has no column {', '.join(map(repr, unknown))}; "
-                        f"its columns are {', '.join(frame.columns)}.")
+        asked = ", ".join(map(repr, unknown)) if quote else "named as asked"
+        raise DataError(f"{label} has no column {asked}; {its_columns}.")
     if columns is None:
         # A column of numbers with a stray word in it is a typo, not a text column: say so
         # rather than leave it out unseen.
         for column in frame.columns:
             if column not in numeric and _mostly_numbers(frame[column]):
-                raise _not_numeric(frame, column, label, numeric)
+                raise _not_numeric(frame, column, label, numeric, quote)
     if not wanted:
         problem = f"{label} has no numeric columns" if columns is None else "No column was chosen"
-        raise DataError(f"{problem}{read_as} (the columns of {label} are {', '.join(frame.columns)}); "
+        raise DataError(f"{problem}{read_as} ({columns_of}); "
                         f"choose numeric columns to forecast.")
     for column in wanted:
         if column not in numeric:
-            raise _not_numeric(frame, column, label, numeric)
+            raise _not_numeric(frame, column, label, numeric, quote)
     chosen = frame[wanted].astype(np.float64)
     for column in wanted:
         values = chosen[column].to_numpy()
@@ -304,7 +411,7 @@ def load_csv(source, columns: list[str] | None = None, target: str | None = None
                               ("an infinite value", np.isinf(values))):
             if mask.any():
                 row = int(np.argmax(mask)) + 1
-                raise DataError(f"Column {column!r} of {label} has {problem} on data row {row} "
+                raise DataError(f"{_column(frame, column, quote)} of {label} has {problem} on data row {row} "
                                 f"(not counting the header) and {int(mask.sum())} in all; "
                                 f"fill or remove those rows.")
     return CsvTable(chosen, target if target is not None else wanted[-1])

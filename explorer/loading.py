@@ -6,7 +6,8 @@ Nothing in a file is executed: .safetensors holds tensors only, and a .pt is rea
 `torch.load(weights_only=True)`, which refuses a pickle that would build anything but tensors.
 The architecture comes from the parameters' names and shapes (nn.LSTM's own naming,
 `weight_ih_l0`...); what a state_dict cannot say (tanh or ReLU, the layout) comes from the
-arguments. Every refusal is a ModelFileError naming what is wrong.
+arguments. Every refusal is a ModelFileError naming what is wrong. A file is read through
+`read_user_file` (explorer.data): a regular file within the upload cap, or nothing is read.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .data import DataError, load_csv
+from .data import DataError, lines, load_csv, read_user_file
 
 # A recurrent parameter as nn.LSTM/GRU/RNN name it, after whatever prefix its owner gave it.
 _PARAM = re.compile(r"^(?P<prefix>(?:.*\.)?)(?P<base>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)"
@@ -34,6 +35,7 @@ _BASES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 _KINDS = {4: ("lstm", nn.LSTM), 3: ("gru", nn.GRU), 1: ("rnn", nn.RNN)}
 NONLINEARITIES = ("tanh", "relu")
 SUFFIXES = (".safetensors", ".pt", ".pth")
+SEQUENCE_SUFFIXES = (".npy", ".csv", ".txt")
 # Checkpoints that wrap the state_dict in a dict of their own (Lightning, many training scripts).
 _WRAPPERS = ("state_dict", "model_state_dict", "model")
 SAVE_HINT = "Save a model with torch.save(module.state_dict(), 'model.pt') or safetensors' save_file."
@@ -87,7 +89,7 @@ def read_state_dict(path, name: str | None = None) -> dict[str, Tensor]:
     if suffix not in SUFFIXES:
         raise ModelFileError(f"{Path(label).name}: a model file must be .safetensors or .pt/.pth "
                              f"(a state_dict), not {suffix or 'a file without a suffix'}")
-    raw = _read_bytes(path, label)
+    raw = _read_bytes(path, label, SUFFIXES)
     name = Path(label).name
     if suffix == ".safetensors":
         from safetensors.torch import load
@@ -232,14 +234,19 @@ def cell_name(module: nn.Module) -> str:
     return "lstm" if isinstance(module, nn.LSTM) else "gru"
 
 
-def read_sequences(source, time_first: bool = False, name: str | None = None) -> tuple[np.ndarray, list[str] | None]:
+def read_sequences(source, time_first: bool = False, name: str | None = None,
+                   max_steps: int | None = None) -> tuple[np.ndarray, list[str] | None]:
     """Sequences to trace on, batch-first (batch, time, features), and the features' names
     (a CSV's header; None for .npy). A .npy is 3-D in the given layout, or 2-D (time,
     features) for one sequence; a CSV is one sequence, a row per step and a column per
-    feature, under a header. ModelFileError names what is wrong."""
+    feature, under a header, and one of more than `max_steps` rows is refused before it is
+    parsed. ModelFileError names what is wrong, and quotes nothing the file holds."""
     label = name or str(source)
     suffix = Path(label).suffix.lower()
-    raw = _read_bytes(source, label)
+    if suffix not in SEQUENCE_SUFFIXES:
+        raise ModelFileError(f"{Path(label).name}: sequences must be a .npy array or a .csv file, "
+                             f"not {suffix or 'a file without a suffix'}")
+    raw = _read_bytes(source, label, SEQUENCE_SUFFIXES)
     if suffix == ".npy":
         x = _read_npy(raw, Path(label).name)
         if x.ndim == 2:
@@ -251,23 +258,23 @@ def read_sequences(source, time_first: bool = False, name: str | None = None) ->
                                  f"({'time, batch' if time_first else 'batch, time'}, features) or 2-D "
                                  "(time, features) for one sequence")
         names = None
-    elif suffix in (".csv", ".txt"):
-        text = raw.decode("utf-8-sig", errors="replace") if isinstance(raw, bytes) else raw
+    else:
+        # Every column is a feature: the header's names are asked for, so a text column is
+        # refused rather than left out. Only the first line is decoded for them.
+        text = raw if isinstance(raw, str) else raw[:raw.find(b"\n") + 1 or len(raw)].decode("utf-8-sig", "replace")
         try:
-            header = next(csv.reader(io.StringIO(text)), [])
+            header = next(csv.reader(lines(text)), [])
         except csv.Error:     # a header csv cannot split: load_csv says what is wrong with the file
             header = []
         named = io.BytesIO(raw if isinstance(raw, bytes) else raw.encode())
         named.name = Path(label).name
         try:
-            table = load_csv(named, columns=[h.strip() for h in header] if header else None)
+            table = load_csv(named, columns=[h.strip() for h in header] if header else None,
+                             max_rows=max_steps, quote=False)
         except DataError as error:
             raise ModelFileError(str(error)) from None
         names = list(table.frame.columns)
         x = table.frame.to_numpy()[None]                  # (1, time, features)
-    else:
-        raise ModelFileError(f"{Path(label).name}: sequences must be a .npy array or a .csv file, "
-                             f"not {suffix or 'a file without a suffix'}")
     if 0 in x.shape:
         raise ModelFileError(f"{Path(label).name} holds no data (shape {x.shape})")
     x = x.astype(np.float64 if x.dtype == np.float64 else np.float32)
@@ -407,12 +414,12 @@ def _is_text(raw: bytes) -> bool:
     return not any(b < 32 and b not in b"\t\n\r\f" for b in head)
 
 
-def _read_bytes(source, label: str) -> bytes:
-    """A path's or a file object's bytes; ModelFileError when they cannot be read."""
+def _read_bytes(source, label: str, suffixes: tuple[str, ...]) -> bytes:
+    """A path's or a file object's bytes, read within the upload cap (read_user_file)."""
     try:
-        return source.read() if hasattr(source, "read") else Path(source).read_bytes()
-    except OSError as error:
-        raise ModelFileError(f"cannot read {label}: {error.strerror or error}") from None
+        return read_user_file(source, suffixes, name=label)
+    except DataError as error:
+        raise ModelFileError(str(error)) from None
 
 
 def _layer_order(key: str):

@@ -525,7 +525,8 @@ def _csv(seq_len: int, source=None, columns: list[str] | None = None, target: st
     if source is None:
         raise ValueError("The csv task needs source=<path or file object>.")
     table = load_csv(source, columns, target)
-    label = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "the CSV")
+    # By its name: an upload's path is a server folder the user never chose.
+    label = Path(source if isinstance(source, (str, Path)) else getattr(source, "name", "the CSV")).name
     return WindowTask("csv", table.frame.to_numpy(), list(table.frame.columns), table.target,
                       seq_len, horizon, str(label))
 
@@ -750,7 +751,9 @@ def _csv_sizes(config: Config) -> TaskSizes:
     (its first line only is read; the file is parsed when the task is built)."""
     chosen = [c for c in config.csv_columns.split(",") if c.strip()]
     try:
-        with open(config.csv_path, "rb") as source:
+        # Opened without waiting for a writer, should it be a FIFO; what is wrong with a path
+        # that is not a regular file, read_user_file (the task's reader) says.
+        with open(config.csv_path, "rb", opener=lambda path, flags: os.open(path, flags | os.O_NONBLOCK)) as source:
             header, size = source.readline(2**16), os.fstat(source.fileno()).st_size
     except OSError:                    # the task will say what is wrong with the path
         header, size = b"", 0

@@ -19,7 +19,6 @@ from safetensors.torch import save as save_tensors
 from torch import Tensor, nn
 
 from .config import FIELDS, MAX_PROBE_TRACE_MB, Config
-from .data import env_number
 from .loading import ModelFileError, build_module, cell_name, check_inputs, parse_loss, unit_loss
 from .tasks import Control, HandMade, Task
 
@@ -27,14 +26,6 @@ MAX_PROBES = int(FIELDS["probe_count"].hi)          # sequences traced and shown
 MAX_STEPS = int(FIELDS["seq_len"].hi)
 MAX_HIDDEN, MAX_LAYERS = int(FIELDS["hidden"].hi), int(FIELDS["layers"].hi)
 WAVE_COUNT = 8                                      # the probe set made when no sequences are given
-UPLOAD_ENV = "GATE_EXPLORER_MAX_UPLOAD_MB"
-DEFAULT_MAX_UPLOAD_MB = 64.0      # a 4-layer LSTM of 512 units (the run caps) is about 34 MB in float32
-
-
-def max_upload_mb() -> float:
-    """The app's cap on one uploaded file: GATE_EXPLORER_MAX_UPLOAD_MB, else 64 MB (an
-    unreadable value falls back to the default)."""
-    return env_number(UPLOAD_ENV, DEFAULT_MAX_UPLOAD_MB)
 
 
 class YourModel(nn.Module):

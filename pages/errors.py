@@ -1,8 +1,9 @@
 """Defence in depth: an exception no page expected shows the user a short reference and nothing
 more (no stack, no server path); the server's log holds the traceback under the same reference,
-so a teacher who reads it out can find what happened."""
+so a teacher who reads it out can find what happened. `plain` shows a user's text as text."""
 from __future__ import annotations
 
+import re
 import secrets
 from contextlib import contextmanager
 from typing import Iterator
@@ -11,6 +12,17 @@ import streamlit as st
 from streamlit.logger import get_logger
 
 LOG = get_logger(__name__)
+# What starts a link, an image, code, HTML, a Streamlit directive (:red[...]) or a LaTeX formula in
+# st.error and its kin, and the start of a bare address, which GitHub-flavoured markdown makes a
+# link. Underscores are left: file names hold them (my_data.csv), and at worst they make italics.
+_MARKUP = re.compile(r"([\\`*\[\]<>#|~$])|(?<=[A-Za-z])(:)(?=//)|(?<=\bwww)(\.)", re.IGNORECASE)
+
+
+def plain(text: object) -> str:
+    """Text a user or their file supplied (a file's name, a CSV's column, a message quoting
+    them), escaped so an error box shows it as written: `[x](http://evil)` is not a link,
+    `**x**` is not bold. Letters, digits and sentence punctuation are left as they are."""
+    return _MARKUP.sub(lambda m: "\\" + next(g for g in m.groups() if g), str(text))
 
 
 def new_ref() -> str:

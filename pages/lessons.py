@@ -6,6 +6,7 @@ import streamlit as st
 from explorer import Status, plots
 from explorer.lessons import ALIASES, LESSONS
 from pages.charts import chart
+from pages.errors import plain
 from pages import keys
 from pages.session import ended_note, refresh_every, session, siblings_training, waiting_note
 from pages.sidebar import applied_config, show_settings, take_settings
@@ -59,7 +60,7 @@ def _explore(label: str) -> None:
 wanted = ALIASES.get(st.session_state.get(keys.LESSON), st.session_state.get(keys.LESSON))
 st.session_state[keys.LESSON] = wanted           # a former key: the link gets the current one
 if wanted and wanted not in KNOWN:
-    st.warning(f"This link names a lesson {wanted!r} that does not exist; pick one below.")
+    st.warning(f"This link names a lesson {plain(repr(wanted))} that does not exist; pick one below.")
     st.session_state[keys.LESSON] = wanted = None
 if wanted and st.session_state.get(SETTINGS_SHOWN) != wanted:     # a lesson link: not loaded by its button
     _show_settings(KNOWN[wanted])

@@ -17,8 +17,9 @@ from explorer.config import DEVICES, FIELDS
 from explorer.lessons import LESSONS
 from explorer.models import resolve_device
 from explorer.tasks import SERIES, TASKS
-from explorer.yours import UPLOAD_ENV, max_upload_mb
+from explorer.data import UPLOAD_ENV, max_upload_mb
 from pages import keys
+from pages.errors import plain
 from pages.follow import audience, follow_card, watched
 from pages.link import not_used, read_link, view_problems
 from pages.multipage import inside_app
@@ -110,7 +111,7 @@ def _csv_upload(draft: dict, where: Session):
                                    f"UTF-8 or UTF-16. Up to {cap:g} MB.")
     if upload is not None and upload.size > cap * 2**20:
         # The browser enforces the uploader's cap too, but a client's word is not a check.
-        st.error(f"The CSV file {upload.name} is {upload.size / 2**20:.1f} MB; uploads here are capped at "
+        st.error(f"The CSV file {plain(upload.name)} is {upload.size / 2**20:.1f} MB; uploads here are capped at "
                  f"{cap:g} MB ({UPLOAD_ENV} on the server). Nothing was read; the run keeps its data.")
     elif upload is not None:
         # In a folder named by the upload, so the path (part of the config) is stable across
@@ -137,7 +138,7 @@ def sidebar() -> Config | None:
         # The view choices (unit, layer...) are checked against the model the link opens on.
         rejected += view_problems(lambda: current_run(_valid(st.session_state[keys.DRAFT])))
         if rejected:
-            st.warning(not_used(rejected))
+            st.warning(plain(not_used(rejected)))
     draft = st.session_state[keys.DRAFT]
     # Presentation mode hides the sidebar (app.py): what a projected lesson needs of it, the
     # Share menu, the follow QR code and the way out, is a strip atop the main column instead.
@@ -177,7 +178,7 @@ def sidebar() -> Config | None:
         try:
             config = Config.from_dict(draft)
         except ValueError as error:
-            say.error(f"Invalid setting: {error}")
+            say.error(f"Invalid setting: {plain(error)}")
             config = None
         st.session_state[keys.CONFIG] = config
         shown = current_run(config) if config is not None else where.run
@@ -194,7 +195,7 @@ def sidebar() -> Config | None:
             try:
                 run.retrace(config)
             except ValueError as error:
-                say.error(f"That loss can't be traced: {error}")
+                say.error(f"That loss can't be traced: {plain(error)}")
         elif run is not None and run.trainer.config != config and run.trainer.steps_done and not present:
             say.info("These settings differ from the running model's. Press **Reset** on the "
                      "Train page to start a new run with them.")
@@ -209,7 +210,7 @@ def _refusal(config: Config | None, draft: dict, slot) -> None:
     if problem is None or (_relevant("csv_path", draft) and not draft["csv_path"]):
         return
     with slot if slot is not None else st.container():
-        st.error(f"Could not set up this run: {problem}")
+        st.error(f"Could not set up this run: {plain(problem)}")
 
 
 class Strip(NamedTuple):

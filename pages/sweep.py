@@ -12,7 +12,7 @@ import threading
 
 import streamlit as st
 
-from explorer import plots
+from explorer import csvsafe, plots
 from explorer.admission import max_runs
 from explorer.config import Config
 from explorer.lessons import SWEEP_LESSONS, SweepLesson
@@ -20,6 +20,7 @@ from explorer.store import StoreError
 from explorer.sweep import RunCost, SweepJob, estimate_seconds, grid, max_page_runs, results, run_cost, worker_seconds
 from pages import keys
 from pages.charts import PRESENT_FONT
+from pages.errors import plain
 from pages.session import ERRORS, run_store, session, store_problem
 from pages.sidebar import applied_config, show_settings, take_settings
 
@@ -171,7 +172,7 @@ except StoreError as error:
     st.stop()
 shown = _kept().get(keys.SWEEP_PICK)
 if shown and shown not in {s["id"] for s in stored}:
-    st.warning(f"No sweep with id {shown} on this server.")
+    st.warning(f"No sweep with id {plain(shown)} on this server.")
     shown = None
 linked_ids = _kept().setdefault(LINKED, [])
 if shown and shown not in mine and shown not in linked_ids:
@@ -296,7 +297,7 @@ def _show(sweep_id: str) -> None:
         "grad_ratio_final": st.column_config.NumberColumn("gradient ratio, end", format="%.2e"),
         "steps_per_second": st.column_config.NumberColumn("steps/s", format="%.0f")})
     csv, parquet = st.columns(2)
-    csv.download_button("Download the rows (CSV)", frame.to_csv(index=False), f"sweep-{sweep_id}.csv",
+    csv.download_button("Download the rows (CSV)", csvsafe.to_csv(frame), f"sweep-{sweep_id}.csv",
                         "text/csv", key="sweep_csv", width="stretch")
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)

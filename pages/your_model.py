@@ -9,11 +9,13 @@ from pathlib import Path
 
 import streamlit as st
 
+from explorer.data import UPLOAD_ENV, max_upload_mb
 from explorer.loading import (NONLINEARITIES, ModelFileError, build_module, infer_architecture, naming,
                               read_sequences, read_state_dict, recurrent_prefixes)
 from explorer.store import StoreError
-from explorer.yours import UPLOAD_ENV, look_inside, max_upload_mb
+from explorer.yours import MAX_STEPS, WAVE_COUNT, look_inside
 from pages import keys
+from pages.errors import plain
 from pages.session import Session
 from pages.sidebar import take_settings
 
@@ -24,7 +26,7 @@ def _too_big(upload, what: str) -> bool:
     """Say so when an upload is over the cap (each file has its own message)."""
     cap = max_upload_mb()
     if upload.size > cap * 2**20:
-        st.error(f"The {what} {upload.name} is {upload.size / 2**20:.1f} MB; uploads here are capped at "
+        st.error(f"The {what} {plain(upload.name)} is {upload.size / 2**20:.1f} MB; uploads here are capped at "
                  f"{cap:g} MB ({UPLOAD_ENV} on the server). Nothing was read.")
         return True
     return False
@@ -54,7 +56,8 @@ def your_model_form(where: Session) -> None:
                                               "feature, a header. Without one: sine waves; the Gates page also "
                                               "builds sequences by hand.")
     if model_file is None:
-        st.info("Upload a model's state_dict to look inside it.")
+        st.info(f"Upload a model's state_dict (up to {max_upload_mb():g} MB; the uploader refuses a larger "
+                "file) to look inside it.")
         return
     if _too_big(model_file, "model file") or (sequences_file is not None and _too_big(sequences_file, "sequence file")):
         return
@@ -67,9 +70,10 @@ def your_model_form(where: Session) -> None:
                                   key=keys.YOURS_PREFIX, format_func=lambda p: p.rstrip(".") or "(no prefix)")
         arch = infer_architecture(state, prefix)
     except ModelFileError as error:
-        st.error(f"This model can't be used: {naming(error, model_file.name)}")
+        st.error(f"This model can't be used: {plain(naming(error, model_file.name))}")
         return
-    st.success(f"Found {arch.describe()}" + (f" (under “{arch.prefix.rstrip('.')}”)" if arch.prefix else "") + ".")
+    under = f" (under “{plain(arch.prefix.rstrip('.'))}”)" if arch.prefix else ""    # a key in the user's file
+    st.success(f"Found {arch.describe()}{under}.")
 
     one, two, three, four = st.columns(4)
     activation = one.radio("Activation of the plain RNN", NONLINEARITIES, key=keys.YOURS_NONLINEARITY,
@@ -87,6 +91,12 @@ def your_model_form(where: Session) -> None:
                                 "layer's h at the last step, summed) or UNIT@STEP (one top-layer unit at one "
                                 "step, e.g. 3@10).")
     name = st.text_input("Name", Path(model_file.name).stem, key=keys.YOURS_NAME, max_chars=200)
+    if sequences_file is None:
+        # The browser drops a file over the cap without a word to the server: what is missing is
+        # said here, so sine waves are never taken for the file the user chose.
+        st.info(f"No sequence file is uploaded: **Look inside** shows the model on {WAVE_COUNT} sine waves of "
+                f"{int(steps)} steps. To use yours, upload a .npy or .csv of up to {max_upload_mb():g} MB "
+                f"above (a larger file is refused by the uploader and never arrives).")
     if not st.button("Look inside", type="primary", key="yours_open", icon=":material/visibility:"):
         return
     try:
@@ -95,12 +105,12 @@ def your_model_form(where: Session) -> None:
         source = "sine waves"
         if sequences_file is not None:
             x, features = read_sequences(_named(sequences_file), time_first=layout == "time",
-                                         name=sequences_file.name)
+                                         name=sequences_file.name, max_steps=MAX_STEPS)
             source = sequences_file.name
         config, task, note = look_inside(module, x, loss.strip() or "last", features, source, int(steps))
         run = where.look_inside(config, task, name.strip() or Path(model_file.name).stem)
     except (ModelFileError, ValueError, StoreError, OSError) as error:
-        st.error(f"Could not look inside this model: {error}")
+        st.error(f"Could not look inside this model: {plain(error)}")
         return
     take_settings(run)
     if note:
