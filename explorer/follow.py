@@ -21,7 +21,7 @@ from typing import Callable, Hashable
 from torch import nn
 
 from .run import ReadOnly, Run, Snapshot, Status
-from .store import FollowRefused, RunStore
+from .store import FollowRefused, RunStore, StoreError
 from .trace import Trace
 from .trainer import Trainer
 
@@ -105,6 +105,7 @@ class FollowBoard:
         self._lock = threading.Lock()
         self._runs: dict[str, str | FollowRefused] = {}      # token -> run id, or why it is refused
         self._followers: dict[str, set[int]] = {}            # token -> ids of following sessions
+        self.problem: str | None = None       # why the store could not be read for a follower last time
 
     def link(self, run_id: str, owner_key: str, make: bool = True) -> str | None:
         """The run's follow token (made now if it has none and make is set)."""
@@ -117,7 +118,8 @@ class FollowBoard:
         return token
 
     def run_of(self, token: str) -> str:
-        """The run id token names now; FollowRefused if unknown or revoked."""
+        """The run id token names now; FollowRefused if unknown or revoked; StoreError if the
+        store cannot be read now (not kept: the next call reads it again)."""
         with self._lock:
             known = self._runs.get(token)
         if known is None:
@@ -125,6 +127,9 @@ class FollowBoard:
                 known = self.store.followed(token)
             except FollowRefused as refused:
                 known = refused
+            except StoreError as error:
+                self.problem = str(error)
+                raise
             with self._lock:
                 self._runs[token] = known
         if isinstance(known, FollowRefused):

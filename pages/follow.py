@@ -4,6 +4,7 @@ follower's page refreshes. The rules are explorer/follow.py's."""
 from __future__ import annotations
 
 import io
+import logging
 import time
 
 import segno
@@ -12,7 +13,7 @@ import streamlit as st
 from explorer import Run, Status
 from explorer.data import env_number
 from explorer.follow import FigureCache, FollowBoard, Followed
-from explorer.store import FollowRefused, StoreError
+from explorer.store import FollowRefused, RunNotFound, StoreError
 from pages.session import live_runs, run_store, session
 
 # A follower's view redraws this often while the run trains (GATE_EXPLORER_FOLLOW_S): its
@@ -26,6 +27,11 @@ POLLED_SECONDS = 10.0
 SAVED_TTL_S = 10.0       # a run that is no longer live is read from the store again after this
 MOVED_NOTE_S = 60.0      # how long a follower is told that the owner started a new run
 QR_WIDTH = 420           # px: most of a 720-pixel-high projector, scannable from the back of the room
+# Why a follow link does not open while the store cannot be read; the store's own words (which
+# may name a server path) go to the server's log only.
+UNREADABLE = ("this follow link cannot be opened now: the server cannot read its run store (where follow links and "
+              "saved runs are kept). Reload this page in a moment; if it still does not open, tell the run's owner")
+LOG = logging.getLogger("gate_explorer")
 
 
 @st.cache_resource(show_spinner=False)
@@ -48,7 +54,7 @@ def _saved(run_id: str) -> Run:
 
 def watched() -> tuple[Followed | None, str | None]:
     """The run this session follows, and a note when it is not the live run: (None, why) when
-    the link is refused (revoked, unknown)."""
+    the link is refused (revoked, unknown) or cannot be read now."""
     where, board = session(), follow_board()
     if board is None:
         return None, "follow links need the run store, which this server could not open"
@@ -56,6 +62,8 @@ def watched() -> tuple[Followed | None, str | None]:
         run_id = board.run_of(where.follow_token)
     except FollowRefused as refused:
         return None, str(refused)
+    except StoreError:                  # unreadable now (damaged, locked): refused_follow says so
+        return None, UNREADABLE
     if where.followed_id not in (None, run_id):
         where.moved_at = time.monotonic()
     where.followed_id = run_id
@@ -66,8 +74,11 @@ def watched() -> tuple[Followed | None, str | None]:
     if live is None:
         try:
             live = _saved(run_id)
-        except StoreError:
+        except RunNotFound:
             return None, "the run this link follows has ended before it trained a step"
+        except StoreError as error:
+            board.problem = str(error)
+            return None, UNREADABLE
         except (ValueError, OSError) as error:          # its saved data no longer loads (a CSV run's file)
             return None, f"the run this link follows cannot be opened any more: {error}"
         note = ("This run is not training any more (its owner left it, or started over without its "
@@ -139,8 +150,10 @@ def _stop_following(where) -> None:
 
 
 def refused_follow(where) -> None:
-    """The page of a follower whose link no longer opens (revoked, unknown)."""
+    """The page of a follower whose link does not open (revoked, unknown, its store unreadable)."""
     why = watched()[1] or "this follow link does not open"
+    if why == UNREADABLE:                # one line a view in the server's log, with the store's own words
+        LOG.warning("follow link %s...: %s", where.follow_token[:6], follow_board().problem)
     st.error(f"{why[0].upper()}{why[1:]}.")
     st.button("Train a run of my own", on_click=_stop_following, args=(where,), key="follow_refused_leave")
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -33,9 +34,10 @@ from starlette.routing import Route
 
 from explorer import Status, plots
 from explorer.follow import FigureCache, Followed
-from explorer.store import FollowRefused
+from explorer.store import FollowRefused, StoreError
 from pages import follow
 from pages.charts import grid_data
+from pages.errors import new_ref
 from pages.session import live_runs, watches
 
 # Points per line on the live charts: more than a half-width chart has pixels for is spent
@@ -47,6 +49,7 @@ PATH = "follow-live"
 OWNER_PATH = "train-live"
 MAX_HAVE = 8                      # versions a poll may name (the grid has five charts)
 ANSWERS_KEPT = 64
+LOG = logging.getLogger("gate_explorer")
 
 
 # The newest answers, as sent and gzipped: a class's polls in one tick ask the same question
@@ -123,7 +126,7 @@ def answer(token: str, gate: str | None, sequence: int, present: bool, since: in
     """(HTTP status, JSON body, the body gzipped or None) of a follower's poll: 200 with the
     newest step's head and the figures the browser lacks; 204 when the run has made no step
     since `since` and is still training; 403 when the link is refused; 410 when the run is not live any more (the
-    page's next rerun shows it as saved)."""
+    page's next rerun shows it as saved); 503 when the store's follow links cannot be read now."""
     board = follow.follow_board()
     if board is None:
         return 503, _message("follow links need the run store, which this server could not open"), None
@@ -131,6 +134,9 @@ def answer(token: str, gate: str | None, sequence: int, present: bool, since: in
         run_id = board.run_of(token)
     except FollowRefused as refused:
         return 403, _message(str(refused)), None
+    except StoreError as error:          # damaged or locked now: the page's next rerun says so too
+        LOG.warning("%s/%s...: %s", PATH, token[:6], error)
+        return 503, _message(f"{follow.UNREADABLE[0].upper()}{follow.UNREADABLE[1:]}."), None
     live = live_runs().get(run_id)
     if live is None or not live.id:
         return 410, _message("This run is not training any more: the page shows it as last saved."), None
@@ -196,8 +202,13 @@ async def _respond(request: Request, answer) -> Response:
                         media_type="application/json")
     have = frozenset(query.get("have", "").split(".")[:MAX_HAVE]) - {""}
     gate = query.get("gate", "")[:40] or None
-    status, body, zipped = await run_in_threadpool(answer, request.path_params["token"][:64], gate, sequence,
-                                                   bool(present), since, have)
+    try:
+        status, body, zipped = await run_in_threadpool(answer, request.path_params["token"][:64], gate, sequence,
+                                                       bool(present), since, have)
+    except Exception:           # unexpected: a JSON reason with a reference, as a page's (pages/errors.py)
+        ref = new_ref()
+        LOG.exception("Something went wrong in %s (ref %s)", request.url.path.split("/")[1], ref)
+        return Response(_message(f"Something went wrong (ref {ref})"), 500, media_type="application/json")
     headers = {"Cache-Control": "no-store", "Vary": "Accept-Encoding"}
     if zipped is not None and "gzip" in request.headers.get("accept-encoding", ""):
         body, headers["Content-Encoding"] = zipped, "gzip"     # compressed once per answer, not per poll
