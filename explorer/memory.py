@@ -84,6 +84,17 @@ def give_back() -> bool:
     return bool(_LIBC.malloc_trim(0))
 
 
+def resident_mb(pid: int | str = "self") -> float | None:
+    """A process's resident memory (VmRSS), MB: this one's by default. None where /proc cannot
+    say (off Linux, or the process has ended)."""
+    try:
+        with open(f"/proc/{pid}/status") as file:
+            status = file.read()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmRSS:")), None)
+
+
 def freeze_startup_objects() -> None:
     """Leave what the server made at start (torch, plotly, Streamlit: ~270,000 objects) out of
     the garbage collector's full passes. Each full pass holds the interpreter the training

@@ -26,6 +26,8 @@ the shared-memory handles torch's multiprocessing pickler would make):
                      ("diverged", message)                     the step was not applied
                      ("failed", text, out_of_memory)           the step (or the load) raised
                      ("state", State or None)                  after a sync or a hold (None: no run loaded)
+                     ("ready", rss_mb)                         once, warmed up: its memory then (MB, or
+                                                               None off Linux); Worker.receive keeps it
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ import torch
 
 from . import threads
 from .history import History
-from .memory import settle_for_training
+from .memory import resident_mb, settle_for_training
 from .trainer import Trainer
 
 # Steps a worker may run ahead of the records the server has read. The server's reading thread
@@ -52,6 +54,13 @@ from .trainer import Trainer
 # waiting for them 2.2% of its time while the Train page was open; with four, 0.6%. A pause
 # holds the worker at its next step, whatever it was allowed.
 AHEAD = 4
+# A worker back from a run holding more than this over what it held fresh is ended, and a fresh
+# one started in its place. What a run used stays with the process that ran it: its training
+# arena keeps its free top (explorer/memory.py), and the worker its last model until the next
+# load. Measured after a class of six: two warm workers at 723 and 888 MB, against 307
+# and 322 fresh (issue 33). A small run's worker (step through a few steps) stays under it and
+# is kept: a fresh one costs about 3 s of a core for its imports.
+GROWN_MB = 40.0
 
 
 @dataclass
@@ -137,10 +146,15 @@ class Worker:
         finally:
             theirs.close()
         self.conn = Connection(ours.detach())
+        self.fresh_mb: float | None = None       # its memory once warmed up, as it said ("ready")
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def rss_mb(self) -> float | None:
+        """Its resident memory now, MB (None once it has ended, or off Linux)."""
+        return resident_mb(self.pid)
 
     def send(self, *message) -> None:
         try:
@@ -149,11 +163,16 @@ class Worker:
             raise self._lost() from error
 
     def receive(self):
-        """The next message (it waits for one)."""
-        try:
-            return pickle.loads(self.conn.recv_bytes())
-        except (EOFError, OSError) as error:
-            raise self._lost() from error
+        """The next message (it waits for one). The worker's "ready" is kept here, not returned:
+        the pool compares its memory after a run with it."""
+        while True:
+            try:
+                message = pickle.loads(self.conn.recv_bytes())
+            except (EOFError, OSError) as error:
+                raise self._lost() from error
+            if message[0] != "ready":
+                return message
+            self.fresh_mb = message[1]
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -179,13 +198,16 @@ class Worker:
 
 class Workers:
     """A server's worker processes: lent one per training run, kept warm (at most `keep` idle)
-    so that pressing Train does not wait for a new interpreter and torch to start (~3 s here)."""
+    so that pressing Train does not wait for a new interpreter and torch to start (~3 s here).
+    One that comes back from a run grown past `grown_mb` is replaced by a fresh one (GROWN_MB)."""
 
-    def __init__(self, keep: int = 1, make=Worker):
+    def __init__(self, keep: int = 1, make=Worker, grown_mb: float = GROWN_MB):
         self.keep = keep
         self.make = make              # a new worker: a process here, or an actor (explorer.ray_engine)
+        self.grown_mb = grown_mb
         self._lock = threading.Lock()
         self._idle: list[Worker] = []
+        self._starting = 0            # workers warm() is starting now, for the idle list
 
     def lease(self) -> Worker:
         with self._lock:
@@ -197,21 +219,43 @@ class Workers:
         return self.make()
 
     def give_back(self, worker: Worker) -> None:
-        """Keep a worker for the next run, or end it if enough are kept (or it is gone)."""
+        """Keep a worker for the next run, or end it if enough are kept, it is gone, or it has
+        grown (then a fresh one is started in its place, in the background)."""
+        grown = self._grown(worker)
         with self._lock:
-            if worker.alive() and len(self._idle) < self.keep:
+            if worker.alive() and not grown and len(self._idle) < self.keep:
                 self._idle.append(worker)
                 return
         worker.close()
+        if grown:
+            self.warm()
 
     def warm(self) -> None:
-        """Start the kept workers in the background, ready for the first runs."""
+        """Start the workers missing from the kept ones in the background, ready for the next runs."""
+        with self._lock:
+            missing = self.keep - len(self._idle) - self._starting
+            self._starting += max(0, missing)
+
         def start():
-            with self._lock:
-                missing = self.keep - len(self._idle)
-            for _ in range(max(0, missing)):
-                self.give_back(self.make())
-        threading.Thread(target=start, name="gate-explorer-warm", daemon=True).start()
+            left = missing
+            try:
+                while left:
+                    self.give_back(self.make())
+                    left -= 1
+                    with self._lock:
+                        self._starting -= 1
+            finally:
+                with self._lock:
+                    self._starting -= left          # those it could not start (make raised)
+        if missing > 0:
+            threading.Thread(target=start, name="gate-explorer-warm", daemon=True).start()
+
+    def _grown(self, worker: Worker) -> bool:
+        """Whether a worker holds more than grown_mb over what it held fresh. Only a process that
+        said so can tell (a Ray actor's memory is its cluster's to manage)."""
+        fresh = getattr(worker, "fresh_mb", None)
+        now = worker.rss_mb() if fresh is not None else None
+        return now is not None and now - fresh > self.grown_mb
 
     def close(self) -> None:
         with self._lock:
@@ -268,6 +312,7 @@ def main(fd: int) -> None:
     conn = Connection(fd)
     settle_for_training()      # a step's temporaries stay mapped between steps (explorer/memory.py)
     warm_up()
+    _send(conn, ("ready", resident_mb()))
     serve(conn)
 
 

@@ -1,6 +1,6 @@
 """Load test: many browser sessions training at once on one app server.
 
-    python -m tests.load [--sessions 10] [--seconds 60] [--cohorts 1] [--max-runs M] [--json out.json]
+    python -m tests.load [--sessions 10] [--seconds 60] [--cohorts 1] [--leave 60] [--max-runs M] [--json out.json]
 
 It starts the app's Streamlit server itself (on a free loopback port, with a fresh temporary
 run store), warms it up with one short run, and reads its baseline memory (VmRSS) and thread
@@ -10,6 +10,13 @@ has started or shown a queue place: the browser shares the machine with the serv
 taken from the websocket as the server sends them (timed on arrival: a busy browser reads its
 page late), and each page is read every second for its queue place and any error. The cohort's tabs
 then close, and after --settle seconds the server's memory and threads are read again.
+
+The class leaves, and nobody comes: after the last cohort's tabs close, the server is left alone
+for --leave seconds (no visitor, no request at all: a visitor's arrival is what used to make
+Streamlit let go of the ended sessions), and its memory and each worker's are read then, against
+the baseline and against a fresh worker's (one this test starts as the server would and reads
+once it has warmed up). The server keeps a closed tab's session for its own
+`server.disconnectedSessionTTL` (.streamlit/config.toml), unless --session-ttl says otherwise.
 
 Per session it reports steps/s (over the window, and over the time it was admitted: its step
 counter advancing, no queue place shown), the view's refresh interval (median and p95), the
@@ -21,7 +28,8 @@ Playwright driver and Chromium) each used, so the browser's work is not read as 
 It exits non-zero on any error, on starvation (an admitted run below --min-share of the fair
 share, or a run that waited over --start-grace s to train without showing its queue place), or
 on a leak (after a cohort, RSS more than --rss-slack-mb above the baseline, or threads more
-than --thread-slack above it).
+than --thread-slack above it; --leave s after the class left, the server's RSS more than
+--rss-slack-mb above the baseline, or a worker's that much above a fresh worker's).
 """
 from __future__ import annotations
 
@@ -30,6 +38,7 @@ import json
 import os
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,9 +60,11 @@ ERROR_BOX = '[data-testid="stAlertContentError"]'   # st.error
 # Bounded: other values are refused. The server's idle I/O threads (anyio's, serving files) end
 # once idle 10 s, but only at its next request: so "at rest" readings come 12 s or more after a
 # cohort, just after one request.
-LIMITS = {"sessions": (1, 20), "seconds": (1, 600), "cohorts": (1, 5), "settle": (12, 120)}
-SESSION_TTL = 5        # s a closed tab's Streamlit session is kept for a reconnect (default 120)
-RELOAD_GRACE = 2       # s a closed session's training run waits for a reload (default 30)
+LIMITS = {"sessions": (1, 20), "seconds": (1, 600), "cohorts": (1, 5), "settle": (12, 120), "leave": (0, 300)}
+# s a closed tab's Streamlit session is kept for a reconnect, for a caller without --session-ttl
+# (tests/classroom.py); this test's own default is the app's (.streamlit/config.toml: 30 s).
+SESSION_TTL = 5
+RELOAD_GRACE = 2       # s a closed session's training run waits for a reload (default 30), without --reload-grace
 SAMPLE_EVERY = 1.0     # s between readings of every tab and of the server
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -80,18 +91,45 @@ def _stat(pid: int) -> tuple[str, int, float] | None:
 
 def memory(pid: int) -> dict:
     """The process's resident memory (MB) and thread count, from /proc/<pid>/status; and its
-    worker processes' (explorer.worker): how many, and their memory together."""
-    rss, threads = _status(pid)
-    workers = [_status(child)[0] for child in tree(pid) if child != pid]
-    return {"rss_mb": rss, "threads": threads, "workers": len(workers), "workers_rss_mb": sum(workers)}
+    worker processes' (explorer.worker): how many, their memory together, and each one's."""
+    rss, threads = _status(pid) or (0.0, 0)
+    workers = [status[0] for child in tree(pid) if child != pid and (status := _status(child))]
+    return {"rss_mb": rss, "threads": threads, "workers": len(workers), "workers_rss_mb": sum(workers),
+            "workers_mb": [round(w, 1) for w in workers]}
 
 
-def _status(pid: int) -> tuple[float, int]:
+# A worker as the server starts one (explorer.worker), asked for its state once it has warmed
+# up (it answers only then), its RSS printed; in a process of its own, so that this one never
+# imports torch.
+FRESH_WORKER = """
+from pathlib import Path
+from explorer.worker import Worker
+worker = Worker()
+worker.send("sync")
+assert worker.receive() == ("state", None)
+print(Path(f"/proc/{worker.pid}/status").read_text())
+worker.close()
+"""
+
+
+def fresh_worker_mb() -> float:
+    """A fresh worker's resident memory, MB (started with the server's arena cap)."""
+    done = subprocess.run([sys.executable, "-c", FRESH_WORKER], cwd=HERE.parent, capture_output=True, text=True,
+                          env={**os.environ, ARENAS_ENV: str(ARENAS)}, timeout=180, check=True)
+    fields = dict(line.split(":", 1) for line in done.stdout.splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024
+
+
+def _status(pid: int) -> tuple[float, int] | None:
+    """(RSS in MB, threads), or None for a process that has ended: gone as it was read, or a
+    worker the server is ending (exited, not yet reaped: it has no memory left)."""
     try:
         text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:                  # (a process that ended as it was read)
-        return 0.0, 0
+    except OSError:
+        return None
     fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    if "VmRSS" not in fields:
+        return None
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"])
 
 
@@ -398,20 +436,23 @@ def wait(page, seconds: float, watch: Watch, tabs: list[Tab] = ()) -> None:
         page.wait_for_timeout(max(0.0, min(left, SAMPLE_EVERY - (time.monotonic() - tick))) * 1000)
 
 
-def settle(watch: Watch, seconds: float, url: str) -> dict:
+def settle(watch: Watch, seconds: float, url: str | None) -> dict:
     """After a cohort: wait, sampling; the server's memory and threads at rest, and its CPU use
-    over the last half of the wait (a run that trains on after its tab closed shows here)."""
+    over the last half of the wait (a run that trains on after its tab closed shows here).
+    Without url, no request is made: the reading is of a server nobody has visited since."""
     watch.mark()
     end, half = time.monotonic() + seconds, time.monotonic() + seconds / 2
+    watch.sample()
     while time.monotonic() < end:
         if time.monotonic() >= half:
             watch.server_cpu.mark()
             half = float("inf")
         watch.sample()
         time.sleep(min(SAMPLE_EVERY, max(0.0, end - time.monotonic())))
-    with urllib.request.urlopen(url + "/", timeout=10) as response:   # lets idle I/O threads end
-        response.read()
-    time.sleep(1)
+    if url is not None:
+        with urllib.request.urlopen(url + "/", timeout=10) as response:   # lets idle I/O threads end
+            response.read()
+        time.sleep(1)
     return {**memory(watch.pid), "thread_names": thread_names(watch.pid),
             "server_cores_at_rest": watch.server_cpu.cores()["total"],
             "readings": [{**r, "t": round(r["t"] - watch.readings[0]["t"], 2)} for r in watch.readings]}
@@ -477,12 +518,15 @@ def cohort(browser, server: Server, options: argparse.Namespace, watch: Watch, n
                 tab.context.close()
             except Exception:   # noqa: BLE001 - closing the rest matters more
                 pass
-    after = settle(watch, options.settle, server.url)
+    # The last class leaves and nobody comes: no request at all before `left` is read. Then one
+    # request, so idle I/O threads end before the threads are counted in `after`.
+    left = settle(watch, options.leave, None) if number == options.cohorts and options.leave else None
+    after = settle(watch, 1 if left else options.settle, server.url)
     with open(server.log_path, "rb") as log:
         log.seek(log_start)
         errors = server_errors(log.read().decode(errors="replace"))
     return {"cohort": number, "window_seconds": round(until - since, 2), "before": before, "during": during,
-            "after": after, "cpu": cpu, "sessions": sessions, "server_errors": errors}
+            "left": left, "after": after, "cpu": cpu, "sessions": sessions, "server_errors": errors}
 
 
 # --- verdict and report -------------------------------------------------------------------
@@ -520,7 +564,33 @@ def judge(result: dict, baseline: dict, options: argparse.Namespace) -> list[str
             failures.append(f"{name}: starved, {rate:.1f} steps/s "
                             f"{'while admitted' if s['queue_seen_in_window'] else 'over the window'}, "
                             f"{s['share']:.2f}× the fair share of {fair:.1f}")
-    return failures + server_failures(result, baseline, options)
+    return failures + server_failures(result, baseline, options) + left_failures(result, baseline, options)
+
+
+def left_failures(result: dict, baseline: dict, options: argparse.Namespace) -> list[str]:
+    """The class left and nobody came: the server's memory back near its baseline, and each
+    worker's near a fresh worker's, --leave s later."""
+    left = result.get("left")
+    if not left:
+        return []
+    failures, slack = [], options.rss_slack_mb
+    if left["rss_mb"] - baseline["rss_mb"] > slack:
+        failures.append(f"memory kept: RSS {left['rss_mb']:.0f} MB {options.leave:g} s after the class left with "
+                        f"nobody coming, {left['rss_mb'] - baseline['rss_mb']:+.0f} MB on the baseline "
+                        f"{baseline['rss_mb']:.0f} MB")
+    fresh = baseline["fresh_worker_mb"]
+    for rss in left["workers_mb"]:
+        if rss - fresh > slack:
+            failures.append(f"memory kept: a worker holds {rss:.0f} MB {options.leave:g} s after the class left, "
+                            f"{rss - fresh:+.0f} MB on a fresh worker's {fresh:.0f} MB")
+    return failures
+
+
+def left_line(left: dict, baseline: dict, options: argparse.Namespace) -> str:
+    return (f"class left, nobody came: {options.leave:g} s later (no request since) server RSS "
+            f"{left['rss_mb']:.0f} MB ({left['rss_mb'] - baseline['rss_mb']:+.0f} on the baseline), workers "
+            f"{', '.join(f'{w:.0f}' for w in left['workers_mb']) or 'none'} MB (a fresh one: "
+            f"{baseline['fresh_worker_mb']:.0f} MB)")
 
 
 def server_failures(result: dict, baseline: dict, options: argparse.Namespace) -> list[str]:
@@ -577,6 +647,8 @@ def report(result: dict, baseline: dict, options: argparse.Namespace) -> str:
               f"mean {d['threads_mean']:.0f}, after {a['threads']}",
               workers_line(baseline, a), cpu_line(cpu)
               + f"; server after the cohort left: {a['server_cores_at_rest']:.2f}"]
+    if result.get("left"):
+        lines.append(left_line(result["left"], baseline, options))
     refused = sorted({url for s in result["sessions"] for url in s["refused"]})
     if refused:
         lines.append(f"requests off loopback refused (not counted as errors): {', '.join(refused)}")
@@ -598,15 +670,17 @@ def run(options: argparse.Namespace, browser=None, echo=print, kind: str = "load
     options.shots.mkdir(parents=True, exist_ok=True)
     store = Path(tempfile.mkdtemp(prefix=f"gate-explorer-{kind}-")) / "runs.sqlite"
     # A closed tab's training run keeps going RELOAD_GRACE s for a reload (pages/session.py):
-    # short here, so "after" is read once the runs of the cohort have ended.
-    # The arena cap is part of how the README starts the server (explorer/memory.py).
-    env = {"GATE_EXPLORER_DB": str(store), "GATE_EXPLORER_RELOAD_GRACE_S": str(RELOAD_GRACE),
-           ARENAS_ENV: str(ARENAS)}
+    # short here, so "after" is read once the runs of the cohort have ended; --reload-grace
+    # sets it (the app's own is 30 s). The arena cap is part of how the README starts the
+    # server (explorer/memory.py).
+    env = {"GATE_EXPLORER_DB": str(store), ARENAS_ENV: str(ARENAS),
+           "GATE_EXPLORER_RELOAD_GRACE_S": f"{getattr(options, 'reload_grace', RELOAD_GRACE):g}"}
     if getattr(options, "max_runs", None):
         env["GATE_EXPLORER_MAX_RUNS"] = str(options.max_runs)
+    ttl = getattr(options, "session_ttl", SESSION_TTL)        # None: the app's own
     server = Server(options.shots / "streamlit.log", env=env,
                     launch=[sys.executable, "-m", "streamlit", "run", "app.py",
-                            "--server.disconnectedSessionTTL", str(SESSION_TTL)])
+                            *(("--server.disconnectedSessionTTL", f"{ttl:g}") if ttl is not None else ())])
     results = {"options": {k: v for k, v in vars(options).items() if k != "shots"}, "cohorts": [],
                "server_log": str(server.log_path), "store": str(store)}
     playwright = None
@@ -623,8 +697,13 @@ def run(options: argparse.Namespace, browser=None, echo=print, kind: str = "load
         watch = Watch(pid)
         warm_up(browser, server, options.shots, options.settings)
         results["baseline"] = baseline = {k: v for k, v in settle(watch, options.settle, server.url).items() if k != "readings"}
+        fresh = ""
+        if getattr(options, "leave", 0):          # (the class-leaves check compares workers with it)
+            baseline["fresh_worker_mb"] = round(fresh_worker_mb(), 1)
+            fresh = f", a fresh one {baseline['fresh_worker_mb']:.0f} MB"
         echo(f"server pid {pid} on {server.url}: baseline RSS {baseline['rss_mb']:.0f} MB, "
-             f"{baseline['threads']} threads (after a warm-up run and {options.settle:g} s)")
+             f"{baseline['threads']} threads (after a warm-up run and {options.settle:g} s); workers "
+             f"{', '.join(f'{w:.0f}' for w in baseline['workers_mb'])} MB{fresh}")
         for number in range(1, options.cohorts + 1):
             result = cohort_of(browser, server, options, watch, number)
             result["failures"] = judge_of(result, baseline, options)
@@ -645,8 +724,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sessions", type=int, default=10, help="browser sessions per cohort, each training")
     p.add_argument("--seconds", type=float, default=60.0, help="the measured training window per cohort")
     p.add_argument("--cohorts", type=int, default=1, help="cohorts one after another (the memory check wants 3)")
-    p.add_argument("--settle", type=float, default=15.0,
-                   help=f"seconds after a cohort's tabs close before 'after' is read (sessions are kept {SESSION_TTL} s)")
+    p.add_argument("--settle", type=float, default=45.0,
+                   help="seconds after a cohort's tabs close before 'after' is read (a closed tab's session is "
+                        "kept the TTL, 30 s, then let go at the server's next sweep, within 10 s)")
+    p.add_argument("--leave", type=float, default=60.0,
+                   help="after the last cohort, seconds with no visitor and no request before the server's and its "
+                        "workers' memory are read (0: no such reading)")
+    p.add_argument("--reload-grace", type=float, default=RELOAD_GRACE,
+                   help="GATE_EXPLORER_RELOAD_GRACE_S for the server: seconds a closed tab's run trains on for a "
+                        "reload (the app's own: 30)")
+    p.add_argument("--session-ttl", type=float,
+                   help="the server's server.disconnectedSessionTTL, s (default: the app's, .streamlit/config.toml)")
     p.add_argument("--max-runs", type=int, help="GATE_EXPLORER_MAX_RUNS for the server: runs training at once")
     p.add_argument("--settings", default="steps=100000",
                    help="the run's settings as link parameters (default: the defaults, long enough not to finish)")

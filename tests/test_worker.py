@@ -243,6 +243,52 @@ def test_a_server_has_one_pool_however_often_its_admission_is_made():
     assert again is not first and first.workers is again.workers is pool
 
 
+def _train_in(pool: Workers, config: Config, grown_mb: float | None = None):
+    """Train config in a worker of pool until it has made 5 steps (and, given grown_mb, holds
+    more than that over what it held fresh), then pause: the worker goes back to the pool.
+    Returns it."""
+    run = Run(config, admission=Admission(1, workers=pool))
+    run.start()
+    try:
+        assert _wait_for(lambda: run._worker is not None)
+        worker = run._worker
+        assert _wait_for(lambda: run.snapshot().step >= 5 and worker.fresh_mb is not None
+                         and (grown_mb is None or worker.rss_mb() - worker.fresh_mb > grown_mb))
+        run.pause()
+        assert run.wait_until_idle(30.0)
+        return worker
+    finally:
+        run.stop()
+
+
+@pytest.mark.slow
+def test_a_worker_that_grew_in_a_run_is_ended_and_a_fresh_one_warmed_in_its_place():
+    # A wider run's steps take MBs, which the worker's arena keeps (explorer/memory.py).
+    pool = Workers(keep=1, grown_mb=5.0)
+    try:
+        grown = _train_in(pool, small(seq_len=40, hidden=128, batch_size=64, steps=100_000), grown_mb=5.0)
+        assert _wait_for(lambda: not grown.alive())
+        assert _wait_for(lambda: len(pool._idle) == 1)        # started in the background
+        fresh = pool._idle[0]
+        assert fresh.pid != grown.pid and fresh.alive()
+        assert pool.lease() is fresh                          # the next run does not wait for one
+        pool.give_back(fresh)
+    finally:
+        pool.close()
+
+
+@pytest.mark.slow
+def test_a_worker_that_stayed_near_its_fresh_size_is_kept_for_the_next_run():
+    pool = Workers(keep=1, grown_mb=10_000.0)
+    try:
+        worker = _train_in(pool, small(steps=100_000))
+        assert _wait_for(lambda: pool._idle == [worker])
+        assert worker.alive() and pool.lease() is worker
+        pool.give_back(worker)
+    finally:
+        pool.close()
+
+
 def test_an_out_of_memory_step_a_worker_reports_is_said_as_on_a_thread():
     from explorer.worker import WorkerFailure
     run = Run(small(batch_size=64, hidden=32))
