@@ -12,7 +12,7 @@ from pages.errors import reported
 from pages.follow import refused_follow
 from pages.identity import remember
 from pages.link import write_link
-from pages.session import current_run, session, store_problem
+from pages.session import current_run, session, store_notice
 from pages.sidebar import sidebar
 
 # Presentation mode, for a 1280×720 projector. Streamlit sizes its text in rem, so a larger
@@ -68,8 +68,8 @@ def main() -> None:
     config = sidebar()
     if st.session_state.get(keys.PRESENT):
         st.html(f"<style>{PRESENT_CSS}</style>")
-    if store_problem():
-        st.warning(f"Runs are not saved on this server: {store_problem()}")
+    if (notice := store_notice()) is not None:
+        st.warning(notice)
     if current_run(config) is None and where.follow_token:
         refused_follow(where)           # a revoked or unknown follow link: say so, nothing else
     else:

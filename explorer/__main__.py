@@ -25,21 +25,22 @@ from typing import NoReturn
 import torch
 
 from .bench import run_suite
-from . import lesson_seeds, threads
+from . import csvsafe, lesson_seeds, threads
 from .clamp import describe
 from .config import FIELDS, Config
 from .data import DataError, app_dir
 from .loading import NONLINEARITIES, cell_name, check_inputs, load_module, parse_loss, read_sequences, unit_loss
 from .memory import ARENAS, ARENAS_ENV, settle_for_training
 from .run import Status
-from .store import RunStore, StoreError, check_name, new_id, new_key
+from .store import ExportExists, RunStore, StoreError, check_name, new_id, new_key
 from .sweep import ENGINES, Cancelled, grid, resume, sweep
 from .trace import trace
 from .trainer import Trainer
 
 # What .streamlit/config.toml sets for a checkout, as flags: an installed app is started from
 # anywhere, where that file is not read. Without static serving the charts stay blank.
-APP_FLAGS = ("--server.enableStaticServing", "true", "--client.toolbarMode", "minimal",
+APP_FLAGS = ("--server.enableStaticServing", "true", "--server.disconnectedSessionTTL", "30",
+             "--client.toolbarMode", "minimal",
              "--client.showErrorDetails", "none",
              "--runner.postScriptGC", "false", "--browser.gatherUsageStats", "false",
              "--server.headless", "true")
@@ -168,6 +169,7 @@ def _add_runs_parser(sub) -> None:
     export.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="default: parquet")
     export.add_argument("--out", required=True, metavar="DIR",
                         help="folder for metrics.<ext> and traces.<ext>, created if missing")
+    export.add_argument("--force", action="store_true", help="overwrite metrics.<ext> and traces.<ext> if there")
     delete = action.add_parser("delete", help="delete a saved run")
     delete.add_argument("id", help="the run's id")
 
@@ -345,7 +347,7 @@ def _sweep(args) -> int:
         return 130
     if out is not None:
         try:
-            frame.to_parquet(out, index=False) if out.suffix.lower() == ".parquet" else frame.to_csv(out, index=False)
+            frame.to_parquet(out, index=False) if out.suffix.lower() == ".parquet" else csvsafe.to_csv(frame, out)
         except OSError as error:
             return _fail(f"cannot write {out}: {error.strerror or error} (the rows are stored: "
                          f"--resume {sweep_id} --out PATH writes them again)")
@@ -420,7 +422,9 @@ def _trace(args) -> int:
         return _fail(f"--out must name a .parquet file, not {out.name}")
     try:
         module = load_module(args.model, args.nonlinearity, batch_first=not args.time_first, prefix=args.prefix)
-        x, _ = read_sequences(args.input, time_first=args.time_first)       # (batch, time, features)
+        # A CSV's rows past the app's step cap are not parsed: one sequence that long is refused.
+        x, _ = read_sequences(args.input, time_first=args.time_first,
+                              max_steps=int(FIELDS["seq_len"].hi))           # (batch, time, features)
         check_inputs(x, module, Path(args.input).name)
         chosen = parse_loss(args.loss)
         # Handed over in the file's own layout, as the module (built with that layout) reads it.
@@ -490,7 +494,11 @@ def _table(runs: list[dict]) -> str:
 
 
 def _runs_export(store: RunStore, args) -> int:
-    _print("\n".join(str(path) for path in store.export(args.id, args.format, args.out)))
+    try:
+        paths = store.export(args.id, args.format, args.out, overwrite=args.force)
+    except ExportExists as error:
+        return _fail(f"{error} (add --force to overwrite them)")
+    _print("\n".join(str(path) for path in paths))
     return 0
 
 

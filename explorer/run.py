@@ -21,7 +21,7 @@ from torch import Tensor
 from .admission import Admission, threads_per_run
 from .config import Config
 from .history import History, HistoryView
-from .store import RunStore, StoreError, default_name, new_id, new_key
+from .store import RunDeleted, RunStore, StoreError, StoreFull, default_name, new_id, new_key
 from .trace import Trace
 from .trainer import Trainer
 from .worker import AHEAD, Worker, WorkerFailure, WorkerLost, capture, restore
@@ -30,6 +30,8 @@ SAVE_EVERY_STEPS = 500
 SAVE_EVERY_SECONDS = 30.0
 # At most this many steps a worker may train on while the server saves (explorer.worker).
 SAVE_AHEAD_MAX = 256
+DELETED_NOTE = ("This run was deleted (on the Runs page, perhaps in another tab): it is no longer saved. "
+                "What it trained stays here to look at; Reset starts a new run.")
 
 
 class Status(StrEnum):
@@ -60,6 +62,7 @@ class Snapshot:
     history: HistoryView
     latest: dict = field(default_factory=dict)
     queue_place: int | None = None     # waiting to train: 1 = next (explorer.admission)
+    save_problem: str = ""             # why its newest steps are not saved (until a save succeeds)
 
     @property
     def running(self) -> bool:
@@ -97,6 +100,7 @@ class Run:
         self.owner_key = owner_key or (new_key() if store is not None and not read_only else None)
         self.name = name or (default_name(config) if store is not None else None)
         self.read_only = read_only
+        self.deleted = False                 # deleted from the store: read-only, never saved again
         self.admission = admission           # the server's: how many runs train at once
         self.priority = False                # a class follows it: it goes first (explorer.admission)
         self._queue_place: int | None = None
@@ -104,6 +108,8 @@ class Run:
         self._cond = threading.Condition()
         self._status = status
         self._message = self.trainer.device_warning or ""
+        self._save_problem = ""
+        self._retry_at = 0.0         # a failed save is tried again after SAVE_EVERY_SECONDS, not every step
         self._pending = 0            # steps still to do before pausing
         self._free = False           # run until paused, finished or stopped
         self._stepping = False       # a step is in flight
@@ -133,7 +139,8 @@ class Run:
     def open(cls, store: RunStore, run_id: str, owner_key: str | None = None,
              idle_timeout: float = 300.0, admission: Admission | None = None) -> "Run":
         """A saved run, ready to Resume where it was saved: with its owner key in full
-        control; without it read-only (seen on every page, never trained or saved)."""
+        control; without it, or from a read-only store, read-only (seen on every page, never
+        trained or saved)."""
         info = store.info(run_id)
         trainer = store.load(run_id)
         owned = store.owns(run_id, owner_key)
@@ -145,7 +152,7 @@ class Run:
         if status == Status.PAUSED and trainer.finished:
             status = Status.FINISHED
         run = cls(trainer.config, idle_timeout, trainer, store, run_id, owner_key if owned else None,
-                  info.name, status, read_only=not owned, admission=admission)
+                  info.name, status, read_only=not owned or store.read_only, admission=admission)
         return run
 
     # -- controls (any thread) ----------------------------------------------------------
@@ -223,6 +230,18 @@ class Run:
         with self._cond:
             self._published = None
 
+    def forget(self) -> None:
+        """The run was deleted from its store (explorer.store keeps deletes): it stops, is never
+        saved again, and stays a read-only view of what it had trained (Reset makes a new run)."""
+        with self._cond:
+            self.deleted, self.read_only = True, True
+            self._save_problem = ""
+            if self._thread is not None and self._thread.is_alive():
+                self._stop = True               # the loop ends it, saving nothing
+                self._cond.notify_all()
+            else:
+                self._end(Status.STOPPED, DELETED_NOTE)
+
     def join(self, timeout: float | None = None) -> None:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -298,16 +317,30 @@ class Run:
             with self._cond:
                 self._saves += 1
                 self._save_seconds = time.monotonic() - started
+        except RunDeleted:
+            self.forget()
+            return
         except (StoreError, OSError) as error:
             with self._cond:
-                problem = f"Could not save this run: {error}"
-                # a run that ended keeps why it ended
-                self._message = f"{self._message} {problem}" if self._status in ENDED else problem
+                self._save_problem = self._unsaved(error)
+            self._retry_at = time.monotonic() + SAVE_EVERY_SECONDS
             return
+        with self._cond:
+            self._save_problem = ""
         self._saved = (self.trainer.steps_done, time.monotonic(), status)
+
+    def _unsaved(self, error: Exception) -> str:
+        """What a failed save means to the run's owner: which steps are not saved, and why."""
+        unsaved = self.trainer.steps_done - self._saved[0]
+        steps = f"the last {unsaved:,} step{'s' if unsaved != 1 else ''} {'are' if unsaved != 1 else 'is'} not saved"
+        if isinstance(error, StoreFull):
+            return f"The disk is full: {steps}; free space and they will be saved at the next autosave."
+        return f"Could not save this run ({error}): {steps}; the next autosave tries again."
 
     def _save_due(self, stopping: bool) -> bool:
         if self.store is None or self.read_only or self._lost:
+            return False
+        if not stopping and time.monotonic() < self._retry_at:
             return False
         step, when, status = self._saved
         if self.trainer.steps_done == step:
@@ -327,6 +360,7 @@ class Run:
             if look:
                 self._last_poll = time.monotonic()
             status, message, queue_place = self._status, self._message, self._queue_place
+            save_problem = self._save_problem
         view = self.trainer.history.view()
         recent = view.steps["seconds"][-50:]
         latest = {k: float(v[-1]) for k, v in view.steps.items() if v.ndim == 1 and len(v)}
@@ -334,7 +368,8 @@ class Run:
         return Snapshot(status=status, step=int(view.steps["step"][-1]) if len(view.steps["step"]) else 0,
                         total_steps=self.trainer.config.steps,
                         steps_per_second=float(len(recent) / recent.sum()) if len(recent) else 0.0,
-                        message=message, history=view, latest=latest, queue_place=queue_place)
+                        message=message, history=view, latest=latest, queue_place=queue_place,
+                        save_problem=save_problem)
 
     def published(self, max_age: float) -> Snapshot:
         """The snapshot every follower sees: one, taken again once older than max_age seconds,
@@ -438,7 +473,7 @@ class Run:
                         self._cond.notify_all()
                         self._cond.wait(0.25)
                     if self._stop:
-                        self._end(Status.STOPPED, "Stopped.")
+                        self._end(Status.STOPPED, DELETED_NOTE if self.deleted else "Stopped.")
                         return
                     if self._idle():
                         # A closed tab: free the thread, but keep the run resumable, since
@@ -649,9 +684,21 @@ class Run:
         worker, self._worker, self._lost = self._worker, None, True
         if worker is not None:
             worker.close()
+        if self._saved[0] and self.store is not None and not self.read_only:
+            try:
+                # Its row said "running" (the last autosave's); what is saved stays as saved.
+                self.store.mark(self.id, Status.ERROR, self.owner_key)
+            except StoreError:
+                pass        # the run's message still names the step it is saved at
 
     def _failure(self, error: Exception) -> str:
         """What the run's message says about the exception that ended it."""
+        if isinstance(error, WorkerLost):
+            # The page shows the steps the worker reported; the store holds the last save's.
+            saved = self._saved[0] if self.store is not None and not self.read_only else 0
+            return (f"Training stopped at step {self.trainer.steps_done:,}: {error}"
+                    + (f" (step {saved:,}); reopen it from the Runs page to go on from there." if saved
+                       else "; it had not been saved yet, so there is nothing to reopen."))
         if not out_of_memory(error):
             return f"Training stopped with an error: {error}"
         trainer, cfg = self.trainer, self.trainer.config

@@ -22,6 +22,11 @@ arrays are safetensors, compressed with zlib; the rest is JSON.
   is kept as is (its owner's Share menu shows it again after a reload), with a hash of its
   owner's key: only that key revokes it or points it at the owner's next run (Reset, "keep
   followers"). A run it names may not be saved yet (one that has not trained a step).
+- Deletes win: a deleted run's id is kept (schema 6), and no save brings it back (RunDeleted),
+  whichever tab, process or server still holds the run.
+- Errors say what happened (StoreError's kinds): a full disk (StoreFull), a store this process
+  may not write (StoreReadOnly: it is opened read-only, and its runs are listed and shown), a
+  file that is not a database or is corrupt ("damaged"), anything else as SQLite says it.
 """
 from __future__ import annotations
 
@@ -45,6 +50,7 @@ from safetensors.numpy import save as save_arrays
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
+from . import csvsafe
 from .cells import CELLS
 from .config import Config
 from .history import EVAL_FIELDS, STEP_FIELDS, History, HistoryView
@@ -53,7 +59,7 @@ from .trace import LayerTrace, Trace
 from .trainer import FinalEval, Trainer
 
 DB_ENV = "GATE_EXPLORER_DB"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 MAX_DATA_BYTES = 32 * 2**20      # a CSV kept with its run; larger files are read from their path
 BUSY_TIMEOUT_S = 30.0            # how long a save waits for another process's transaction
 
@@ -74,6 +80,25 @@ class SweepNotFound(StoreError, KeyError):
 
 class FollowRefused(StoreError):
     """A follow link that does not open: unknown, or revoked by its owner."""
+
+
+class ExportExists(StoreError):
+    """An export would overwrite files already in its folder."""
+
+
+class RunDeleted(StoreError):
+    """A save of a run that was deleted (in another tab, by the CLI): it is not brought back."""
+
+
+class StoreFull(StoreError):
+    """The disk (or the file system the store is on) is full: the save did not happen."""
+
+
+class StoreReadOnly(StoreError):
+    """The store cannot be written by this process (a read-only file, folder or file system)."""
+
+
+READ_ONLY = "the run store is read-only: runs can be viewed, not saved"
 
 
 def default_path() -> Path:
@@ -180,6 +205,11 @@ MIGRATIONS = {
     5: """
     ALTER TABLE sweeps ADD COLUMN owner_hash TEXT;
     """,
+    # Deletes win: the ids of deleted runs, so that a tab, process or server still holding one
+    # cannot re-create it by saving (RunDeleted). 128-bit random ids never come back by chance.
+    6: """
+    CREATE TABLE deleted (id TEXT PRIMARY KEY, deleted TEXT NOT NULL);
+    """,
 }
 
 
@@ -250,27 +280,63 @@ def _now() -> str:
 
 class RunStore:
     """The runs saved in one SQLite file. Each call opens its own connection, so one store
-    serves any thread (a run's worker saves while a page lists)."""
+    serves any thread (a run's worker saves while a page lists).
+
+    A store this process cannot write is opened read-only (`read_only`): it lists and shows its
+    runs, and every change raises StoreReadOnly."""
 
     def __init__(self, path: str | Path | None = None, timeout: float = BUSY_TIMEOUT_S):
         self.path = Path(path) if path is not None else default_path()
         self.timeout = timeout
+        self.read_only = False
+        self._uri: str | None = None      # how a read-only store is opened
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StoreError(f"cannot create the folder for the run store {self.path}: {error.strerror}") from None
-        with self._connect() as db:
-            self._migrate(db)
+        try:
+            with self._connect() as db:
+                self._migrate(db)
+        except StoreReadOnly:
+            self._open_read_only()
+
+    def _open_read_only(self) -> None:
+        """Read without writing: mode=ro where SQLite may make the WAL's shared-memory file
+        beside it, else immutable (a read-only folder: nothing here can change it)."""
+        if not self.path.is_file():
+            raise StoreError(f"cannot create the run store {self.path}: its folder is read-only")
+        self.read_only = True
+        for uri in (f"{self.path.resolve().as_uri()}?mode=ro", f"{self.path.resolve().as_uri()}?immutable=1"):
+            self._uri = uri
+            try:
+                with self._connect() as db:
+                    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                break
+            except StoreReadOnly:
+                continue
+        else:
+            raise StoreError(f"cannot read the run store {self.path}: it is read-only, and so is its folder")
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"the run store {self.path} was written by a newer version of "
+                             f"this app (schema {version}; this one reads up to {SCHEMA_VERSION})")
 
     # -- the database ----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         try:
-            db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            if self._uri is not None:
+                db = sqlite3.connect(self._uri, uri=True, timeout=self.timeout, isolation_level=None)
+            else:
+                db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA foreign_keys=ON")
         except sqlite3.DatabaseError as error:
-            raise StoreError(f"cannot open the run store {self.path}: {error}") from None
+            raise _store_error(error, opening=self.path) from None
         return _Connection(db)
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StoreReadOnly(READ_ONLY)
 
     def _migrate(self, db) -> None:
         try:
@@ -299,6 +365,7 @@ class RunStore:
         the ones History let go deleted; its name is left as renamed). Call it where the trainer
         is not stepping (the run's model lock). measure_final False keeps the run's held-out
         numbers only if they were made at this step (Trainer.final_eval), else none yet."""
+        self._writable()
         config = trainer.config
         trainer.wait_for_probe()   # a probe traced in the background belongs to the steps saved
         trainer.flush()        # the staged step records, and a divergence among them, before anything is read
@@ -312,6 +379,7 @@ class RunStore:
                 db.execute("BEGIN IMMEDIATE")
                 row = db.execute("SELECT owner_hash, config FROM runs WHERE id = ?", (run_id,)).fetchone()
                 if row is None:
+                    _not_deleted(db, run_id)
                     db.execute(_INSERT_RUN, (run_id, _key_hash(owner_key), name or default_name(config),
                                              json.dumps(config.to_dict()), config.task, config.cell, trainer.steps_done,
                                              str(status), eval_loss, eval_metric, eval_sequences, now, now))
@@ -346,6 +414,7 @@ class RunStore:
 
     def add(self, run_id: str, record: RunRecord, *, owner_key: str) -> None:
         """Keep a new run made into a RunRecord (by another process, say), in one transaction."""
+        self._writable()
         with self._connect() as db:
             self._transaction(db, lambda: self._insert(db, run_id, record, owner_key))
 
@@ -354,6 +423,7 @@ class RunStore:
         # The config as the run had it: not validated again here, where the memory budget
         # (GATE_EXPLORER_MAX_RUN_MB) may be another machine's than the one that trained it.
         now = _now()
+        _not_deleted(db, run_id)
         db.execute(_INSERT_RUN, (run_id, _key_hash(owner_key), record.name, json.dumps(record.config),
                                  record.config["task"], record.config["cell"], record.steps, record.status,
                                  record.eval_loss, record.eval_metric, record.eval_sequences, now, now))
@@ -436,6 +506,8 @@ class RunStore:
         with self._connect() as db:
             row = db.execute(_INFO + " WHERE id = ?", (run_id,)).fetchone()
         if row is None:
+            if self.deleted(run_id):
+                raise RunNotFound(f"the run {run_id!r} was deleted by its owner")
             raise _not_found(run_id)
         return RunInfo(*row)
 
@@ -522,14 +594,37 @@ class RunStore:
     # -- changing ----------------------------------------------------------------------------
     def rename(self, run_id: str, name: str) -> None:
         name = check_name(name)
+        self._writable()
         with self._connect() as db:
             if db.execute("UPDATE runs SET name = ? WHERE id = ?", (name, run_id)).rowcount == 0:
                 raise _not_found(run_id)
 
     def delete(self, run_id: str) -> None:
-        with self._connect() as db:
+        """Delete a run and everything saved with it, for good: its id is kept as deleted, so
+        no save brings it back."""
+        self._writable()
+
+        def work():
             if db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount == 0:
                 raise _not_found(run_id)
+            db.execute("INSERT OR IGNORE INTO deleted VALUES (?, ?)", (run_id, _now()))
+        with self._connect() as db:
+            self._transaction(db, work)
+
+    def deleted(self, run_id: str) -> bool:
+        """Whether run_id was deleted (a run never saved is not)."""
+        with self._connect() as db:
+            if self.read_only and not _has_table(db, "deleted"):
+                return False        # (a read-only store of an older schema)
+            return db.execute("SELECT 1 FROM deleted WHERE id = ?", (run_id,)).fetchone() is not None
+
+    def mark(self, run_id: str, status: str, owner_key: str) -> None:
+        """Set a saved run's status alone (a run whose worker died: its saved state stays as it
+        was saved, and its row no longer says "running")."""
+        self._writable()
+        with self._connect() as db:
+            db.execute("UPDATE runs SET status = ?, updated = ? WHERE id = ? AND owner_hash = ?",
+                       (str(status), _now(), run_id, _key_hash(owner_key)))
 
     # -- follow links --------------------------------------------------------------------
     def create_follow(self, run_id: str, owner_key: str) -> str:
@@ -573,17 +668,22 @@ class RunStore:
                 raise StoreError("only the owner of a follow link can change it")
             db.execute(sql, args)
 
-    def export(self, run_id: str, fmt: str, out_dir: str | Path) -> list[Path]:
-        """Write metrics.<ext> and traces.<ext> (parquet or csv) into out_dir; their paths."""
+    def export(self, run_id: str, fmt: str, out_dir: str | Path, overwrite: bool = False) -> list[Path]:
+        """Write metrics.<ext> and traces.<ext> (parquet or csv) into the folder out_dir (made if
+        missing); their paths. Files already there are kept (ExportExists) unless overwrite."""
         if fmt not in ("parquet", "csv"):
             raise StoreError(f"format must be parquet or csv, not {fmt!r}")
-        metrics, traces = self.metrics_frame(run_id), self.traces_frame(run_id)
         out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise StoreError(f"{out} is not a folder: the export writes two files into a folder")
+        paths = [out / f"metrics.{fmt}", out / f"traces.{fmt}"]
+        if not overwrite and (there := [path.name for path in paths if path.exists() or path.is_symlink()]):
+            raise ExportExists(f"{out} already holds {' and '.join(there)}: they are not overwritten")
+        metrics, traces = self.metrics_frame(run_id), self.traces_frame(run_id)
         try:
             out.mkdir(parents=True, exist_ok=True)
-            paths = [out / f"metrics.{fmt}", out / f"traces.{fmt}"]
             for frame, path in zip((metrics, traces), paths):
-                frame.to_parquet(path, index=False) if fmt == "parquet" else frame.to_csv(path, index=False)
+                frame.to_parquet(path, index=False) if fmt == "parquet" else csvsafe.to_csv(frame, path)
         except OSError as error:
             raise StoreError(f"cannot write into {out}: {error.strerror or error}") from None
         return paths
@@ -601,10 +701,8 @@ class _Connection:
 
     def __exit__(self, kind, error, tb):
         self._db.close()
-        if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
-            raise StoreError("the run store is locked by another program; try again in a moment") from None
         if isinstance(error, sqlite3.DatabaseError):
-            raise StoreError(f"the run store is damaged or not a database: {error}") from None
+            raise _store_error(error) from None
         return False
 
     def execute(self, sql: str, args=()):
@@ -617,6 +715,31 @@ class _Connection:
 
 def _not_found(run_id: str) -> RunNotFound:
     return RunNotFound(f"no saved run has the id {run_id!r}")
+
+
+def _not_deleted(db, run_id: str) -> None:
+    if db.execute("SELECT 1 FROM deleted WHERE id = ?", (run_id,)).fetchone() is not None:
+        raise RunDeleted("this run was deleted (on the Runs page or with `runs delete`): it is not saved again")
+
+
+def _has_table(db, name: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
+def _store_error(error: sqlite3.DatabaseError, opening: Path | None = None) -> StoreError:
+    """SQLite's error as what happened, by its result code: "damaged" only for a file that is."""
+    code = getattr(error, "sqlite_errorname", "") or ""
+    if code == "SQLITE_FULL":
+        return StoreFull("the disk the run store is on is full")
+    if code.startswith("SQLITE_READONLY"):
+        return StoreReadOnly(READ_ONLY)
+    if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(error):
+        return StoreError("the run store is locked by another program; try again in a moment")
+    if code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return StoreError(f"the run store is damaged or not a database: {error}")
+    if opening is not None:
+        return StoreError(f"cannot open the run store {opening}: {error}")
+    return StoreError(f"the run store cannot be read or written: {error}")
 
 
 def check_name(name: str) -> str:

@@ -3,15 +3,18 @@ yours); rename or delete yours; download its metrics (CSV), traces (Parquet), co
 and weights (safetensors). Above them: look inside your own model (pages/your_model.py)."""
 import io
 import json
+import logging
 
 import pandas as pd
 import streamlit as st
 
+from explorer import csvsafe
 from explorer.cells import CELLS
-from explorer.store import StoreError
+from explorer.store import RunNotFound, StoreError
 from explorer.tasks import TASKS
 from pages import keys
-from pages.session import run_store, session, store_problem
+from pages.errors import new_ref
+from pages.session import live_runs, run_store, session, store_problem
 from pages.sidebar import applied_config, take_settings
 from pages.your_model import your_model_form
 
@@ -52,7 +55,7 @@ st.caption("Held-out loss and metric: the run's weights as saved, on its task's 
            "pauses or ends: empty while it trains, for your own model, and for a run not saved since the "
            "store kept them.")
 info = st.selectbox("Run", listed, key="runs_pick", format_func=lambda r: f"{r.name} · {r.steps} steps · {r.id}")
-mine = store.owns(info.id, where.owner_key)
+mine = store.owns(info.id, where.owner_key) and not store.read_only     # (a read-only store: shown, never changed)
 
 
 def _open(run_id: str) -> None:
@@ -71,7 +74,8 @@ if st.session_state.get(keys.RUNS_PROBLEM):
 
 st.markdown(f"### {info.name}")
 st.caption(f"{info.task} · {info.cell} · {info.steps} steps · {info.status} · created {info.created} · id {info.id}"
-           + ("" if mine else " · read-only: made in another browser"))
+           + ("" if mine else " · read-only: this server's run store cannot be written" if store.read_only
+              else " · read-only: made in another browser"))
 open_col, rename_col, delete_col = st.columns([1, 2, 1.2], vertical_alignment="bottom")
 trainable = TASKS[info.task].trainable if info.task in TASKS else True
 open_col.button("Look inside" if not trainable else "Continue it" if mine else "View it", type="primary", key="runs_open", on_click=_open,
@@ -98,8 +102,15 @@ if mine:
                 st.error("This is the run the other pages show; Reset it on the Train page (or load another "
                          "run) before deleting it.")
             else:
-                store.delete(info.id)
-                st.rerun()
+                try:
+                    store.delete(info.id)
+                except StoreError as error:
+                    st.error(f"Could not delete it: {error}")
+                else:
+                    # Another tab of this browser may hold it: it stops, and is never saved again.
+                    if (live := live_runs().get(info.id)) is not None:
+                        live.forget()
+                    st.rerun()
 
 st.markdown("**Download**")
 files = st.columns(4)
@@ -112,17 +123,40 @@ def _traces() -> bytes:
     return out.getvalue()
 
 
+def _or_why(build):
+    """build, run at the click; when the run cannot be read then (its owner deleted it since this
+    page listed it, or the store is damaged or busy), a few lines saying so are the file instead.
+    A callable that raises gets no file, a generic line under the button for five seconds, and
+    two tracebacks in the server's log."""
+    def data():
+        try:
+            return build()
+        except RunNotFound:
+            return (f"No data: the run {info.name!r} (id {info.id}) was deleted after the Runs page listed it. "
+                    "Reload the Runs page to see the runs saved now.\n")
+        except StoreError as error:
+            logging.getLogger("gate_explorer").warning("download of run %s: %s", info.id, error)
+            return (f"No data: the server could not read the run {info.name!r} (id {info.id}) from its run store "
+                    "(damaged, or busy with another program). Try again in a moment; if it goes on, tell "
+                    "whoever runs this server.\n")
+        except Exception:           # unexpected: a reference to the log's traceback, as a page's (pages/errors.py)
+            ref = new_ref()
+            logging.getLogger("gate_explorer").exception("Something went wrong (ref %s)", ref)
+            return f"No data: something went wrong (ref {ref}).\n"
+    return data
+
+
 # Built when a button is pressed (a run's traces are millions of rows), not on every rerun;
 # a download reruns nothing, so the other buttons' deferred data stays valid.
-files[0].download_button("Metrics (CSV)", lambda: store.metrics_frame(info.id).to_csv(index=False),
+files[0].download_button("Metrics (CSV)", _or_why(lambda: csvsafe.to_csv(store.metrics_frame(info.id))),
                          f"{slug}-metrics.csv", "text/csv", key="dl_metrics", on_click="ignore",
                          help="One row per step: losses, metric, gradient norms, each parameter's.")
-files[1].download_button("Traces (Parquet)", _traces, f"{slug}-traces.parquet",
+files[1].download_button("Traces (Parquet)", _or_why(_traces), f"{slug}-traces.parquet",
                          "application/vnd.apache.parquet", key="dl_traces", on_click="ignore",
                          help="Every stored probe: layer, sequence, t, unit, quantity, value, and its step.")
-files[2].download_button("Config (JSON)", lambda: json.dumps(store.config(info.id).to_dict(), indent=2),
+files[2].download_button("Config (JSON)", _or_why(lambda: json.dumps(store.config(info.id).to_dict(), indent=2)),
                          f"{slug}-config.json", "application/json", key="dl_config", on_click="ignore")
-files[3].download_button("Weights (.safetensors)", lambda: store.weights(info.id), f"{slug}.safetensors",
+files[3].download_button("Weights (.safetensors)", _or_why(lambda: store.weights(info.id)), f"{slug}.safetensors",
                          "application/octet-stream",
                          key="dl_weights", on_click="ignore", help="The model's state_dict (recurrent stack and head).")
 st.caption("In a notebook: `pd.read_parquet(traces)`; the same tables from the command line: "

@@ -24,6 +24,7 @@ from explorer.data import env_number
 from explorer.memory import arena_hint, give_back, settle_allocator
 from explorer.store import RunStore, StoreError
 from explorer.worker import available, shared
+from pages import sweeper
 from pages.identity import browser_key
 from pages.serverlog import quiet_closed_tab_sends
 
@@ -76,6 +77,22 @@ def run_store() -> RunStore | None:
 def store_problem() -> str | None:
     store = _store()
     return None if isinstance(store, RunStore) else store
+
+
+def saving_store() -> RunStore | None:
+    """The run store new runs save into: None where it cannot be opened, or is read-only (its
+    runs are still listed and shown)."""
+    store = run_store()
+    return store if store is not None and not store.read_only else None
+
+
+def store_notice() -> str | None:
+    """What every page says about saving on this server, if anything."""
+    if (problem := store_problem()) is not None:
+        return f"Runs are not saved on this server: {problem}"
+    if (store := run_store()) is not None and store.read_only:
+        return "The run store is read-only: runs can be viewed, not saved."
+    return None
 
 
 class LiveRuns:
@@ -207,7 +224,7 @@ class Session:
         self.follow_token = self.followed_id = self.watching = self.moved_at = None
 
     def new_run(self, config: Config, name: str | None = None) -> Run:
-        store = run_store()
+        store = saving_store()
         run = Run(config, idle_timeout=IDLE_TIMEOUT, store=store, owner_key=self.owner_key if store else None,
                   name=name, admission=admission())
         if run.id:
@@ -217,7 +234,7 @@ class Session:
     def look_inside(self, config: Config, task, name: str) -> Run:
         """Your model (explorer.yours) as this session's run: traced now, saved at once (it has
         no training to save it later), reopened by its link like any run."""
-        store = run_store()
+        store = saving_store()
         trainer = Trainer(config, task=task)
         run = Run(config, IDLE_TIMEOUT, trainer, store, owner_key=self.owner_key if store else None,
                   name=name, status=Status.FINISHED)
@@ -315,6 +332,7 @@ class Session:
         self.unfollow()
         watches().drop(self.watch_token)
         threading.Thread(target=self._let_go, args=(runs,), name="gate-explorer-close", daemon=True).start()
+        sweeper.expect()         # Streamlit keeps the ended session itself until swept (pages/sweeper.py)
 
     def _let_go(self, runs: list[Run]) -> None:
         for run in runs:
@@ -324,15 +342,22 @@ class Session:
             if not run.id or live_runs().get(run.id) is None:
                 run.retire()                        # Streamlit may keep this session's objects a while
         shutil.rmtree(self.upload_dir, ignore_errors=True)   # after the saves: a CSV run keeps its file
-        self.run, self.lesson_runs = None, {}
+        # Until the sweep, Streamlit's store holds this session, and its pages' objects hold it.
+        self.run, self.lesson_runs, self.charts = None, {}, {}
         if runs:                 # (a follower's session had none: a full pass would stall the training)
             gc.collect()         # a trainer's tensors can sit in reference cycles
         give_back()
         # Streamlit frees the session itself (its state, messages, connection) after this
-        # callback returns: trim once more when that is done.
-        later = threading.Timer(TRIM_AGAIN_S, give_back)
+        # callback returns, and this thread lets go of its runs as it ends: collect and trim
+        # once more when that is done (pages/sweeper.py does when the session itself goes).
+        later = threading.Timer(TRIM_AGAIN_S, _collect if runs else give_back)
         later.daemon = True
         later.start()
+
+
+def _collect() -> None:
+    gc.collect()
+    give_back()
 
 
 class Watches:

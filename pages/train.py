@@ -6,6 +6,7 @@ from explorer.config import FIELDS
 from explorer.follow import Followed
 from pages import keys
 from pages.charts import chart_grid
+from pages.errors import plain
 from pages.follow import FOLLOW_SECONDS, POLLED_SECONDS, follow_every, follow_link, keep_followers, state_words
 from pages.live import OWNER_PATH, WIDE, head, owner_head, poll, train_figures
 from pages.session import (current_run, ended_note, refresh_every, session, setup_refusal, siblings_training,
@@ -53,6 +54,11 @@ else:
         with st.container(key="follow_banner"):
             st.info(f"Following “{run.name}”: {state_words(run.status)}. Its owner trains it; this page "
                     "shows it as it learns, and your choices on every page are your own.")
+    elif run.deleted:
+        st.warning(run.snapshot(look=False).message)   # (deleted in another tab: explorer.run.DELETED_NOTE)
+    elif run.read_only and run.store is not None and run.store.read_only:
+        st.info(f"Read-only: “{run.name}” is shown as it was saved; this server's run store cannot be "
+                "written. **Reset** starts a run of your own with the sidebar's settings (not saved).")
     elif run.read_only:
         st.info(f"Read-only: this link shows the saved run “{run.name}” as it was saved. Only its owner can train "
                 "it; **Reset** starts a run of your own with the sidebar's settings.")
@@ -121,7 +127,7 @@ def controls() -> None:
         else:
             problem = session().replace(config)
             if problem:
-                st.error(f"Could not reset: {problem.rstrip('.')}. The current run is kept.")
+                st.error(f"Could not reset: {plain(problem.rstrip('.'))}. The current run is kept.")
             else:
                 if keep:
                     keep_followers(run, session().run)
@@ -195,8 +201,10 @@ if task.trainable:
             st.error(ended_note(snap, run.trainer))
         elif snap.status == Status.FINISHED:
             st.success(ended_note(snap, run.trainer))
-        elif snap.message and snap.message != run.trainer.device_warning:
+        elif snap.message and snap.message != run.trainer.device_warning and (following or not run.deleted):
             st.info(snap.message)
+        if snap.save_problem:
+            st.warning(snap.save_problem)
         gate, sequence = st.session_state.get(keys.STRIP_GATE), st.session_state.get(keys.STRIP_SEQUENCE, 0)
         figures, caption = train_figures(run, snap, gate, sequence)
         # The step line is drawn by the chart element: while the run trains, the browser's

@@ -288,7 +288,7 @@ def test_delete_removes_the_run(capsys, tmp_path):
     said = run(capsys, "runs", "delete", gone)
     assert said.count("\n") == 1 and gone in said
     assert [r["id"] for r in json.loads(run(capsys, "runs", "--json"))] == [kept]
-    fails(capsys, "runs", "delete", gone, words="no saved run has the id")
+    fails(capsys, "runs", "delete", gone, words=f"the run {gone!r} was deleted by its owner")
 
 
 @pytest.mark.parametrize("args, words", [
@@ -339,8 +339,21 @@ def test_export_into_a_folder_that_cannot_be_written_is_one_line(capsys, tmp_pat
     a_file.write_text("")
     # Tests run as root, whom permissions do not stop: a folder can be made neither where
     # a file is, nor under one.
-    fails(capsys, "runs", "export", run_id, "--out", a_file, words=f"cannot write into {a_file}")
+    fails(capsys, "runs", "export", run_id, "--out", a_file, words=f"{a_file} is not a folder")
     fails(capsys, "runs", "export", run_id, "--out", a_file / "sub", words="cannot write into")
+    fails(capsys, "runs", "export", run_id, "--out", "/dev/null", words="/dev/null is not a folder")
+
+
+def test_export_keeps_files_already_there_unless_forced(capsys, tmp_path):
+    run_id = saved_run(capsys, tmp_path)["run_id"]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.csv").write_text("mine")
+    fails(capsys, "runs", "export", run_id, "--format", "csv", "--out", out,
+          words="already holds metrics.csv: they are not overwritten (add --force")
+    assert (out / "metrics.csv").read_text() == "mine" and not (out / "traces.csv").exists()
+    run(capsys, "runs", "export", run_id, "--format", "csv", "--out", out, "--force")
+    assert (out / "metrics.csv").read_text().startswith("step,") and (out / "traces.csv").exists()
 
 
 @pytest.mark.slow

@@ -243,7 +243,7 @@ def test_a_schema_4_database_keeps_its_sweeps_owned_by_nobody_and_new_sweeps_get
 
     store = RunStore(tmp_path / "old.sqlite")
     with sqlite3.connect(store.path) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("5",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
         assert db.execute("SELECT owner_hash FROM sweeps WHERE id = 'oldsweep'").fetchone() == (None,)
     # The old sweep keeps its configs and rows, is listed among every sweep, and is nobody's.
     assert store.sweep_configs("oldsweep") == configs and store.sweep_rows("oldsweep") == {0: row}
