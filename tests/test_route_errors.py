@@ -58,6 +58,7 @@ def test_the_follow_route_answers_503_with_a_reason_when_the_follow_links_cannot
 def test_an_unexpected_error_in_a_poll_answers_json_with_a_reference_and_logs_it(caplog):
     import asyncio
     import re
+    from concurrent.futures import ThreadPoolExecutor
 
     from starlette.requests import Request
 
@@ -68,8 +69,10 @@ def test_an_unexpected_error_in_a_poll_answers_json_with_a_reference_and_logs_it
 
     scope = {"type": "http", "method": "GET", "scheme": "http", "server": ("127.0.0.1", 8501),
              "path": "/follow-live/abc", "query_string": b"since=-1", "headers": [], "path_params": {"token": "abc"}}
-    with caplog.at_level("WARNING", logger="gate_explorer"):
-        response = asyncio.run(live._respond(Request(scope), broken))
+    with caplog.at_level("WARNING", logger="gate_explorer"), ThreadPoolExecutor(1) as thread:
+        # On a thread of its own: in a whole suite, the browser tests' Playwright (session-scoped)
+        # holds a running event loop on this one, where asyncio.run refuses to start another.
+        response = thread.submit(asyncio.run, live._respond(Request(scope), broken)).result(timeout=60)
     assert response.status_code == 500 and response.media_type == "application/json"
     ref = re.fullmatch(r"Something went wrong \(ref ([0-9a-f]{8})\)", json.loads(response.body)["message"]).group(1)
     assert [r for r in caplog.records if ref in r.getMessage() and r.exc_info]    # the traceback, under its ref
