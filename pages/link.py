@@ -41,8 +41,8 @@ def read_link() -> tuple[dict, list[str]]:
     draft, problems = linked_settings(params)
     for name, value in params.items():
         if name in FIELDS and name not in NOT_SHARED:
-            pass                                     # read by linked_settings, together
-        elif name in VIEW:
+            continue                                 # read by linked_settings, together
+        if name in VIEW:
             if WHOLE.match(value):
                 # Whether the model has it is known once its run is: view_problems says.
                 st.session_state.setdefault(keys.KEPT, {})[VIEW[name]] = int(value)

@@ -33,24 +33,14 @@ def assert_plain(message: str, name: str, folder: Path) -> None:
         assert words not in message, message
 
 
-@pytest.mark.parametrize("name", sorted(BAD_MODELS))
-def test_a_bad_model_file_is_a_plain_model_file_error(tmp_path, name):
-    raw, words = BAD_MODELS[name]
+@pytest.mark.parametrize("read, table, name", [(load_module, BAD_MODELS, n) for n in sorted(BAD_MODELS)]
+                         + [(read_sequences, BAD_SEQUENCES, n) for n in sorted(BAD_SEQUENCES)])
+def test_a_bad_model_or_sequence_file_is_a_plain_model_file_error(tmp_path, read, table, name):
+    raw, words = table[name]
     path = tmp_path / name
     path.write_bytes(raw)
     with pytest.raises(ModelFileError) as caught:
-        load_module(path)
-    assert words in str(caught.value)
-    assert_plain(str(caught.value), name, tmp_path)
-
-
-@pytest.mark.parametrize("name", sorted(BAD_SEQUENCES))
-def test_a_bad_sequence_file_is_a_plain_model_file_error(tmp_path, name):
-    raw, words = BAD_SEQUENCES[name]
-    path = tmp_path / name
-    path.write_bytes(raw)
-    with pytest.raises(ModelFileError) as caught:
-        read_sequences(path)
+        read(path)
     assert words in str(caught.value)
     assert_plain(str(caught.value), name, tmp_path)
 
